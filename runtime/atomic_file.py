@@ -1,0 +1,42 @@
+"""Crash-safe file writes: a reader sees the old content or the new, never half."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` via a temp file in the same directory, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any, mode: int = 0o644) -> None:
+    """Serialise `obj` as JSON and write it atomically."""
+    write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode(), mode)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """Read a JSON file written by write_json_atomic; `default` if it is absent."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default

@@ -1,0 +1,102 @@
+"""What the process launcher needs to start one container or one exec: plain data.
+
+The engine fills these from the user's request and the image; `container_process`
+turns them into namespaces, mounts, cgroups and an exec'd process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+
+# Docker's masked and read-only /proc and /sys paths (moby oci/defaults.go).
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+    "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS: tuple[str, ...] = (
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)
+
+
+@dataclass
+class BindMount:
+    """A host path (file or directory) bound at `target` inside the container."""
+
+    source: str
+    target: str
+    readonly: bool = False
+
+
+@dataclass
+class TmpfsMount:
+    """A fresh tmpfs at `target`; `options` as for mount(8), e.g. "size=64m,mode=1777"."""
+
+    target: str
+    options: str = ""
+
+
+@dataclass
+class Limits:
+    """Resource limits; None means unlimited. Applied through cgroups (v1 where v2 lacks the controller)."""
+
+    memory_bytes: int | None = None
+    memory_swap_bytes: int | None = None
+    nano_cpus: int | None = None
+    cpu_shares: int | None = None
+    pids_limit: int | None = None
+
+
+@dataclass
+class ProcessSpec:
+    """The process to exec inside the container (pid 1 of a container, or an exec)."""
+
+    args: list[str]
+    env: list[str] = field(default_factory=list)
+    cwd: str = "/"
+    user: str = ""            # "", "name", "uid", "uid:gid", "name:group"; resolved in the container's /etc
+    tty: bool = False
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+    privileged: bool = False
+    no_new_privileges: bool = True
+
+
+@dataclass
+class ContainerSpec:
+    """Everything needed to start a container's first process."""
+
+    id: str
+    lower_dirs: list[Path]          # unpacked image layers, lowest first, read-only
+    upper_dir: Path                 # container's writable layer
+    work_dir: Path                  # overlayfs workdir (same filesystem as upper_dir)
+    process: ProcessSpec
+    hostname: str = ""
+    domainname: str = ""
+    mounts: list[BindMount | TmpfsMount] = field(default_factory=list)  # applied in order
+    etc_files: dict[str, Path] = field(default_factory=dict)  # e.g. {"/etc/hosts": host_file}
+    netns_path: str | None = None   # join this net namespace (bridge mode)
+    host_network: bool = False      # share the host's; if neither, a fresh one with only loopback
+    readonly_rootfs: bool = False
+    limits: Limits = field(default_factory=Limits)
+    masked_paths: tuple[str, ...] = MASKED_PATHS
+    readonly_paths: tuple[str, ...] = READONLY_PATHS
+
+
+@dataclass
+class Stdio:
+    """File descriptors (owned by the caller) that become the process's 0, 1, 2.
+
+    With a TTY all three are the pty slave; the launcher makes it the controlling terminal.
+    """
+
+    stdin: int
+    stdout: int
+    stderr: int

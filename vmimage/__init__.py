@@ -1,0 +1,1 @@
+"""Builds the Dockyard guest: kernel, initramfs and root filesystem from Debian packages."""
