@@ -1,0 +1,344 @@
+"""The one persistent SSH connection from the host to the Dockyard guest.
+
+Everything host-side that talks to the guest rides on this link: the Docker
+API socket (a `direct-streamlocal@openssh.com` channel per host connection),
+published TCP ports (`direct-tcpip`), the rare guest command (`exec`) and the
+reverse SFTP share. A process start in the TCG guest costs ~180 ms while a
+channel costs ~2 ms, so requests open channels on one long-lived transport
+and never spawn a process each.
+
+Security: key-only auth (ed25519) and the guest host key is pinned; a
+different key is refused with `HostKeyMismatch`, never accepted.
+
+Resilience: the transport sends keepalives; when it has died (guest
+restarted, connection killed, host resumed from suspend), the next channel
+open reconnects once, transparently, and reconnect listeners are told.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import paramiko
+from paramiko.common import cMSG_CHANNEL_OPEN
+from paramiko.message import Message
+from paramiko.ssh_exception import ChannelException, SSHException
+
+from desktop.http_over_channel import HttpExchange, iter_lines
+from runtime.errors import DockyardError
+
+log = logging.getLogger(__name__)
+
+# Large windows so an image pull or a `docker cp` does not stall waiting for
+# window adjusts on every 2 MiB (paramiko's default); the guest is local.
+WINDOW_SIZE = 16 * 1024 * 1024
+MAX_PACKET_SIZE = 32768
+KEEPALIVE_S = 5
+STREAMLOCAL_KIND = "direct-streamlocal@openssh.com"
+
+
+class LinkError(DockyardError):
+    """The SSH link to the guest failed (connect, auth, channel)."""
+
+
+class HostKeyMismatch(LinkError):
+    """The guest presented a host key other than the pinned one."""
+
+
+class ChannelOpenRefused(LinkError):
+    """The guest's sshd refused to open a channel (nothing listens there)."""
+
+
+ReconnectListener = Callable[[], None]
+
+
+def parse_host_key(line: str) -> tuple[str, str]:
+    """Split a pinned "ssh-ed25519 AAAA... [comment]" line into (type, base64)."""
+    parts = line.split()
+    if len(parts) < 2:
+        raise LinkError(f"pinned host key {line!r} is not of the form 'TYPE BASE64'")
+    try:
+        base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise LinkError(f"pinned host key {line!r} has invalid base64") from None
+    return parts[0], parts[1]
+
+
+def _load_private_key(path: Path) -> paramiko.PKey:
+    try:
+        return paramiko.Ed25519Key.from_private_key_file(str(path))
+    except FileNotFoundError:
+        raise LinkError(f"SSH key {path} does not exist") from None
+    except (SSHException, ValueError) as exc:
+        raise LinkError(f"SSH key {path} is not a usable ed25519 private key: {exc}") from None
+
+
+class SshLink:
+    """A pinned, key-authenticated, self-healing SSH transport to the guest."""
+
+    def __init__(self, host: str, port: int, username: str, key_path: Path, host_key: str,
+                 keepalive_s: int = KEEPALIVE_S, channel_timeout: float = 10.0) -> None:
+        self.host = host
+        self.port = port
+        self.username = username
+        self.key_path = Path(key_path)
+        self.host_key_type, self.host_key_b64 = parse_host_key(host_key)
+        self.keepalive_s = keepalive_s
+        self.channel_timeout = channel_timeout
+        self._transport: paramiko.Transport | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._listeners: list[ReconnectListener] = []
+        self._connect_timeout = 10.0
+        self.connect_count = 0
+
+    # -- connection ----------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        t = self._transport
+        return t is not None and t.is_active() and t.is_authenticated()
+
+    def add_reconnect_listener(self, listener: ReconnectListener) -> None:
+        """Call `listener()` after every reconnect (not the first connect), e.g. clock sync."""
+        self._listeners.append(listener)
+
+    def remove_reconnect_listener(self, listener: ReconnectListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def connect(self, timeout: float = 10) -> None:
+        """Open the transport, check the pinned host key, authenticate by key."""
+        self._closed = False
+        self._connect_timeout = timeout
+        with self._lock:
+            if not self.is_connected:
+                self._connect_locked(timeout)
+
+    def close(self) -> None:
+        """Close the transport; later calls raise instead of reconnecting."""
+        self._closed = True
+        with self._lock:
+            t, self._transport = self._transport, None
+        if t is not None:
+            t.close()
+
+    def transport(self) -> paramiko.Transport:
+        """The live transport, reconnecting first if it has died."""
+        t = self._transport
+        if t is not None and t.is_active():
+            return t
+        return self._reconnect(t)
+
+    def _reconnect(self, dead: paramiko.Transport | None) -> paramiko.Transport:
+        if self._closed:
+            raise LinkError("the SSH link to the guest is closed")
+        first = False
+        with self._lock:
+            # Another thread may have reconnected while we waited for the lock.
+            if self._transport is not dead and self._transport is not None and self._transport.is_active():
+                return self._transport
+            if dead is not None:
+                log.info("SSH link to %s:%d lost; reconnecting", self.host, self.port)
+                dead.close()
+            first = self.connect_count == 0
+            t = self._connect_locked(self._connect_timeout)
+        if not first:
+            for listener in list(self._listeners):
+                try:
+                    listener()
+                except Exception:  # a listener must not break the request that reconnected
+                    log.exception("reconnect listener %r failed", listener)
+        return t
+
+    def _connect_locked(self, timeout: float) -> paramiko.Transport:
+        key = _load_private_key(self.key_path)
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        except OSError as exc:
+            raise LinkError(f"cannot reach the guest's SSH server at {self.host}:{self.port}: {exc}") from None
+        # Docker API exchanges are small request/response packets: Nagle would
+        # add up to 40 ms (delayed ACK) per round trip.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        t = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
+        # Only offer the pinned key type, so the server cannot pick another one
+        # of its host keys that we would then have to reject.
+        t.get_security_options().key_types = (self.host_key_type,)
+        try:
+            t.start_client(timeout=timeout)
+            server_key = t.get_remote_server_key()
+            if server_key.get_name() != self.host_key_type or server_key.get_base64() != self.host_key_b64:
+                raise HostKeyMismatch(
+                    f"the SSH host key of {self.host}:{self.port} is "
+                    f"'{server_key.get_name()} {server_key.get_base64()}', not the pinned "
+                    f"'{self.host_key_type} {self.host_key_b64}'; refusing to connect "
+                    "(the machine was recreated, or something else answers on that port)"
+                )
+            t.auth_publickey(self.username, key)
+        except HostKeyMismatch:
+            t.close()
+            raise
+        except paramiko.AuthenticationException as exc:
+            t.close()
+            raise LinkError(f"the guest refused key {self.key_path} for user {self.username}: {exc}") from None
+        except (SSHException, OSError, EOFError) as exc:
+            t.close()
+            raise LinkError(f"SSH handshake with {self.host}:{self.port} failed: {exc or type(exc).__name__}") from None
+        t.set_keepalive(self.keepalive_s)
+        self._transport = t
+        self.connect_count += 1
+        log.info("SSH link to %s:%d up (connection #%d)", self.host, self.port, self.connect_count)
+        return t
+
+    # -- channels ------------------------------------------------------
+
+    def _open(self, opener: Callable[[paramiko.Transport], paramiko.Channel], what: str) -> paramiko.Channel:
+        """Open a channel; if the transport turns out dead, reconnect once and retry."""
+        t = self.transport()
+        try:
+            return opener(t)
+        except ChannelException as exc:
+            raise ChannelOpenRefused(f"the guest refused to open {what}: {exc.text}") from None
+        except (SSHException, OSError, EOFError) as exc:
+            if t.is_active():
+                # Alive but unresponsive (e.g. half-dead TCP after a suspend):
+                # drop it so the retry below builds a fresh one.
+                log.warning("opening %s failed on a live transport (%s); reconnecting", what, exc)
+                t.close()
+        t = self._reconnect(t)
+        try:
+            return opener(t)
+        except ChannelException as exc:
+            raise ChannelOpenRefused(f"the guest refused to open {what}: {exc.text}") from None
+        except (SSHException, OSError, EOFError) as exc:
+            raise LinkError(f"cannot open {what} over SSH: {exc or type(exc).__name__}") from None
+
+    def open_streamlocal(self, path: str) -> paramiko.Channel:
+        """A channel connected to the unix socket `path` in the guest."""
+        return self._open(lambda t: open_streamlocal_channel(t, path, self.channel_timeout),
+                          f"a connection to the guest socket {path}")
+
+    def open_tcp(self, host: str, port: int) -> paramiko.Channel:
+        """A channel connected to TCP `host:port` as seen from the guest."""
+        return self._open(lambda t: t.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
+                                                   timeout=self.channel_timeout),
+                          f"a connection to {host}:{port} in the guest")
+
+    def open_session(self) -> paramiko.Channel:
+        """A plain session channel (for exec); used by run() and the SFTP share."""
+        return self._open(lambda t: t.open_session(timeout=self.channel_timeout), "a session")
+
+    # -- conveniences --------------------------------------------------
+
+    def run(self, command: str, timeout: float = 30) -> tuple[int, bytes, bytes]:
+        """Run `command` in the guest; (exit status, stdout, stderr). Costs a process: rare use only."""
+        chan = self.open_session()
+        try:
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            chan.shutdown_write()
+            err = bytearray()
+
+            def drain_stderr() -> None:
+                # A second reader so a full stderr window never blocks stdout.
+                try:
+                    while data := chan.recv_stderr(65536):
+                        err.extend(data)
+                except OSError:
+                    pass
+
+            reader = threading.Thread(target=drain_stderr, name="ssh-run-stderr", daemon=True)
+            reader.start()
+            out = bytearray()
+            while data := chan.recv(65536):
+                out += data
+            reader.join(timeout)
+            if not chan.status_event.wait(timeout):
+                raise TimeoutError
+            return chan.recv_exit_status(), bytes(out), bytes(err)
+        except TimeoutError:
+            raise LinkError(f"guest command {command!r} did not finish within {timeout} s") from None
+        finally:
+            chan.close()
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                socket_path: str = "/run/dockyard/docker.sock",
+                headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, dict, bytes]:
+        """One HTTP/1.1 request to the guest agent; (status, headers, body)."""
+        chan = self.open_streamlocal(socket_path)
+        try:
+            chan.settimeout(timeout)
+            ex = HttpExchange(chan)
+            ex.send(method, path, body, headers)
+            resp = ex.read_head()
+            return resp.status, resp.headers, ex.read_body()
+        except TimeoutError:
+            raise LinkError(f"the guest agent did not answer {method} {path} within {timeout} s") from None
+        finally:
+            chan.close()
+
+    def stream(self, path: str, socket_path: str = "/run/dockyard/docker.sock") -> Iterator[bytes]:
+        """GET `path` and yield the body line by line as it arrives (for /events).
+
+        The generator owns its channel; closing the generator closes it.
+        """
+        chan = self.open_streamlocal(socket_path)
+        try:
+            ex = HttpExchange(chan)
+            ex.send("GET", path)
+            resp = ex.read_head()
+            if resp.status != 200:
+                raise LinkError(f"GET {path} on the guest agent answered {resp.status}: {ex.read_body()[:200]!r}")
+            yield from iter_lines(ex.iter_body())
+        finally:
+            chan.close()
+
+
+def open_streamlocal_channel(t: paramiko.Transport, path: str, timeout: float | None = None) -> paramiko.Channel:
+    """Open a `direct-streamlocal@openssh.com` channel on transport `t`.
+
+    paramiko has no public API for it; this follows Transport.open_channel
+    and adds the payload OpenSSH's PROTOCOL file defines for this type:
+    string socket path, string reserved, uint32 reserved.
+    """
+    if not t.is_active():
+        raise SSHException("SSH session not active")
+    timeout = t.channel_timeout if timeout is None else timeout
+    with t.lock:
+        window = t._sanitize_window_size(None)
+        packet = t._sanitize_packet_size(None)
+        chanid = t._next_channel()
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_OPEN)
+        m.add_string(STREAMLOCAL_KIND)
+        m.add_int(chanid)
+        m.add_int(window)
+        m.add_int(packet)
+        m.add_string(path)
+        m.add_string("")
+        m.add_int(0)
+        chan = paramiko.Channel(chanid)
+        t._channels.put(chanid, chan)
+        t.channel_events[chanid] = event = threading.Event()
+        t.channels_seen[chanid] = True
+        chan._set_transport(t)
+        chan._set_window(window, packet)
+    t._send_user_message(m)
+    deadline = time.monotonic() + timeout
+    # The transport's reader thread sets `event` on open success or failure.
+    while not event.wait(0.1):
+        if not t.is_active():
+            raise t.get_exception() or SSHException("SSH session ended while opening a channel")
+        if time.monotonic() > deadline:
+            raise SSHException(f"timeout opening a channel to {path}")
+    chan = t._channels.get(chanid)
+    if chan is not None:
+        return chan
+    raise t.get_exception() or SSHException(f"unable to open a channel to {path}")

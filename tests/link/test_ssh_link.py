@@ -1,0 +1,135 @@
+"""SshLink against a real OpenSSH sshd: pinning, channels, exec, reconnect."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from desktop.ssh_link import ChannelOpenRefused, HostKeyMismatch, LinkError, SshLink
+from tests.support.sshd import _keygen
+
+
+def _wait_for(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_connect_run_and_exit_status(link):
+    assert link.is_connected
+    rc, out, err = link.run("echo out; echo err >&2; exit 3")
+    assert (rc, out, err) == (3, b"out\n", b"err\n")
+
+
+def test_run_large_output_on_both_streams(link):
+    rc, out, err = link.run("head -c 3000000 /dev/zero; head -c 3000000 /dev/zero >&2")
+    assert rc == 0 and len(out) == 3000000 and len(err) == 3000000
+
+
+def test_host_key_mismatch_is_refused(sshd, tmp_path):
+    other = _keygen(tmp_path / "other_host_key")
+    lk = SshLink(sshd.host, sshd.port, "root", sshd.client_key_path, other)
+    with pytest.raises(HostKeyMismatch) as info:
+        lk.connect(timeout=10)
+    assert "not the pinned" in str(info.value)
+    assert not lk.is_connected
+
+
+def test_unknown_client_key_is_refused(sshd, tmp_path):
+    _keygen(tmp_path / "stranger")
+    lk = SshLink(sshd.host, sshd.port, "root", tmp_path / "stranger", sshd.host_key_line)
+    with pytest.raises(LinkError, match="refused key"):
+        lk.connect(timeout=10)
+
+
+def test_request_over_streamlocal(link, far_end):
+    status, headers, body = link.request("GET", "/_ping", socket_path=str(far_end.path))
+    assert (status, body) == (200, b"OK")
+    assert headers["api-version"] == "1.45"
+    payload = bytes(range(256)) * 4000
+    status, _, body = link.request("POST", "/echo", payload, socket_path=str(far_end.path))
+    assert status == 200 and body == payload
+
+
+def test_large_download_over_streamlocal(link, far_end):
+    status, _, body = link.request("GET", f"/big/{64 * 1024 * 1024}", socket_path=str(far_end.path))
+    assert status == 200 and len(body) == 64 * 1024 * 1024
+    assert body[:512] == bytes(range(256)) * 2
+
+
+def test_streamlocal_to_missing_socket_is_clear(link, tmp_path):
+    with pytest.raises(ChannelOpenRefused, match="nothing.sock"):
+        link.open_streamlocal(str(tmp_path / "nothing.sock"))
+    # The transport survives a refused channel.
+    assert link.is_connected and link.connect_count == 1
+
+
+def test_open_tcp_reaches_a_guest_port(link):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.sendall(conn.recv(100).upper())
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    chan = link.open_tcp("127.0.0.1", port)
+    chan.sendall(b"hello")
+    assert chan.recv(100) == b"HELLO"
+    chan.close()
+    srv.close()
+
+
+def test_stream_yields_lines_as_they_come(link, far_end):
+    lines = link.stream("/events", socket_path=str(far_end.path))
+    far_end.state.events.put({"Action": "start", "id": "a"})
+    assert json.loads(next(lines)) == {"Action": "start", "id": "a"}
+    far_end.state.events.put({"Action": "die", "id": "a"})
+    assert json.loads(next(lines))["Action"] == "die"
+    lines.close()
+
+
+def test_killed_connection_reconnects_transparently(link, sshd, far_end):
+    reconnects = []
+    link.add_reconnect_listener(lambda: reconnects.append(True))
+    assert link.request("GET", "/_ping", socket_path=str(far_end.path))[0] == 200
+    old = link.transport()
+    # Kill the server side of the TCP connection for real.
+    assert sshd.kill_sessions() >= 1
+    _wait_for(lambda: not old.is_active(), what="the transport to notice the dead connection")
+    status, _, body = link.request("GET", "/_ping", socket_path=str(far_end.path))
+    assert (status, body) == (200, b"OK")
+    assert link.connect_count == 2 and reconnects == [True]
+    assert link.transport() is not old
+
+
+def test_socket_closed_under_the_transport_reconnects(link, far_end):
+    old = link.transport()
+    # Close the TCP socket underneath paramiko, as a network drop would.
+    old.sock.shutdown(socket.SHUT_RDWR)
+    rc, out, _ = link.run("echo back")
+    assert (rc, out) == (0, b"back\n")
+    assert link.connect_count == 2
+
+
+def test_closed_link_does_not_reconnect(link):
+    link.close()
+    with pytest.raises(LinkError, match="closed"):
+        link.run("true")
+
+
+def test_tcp_nodelay_and_window(link):
+    t = link.transport()
+    assert t.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    chan = link.open_session()
+    assert chan.in_window_size >= 16 * 1024 * 1024
+    chan.close()
