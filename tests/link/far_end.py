@@ -72,6 +72,9 @@ class _Handler(BaseHTTPRequestHandler):
                 line = json.dumps(ev).encode() + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
+        elif self.path.endswith("/version"):
+            self._send(200, json.dumps({"Version": "far-end-1.0", "ApiVersion": "1.45", "MinAPIVersion": "1.24",
+                                        "Os": "linux", "Arch": "amd64", "Components": []}).encode())
         elif self.path.startswith("/big/"):
             n = int(self.path.rsplit("/", 1)[1])
             self._send(200, bytes(range(256)) * (n // 256), "application/octet-stream")

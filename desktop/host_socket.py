@@ -1,0 +1,222 @@
+"""The host's Docker socket: each connection piped to the guest agent over SSH.
+
+Every client connection on the host unix socket gets its own
+`direct-streamlocal` channel to the agent socket in the guest, and bytes are
+piped both ways unchanged, so the hijacked streams of `docker attach/exec/run
+-i` work: a client half-close (shutdown(SHUT_WR)) becomes a channel EOF and
+the agent's EOF becomes a half-close towards the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+import threading
+from pathlib import Path
+
+import paramiko
+
+from desktop.ssh_link import LinkError, SshLink
+from runtime.errors import DockyardError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 65536
+
+
+class HostSocketError(DockyardError):
+    """The host socket could not be created (path in use, bad directory)."""
+
+
+class _Pipe:
+    """One client connection and its channel, with two pumping threads."""
+
+    def __init__(self, client: socket.socket, chan: paramiko.Channel, on_done) -> None:
+        self.client = client
+        self.chan = chan
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._open_directions = 2
+
+    def start(self) -> None:
+        threading.Thread(target=self._client_to_guest, name="hostsock-up", daemon=True).start()
+        threading.Thread(target=self._guest_to_client, name="hostsock-down", daemon=True).start()
+
+    def _client_to_guest(self) -> None:
+        try:
+            while data := self.client.recv(CHUNK):
+                self.chan.sendall(data)
+            # Client half-closed: pass the EOF on, keep reading the answer.
+            self.chan.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            log.debug("client->guest ended: %s", exc)
+            self.abort()
+        finally:
+            self._direction_done()
+
+    def _guest_to_client(self) -> None:
+        try:
+            while data := self.chan.recv(CHUNK):
+                self.client.sendall(data)
+            self.client.shutdown(socket.SHUT_WR)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            log.debug("guest->client ended: %s", exc)
+            self.abort()
+        finally:
+            self._direction_done()
+
+    def _direction_done(self) -> None:
+        with self._lock:
+            self._open_directions -= 1
+            done = self._open_directions == 0
+        if done:
+            self.close()
+
+    def abort(self) -> None:
+        """Tear down both sides (one side failed, or the socket is stopping)."""
+        for closer in (lambda: self.client.shutdown(socket.SHUT_RDWR), self.chan.close):
+            try:
+                closer()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.chan.close()
+        self.client.close()
+        self._on_done(self)
+
+
+class HostSocket:
+    """Listens on a host unix socket (0600 in a 0700 directory) and pipes to the guest."""
+
+    def __init__(self, socket_path: Path, link: SshLink, remote_socket: str = "/run/dockyard/docker.sock") -> None:
+        self.socket_path = Path(socket_path)
+        self.link = link
+        self.remote_socket = remote_socket
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._pipes: set[_Pipe] = set()
+        self._pipes_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    @property
+    def active_connections(self) -> int:
+        with self._pipes_lock:
+            return len(self._pipes)
+
+    def start(self) -> None:
+        """Create the socket and begin accepting connections."""
+        directory = self.socket_path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The socket grants full control of the engine: keep it owner-only.
+        os.chmod(directory, 0o700)
+        self._remove_stale_socket()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(str(self.socket_path))
+        except OSError as exc:
+            listener.close()
+            raise HostSocketError(f"cannot create the Docker socket {self.socket_path}: {exc}") from None
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, 0o600)
+        listener.listen(128)
+        self._listener = listener
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._accept_loop, name="hostsock-accept", daemon=True)
+        self._thread.start()
+        log.info("Docker socket %s -> guest %s", self.socket_path, self.remote_socket)
+
+    def _remove_stale_socket(self) -> None:
+        try:
+            st = self.socket_path.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise HostSocketError(f"{self.socket_path} exists and is not a socket; not replacing it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.socket_path))
+        except OSError:
+            self.socket_path.unlink()  # nobody listens: left over from a crash
+            return
+        finally:
+            probe.close()
+        raise HostSocketError(f"another process already serves {self.socket_path}")
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                log.exception("accept on %s failed", self.socket_path)
+                continue
+            # Opening the channel may reconnect (seconds): never block accept on it.
+            threading.Thread(target=self._serve, args=(client,), name="hostsock-open", daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            chan = self.link.open_streamlocal(self.remote_socket)
+        except LinkError as exc:
+            log.warning("cannot reach the guest engine: %s", exc)
+            self._answer_unavailable(client, str(exc))
+            return
+        pipe = _Pipe(client, chan, self._pipe_done)
+        with self._pipes_lock:
+            if self._stopping.is_set():
+                pipe.abort()
+                pipe.close()
+                return
+            self._pipes.add(pipe)
+        pipe.start()
+
+    @staticmethod
+    def _answer_unavailable(client: socket.socket, reason: str) -> None:
+        """Tell the Docker client why, instead of a bare connection reset."""
+        body = ('{"message":"Dockyard engine unavailable: %s"}' % reason.replace('"', "'")).encode()
+        try:
+            client.settimeout(2)
+            client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                           b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            client.shutdown(socket.SHUT_WR)
+            # Drain the unread request: closing with unread data sends a
+            # reset, which can destroy the answer before the client reads it.
+            while client.recv(CHUNK):
+                pass
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+    def _pipe_done(self, pipe: _Pipe) -> None:
+        with self._pipes_lock:
+            self._pipes.discard(pipe)
+
+    def stop(self) -> None:
+        """Stop accepting, cut every open connection, remove the socket file."""
+        self._stopping.set()
+        if self._listener is not None:
+            # shutdown() wakes the accept() blocked in the other thread.
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        with self._pipes_lock:
+            pipes = list(self._pipes)
+        for pipe in pipes:
+            pipe.abort()
+        try:
+            self.socket_path.unlink()
+        except FileNotFoundError:
+            pass
