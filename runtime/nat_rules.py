@@ -1,0 +1,67 @@
+"""iptables rules for a bridge network: MASQUERADE out of the subnet, FORWARD accepts.
+
+All rules live in a chain of our own (in both the nat and filter tables) reached by
+one jump from POSTROUTING / FORWARD, so installing is "flush our chain, refill it,
+make sure the jump exists": idempotent, and a crash never leaves duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+
+from .errors import RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+IPTABLES = "iptables"
+
+
+def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run([IPTABLES, "-w", *args], capture_output=True, text=True)
+    except FileNotFoundError as err:
+        raise RuntimeFailure("iptables is not installed; it is needed for container NAT") from err
+    if check and proc.returncode != 0:
+        raise RuntimeFailure(f"iptables {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc
+
+
+def _restore(table: str, chain: str, rules: list[str]) -> None:
+    """Create-or-flush `chain` in `table` and fill it, in one iptables-restore transaction."""
+    script = f"*{table}\n:{chain} - [0:0]\n" + "".join(f"-A {chain} {rule}\n" for rule in rules) + "COMMIT\n"
+    proc = subprocess.run([f"{IPTABLES}-restore", "-w", "--noflush"], input=script,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"iptables-restore for {table}/{chain} failed: {proc.stderr.strip()}")
+
+
+def _ensure_jump(table: str, builtin: str, chain: str) -> None:
+    if _iptables("-t", table, "-C", builtin, "-j", chain, check=False).returncode != 0:
+        _iptables("-t", table, "-I", builtin, "1", "-j", chain)
+
+
+def install(chain: str, bridge: str, subnet: str) -> None:
+    """(Re)build our chains for `bridge`/`subnet` and hook them in."""
+    _restore("nat", chain, [f"-s {subnet} ! -o {bridge} -j MASQUERADE"])
+    _restore("filter", chain, [
+        f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"-i {bridge} -j ACCEPT",
+    ])
+    _ensure_jump("nat", "POSTROUTING", chain)
+    _ensure_jump("filter", "FORWARD", chain)
+    log.debug("iptables chain %s installed for %s (%s)", chain, bridge, subnet)
+
+
+def uninstall(chain: str) -> None:
+    """Remove our jumps and chains; missing pieces are ignored."""
+    for table, builtin in (("nat", "POSTROUTING"), ("filter", "FORWARD")):
+        while _iptables("-t", table, "-D", builtin, "-j", chain, check=False).returncode == 0:
+            pass
+        _iptables("-t", table, "-F", chain, check=False)
+        _iptables("-t", table, "-X", chain, check=False)
+
+
+def rules(table: str) -> list[str]:
+    """`iptables -t TABLE -S` lines, for inspection and tests."""
+    return _iptables("-t", table, "-S").stdout.splitlines()
