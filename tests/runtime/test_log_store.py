@@ -1,0 +1,80 @@
+"""json-file logs: format, line splitting, tail/since/until, follow until the run ends."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from runtime.log_store import LogFile, format_time_ns, parse_time_ns
+
+
+def test_lines_are_docker_json_file_records(tmp_path):
+    log = LogFile(tmp_path / "c-json.log")
+    log.begin_run()
+    log.write("stdout", b"hel")
+    log.write("stdout", b"lo\nwor")
+    log.write("stderr", b"oops\n")
+    log.end_run()
+    lines = [json.loads(l) for l in (tmp_path / "c-json.log").read_text().splitlines()]
+    assert [(l["stream"], l["log"]) for l in lines] == [
+        ("stdout", "hello\n"), ("stderr", "oops\n"), ("stdout", "wor")]
+    assert all(l["time"].endswith("Z") and len(l["time"].split(".")[1]) == 10 for l in lines)
+
+
+def test_tail_and_stream_filters(tmp_path):
+    log = LogFile(tmp_path / "l.log")
+    log.begin_run()
+    for i in range(5):
+        log.write("stdout", f"out{i}\n".encode())
+        log.write("stderr", f"err{i}\n".encode())
+    log.end_run()
+    assert [r.data for r in log.read(stderr=False, tail=2)] == [b"out3\n", b"out4\n"]
+    assert [r.data for r in log.read(stdout=False)][0] == b"err0\n"
+    assert list(log.read(tail=0)) == []
+    assert len(list(log.read())) == 10
+
+
+def test_since_until_use_record_times(tmp_path):
+    path = tmp_path / "l.log"
+    records = [{"log": f"{i}\n", "stream": "stdout", "time": format_time_ns(i * 1_000_000_000)}
+               for i in (100, 200, 300)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    log = LogFile(path)
+    assert [r.data for r in log.read(since=150)] == [b"200\n", b"300\n"]
+    assert [r.data for r in log.read(until=250)] == [b"100\n", b"200\n"]
+
+
+def test_time_round_trip():
+    assert parse_time_ns(format_time_ns(1_700_000_000_123_456_789)) == 1_700_000_000_123_456_789
+    assert parse_time_ns("2023-11-14T22:13:20.5Z") == 1_700_000_000_500_000_000
+
+
+def test_follow_yields_new_lines_and_stops_when_run_ends(tmp_path):
+    log = LogFile(tmp_path / "l.log")
+    log.begin_run()
+    log.write("stdout", b"first\n")
+    got: list[bytes] = []
+    seen_first = threading.Event()
+
+    def reader():
+        for rec in log.read(follow=True):
+            got.append(rec.data)
+            seen_first.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    assert seen_first.wait(10)
+    log.write("stdout", b"second\n")
+    log.write("stdout", b"partial")
+    log.end_run()
+    t.join(10)
+    assert not t.is_alive()
+    assert got == [b"first\n", b"second\n", b"partial"]
+
+
+def test_follow_on_finished_log_returns_at_once(tmp_path):
+    log = LogFile(tmp_path / "l.log")
+    log.begin_run()
+    log.write("stdout", b"x\n")
+    log.end_run()
+    assert [r.data for r in log.read(follow=True)] == [b"x\n"]
