@@ -1,0 +1,169 @@
+"""Image references as Docker parses them: "busybox", "user/app:1", "host:5000/x@sha256:...".
+
+A reference names a repository on a registry (the *domain*) plus a tag and/or
+a digest. Docker normalises short names onto Docker Hub: "busybox" is
+docker.io/library/busybox:latest. Its *familiar* form drops "docker.io/" and
+"library/" again ("busybox:latest"); other registries keep their host
+("127.0.0.1:5000/busybox:latest"). The image store keys tags by familiar
+strings, which map one-to-one onto canonical ones.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidArgument
+
+DEFAULT_DOMAIN = "docker.io"
+LEGACY_DEFAULT_DOMAIN = "index.docker.io"
+OFFICIAL_REPO_PREFIX = "library/"
+DEFAULT_TAG = "latest"
+
+# The grammar of github.com/distribution/reference.
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = re.compile(
+    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?\Z")
+_TAG = re.compile(r"[\w][\w.-]{0,127}\Z")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}\Z")
+_SHA256_HEX = re.compile(r"[a-f0-9]{64}\Z")
+_MAX_NAME_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A parsed, normalised image reference."""
+
+    domain: str            # "docker.io", "127.0.0.1:5000"
+    path: str              # "library/busybox", "user/app"
+    tag: str | None = None
+    digest: str | None = None   # "sha256:<hex>" of the manifest
+
+    @property
+    def name(self) -> str:
+        """Canonical repository name: "docker.io/library/busybox"."""
+        return f"{self.domain}/{self.path}"
+
+    @property
+    def familiar_name(self) -> str:
+        """Repository name as Docker shows it: "busybox", "user/app", "host:5000/x"."""
+        if self.domain == DEFAULT_DOMAIN:
+            path = self.path
+            if path.startswith(OFFICIAL_REPO_PREFIX) and "/" not in path[len(OFFICIAL_REPO_PREFIX):]:
+                path = path[len(OFFICIAL_REPO_PREFIX):]
+            return path
+        return self.name
+
+    def familiar(self) -> str:
+        """"busybox:latest", "busybox@sha256:...", "host:5000/x:tag"."""
+        return self.familiar_name + self._suffix()
+
+    def canonical(self) -> str:
+        """"docker.io/library/busybox:latest"."""
+        return self.name + self._suffix()
+
+    def with_tag(self, tag: str) -> "Reference":
+        return Reference(self.domain, self.path, tag, None)
+
+    def with_digest(self, digest: str) -> "Reference":
+        return Reference(self.domain, self.path, None, digest)
+
+    @property
+    def object(self) -> str:
+        """What the registry's /manifests/<object> endpoint wants: the digest, else the tag."""
+        return self.digest or self.tag or DEFAULT_TAG
+
+    def _suffix(self) -> str:
+        out = ""
+        if self.tag:
+            out += ":" + self.tag
+        if self.digest:
+            out += "@" + self.digest
+        return out
+
+    def __str__(self) -> str:
+        return self.familiar()
+
+
+def _invalid(ref: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"invalid reference format: {why}: {ref!r}" if why else
+                           f"invalid reference format: {ref!r}")
+
+
+def validate_digest(digest: str) -> str:
+    """Return `digest` if it is a well-formed "algo:hex" digest (sha256 checked strictly)."""
+    if not _DIGEST.match(digest):
+        raise InvalidArgument(f"invalid digest format: {digest!r}")
+    algo, _, hexpart = digest.partition(":")
+    if algo == "sha256" and not _SHA256_HEX.match(hexpart):
+        raise InvalidArgument(f"invalid checksum digest format: {digest!r}")
+    return digest
+
+
+def split_domain(name: str) -> tuple[str, str]:
+    """Split a repository name into (domain, path), applying Docker Hub defaults."""
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+        domain, path = first, rest
+    else:
+        domain, path = DEFAULT_DOMAIN, name
+    if domain == LEGACY_DEFAULT_DOMAIN:
+        domain = DEFAULT_DOMAIN
+    if domain == DEFAULT_DOMAIN and "/" not in path:
+        path = OFFICIAL_REPO_PREFIX + path
+    return domain, path
+
+
+def parse_reference(ref: str, default_tag: bool = True) -> Reference:
+    """Parse and normalise `ref`; without tag or digest the tag is "latest" (if `default_tag`).
+
+    Raises InvalidArgument with Docker's wording for malformed references.
+    """
+    if not isinstance(ref, str) or not ref:
+        raise InvalidArgument("invalid reference format: empty image reference")
+    if _SHA256_HEX.match(ref):
+        raise InvalidArgument(f"invalid repository name ({ref}), cannot specify 64-byte "
+                              "hexadecimal strings")
+    remainder, at, digest = ref.partition("@")
+    if at:
+        validate_digest(digest)
+    else:
+        digest = ""
+    tag = ""
+    slash = remainder.rfind("/")
+    colon = remainder.rfind(":")
+    if colon > slash:
+        remainder, tag = remainder[:colon], remainder[colon + 1:]
+        if not _TAG.match(tag):
+            raise _invalid(ref, "invalid tag")
+    if not remainder:
+        raise _invalid(ref, "")
+    domain, path = split_domain(remainder)
+    if domain != DEFAULT_DOMAIN and not _DOMAIN.match(domain):
+        raise _invalid(ref, "invalid registry host")
+    for component in path.split("/"):
+        if not _PATH_COMPONENT.match(component):
+            if component.lower() != component and _PATH_COMPONENT.match(component.lower()):
+                raise InvalidArgument(f"invalid reference format: repository name ({remainder}) "
+                                      "must be lowercase")
+            raise _invalid(ref, "")
+    if len(domain) + 1 + len(path) > _MAX_NAME_LENGTH:
+        raise InvalidArgument(f"invalid reference format: repository name must not be more "
+                              f"than {_MAX_NAME_LENGTH} characters: {ref!r}")
+    if not tag and not digest and default_tag:
+        tag = DEFAULT_TAG
+    return Reference(domain, path, tag or None, digest or None)
+
+
+def parse_repository(name: str) -> Reference:
+    """Parse a repository name without tag or digest ("busybox", "host:5000/app")."""
+    ref = parse_reference(name, default_tag=False)
+    if ref.tag or ref.digest:
+        raise InvalidArgument(f"invalid reference format: repository name {name!r} must not "
+                              "carry a tag or digest")
+    return ref
+
+
+def is_sha256_hex(value: str) -> bool:
+    return bool(_SHA256_HEX.match(value))
