@@ -86,6 +86,7 @@ class NetworkManager:
         self._bridge_index = 0
         self._lock = threading.Lock()
         self._host_veths: dict[str, str] = {}
+        self._attached: set[str] = set()   # by this instance: not stale even without processes yet
 
     # paths -----------------------------------------------------------------------
     def netns_path(self, container_id: str) -> Path:
@@ -123,7 +124,7 @@ class NetworkManager:
         alive = []
         for entry in os.scandir(self.netns_dir):
             path = Path(entry.path)
-            if netns.is_pinned(path) and netns.netns_has_processes(path):
+            if entry.name in self._attached or (netns.is_pinned(path) and netns.netns_has_processes(path)):
                 alive.append(entry.name)
                 continue
             log.info("removing stale network namespace %s", path)
@@ -210,6 +211,7 @@ class NetworkManager:
                 assert nl is not None
                 nl.close()
                 os.close(fd)
+            self._attached.add(container_id)
             return NetworkAttachment(mode="none", netns_path=str(path))
         return self._attach_bridge(container_id, path, ports)
 
@@ -231,6 +233,7 @@ class NetworkManager:
         finally:
             warm.close()
         self._host_veths[container_id] = warm.host_veth
+        self._attached.add(container_id)
         attachment = NetworkAttachment(mode="bridge", netns_path=str(path), ip_address=ip,
                                        prefix_len=self.pool.prefix_len, gateway=self.gateway,
                                        mac_address=mac, bridge=self.bridge)
@@ -265,6 +268,7 @@ class NetworkManager:
         # both veth ends. Deleting the veth ourselves would cost ~20 ms of rtnl time per container.
         netns.remove_netns(path)
         self._host_veths.pop(container_id, None)
+        self._attached.discard(container_id)
         self.pool.release(container_id)
 
     def host_veth(self, container_id: str) -> str | None:
