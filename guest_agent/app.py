@@ -1,0 +1,24 @@
+"""Assembles the Docker Engine API: every route module registered on one Router."""
+
+from __future__ import annotations
+
+from runtime.engine import Engine
+
+from .http_server import Router
+from .routes_containers import ContainerRoutes
+from .routes_exec import ExecRoutes
+from .routes_images import ImageRoutes
+from .routes_system import SystemRoutes
+from .routes_volumes import VolumeRoutes
+
+
+def build_router(engine: Engine, root: str = "") -> Router:
+    """The full API on top of `engine`; `root` is shown as DockerRootDir in /info."""
+    router = Router()
+    # Specific paths first: /images/{name:path}/... would otherwise swallow them.
+    SystemRoutes(engine, root).register(router)
+    ContainerRoutes(engine).register(router)
+    ExecRoutes(engine).register(router)
+    ImageRoutes(engine).register(router)
+    VolumeRoutes(engine).register(router)
+    return router

@@ -1,0 +1,511 @@
+"""A threaded HTTP/1.1 server on a unix socket, shaped for the Docker Engine API.
+
+It knows nothing about containers: routes return one of the response types
+below (plain, streamed with chunked encoding, or a hijacked raw connection)
+and the server writes them. One thread per connection; keep-alive; request
+bodies by Content-Length or chunked; an optional `/v1.NN` prefix on every path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from runtime.errors import InvalidArgument
+
+from .api_errors import error_response_for
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.45"
+MIN_API_VERSION = "1.24"
+MAX_ACCEPTED_API_VERSION = (1, 50)
+MIN_ACCEPTED_API_VERSION = (1, 24)
+SERVER_HEADER = "Dockyard/0.1.0 (linux)"
+
+RAW_STREAM = "application/vnd.docker.raw-stream"
+MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+
+_VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass
+class Request:
+    """One parsed request: the path without its version prefix, query, headers, body."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Any                      # http.client.HTTPMessage (case-insensitive .get)
+    body: bytes
+    api_version: tuple[int, int] | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        """The last value of query parameter `name`, or `default`."""
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def bool_arg(self, name: str, default: bool = False) -> bool:
+        """Docker's boolean query values: "1"/"true"/"True" are true, "0"/"false"/"" false."""
+        value = self.arg(name)
+        if value is None:
+            return default
+        return value.strip().lower() not in ("", "0", "false", "no")
+
+    def int_arg(self, name: str, default: int | None = None) -> int | None:
+        value = self.arg(name)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidArgument(f"invalid value for {name}: {value!r} is not an integer") from None
+
+    def float_arg(self, name: str, default: float = 0.0) -> float:
+        value = self.arg(name)
+        if value is None or value == "":
+            return default
+        try:
+            return float(value)
+        except ValueError:
+            raise InvalidArgument(f"invalid value for {name}: {value!r} is not a number") from None
+
+    def json(self, default: Any = None) -> Any:
+        """The body as JSON; `default` when empty; InvalidArgument (400) when malformed."""
+        if not self.body.strip():
+            return default
+        try:
+            return json.loads(self.body)
+        except ValueError as err:
+            raise InvalidArgument(f"invalid JSON in request body: {err}") from None
+
+    def json_object(self) -> dict[str, Any]:
+        body = self.json(default={})
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise InvalidArgument("invalid request body: expected a JSON object")
+        return body
+
+    def filters(self) -> dict[str, list[str]]:
+        """The `filters` query parameter, in either of Docker's shapes, as {key: [values]}."""
+        raw = self.arg("filters")
+        if not raw:
+            return {}
+        try:
+            parsed = json.loads(raw)
+        except ValueError as err:
+            raise InvalidArgument(f"invalid filters: {err}") from None
+        if not isinstance(parsed, dict):
+            raise InvalidArgument("invalid filters: expected a JSON object")
+        result: dict[str, list[str]] = {}
+        for key, value in parsed.items():
+            # Old clients send {"key": ["v"]}, current ones {"key": {"v": true}}.
+            if isinstance(value, dict):
+                result[key] = [k for k, enabled in value.items() if enabled]
+            elif isinstance(value, list):
+                result[key] = [str(v) for v in value]
+            else:
+                result[key] = [str(value)]
+        return result
+
+
+# --------------------------------------------------------------------------- responses
+
+
+@dataclass
+class Response:
+    """A complete response; 204/304 are sent without a body."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str | None = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StreamResponse:
+    """Headers at once, then each chunk as it is produced (chunked transfer encoding).
+
+    `on_client_gone` is called if the client closes its side while the stream
+    is still open, so a generator blocked on a subscription can be released.
+    """
+
+    chunks: Iterable[bytes]
+    status: int = 200
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    on_client_gone: Callable[[], None] | None = None
+
+
+class HijackedConnection:
+    """The raw, full-duplex connection after a `101 UPGRADED` (or 200 raw-stream) answer."""
+
+    def __init__(self, sock: socket.socket, rfile: Any) -> None:
+        self._sock = sock
+        self._rfile = rfile
+        self._write_lock = threading.Lock()
+        self._closed = False
+
+    def read(self, size: int = 65536) -> bytes:
+        """Client bytes, starting with any already buffered after the request; b"" at EOF."""
+        try:
+            # read1 hands out buffered bytes first, then does at most one recv.
+            return self._rfile.read1(size)
+        except (OSError, ValueError):
+            return b""
+
+    def write(self, data: bytes) -> None:
+        """Send all of `data`; raises OSError (BrokenPipe, ...) when the client went away."""
+        with self._write_lock:
+            self._sock.sendall(data)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # SHUT_RDWR also wakes a reader thread blocked in recv().
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+@dataclass
+class HijackResponse:
+    """Take over the connection: `run` gets it once the upgrade answer was flushed."""
+
+    run: Callable[[HijackedConnection], None]
+    content_type: str = RAW_STREAM
+
+
+AnyResponse = Response | StreamResponse | HijackResponse
+Handler = Callable[[Request], AnyResponse]
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(status=status, body=json.dumps(obj).encode() + b"\n")
+
+
+def empty_response(status: int = 204) -> Response:
+    return Response(status=status, body=b"", content_type=None)
+
+
+def json_lines(objects: Iterable[Any]) -> Iterable[bytes]:
+    """Encode an iterable of JSON objects as newline-separated JSON (Docker's progress streams)."""
+    for obj in objects:
+        yield json.dumps(obj).encode() + b"\r\n"
+
+
+# --------------------------------------------------------------------------- routing
+
+
+@dataclass
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+class Router:
+    """Maps (method, path pattern) to handlers; `{name}` matches one segment, `{name:path}` several."""
+
+    def __init__(self) -> None:
+        self._routes: list[_Route] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        regex = "^"
+        pos = 0
+        for m in re.finditer(r"\{(\w+)(:path)?\}", pattern):
+            regex += re.escape(pattern[pos:m.start()])
+            regex += f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)"
+            pos = m.end()
+        regex += re.escape(pattern[pos:]) + "/?$"
+        self._routes.append(_Route(method.upper(), re.compile(regex), handler))
+
+    def get(self, pattern: str, handler: Handler) -> None:
+        self.add("GET", pattern, handler)
+
+    def post(self, pattern: str, handler: Handler) -> None:
+        self.add("POST", pattern, handler)
+
+    def delete(self, pattern: str, handler: Handler) -> None:
+        self.add("DELETE", pattern, handler)
+
+    def head(self, pattern: str, handler: Handler) -> None:
+        self.add("HEAD", pattern, handler)
+
+    def put(self, pattern: str, handler: Handler) -> None:
+        self.add("PUT", pattern, handler)
+
+    def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
+        """(handler, params, path_known): path_known tells 405 from 404 when no handler matched."""
+        path_known = False
+        for route in self._routes:
+            m = route.pattern.match(path)
+            if not m:
+                continue
+            if route.method == method:
+                return route.handler, {k: unquote(v) for k, v in m.groupdict().items()}, True
+            path_known = True
+        return None, {}, path_known
+
+
+def split_version(path: str) -> tuple[str, tuple[int, int] | None]:
+    """Strip an optional /v1.NN prefix; InvalidArgument when the version is out of range."""
+    m = _VERSION_PREFIX.match(path)
+    if not m:
+        return path, None
+    version = (int(m.group(1)), int(m.group(2)))
+    if version > MAX_ACCEPTED_API_VERSION:
+        raise InvalidArgument(
+            f"client version {version[0]}.{version[1]} is too new. "
+            f"Maximum supported API version is {API_VERSION}")
+    if version < MIN_ACCEPTED_API_VERSION:
+        raise InvalidArgument(
+            f"client version {version[0]}.{version[1]} is too old. "
+            f"Minimum supported API version is {MIN_API_VERSION}, please upgrade your client")
+    return m.group(3), version
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _ClientGone(Exception):
+    """The client closed the connection while we were writing."""
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    """Parses one request at a time on a keep-alive connection and writes the route's answer."""
+
+    protocol_version = "HTTP/1.1"
+    server: "UnixHTTPServer"
+
+    # BaseHTTPRequestHandler dispatches on do_<METHOD>.
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+
+    # Answer even an unparseable request line with HTTP/1.1 headers, not HTTP/0.9 bare HTML.
+    default_request_version = "HTTP/1.1"
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol-level errors (bad request line, unsupported method) as Docker-style JSON."""
+        self.log_error("%d %s", code, message or "")
+        body = json.dumps({"message": message or self.responses.get(code, ("error",))[0]}).encode()
+        self.close_connection = True
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s", format % args)
+
+    def log_error(self, format: str, *args: Any) -> None:
+        log.info("%s", format % args)
+
+    # -- request --------------------------------------------------------------
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked_body()
+        length = self.headers.get("Content-Length")
+        if not length:
+            return b""
+        try:
+            n = int(length)
+        except ValueError:
+            raise InvalidArgument(f"invalid Content-Length: {length!r}") from None
+        data = self.rfile.read(n)
+        if len(data) != n:
+            raise _ClientGone()
+        return data
+
+    def _read_chunked_body(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            line = self.rfile.readline(65537)
+            if not line:
+                raise _ClientGone()
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise InvalidArgument("invalid chunked request body") from None
+            if size == 0:
+                # Trailers (usually none) end with an empty line.
+                while line not in (b"\r\n", b"\n", b""):
+                    line = self.rfile.readline(65537)
+                return b"".join(parts)
+            chunk = self.rfile.read(size)
+            if len(chunk) != size:
+                raise _ClientGone()
+            parts.append(chunk)
+            self.rfile.readline(3)  # the CRLF after each chunk
+
+    def _dispatch(self) -> None:
+        try:
+            response = self._route()
+        except _ClientGone:
+            self.close_connection = True
+            return
+        try:
+            self._send(response)
+        except (_ClientGone, BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except OSError as err:
+            log.debug("connection error while answering %s %s: %s", self.command, self.path, err)
+            self.close_connection = True
+
+    def _route(self) -> AnyResponse:
+        url = urlsplit(self.path)
+        request: Request | None = None
+        try:
+            body = self._read_body()
+            path, version = split_version(url.path)
+            request = Request(method=self.command, path=path,
+                              query=parse_qs(url.query, keep_blank_values=True),
+                              headers=self.headers, body=body, api_version=version)
+            handler, params, path_known = self.server.router.resolve(self.command, path)
+            if handler is None and self.command == "HEAD":
+                handler, params, path_known = self.server.router.resolve("GET", path)
+            if handler is None:
+                if path_known:
+                    return json_response({"message": f"method {self.command} not allowed for {path}"}, 405)
+                return json_response({"message": "page not found"}, 404)
+            request.params = params
+            return handler(request)
+        except _ClientGone:
+            raise
+        except Exception as err:  # every failure becomes an answer; the agent keeps serving
+            status, message = error_response_for(err, f"{self.command} {url.path}")
+            if status == 304:
+                return empty_response(304)
+            return json_response({"message": message}, status)
+
+    # -- response -------------------------------------------------------------
+    def _start(self, status: int, content_type: str | None, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Api-Version", API_VERSION)
+        self.send_header("Docker-Experimental", "false")
+        self.send_header("Ostype", "linux")
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        for name, value in headers.items():
+            self.send_header(name, value)
+
+    def _send(self, response: AnyResponse) -> None:
+        if isinstance(response, StreamResponse):
+            self._send_stream(response)
+        elif isinstance(response, HijackResponse):
+            self._send_hijack(response)
+        else:
+            self._send_plain(response)
+        log.debug("%s %s -> %s", self.command, self.path, getattr(response, "status", 101))
+
+    def _send_plain(self, response: Response) -> None:
+        no_body = response.status in (204, 304) or response.status < 200
+        self._start(response.status, None if no_body else response.content_type, response.headers)
+        if not no_body:
+            self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if not no_body and self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def _send_stream(self, response: StreamResponse) -> None:
+        self._start(response.status, response.content_type, response.headers)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()  # flushed: the client sees the status before the first chunk
+        if response.on_client_gone is not None:
+            # The client sends nothing more on this connection; EOF means it left.
+            self.close_connection = True
+            watcher = threading.Thread(target=self._watch_eof, args=(response.on_client_gone,),
+                                       name="client-eof", daemon=True)
+            watcher.start()
+        iterator = iter(response.chunks)
+        try:
+            for chunk in iterator:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            raise _ClientGone() from None
+        except Exception:
+            # Too late for an error status: log it and cut the stream so the client sees it end early.
+            log.exception("stream for %s %s failed", self.command, self.path)
+            self.close_connection = True
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def _watch_eof(self, on_gone: Callable[[], None]) -> None:
+        try:
+            while self.rfile.read1(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        try:
+            on_gone()
+        except Exception:
+            log.exception("client-gone callback failed")
+
+    def _send_hijack(self, response: HijackResponse) -> None:
+        upgrade = "upgrade" in (self.headers.get("Connection") or "").lower() or \
+            bool(self.headers.get("Upgrade"))
+        if upgrade:
+            self.send_response_only(101, "UPGRADED")
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Upgrade", "tcp")
+            self.send_header("Api-Version", API_VERSION)
+        else:
+            self._start(200, response.content_type, {})
+        # end_headers writes the header block with one sendall (wfile is unbuffered):
+        # the 101 leaves before the first frame, which docker-py needs.
+        self.end_headers()
+        self.close_connection = True
+        conn = HijackedConnection(self.connection, self.rfile)
+        try:
+            response.run(conn)
+        finally:
+            conn.close()
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Listens on a unix socket (mode 0600) and serves `router` with one thread per connection."""
+
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, path: str, router: Router, mode: int = 0o600) -> None:
+        self.router = router
+        self.socket_path = path
+        old_umask = os.umask(0o177)  # never a moment where the socket is group/world accessible
+        try:
+            super().__init__(path, _RequestHandler)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, mode)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("unhandled error on a connection")

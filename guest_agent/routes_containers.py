@@ -1,0 +1,181 @@
+"""Container endpoints: /containers/..."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterator
+
+from runtime.engine import Engine
+from runtime.errors import InvalidArgument
+
+from . import docker_json
+from .http_server import (MULTIPLEXED_STREAM, RAW_STREAM, HijackedConnection, HijackResponse,
+                          Request, Response, Router, StreamResponse, empty_response, json_response)
+from .stdio_stream import frame, pump_session
+
+log = logging.getLogger(__name__)
+
+
+def _tail(value: str | None) -> int | None:
+    if value is None or value in ("", "all"):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise InvalidArgument(f"invalid value for tail: {value!r}") from None
+    return None if n < 0 else n
+
+
+class ContainerRoutes:
+    """Create, inspect, start/stop, attach, logs, wait ... of containers."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def register(self, router: Router) -> None:
+        router.get("/containers/json", self.list)
+        router.post("/containers/create", self.create)
+        router.post("/containers/prune", self.prune)
+        router.get("/containers/{id}/json", self.inspect)
+        router.post("/containers/{id}/start", self.start)
+        router.post("/containers/{id}/stop", self.stop)
+        router.post("/containers/{id}/kill", self.kill)
+        router.post("/containers/{id}/restart", self.restart)
+        router.post("/containers/{id}/wait", self.wait)
+        router.post("/containers/{id}/attach", self.attach)
+        router.get("/containers/{id}/logs", self.logs)
+        router.post("/containers/{id}/resize", self.resize)
+        router.get("/containers/{id}/top", self.top)
+        router.post("/containers/{id}/rename", self.rename)
+        router.delete("/containers/{id}", self.remove)
+
+    # -- listing and inspection -----------------------------------------------
+    def list(self, request: Request) -> Response:
+        containers = self.engine.list_containers(all=request.bool_arg("all"),
+                                                 filters=request.filters(),
+                                                 limit=request.int_arg("limit", -1) or -1)
+        return json_response([docker_json.container_summary(c) for c in containers])
+
+    def inspect(self, request: Request) -> Response:
+        container = self.engine.get_container(request.params["id"])
+        size = (0, 0) if request.bool_arg("size") else None
+        return json_response(docker_json.container_inspect(container, size))
+
+    def top(self, request: Request) -> Response:
+        titles, processes = self.engine.top_container(request.params["id"],
+                                                      request.arg("ps_args") or "")
+        return json_response({"Titles": titles, "Processes": processes})
+
+    # -- lifecycle ------------------------------------------------------------
+    def create(self, request: Request) -> Response:
+        body, host_config, networking = split_create_body(request.json_object())
+        if not body.get("Image"):
+            raise InvalidArgument("config cannot be empty in order to create a container")
+        name = request.arg("name") or None
+        container = self.engine.create_container(name, body, host_config, networking)
+        return json_response({"Id": container.id, "Warnings": []}, 201)
+
+    def start(self, request: Request) -> Response:
+        self.engine.start_container(request.params["id"])
+        return empty_response(204)
+
+    def stop(self, request: Request) -> Response:
+        self.engine.stop_container(request.params["id"], timeout=request.int_arg("t"),
+                                   signal=request.arg("signal") or None)
+        return empty_response(204)
+
+    def kill(self, request: Request) -> Response:
+        self.engine.kill_container(request.params["id"], signal=request.arg("signal") or "SIGKILL")
+        return empty_response(204)
+
+    def restart(self, request: Request) -> Response:
+        self.engine.restart_container(request.params["id"], timeout=request.int_arg("t"))
+        return empty_response(204)
+
+    def remove(self, request: Request) -> Response:
+        self.engine.remove_container(request.params["id"], force=request.bool_arg("force"),
+                                     remove_volumes=request.bool_arg("v"))
+        return empty_response(204)
+
+    def rename(self, request: Request) -> Response:
+        new_name = request.arg("name")
+        if not new_name:
+            raise InvalidArgument("rename needs a new name (?name=)")
+        self.engine.rename_container(request.params["id"], new_name)
+        return empty_response(204)
+
+    def prune(self, request: Request) -> Response:
+        deleted, reclaimed = self.engine.prune_containers(request.filters())
+        return json_response({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed})
+
+    def resize(self, request: Request) -> Response:
+        height = request.int_arg("h", 0) or 0
+        width = request.int_arg("w", 0) or 0
+        self.engine.resize_container_tty(request.params["id"], height, width)
+        return Response(status=200, body=b"", content_type="text/plain; charset=utf-8")
+
+    def wait(self, request: Request) -> StreamResponse:
+        condition = request.arg("condition") or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        handle = self.engine.wait_container(request.params["id"], condition)
+
+        def body() -> Iterator[bytes]:
+            # The headers are already out (the CLI waits for them before it starts the container).
+            try:
+                code, error = handle.result()
+            except Exception as err:
+                log.debug("wait ended without a result: %s", err)
+                code, error = -1, str(err) or "wait cancelled"
+            yield json.dumps({"StatusCode": code,
+                              "Error": {"Message": error} if error else None}).encode() + b"\n"
+
+        return StreamResponse(chunks=body(), on_client_gone=handle.cancel)
+
+    # -- stdio ----------------------------------------------------------------
+    def attach(self, request: Request) -> HijackResponse:
+        container = self.engine.get_container(request.params["id"])
+        tty = bool(container.config.get("Tty"))
+        want_stdin = request.bool_arg("stdin")
+        session = self.engine.attach_container(
+            container.id, stdin=want_stdin, stdout=request.bool_arg("stdout"),
+            stderr=request.bool_arg("stderr"), logs=request.bool_arg("logs"))
+
+        def run(conn: HijackedConnection) -> None:
+            pump_session(conn, session, multiplexed=not tty, forward_stdin=want_stdin)
+
+        return HijackResponse(run=run, content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
+
+    def logs(self, request: Request) -> StreamResponse:
+        container = self.engine.get_container(request.params["id"])
+        tty = bool(container.config.get("Tty"))
+        stdout, stderr = request.bool_arg("stdout"), request.bool_arg("stderr")
+        if not (stdout or stderr):
+            raise InvalidArgument("Bad parameters: you must choose at least one stream")
+        records = self.engine.container_logs(
+            container.id, stdout=stdout, stderr=stderr, follow=request.bool_arg("follow"),
+            since=request.float_arg("since"), until=request.float_arg("until"),
+            tail=_tail(request.arg("tail")))
+        timestamps = request.bool_arg("timestamps")
+
+        def body() -> Iterator[bytes]:
+            for record in records:
+                data = record.data
+                if timestamps:
+                    data = record.time.encode() + b" " + data
+                if tty:
+                    yield data
+                else:
+                    yield frame(2 if record.stream == "stderr" else 1, data)
+
+        return StreamResponse(chunks=body(),
+                              content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
+
+
+def split_create_body(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """(Config, HostConfig, NetworkingConfig) from a create request body."""
+    body = dict(body)
+    host_config = body.pop("HostConfig", None) or {}
+    networking = body.pop("NetworkingConfig", None)
+    return body, host_config, networking

@@ -1,0 +1,209 @@
+"""Image endpoints: list, pull (POST /images/create), inspect, history, tag, delete, prune."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import json
+import logging
+import queue
+import threading
+from typing import Any, Iterator
+
+from runtime.engine import Engine
+from runtime.errors import InvalidArgument
+from runtime.image_store import Image, RegistryCredentials
+
+from . import docker_json
+from .api_errors import NotImplementedByDockyard, error_response_for, stream_error
+from .http_server import Request, Response, Router, StreamResponse, json_response
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+def decode_registry_auth(header: str | None) -> RegistryCredentials | None:
+    """X-Registry-Auth: base64url(JSON AuthConfig), padding optional. None when absent or empty."""
+    if not header or not header.strip():
+        return None
+    raw = header.strip()
+    try:
+        decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        auth = json.loads(decoded or b"{}")
+    except (binascii.Error, ValueError) as err:
+        raise InvalidArgument(f"invalid X-Registry-Auth header: {err}") from None
+    if not isinstance(auth, dict):
+        raise InvalidArgument("invalid X-Registry-Auth header: expected a JSON object")
+    username, password = auth.get("username") or "", auth.get("password") or ""
+    if not username and auth.get("auth"):
+        # Some clients send only the combined "user:password" field.
+        try:
+            username, _, password = base64.b64decode(auth["auth"]).decode().partition(":")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise InvalidArgument("invalid X-Registry-Auth header: bad auth field") from None
+    creds = RegistryCredentials(username=username, password=password,
+                                identity_token=auth.get("identitytoken") or "",
+                                registry_token=auth.get("registrytoken") or "")
+    if not any((creds.username, creds.password, creds.identity_token, creds.registry_token)):
+        return None
+    return creds
+
+
+def pull_reference(from_image: str, tag: str | None) -> str:
+    """Docker's fromImage + tag → one reference ("repo:tag" or "repo@sha256:...")."""
+    if not tag:
+        return from_image
+    if tag.startswith("sha256:"):
+        return f"{from_image}@{tag}"
+    return f"{from_image}:{tag}"
+
+
+def _familiar(name: str) -> str:
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def matches_reference(image: Image, patterns: list[str]) -> bool:
+    """The `reference` filter: glob patterns against "repo:tag" or "repo", full or familiar."""
+    candidates: set[str] = set()
+    for repo_tag in image.repo_tags:
+        repo, _, tag = repo_tag.rpartition(":")
+        if "/" in tag:  # the colon was a registry port, there is no tag
+            repo, tag = repo_tag, ""
+        for form in (repo, _familiar(repo)):
+            candidates.add(form)
+            if tag:
+                candidates.add(f"{form}:{tag}")
+    for pattern in patterns:
+        if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
+            return True
+        if ":" not in pattern.rsplit("/", 1)[-1] and \
+                any(fnmatch.fnmatchcase(c, pattern + ":*") for c in candidates):
+            return True
+    return False
+
+
+class ImageRoutes:
+    """Images in the engine's ImageStore."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def register(self, router: Router) -> None:
+        router.get("/images/json", self.list)
+        router.post("/images/create", self.create)
+        router.post("/images/prune", self.prune)
+        router.post("/images/load", self._unsupported("loading images (docker load)"))
+        router.get("/images/get", self._unsupported("saving images (docker save)"))
+        router.get("/images/search", self._unsupported("searching registries (docker search)"))
+        router.post("/build", self._unsupported("building images (docker build)"))
+        router.post("/build/prune", self._unsupported("the build cache"))
+        router.get("/images/{name:path}/json", self.inspect)
+        router.get("/images/{name:path}/history", self.history)
+        router.post("/images/{name:path}/tag", self.tag)
+        router.post("/images/{name:path}/push", self._unsupported("pushing images (docker push)"))
+        router.get("/images/{name:path}/get", self._unsupported("saving images (docker save)"))
+        router.delete("/images/{name:path}", self.remove)
+
+    @staticmethod
+    def _unsupported(what: str):
+        def handler(request: Request) -> Response:
+            raise NotImplementedByDockyard(f"Dockyard does not support {what} yet")
+        return handler
+
+    def _containers_by_image(self) -> dict[str, list[str]]:
+        users: dict[str, list[str]] = {}
+        for c in self.engine.list_containers(all=True):
+            users.setdefault(c.image_id, []).append(c.id)
+        return users
+
+    def list(self, request: Request) -> Response:
+        filters = request.filters()
+        images = self.engine.images.list()
+        dangling = filters.get("dangling")
+        if dangling:
+            want = dangling[-1].lower() in ("1", "true")
+            images = [i for i in images if (not i.repo_tags) == want]
+        if filters.get("reference"):
+            images = [i for i in images if matches_reference(i, filters["reference"])]
+        users = self._containers_by_image()
+        images.sort(key=lambda i: i.created, reverse=True)
+        return json_response([docker_json.image_summary(i, len(users.get(i.id, []))) for i in images])
+
+    def inspect(self, request: Request) -> Response:
+        return json_response(docker_json.image_inspect(self.engine.images.get(request.params["name"])))
+
+    def history(self, request: Request) -> Response:
+        return json_response(self.engine.images.history(request.params["name"]))
+
+    def tag(self, request: Request) -> Response:
+        repo = request.arg("repo")
+        if not repo:
+            raise InvalidArgument("repository name must have at least one component")
+        self.engine.images.tag(request.params["name"], repo, request.arg("tag") or "latest")
+        return Response(status=201, body=b"", content_type=None)
+
+    def remove(self, request: Request) -> Response:
+        users = self._containers_by_image()
+        result = self.engine.images.remove(
+            request.params["name"], force=request.bool_arg("force"),
+            prune=not request.bool_arg("noprune"),
+            in_use_by=lambda image_id: users.get(image_id, []))
+        return json_response(result)
+
+    def prune(self, request: Request) -> Response:
+        filters = request.filters()
+        dangling = filters.get("dangling", ["true"])[-1].lower() in ("1", "true")
+        deleted, reclaimed = self.engine.images.prune(dangling_only=dangling,
+                                                      in_use=set(self._containers_by_image()))
+        return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+    # -- pull -----------------------------------------------------------------
+    def create(self, request: Request) -> Response | StreamResponse:
+        if request.arg("fromSrc"):
+            raise NotImplementedByDockyard("Dockyard does not support importing images (docker import) yet")
+        from_image = request.arg("fromImage")
+        if not from_image:
+            raise InvalidArgument("fromImage is required")
+        reference = pull_reference(from_image, request.arg("tag"))
+        credentials = decode_registry_auth(request.headers.get("X-Registry-Auth"))
+        messages: queue.Queue[Any] = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def pull() -> None:
+            try:
+                outcome["image"] = self.engine.images.pull(reference, credentials, messages.put)
+            except BaseException as err:  # reported to the client, in the stream or as a status
+                outcome["error"] = err
+            finally:
+                messages.put(_DONE)
+
+        threading.Thread(target=pull, name=f"pull {reference}", daemon=True).start()
+        first = messages.get()
+        if first is _DONE and "error" in outcome:
+            # Nothing streamed yet: a plain error status, as dockerd answers.
+            raise outcome["error"]
+
+        def stream() -> Iterator[bytes]:
+            item = first
+            saw_status = False
+            while item is not _DONE:
+                if isinstance(item, dict) and str(item.get("status", "")).startswith("Status:"):
+                    saw_status = True
+                yield json.dumps(item).encode() + b"\r\n"
+                item = messages.get()
+            if "error" in outcome:
+                _, message = error_response_for(outcome["error"], f"pull {reference}")
+                yield json.dumps(stream_error(message)).encode() + b"\r\n"
+                return
+            image: Image = outcome["image"]
+            if not saw_status:
+                for digest in image.repo_digests[:1]:
+                    yield json.dumps({"status": f"Digest: {digest.rpartition('@')[2]}"}).encode() + b"\r\n"
+                yield json.dumps({"status": f"Status: Downloaded newer image for {reference}"}).encode() + b"\r\n"
+
+        return StreamResponse(chunks=stream())

@@ -1,0 +1,174 @@
+"""System endpoints: _ping, version, info, events, system df, and the read-only default networks."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from typing import Any, Iterator
+
+from runtime.engine import Engine
+from runtime.errors import NotFound
+
+from . import docker_json
+from .api_errors import NotImplementedByDockyard
+from .http_server import (API_VERSION, MIN_API_VERSION, Request, Response, Router, StreamResponse,
+                          json_response)
+
+AGENT_VERSION = "0.1.0"
+
+_PING_HEADERS = {
+    "Cache-Control": "no-cache, no-store, must-revalidate",
+    "Pragma": "no-cache",
+    "Builder-Version": "1",
+}
+
+# The three networks every Docker engine has; user-defined networks are not provided yet.
+DEFAULT_NETWORKS: tuple[tuple[str, str, str], ...] = (
+    ("bridge", "bridge", "local"),
+    ("host", "host", "local"),
+    ("none", "null", "local"),
+)
+
+
+def _go_arch() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _network_json(name: str, driver: str, scope: str) -> dict[str, Any]:
+    return {
+        "Name": name, "Id": name, "Created": docker_json.ZERO_TIME, "Scope": scope,
+        "Driver": driver, "EnableIPv6": False, "Internal": False, "Attachable": False,
+        "Ingress": False, "IPAM": {"Driver": "default", "Options": None, "Config": []},
+        "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {}, "Options": {},
+        "Labels": {},
+    }
+
+
+class SystemRoutes:
+    """Engine-wide endpoints."""
+
+    def __init__(self, engine: Engine, root: str = "") -> None:
+        self.engine = engine
+        self.root = root
+
+    def register(self, router: Router) -> None:
+        router.get("/_ping", self.ping)
+        router.head("/_ping", self.ping)
+        router.get("/version", self.version)
+        router.get("/info", self.info)
+        router.get("/events", self.events)
+        router.get("/system/df", self.system_df)
+        router.get("/networks", self.networks)
+        router.get("/networks/{name}", self.network_inspect)
+        for method, path in (("POST", "/networks/create"), ("DELETE", "/networks/{name}"),
+                             ("POST", "/networks/{name}/connect"),
+                             ("POST", "/networks/{name}/disconnect"), ("POST", "/networks/prune"),
+                             ("GET", "/containers/{id}/stats"), ("POST", "/containers/{id}/pause"),
+                             ("POST", "/containers/{id}/unpause"), ("GET", "/containers/{id}/changes"),
+                             ("GET", "/containers/{id}/export"), ("GET", "/containers/{id}/archive"),
+                             ("PUT", "/containers/{id}/archive"), ("HEAD", "/containers/{id}/archive"),
+                             ("POST", "/containers/{id}/update"), ("POST", "/commit"),
+                             ("GET", "/containers/{id}/attach/ws"), ("POST", "/session"),
+                             ("GET", "/plugins"), ("POST", "/swarm/init")):
+            router.add(method, path, self._not_implemented(method, path))
+
+    @staticmethod
+    def _not_implemented(method: str, path: str):
+        def handler(request: Request) -> Response:
+            raise NotImplementedByDockyard(f"{method} {path} is not implemented by Dockyard yet")
+        return handler
+
+    def ping(self, request: Request) -> Response:
+        return Response(status=200, body=b"OK", content_type="text/plain; charset=utf-8",
+                        headers=dict(_PING_HEADERS))
+
+    def version(self, request: Request) -> Response:
+        kernel = platform.release()
+        details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
+                   "Arch": _go_arch(), "KernelVersion": kernel, "GitCommit": "dockyard",
+                   "GoVersion": f"python{platform.python_version()}", "BuildTime": "",
+                   "Experimental": "false"}
+        return json_response({
+            "Platform": {"Name": "Dockyard Engine"},
+            "Components": [{"Name": "Engine", "Version": AGENT_VERSION, "Details": details}],
+            "Version": AGENT_VERSION, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "dockyard", "GoVersion": details["GoVersion"], "Os": "linux",
+            "Arch": _go_arch(), "KernelVersion": kernel, "BuildTime": "",
+        })
+
+    def info(self, request: Request) -> Response:
+        facts = dict(self.engine.info())
+        defaults: dict[str, Any] = {
+            "ID": socket.gethostname(), "Containers": 0, "ContainersRunning": 0,
+            "ContainersPaused": 0, "ContainersStopped": 0, "Images": 0,
+            "Driver": "overlay2", "DriverStatus": [], "Plugins": {
+                "Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
+                "Log": ["json-file"]},
+            "MemoryLimit": True, "SwapLimit": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+            "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
+            "Debug": False, "NFd": len(os.listdir("/proc/self/fd")), "OomKillDisable": False,
+            "NGoroutines": 0, "SystemTime": docker_json.now_rfc3339(), "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs", "CgroupVersion": "1", "NEventsListener": 0,
+            "KernelVersion": platform.release(), "OperatingSystem": "Dockyard",
+            "OSVersion": "", "OSType": "linux", "Architecture": platform.machine(),
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+                               "Mirrors": []},
+            "NCPU": os.cpu_count() or 1, "MemTotal": 0, "DockerRootDir": self.root,
+            "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Name": socket.gethostname(),
+            "Labels": [], "ExperimentalBuild": False, "ServerVersion": AGENT_VERSION,
+            "Runtimes": {"dockyard": {"path": "dockyard-agent"}}, "DefaultRuntime": "dockyard",
+            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+                      "ControlAvailable": False, "Error": "", "RemoteManagers": None},
+            "LiveRestoreEnabled": False, "Isolation": "", "InitBinary": "",
+            "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
+            "SecurityOptions": ["name=seccomp,profile=unconfined"], "Warnings": None,
+        }
+        for key, value in defaults.items():
+            facts.setdefault(key, value)
+        return json_response(facts)
+
+    def events(self, request: Request) -> StreamResponse:
+        since = request.float_arg("since", 0.0) or None
+        until = request.float_arg("until", 0.0) or None
+        subscription = self.engine.subscribe_events(since=since, until=until,
+                                                    filters=request.filters())
+
+        def stream() -> Iterator[bytes]:
+            try:
+                for event in subscription:
+                    yield json.dumps(docker_json.event_json(event)).encode() + b"\n"
+            finally:
+                subscription.close()
+
+        return StreamResponse(chunks=stream(), on_client_gone=subscription.close)
+
+    def system_df(self, request: Request) -> Response:
+        images = self.engine.images.list()
+        containers = self.engine.list_containers(all=True)
+        volumes = self.engine.list_volumes()
+        counts: dict[str, int] = {}
+        for c in containers:
+            counts[c.image_id] = counts.get(c.image_id, 0) + 1
+        return json_response({
+            "LayersSize": sum(i.size for i in images),
+            "Images": [docker_json.image_summary(i, counts.get(i.id, 0)) for i in images],
+            "Containers": [dict(docker_json.container_summary(c), SizeRw=0, SizeRootFs=0)
+                           for c in containers],
+            "Volumes": [docker_json.volume_json(v, len(self.engine.volume_users(v.name)))
+                        for v in volumes],
+            "BuildCache": [],
+        })
+
+    def networks(self, request: Request) -> Response:
+        return json_response([_network_json(*n) for n in DEFAULT_NETWORKS])
+
+    def network_inspect(self, request: Request) -> Response:
+        name = request.params["name"]
+        for n in DEFAULT_NETWORKS:
+            if n[0] == name:
+                return json_response(_network_json(*n))
+        raise NotFound(f"network {name} not found")

@@ -1,0 +1,67 @@
+"""Docker's stdio stream framing and the pump between a hijacked connection and an attach session.
+
+Without a TTY, output is multiplexed: each frame is an 8-byte header
+(stream id, 3 zero bytes, big-endian length) and the payload. With a TTY it is raw.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterable
+
+from runtime.engine import AttachSession
+
+from .http_server import HijackedConnection
+
+log = logging.getLogger(__name__)
+
+STDIN, STDOUT, STDERR = 0, 1, 2
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    """One multiplexed frame carrying `data` on `stream` (1 stdout, 2 stderr)."""
+    return bytes((stream, 0, 0, 0)) + len(data).to_bytes(4, "big") + data
+
+
+def encode_output(chunks: Iterable[tuple[int, bytes]], multiplexed: bool) -> Iterable[bytes]:
+    for stream, data in chunks:
+        if data:
+            yield frame(stream, data) if multiplexed else data
+
+
+def _forward_stdin(conn: HijackedConnection, session: AttachSession) -> None:
+    """Client bytes → the process's stdin; the client's half-close (EOF) closes stdin."""
+    try:
+        while True:
+            data = conn.read()
+            if not data:
+                break
+            session.write_stdin(data)
+    except Exception as err:  # the process may be gone; the output side finishes the session
+        log.debug("stdin forwarding stopped: %s", err)
+    finally:
+        try:
+            session.close_stdin()
+        except Exception as err:
+            log.debug("close_stdin failed: %s", err)
+
+
+def pump_session(conn: HijackedConnection, session: AttachSession, multiplexed: bool,
+                 forward_stdin: bool) -> None:
+    """Run a full-duplex attach until the process's output ends or the client leaves."""
+    if forward_stdin:
+        threading.Thread(target=_forward_stdin, args=(conn, session),
+                         name="attach-stdin", daemon=True).start()
+    try:
+        for chunk in encode_output(session.output(), multiplexed):
+            conn.write(chunk)
+    except OSError as err:
+        log.debug("attach client went away: %s", err)
+        session.close()
+        return
+    except Exception:
+        log.exception("attach output failed")
+        session.close()
+        return
+    session.close()
