@@ -15,6 +15,7 @@ import socket
 import stat
 import threading
 from pathlib import Path
+from typing import Callable
 
 import paramiko
 
@@ -30,10 +31,14 @@ class HostSocketError(DockyardError):
     """The host socket could not be created (path in use, bad directory)."""
 
 
-class _Pipe:
-    """One client connection and its channel, with two pumping threads."""
+class ChannelPipe:
+    """One client connection and its channel, with two pumping threads.
 
-    def __init__(self, client: socket.socket, chan: paramiko.Channel, on_done) -> None:
+    Also used by the port forwarder for published TCP ports.
+    """
+
+    def __init__(self, client: socket.socket, chan: paramiko.Channel,
+                 on_done: Callable[["ChannelPipe"], None] = lambda pipe: None) -> None:
         self.client = client
         self.chan = chan
         self._on_done = on_done
@@ -97,7 +102,7 @@ class HostSocket:
         self.remote_socket = remote_socket
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._pipes: set[_Pipe] = set()
+        self._pipes: set[ChannelPipe] = set()
         self._pipes_lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -167,7 +172,7 @@ class HostSocket:
             log.warning("cannot reach the guest engine: %s", exc)
             self._answer_unavailable(client, str(exc))
             return
-        pipe = _Pipe(client, chan, self._pipe_done)
+        pipe = ChannelPipe(client, chan, self._pipe_done)
         with self._pipes_lock:
             if self._stopping.is_set():
                 pipe.abort()
@@ -194,7 +199,7 @@ class HostSocket:
         finally:
             client.close()
 
-    def _pipe_done(self, pipe: _Pipe) -> None:
+    def _pipe_done(self, pipe: ChannelPipe) -> None:
         with self._pipes_lock:
             self._pipes.discard(pipe)
 

@@ -21,9 +21,34 @@ class FarEndState:
     """What the test controls: the event queue and the container list."""
 
     def __init__(self) -> None:
-        self.events: "queue.Queue[dict | None]" = queue.Queue()
         self.containers: list[dict] = []
         self.requests: list[str] = []
+        self._subscribers: list["queue.Queue[dict | None]"] = []
+        # Events published while nobody listens go to the next subscriber.
+        self._backlog: list[dict | None] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self) -> "queue.Queue[dict | None]":
+        q: "queue.Queue[dict | None]" = queue.Queue()
+        with self._lock:
+            self._subscribers.append(q)
+            for ev in self._backlog:
+                q.put(ev)
+            self._backlog.clear()
+        return q
+
+    def unsubscribe(self, q: "queue.Queue[dict | None]") -> None:
+        with self._lock:
+            if q in self._subscribers:
+                self._subscribers.remove(q)
+
+    def publish(self, event: dict | None) -> None:
+        """Send `event` to every /events stream open now (None ends them)."""
+        with self._lock:
+            if not self._subscribers and event is not None:
+                self._backlog.append(event)
+            for q in self._subscribers:
+                q.put(event)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,19 +84,27 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/containers/json"):
             self._send(200, json.dumps(state.containers).encode())
         elif self.path.startswith("/events"):
+            # Subscribe before answering: an event sent after the client has
+            # seen the headers must reach it.
+            q = state.subscribe()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.wfile.flush()
-            while True:
-                ev = state.events.get()
-                if ev is None:
-                    self.wfile.write(b"0\r\n\r\n")
-                    return
-                line = json.dumps(ev).encode() + b"\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
-                self.wfile.flush()
+            try:
+                while True:
+                    ev = q.get()
+                    if ev is None:
+                        self.wfile.write(b"0\r\n\r\n")
+                        return
+                    line = json.dumps(ev).encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                    self.wfile.flush()
+            except OSError:
+                self.close_connection = True  # the subscriber went away
+            finally:
+                state.unsubscribe(q)
         elif self.path.endswith("/version"):
             self._send(200, json.dumps({"Version": "far-end-1.0", "ApiVersion": "1.45", "MinAPIVersion": "1.24",
                                         "Os": "linux", "Arch": "amd64", "Components": []}).encode())
@@ -126,6 +159,6 @@ class FarEnd:
         self._thread.start()
 
     def stop(self) -> None:
-        self.state.events.put(None)
+        self.state.publish(None)
         self._server.shutdown()
         self._server.server_close()

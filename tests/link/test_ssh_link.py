@@ -91,9 +91,9 @@ def test_open_tcp_reaches_a_guest_port(link):
 
 def test_stream_yields_lines_as_they_come(link, far_end):
     lines = link.stream("/events", socket_path=str(far_end.path))
-    far_end.state.events.put({"Action": "start", "id": "a"})
+    far_end.state.publish({"Action": "start", "id": "a"})
     assert json.loads(next(lines)) == {"Action": "start", "id": "a"}
-    far_end.state.events.put({"Action": "die", "id": "a"})
+    far_end.state.publish({"Action": "die", "id": "a"})
     assert json.loads(next(lines))["Action"] == "die"
     lines.close()
 
