@@ -1,0 +1,260 @@
+"""The headless `dockyard` command: `dockyard machine init|start|stop|...`.
+
+Imports are lazy so that `dockyard --help` and `status` stay fast: paramiko and
+libvirt load only for the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("dockyard")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dockyard", description="Dockyard: containers in a small local VM.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    top = parser.add_subparsers(dest="group", required=True)
+    machine = top.add_parser("machine", help="manage the Dockyard VM")
+    sub = machine.add_subparsers(dest="command", required=True)
+
+    def named(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--name", default="default", help="machine name (default: %(default)s)")
+        return p
+
+    init = named("init", "create the machine (key pair, data disk, config)")
+    init.add_argument("--cpus", type=int, default=2)
+    init.add_argument("--memory", default="2G", help="RAM, e.g. 2G or 1536M (default: %(default)s)")
+    init.add_argument("--disk", default="20G", help="data disk size (default: %(default)s)")
+    init.add_argument("--mount", action="append", metavar="HOSTPATH",
+                      help="host folder to share at the same path in the VM (repeatable; default: your home)")
+    init.add_argument("--no-mount", action="store_true", help="share no host folder")
+    init.add_argument("--sharefs", choices=["9p", "virtiofs", "sftp", "none"], default="9p",
+                      help="how folders are shared (default: %(default)s)")
+    init.add_argument("--backend", choices=["libvirt", "qemu"], default=None,
+                      help="VM backend (default: libvirt when available, else qemu)")
+    init.add_argument("--libvirt-uri", default=None, help="libvirt connection URI (default: per user)")
+    init.add_argument("--start", action="store_true", help="start the machine after creating it")
+
+    start = named("start", "boot the machine; prints the DOCKER_HOST to use")
+    start.add_argument("--timeout", type=float, default=None, help="seconds to wait for the guest")
+    named("stop", "power the machine off (gracefully, then forced)")
+    restart = named("restart", "stop then start")
+    restart.add_argument("--timeout", type=float, default=None)
+    status = named("status", "show the machine state")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    ssh = named("ssh", "open a shell in the VM, or run CMD there")
+    ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run")
+    logs = named("logs", "print the guest console log")
+    logs.add_argument("--supervisor", action="store_true", help="print the host supervisor log instead")
+    rm = named("rm", "delete the machine and its data disk")
+    rm.add_argument("-f", "--force", action="store_true", help="stop it first if running")
+    image = sub.add_parser("image", help="guest image")
+    image_sub = image.add_subparsers(dest="image_command", required=True)
+    build = image_sub.add_parser("build", help="build (or find cached) the guest image")
+    build.add_argument("--force", action="store_true", help="rebuild even when cached")
+    return parser
+
+
+def _default_backend() -> str:
+    try:
+        import importlib.util
+
+        has_module = importlib.util.find_spec("libvirt") is not None
+    except (ImportError, ValueError):
+        has_module = False
+    import shutil
+
+    return "libvirt" if has_module and shutil.which("libvirtd") else "qemu"
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from desktop.machine.config import MachineConfig, parse_size_mib, shares_for
+    from desktop.machine.manager import MachineManager
+
+    mounts: list[str | Path] = [] if args.no_mount else (args.mount or [Path.home()])
+    config = MachineConfig(
+        name=args.name,
+        cpus=args.cpus,
+        memory_mib=parse_size_mib(args.memory),
+        disk_mib=parse_size_mib(args.disk),
+        backend=args.backend or _default_backend(),
+        sharefs=args.sharefs,
+        shares=shares_for(mounts) if args.sharefs != "none" else [],
+        libvirt_uri=args.libvirt_uri,
+    )
+    manager = MachineManager(args.name)
+    manager.init(config)
+    print(f"machine {args.name!r} created ({config.backend}, {config.cpus} CPUs, {config.memory_mib} MiB RAM, "
+          f"{config.disk_mib // 1024} GiB disk, shares: {', '.join(s.host_path for s in config.shares) or 'none'})")
+    if args.start:
+        args.timeout = None
+        return cmd_start(args)
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from desktop.machine.manager import READY_TIMEOUT_S, MachineManager
+
+    result = MachineManager(args.name).start(timeout=args.timeout or READY_TIMEOUT_S)
+    if result.already_running:
+        print(f"machine {args.name!r} is already running", file=sys.stderr)
+    else:
+        print(f"machine {args.name!r} started in {result.seconds:.1f} s", file=sys.stderr)
+    print(f"export DOCKER_HOST={result.docker_host}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from desktop.machine.manager import MachineManager
+
+    if MachineManager(args.name).stop():
+        print(f"machine {args.name!r} stopped", file=sys.stderr)
+    else:
+        print(f"machine {args.name!r} is not running", file=sys.stderr)
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    cmd_stop(args)
+    return cmd_start(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from desktop.machine.manager import MachineManager, status_json
+
+    info = MachineManager(args.name).status()
+    if args.json:
+        print(status_json(info))
+        return 0
+    width = max(len(k) for k in info)
+    for key in sorted(info):
+        print(f"{key:<{width}}  {info[key]}")
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    import shutil
+
+    from desktop.machine.backend import VmState
+    from desktop.machine.manager import MachineManager
+    from runtime.errors import Conflict
+
+    manager = MachineManager(args.name)
+    state = manager.state()
+    if manager.backend().state() is not VmState.RUNNING or not state.host_key:
+        raise Conflict(f"machine {args.name!r} is not running: start it with `dockyard machine start`")
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    ssh = shutil.which("ssh")
+    if ssh:
+        argv = [ssh, "-q", "-i", str(manager.key_path), "-p", str(state.ssh_port),
+                "-o", f"UserKnownHostsFile={manager.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"]
+        argv += ["-t"] if not cmd and sys.stdin.isatty() else []
+        argv += ["root@127.0.0.1"] + (cmd if cmd else [])
+        sys.stdout.flush()
+        os.execv(ssh, argv)
+    # No OpenSSH client (e.g. minimal Windows): run the command through paramiko.
+    if not cmd:
+        raise Conflict("an interactive shell needs the OpenSSH `ssh` client on PATH")
+    import shlex
+
+    from desktop.ssh_link import SshLink
+
+    link = SshLink("127.0.0.1", state.ssh_port, "root", manager.key_path, state.host_key)
+    link.connect()
+    try:
+        code, out, err = link.run(shlex.join(cmd), timeout=3600)
+    finally:
+        link.close()
+    sys.stdout.buffer.write(out)
+    sys.stderr.buffer.write(err)
+    return code
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from desktop.machine.manager import MachineManager
+    from runtime.errors import NotFound
+
+    manager = MachineManager(args.name)
+    manager.config()
+    path = manager.supervisor_log if args.supervisor else manager.console_log
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(65536):
+                sys.stdout.buffer.write(chunk)
+    except FileNotFoundError:
+        raise NotFound(f"no log yet at {path}: the machine has not been started") from None
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from desktop.machine.manager import MachineManager
+
+    MachineManager(args.name).remove(force=args.force)
+    print(f"machine {args.name!r} removed", file=sys.stderr)
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from desktop import paths
+
+    try:
+        from vmimage.guest_image import ensure_image
+    except ImportError as err:
+        from runtime.errors import RuntimeFailure
+
+        raise RuntimeFailure(f"the guest image builder is not available: {err}") from err
+    cache = paths.image_cache_dir()
+    if args.force:
+        import inspect
+
+        if "force" not in inspect.signature(ensure_image).parameters:
+            from runtime.errors import InvalidArgument
+
+            raise InvalidArgument("this image builder has no --force; use `python -m vmimage build --force`")
+        image = ensure_image(cache, force=True)  # type: ignore[call-arg]
+    else:
+        image = ensure_image(cache)
+    for field in ("kernel", "initrd", "rootfs", "cmdline", "recipe_hash"):
+        print(f"{field}: {getattr(image, field)}")
+    return 0
+
+
+COMMANDS = {
+    "init": cmd_init, "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
+    "ssh": cmd_ssh, "logs": cmd_logs, "rm": cmd_rm, "image": cmd_image,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="dockyard: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        # The accelerator choice is worth one line even when quiet.
+        logging.getLogger("desktop.machine.accel").setLevel(logging.INFO)
+    from runtime.errors import DockyardError
+
+    try:
+        return COMMANDS[args.command](args)
+    except DockyardError as err:
+        print(f"dockyard: {err.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dockyard: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line for the user, details with -v
+        if args.verbose:
+            raise
+        print(f"dockyard: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The interface every VM backend implements, and the launch description they share.
+
+A backend knows how to turn a `LaunchSpec` into a running QEMU guest (through
+libvirt or as a direct process) and how to query and stop it. It knows nothing
+about SSH, the engine or the CLI: the manager ties those together.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+READY_CHANNEL_NAME = "org.dockyard.guest.0"
+# QEMU user-mode networking: the guest reaches the host's loopback here.
+HOST_LOOPBACK_IN_GUEST = "10.0.2.2"
+NETDEV_ID = "dynet"
+
+
+class VmState(str, enum.Enum):
+    """Coarse VM state as seen by the host."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    UNDEFINED = "undefined"
+
+
+@dataclass
+class ShareMount:
+    """One exported host folder: QEMU mount tag and host directory."""
+
+    tag: str
+    host_path: Path
+
+
+@dataclass
+class LaunchSpec:
+    """Everything needed to boot one machine, independent of the backend."""
+
+    name: str
+    accel: str  # kvm, hvf, whpx or tcg
+    cpus: int
+    memory_mib: int
+    kernel: Path
+    initrd: Path
+    rootfs: Path
+    data_disk: Path
+    cmdline: str
+    ssh_port: int
+    ready_socket: Path
+    console_log: Path
+    run_dir: Path
+    sharefs: str = "none"  # 9p, virtiofs or none (sftp needs nothing from QEMU)
+    shares: list[ShareMount] = field(default_factory=list)
+    virtiofsd: Path = Path("/usr/lib/qemu/virtiofsd")
+    # The user QEMU should run as (libvirt qemu:///system): share writes then
+    # carry the owner of the shared folders instead of libvirt-qemu.
+    run_as_uid: int | None = None
+    run_as_gid: int | None = None
+
+    @property
+    def domain_name(self) -> str:
+        return f"dockyard-{self.name}"
+
+    def hostfwd_ssh(self) -> str:
+        return f"tcp:127.0.0.1:{self.ssh_port}-:22"
+
+
+class Backend(ABC):
+    """Lifecycle of one machine's VM. Implementations must be safe to call repeatedly."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def define(self, spec: LaunchSpec) -> None:
+        """Record how to boot (libvirt domain definition / saved argv); does not start."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Boot the defined VM; returns once QEMU runs (the guest is still booting)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Ask the guest to power off via ACPI (may be ignored by a minimal guest)."""
+
+    @abstractmethod
+    def force_stop(self) -> None:
+        """Kill the VM at once (like pulling the plug)."""
+
+    @abstractmethod
+    def state(self) -> VmState:
+        """The VM's current state."""
+
+    @abstractmethod
+    def remove(self) -> None:
+        """Forget the VM definition (the VM must be stopped)."""
+
+    @abstractmethod
+    def monitor_command(self, command: str) -> str:
+        """Run a QEMU human-monitor (HMP) command, e.g. hostfwd_add; returns its output."""
+
+    @property
+    @abstractmethod
+    def console_log_path(self) -> Path:
+        """File receiving the guest's serial console."""
+
+    @property
+    @abstractmethod
+    def ready_channel_path(self) -> Path:
+        """Unix socket of the virtio-serial ready channel (QEMU listens, host connects)."""
+
+    @property
+    @abstractmethod
+    def ssh_port(self) -> int:
+        """Host port forwarded to the guest's sshd."""
+
+    def add_hostfwd(self, proto: str, host_port: int, guest_port: int) -> None:
+        """Forward host 127.0.0.1:host_port to the guest (user-net hostfwd_add)."""
+        out = self.monitor_command(f"hostfwd_add {NETDEV_ID} {proto}:127.0.0.1:{host_port}-:{guest_port}")
+        _check_hmp(out, "hostfwd_add")
+
+    def remove_hostfwd(self, proto: str, host_port: int) -> None:
+        out = self.monitor_command(f"hostfwd_remove {NETDEV_ID} {proto}:127.0.0.1:{host_port}")
+        _check_hmp(out, "hostfwd_remove")
+
+
+def _check_hmp(output: str, what: str) -> None:
+    from runtime.errors import RuntimeFailure
+
+    text = output.strip()
+    if text and ("invalid" in text.lower() or "could not" in text.lower() or "error" in text.lower()):
+        raise RuntimeFailure(f"{what} failed: {text}")

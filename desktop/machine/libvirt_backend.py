@@ -1,0 +1,310 @@
+"""Runs the machine as a libvirt domain (visible in `virsh list`).
+
+The domain XML is generated from a `LaunchSpec`: direct kernel boot, the shared
+read-only base rootfs (vda) and the per-machine data disk (vdb), a virtio-serial
+ready channel on a unix socket, virtio-rng, host folders as 9p or virtiofs, and
+QEMU user-mode networking with an SSH hostfwd. libvirt 9.0 has no user-net port
+forwarding of its own (only with passt), so the NIC is passed through
+`<qemu:commandline>`.
+
+Ownership of shared folders: under qemu:///system QEMU runs as libvirt-qemu and
+9p writes into the user's root-owned folders fail. The domain therefore carries
+a static DAC label with the invoking user's uid:gid (and relabel='no', so libvirt
+never chowns the shared base image); unprivileged users get qemu:///session,
+where QEMU runs as themselves anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from desktop.machine.backend import NETDEV_ID, READY_CHANNEL_NAME, Backend, LaunchSpec, VmState
+from runtime.errors import Conflict, NotFound, RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+SYSTEM_SOCKET = Path("/var/run/libvirt/libvirt-sock")
+DEFAULT_EMULATOR = "/usr/bin/qemu-system-x86_64"
+
+
+def default_uri() -> str:
+    """qemu:///system for root (QEMU then runs as root via the DAC label), else qemu:///session."""
+    return "qemu:///system" if os.getuid() == 0 else "qemu:///session"
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def ninep_accessmode(run_as_uid: int | None) -> str:
+    """passthrough keeps guest ownership when QEMU runs as root; otherwise chown would fail, so squash."""
+    uid = os.getuid() if run_as_uid is None else run_as_uid
+    return "passthrough" if uid == 0 else "squash"
+
+
+def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR) -> str:
+    """The libvirt domain definition for `spec`, as a string."""
+    ET.register_namespace("qemu", QEMU_NS)
+    dom = ET.Element("domain", {"type": "kvm" if spec.accel == "kvm" else "qemu"})
+    _sub(dom, "name", spec.domain_name)
+    _sub(dom, "title", f"Dockyard machine {spec.name}")
+    _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(dom, "vcpu", str(spec.cpus))
+    if spec.sharefs == "virtiofs":
+        # vhost-user needs guest RAM that virtiofsd can map.
+        backing = _sub(dom, "memoryBacking")
+        _sub(backing, "source", type="memfd")
+        _sub(backing, "access", mode="shared")
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
+    _sub(os_el, "kernel", str(spec.kernel))
+    _sub(os_el, "initrd", str(spec.initrd))
+    _sub(os_el, "cmdline", spec.cmdline)
+    features = _sub(dom, "features")
+    _sub(features, "acpi")
+    if spec.accel == "kvm":
+        _sub(dom, "cpu", mode="host-passthrough")
+    else:
+        _sub(dom, "cpu", mode="maximum")
+    _sub(dom, "clock", offset="utc")
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+
+    dev = _sub(dom, "devices")
+    _sub(dev, "emulator", emulator)
+    root = _sub(dev, "disk", type="file", device="disk")
+    _sub(root, "driver", name="qemu", type="raw")
+    _sub(root, "source", file=str(spec.rootfs))
+    _sub(root, "target", dev="vda", bus="virtio")
+    _sub(root, "readonly")
+    # Several machines share the base image read-only.
+    _sub(root, "shareable")
+    data = _sub(dev, "disk", type="file", device="disk")
+    _sub(data, "driver", name="qemu", type="qcow2", discard="unmap")
+    _sub(data, "source", file=str(spec.data_disk))
+    _sub(data, "target", dev="vdb", bus="virtio")
+
+    for share in spec.shares if spec.sharefs in ("9p", "virtiofs") else []:
+        if spec.sharefs == "virtiofs":
+            fs = _sub(dev, "filesystem", type="mount", accessmode="passthrough")
+            _sub(fs, "driver", type="virtiofs")
+            _sub(fs, "binary", path=str(spec.virtiofsd))
+        else:
+            fs = _sub(dev, "filesystem", type="mount", accessmode=ninep_accessmode(spec.run_as_uid))
+            _sub(fs, "driver", type="path")
+        _sub(fs, "source", dir=str(share.host_path))
+        _sub(fs, "target", dir=share.tag)
+
+    chan = _sub(dev, "channel", type="unix")
+    _sub(chan, "source", mode="bind", path=str(spec.ready_socket))
+    _sub(chan, "target", type="virtio", name=READY_CHANNEL_NAME)
+    serial = _sub(dev, "serial", type="file")
+    _sub(serial, "source", path=str(spec.console_log))
+    _sub(serial, "target", port="0")
+    rng = _sub(dev, "rng", model="virtio")
+    _sub(rng, "backend", "/dev/urandom", model="random")
+    _sub(dev, "controller", type="usb", model="none")
+    _sub(dev, "memballoon", model="none")
+    video = _sub(dev, "video")
+    _sub(video, "model", type="none")
+
+    if spec.run_as_uid is not None:
+        label = _sub(dom, "seclabel", type="static", model="dac", relabel="no")
+        _sub(label, "label", f"+{spec.run_as_uid}:+{spec.run_as_gid or 0}")
+
+    cmd = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+    for arg in (
+        "-netdev",
+        f"user,id={NETDEV_ID},hostfwd={spec.hostfwd_ssh()}",
+        "-device",
+        f"virtio-net-pci,netdev={NETDEV_ID}",
+    ):
+        ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", {"value": arg})
+    ET.indent(dom)
+    return ET.tostring(dom, encoding="unicode")
+
+
+def ssh_port_from_xml(xml: str) -> int:
+    """The SSH hostfwd port recorded in a domain's <qemu:commandline>, 0 if absent."""
+    match = re.search(r"hostfwd=tcp:127\.0\.0\.1:(\d+)-:22", xml)
+    return int(match.group(1)) if match else 0
+
+
+def ensure_system_daemons(deadline_s: float = 20.0) -> bool:
+    """Start virtlogd and libvirtd when running as root without them (no systemd here).
+
+    Returns True when this call started them.
+    """
+    if SYSTEM_SOCKET.exists() or os.getuid() != 0 or not shutil.which("libvirtd"):
+        return False
+    log.info("libvirtd is not running: starting virtlogd and libvirtd")
+    if shutil.which("virtlogd") and not Path("/var/run/libvirt/virtlogd-sock").exists():
+        subprocess.run(["virtlogd", "-d"], check=False)
+    subprocess.run(["libvirtd", "-d"], check=False)
+    end = time.monotonic() + deadline_s
+    while not SYSTEM_SOCKET.exists():
+        if time.monotonic() > end:
+            raise RuntimeFailure(f"libvirtd did not create {SYSTEM_SOCKET} within {deadline_s:.0f} s")
+        time.sleep(0.05)
+    return True
+
+
+class LibvirtBackend(Backend):
+    """A machine as a libvirt domain named dockyard-<name>."""
+
+    name = "libvirt"
+
+    def __init__(self, domain_name: str, run_dir: Path, console_log: Path, uri: str | None = None) -> None:
+        self.domain_name = domain_name
+        self.run_dir = run_dir
+        self._console_log = console_log
+        self.uri = uri or default_uri()
+        self._conn: Any = None
+        self._ssh_port = 0
+
+    # -- connection -------------------------------------------------------
+    def connection(self) -> Any:
+        if self._conn is None:
+            try:
+                import libvirt
+            except ImportError as err:
+                raise RuntimeFailure(
+                    "the libvirt backend needs the libvirt-python package (or use --backend qemu)"
+                ) from err
+            if self.uri == "qemu:///system":
+                ensure_system_daemons()
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as err:
+                raise RuntimeFailure(f"cannot connect to libvirt at {self.uri}: {err.get_error_message()}") from err
+        return self._conn
+
+    def _domain(self) -> Any:
+        import libvirt
+
+        try:
+            return self.connection().lookupByName(self.domain_name)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NotFound(f"libvirt domain {self.domain_name} is not defined") from err
+            raise RuntimeFailure(f"libvirt: {err.get_error_message()}") from err
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    # -- lifecycle --------------------------------------------------------
+    def define(self, spec: LaunchSpec) -> None:
+        import libvirt
+
+        if self.state() in (VmState.RUNNING, VmState.PAUSED):
+            raise Conflict(f"domain {self.domain_name} is running; stop it before redefining")
+        try:
+            self.connection().defineXML(domain_xml(spec))
+        except libvirt.libvirtError as err:
+            raise RuntimeFailure(f"libvirt refused the domain definition: {err.get_error_message()}") from err
+        self._ssh_port = spec.ssh_port
+
+    def start(self) -> None:
+        import libvirt
+
+        try:
+            self._domain().create()
+        except libvirt.libvirtError as err:
+            raise RuntimeFailure(f"cannot start {self.domain_name}: {err.get_error_message()}") from err
+
+    def stop(self) -> None:
+        import libvirt
+
+        try:
+            self._domain().shutdown()
+        except (NotFound, libvirt.libvirtError):
+            pass
+
+    def force_stop(self) -> None:
+        import libvirt
+
+        try:
+            dom = self._domain()
+        except NotFound:
+            return
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # already shut off
+                raise RuntimeFailure(f"cannot stop {self.domain_name}: {err.get_error_message()}") from err
+
+    def state(self) -> VmState:
+        import libvirt
+
+        try:
+            code = self._domain().state()[0]
+        except NotFound:
+            return VmState.UNDEFINED
+        if code in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+            return VmState.RUNNING
+        if code in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
+            return VmState.PAUSED
+        return VmState.STOPPED
+
+    def remove(self) -> None:
+        import libvirt
+
+        try:
+            dom = self._domain()
+        except NotFound:
+            return
+        if self.state() in (VmState.RUNNING, VmState.PAUSED):
+            raise Conflict(f"domain {self.domain_name} is running")
+        try:
+            dom.undefine()
+        except libvirt.libvirtError as err:
+            raise RuntimeFailure(f"cannot undefine {self.domain_name}: {err.get_error_message()}") from err
+
+    def monitor_command(self, command: str) -> str:
+        import libvirt
+        import libvirt_qemu
+
+        try:
+            return libvirt_qemu.qemuMonitorCommand(
+                self._domain(), command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+            )
+        except libvirt.libvirtError as err:
+            raise RuntimeFailure(f"QEMU monitor command {command!r} failed: {err.get_error_message()}") from err
+
+    def xml(self) -> str:
+        return self._domain().XMLDesc(0)
+
+    @property
+    def console_log_path(self) -> Path:
+        return self._console_log
+
+    @property
+    def ready_channel_path(self) -> Path:
+        return self.run_dir / "ready.sock"
+
+    @property
+    def ssh_port(self) -> int:
+        if not self._ssh_port:
+            try:
+                self._ssh_port = ssh_port_from_xml(self.xml())
+            except NotFound:
+                return 0
+        return self._ssh_port

@@ -1,0 +1,448 @@
+"""MachineManager: init, start, stop, status and removal of one Dockyard machine.
+
+`start` boots the VM through a backend, connects to the ready channel at once
+and hands that connection to a detached supervisor process
+(desktop.machine.supervisor), which reads the guest's ready line, pins its host
+key, opens the SSH link and serves the host Docker socket for as long as the
+machine runs. The CLI returns when the supervisor reports success and the
+engine answers `_ping` through the host socket.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from desktop import paths
+from desktop.machine import ssh_keys
+from desktop.machine.backend import HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState
+from desktop.machine.config import (
+    MachineConfig,
+    MachineState,
+    load_config,
+    load_state,
+    save_config,
+    save_state,
+)
+from desktop.machine.engine_ping import ping
+from runtime.errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = float(os.environ.get("DOCKYARD_READY_TIMEOUT", "180"))
+GRACEFUL_STOP_S = 20.0
+SUPERVISOR_MODULE = "desktop.machine.supervisor"
+
+
+@dataclass
+class StartResult:
+    """What `start` did: booted now or found running, and where the engine is."""
+
+    already_running: bool
+    docker_host: str
+    seconds: float
+    guest_timings: dict[str, float]
+
+
+def free_local_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for the SSH hostfwd)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int, marker: str | None = None) -> bool:
+    """Whether `pid` runs (and, when /proc exists, has `marker` in its command line)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        if marker is not None:
+            return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        pass
+    return True
+
+
+def wait_until(condition, deadline_s: float, interval: float = 0.05) -> bool:
+    """Poll `condition` until true or the deadline passes; returns its last value."""
+    end = time.monotonic() + deadline_s
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(interval)
+
+
+class MachineManager:
+    """Everything the `dockyard machine` commands do, for the machine called `name`."""
+
+    def __init__(self, name: str = "default") -> None:
+        from desktop.machine.config import validate_name
+
+        self.name = validate_name(name)
+        self.data_dir = paths.machine_data_dir(name)
+        self.config_path = paths.machine_config_path(name)
+
+    # -- files ------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return paths.machine_runtime_dir(self.name)
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "id_ed25519"
+
+    @property
+    def data_disk(self) -> Path:
+        return self.data_dir / "data.qcow2"
+
+    @property
+    def console_log(self) -> Path:
+        return self.data_dir / "console.log"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.data_dir / "supervisor.log"
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / "state.json"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.data_dir / "known_hosts"
+
+    @property
+    def host_socket(self) -> Path:
+        return self.run_dir / "docker.sock"
+
+    @property
+    def supervisor_pidfile(self) -> Path:
+        return self.run_dir / "supervisor.pid"
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.host_socket}"
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def config(self) -> MachineConfig:
+        return load_config(self.config_path, self.name)
+
+    def state(self) -> MachineState:
+        return load_state(self.state_path)
+
+    def backend(self, config: MachineConfig | None = None) -> Backend:
+        config = config or self.config()
+        domain = f"dockyard-{self.name}"
+        if config.backend == "libvirt":
+            from desktop.machine.libvirt_backend import LibvirtBackend
+
+            return LibvirtBackend(domain, self.run_dir, self.console_log, uri=config.libvirt_uri)
+        from desktop.machine.qemu_backend import QemuBackend
+
+        return QemuBackend(domain, self.run_dir, self.console_log)
+
+    # -- init / rm --------------------------------------------------------
+    def init(self, config: MachineConfig) -> MachineConfig:
+        """Create the machine: config, SSH key pair, data disk. Conflict if it exists."""
+        if config.name != self.name:
+            raise InvalidArgument(f"config name {config.name!r} differs from machine {self.name!r}")
+        config.validate()
+        if self.exists():
+            raise Conflict(f"machine {self.name!r} already exists (remove it with `dockyard machine rm`)")
+        qemu_img = shutil.which("qemu-img")
+        if not qemu_img:
+            raise RuntimeFailure("qemu-img not found: install QEMU (Debian: apt-get install qemu-utils)")
+        paths.ensure_private_dir(self.data_dir)
+        ssh_keys.generate_keypair(self.key_path, comment=f"dockyard-{self.name}")
+        if not self.data_disk.exists():
+            proc = subprocess.run(
+                [qemu_img, "create", "-q", "-f", "qcow2", str(self.data_disk), f"{config.disk_mib}M"],
+                capture_output=True, text=True,
+            )
+            if proc.returncode != 0:
+                raise RuntimeFailure(f"qemu-img could not create {self.data_disk}: {proc.stderr.strip()}")
+        save_config(self.config_path, config)
+        log.info("machine %s initialised in %s", self.name, self.data_dir)
+        return config
+
+    def remove(self, force: bool = False) -> None:
+        """Delete the machine and its data disk; refuses a running machine unless `force`."""
+        config = self.config()
+        backend = self.backend(config)
+        if backend.state() in (VmState.RUNNING, VmState.PAUSED):
+            if not force:
+                raise Conflict(f"machine {self.name!r} is running: stop it first or use `rm -f`")
+            self._stop_supervisor(poweroff=False)
+            backend.force_stop()
+        self._stop_supervisor(poweroff=False)
+        backend.remove()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.config_path.unlink(missing_ok=True)
+
+    # -- start ------------------------------------------------------------
+    def supervisor_pid(self) -> int:
+        try:
+            pid = int(self.supervisor_pidfile.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+        return pid if pid_alive(pid, SUPERVISOR_MODULE) else 0
+
+    def kernel_cmdline(self, base: str, config: MachineConfig) -> str:
+        sharefs = config.sharefs if config.sharefs in ("9p", "virtiofs") and config.shares else "none"
+        args = [
+            base.strip(),
+            ssh_keys.kernel_key_argument(ssh_keys.public_key_line(self.key_path)),
+            f"dockyard.sharefs={sharefs}",
+        ]
+        if sharefs != "none":
+            args.append("dockyard.shares=" + ",".join(f"{s.tag}:{s.guest_path}" for s in config.shares))
+        args += [f"dockyard.hostloop={HOST_LOOPBACK_IN_GUEST}", f"dockyard.time={int(time.time())}"]
+        return " ".join(a for a in args if a)
+
+    def launch_spec(self, config: MachineConfig, image: Any, accel: str, ssh_port: int, backend: Backend) -> LaunchSpec:
+        run_as: tuple[int | None, int | None] = (None, None)
+        if config.backend == "libvirt" and getattr(backend, "uri", "") == "qemu:///system":
+            run_as = (os.getuid(), os.getgid())
+        return LaunchSpec(
+            name=self.name,
+            accel=accel,
+            cpus=config.cpus,
+            memory_mib=config.memory_mib,
+            kernel=Path(image.kernel),
+            initrd=Path(image.initrd),
+            rootfs=Path(image.rootfs),
+            data_disk=self.data_disk,
+            cmdline=self.kernel_cmdline(image.cmdline, config),
+            ssh_port=ssh_port,
+            ready_socket=backend.ready_channel_path,
+            console_log=self.console_log,
+            run_dir=self.run_dir,
+            sharefs=config.sharefs if config.sharefs in ("9p", "virtiofs") else "none",
+            shares=[ShareMount(s.tag, Path(s.host_path)) for s in config.shares],
+            run_as_uid=run_as[0],
+            run_as_gid=run_as[1],
+        )
+
+    def start(self, timeout: float = READY_TIMEOUT_S) -> StartResult:
+        """Boot (or attach to) the machine; returns when the engine answers via the host socket."""
+        t0 = time.monotonic()
+        config = self.config()
+        backend = self.backend(config)
+        vm_state = backend.state()
+        if vm_state is VmState.PAUSED:
+            raise Conflict(f"machine {self.name!r} is paused; resume it with virsh or stop it first")
+        if vm_state is VmState.RUNNING:
+            if self.supervisor_pid() and ping(self.host_socket, timeout=10) is None:
+                return StartResult(True, self.docker_host, time.monotonic() - t0, self.state().guest_timings)
+            # The VM outlived its supervisor (crash, host logout): attach a new one.
+            log.info("machine %s runs without a supervisor: reattaching", self.name)
+            self._stop_supervisor(poweroff=False)
+            self._spawn_supervisor(ready_fd=None, timeout=timeout, config=config)
+        else:
+            self._boot(config, backend, timeout)
+        reason = ping(self.host_socket, timeout=30)
+        if reason is not None:
+            raise RuntimeFailure(f"the engine does not answer through {self.host_socket}: {reason}")
+        return StartResult(False, self.docker_host, time.monotonic() - t0, self.state().guest_timings)
+
+    def _boot(self, config: MachineConfig, backend: Backend, timeout: float) -> None:
+        from desktop.machine.accel import choose_accelerator
+        from desktop.machine.ready_channel import ReadyChannel
+
+        image = ensure_guest_image()
+        accel = choose_accelerator()
+        for share in config.shares:
+            if not Path(share.host_path).is_dir():
+                raise InvalidArgument(f"shared folder {share.host_path} does not exist any more")
+        self._stop_supervisor(poweroff=False)
+        port = free_local_port()
+        spec = self.launch_spec(config, image, accel.name, port, backend)
+        backend.define(spec)
+        self.console_log.unlink(missing_ok=True)
+        save_state(self.state_path, MachineState(ssh_port=port, accel=accel.name,
+                                                 image_hash=getattr(image, "recipe_hash", ""),
+                                                 booted_at=time.time(), host_socket=str(self.host_socket)))
+        backend.start()
+        try:
+            # Connect before the guest can write: it needs seconds to boot, we need milliseconds.
+            channel = ReadyChannel.connect(backend.ready_channel_path)
+            try:
+                self._spawn_supervisor(ready_fd=channel.sock.fileno(), timeout=timeout, config=config)
+            finally:
+                channel.close()
+        except BaseException:
+            # A half-started machine is worse than a stopped one: the next start boots cleanly.
+            self._stop_supervisor(poweroff=False)
+            backend.force_stop()
+            raise
+
+    def _spawn_supervisor(self, ready_fd: int | None, timeout: float, config: MachineConfig) -> None:
+        argv = [sys.executable, "-m", SUPERVISOR_MODULE, "--name", self.name, "--timeout", str(timeout)]
+        pass_fds: tuple[int, ...] = ()
+        if ready_fd is not None:
+            argv += ["--ready-fd", str(ready_fd)]
+            pass_fds = (ready_fd,)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        # The supervisor must import this very tree, whatever the cwd.
+        project = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = project + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with open(self.supervisor_log, "ab") as logf:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
+                                    pass_fds=pass_fds, start_new_session=True, env=env, cwd="/")
+        assert proc.stdout is not None
+        line = _read_line(proc.stdout, timeout + 60)
+        proc.stdout.close()
+        if line.startswith("OK"):
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if line.startswith("ERROR "):
+            raise RuntimeFailure(line[len("ERROR "):].strip())
+        raise RuntimeFailure(
+            f"the machine supervisor exited without reporting (exit {proc.returncode}); see {self.supervisor_log}"
+        )
+
+    # -- stop -------------------------------------------------------------
+    def _stop_supervisor(self, poweroff: bool, deadline_s: float = 15.0) -> None:
+        pid = self.supervisor_pid()
+        if pid:
+            os.kill(pid, signal.SIGUSR1 if poweroff else signal.SIGTERM)
+            if not wait_until(lambda: not pid_alive(pid, SUPERVISOR_MODULE), deadline_s):
+                log.warning("supervisor %d did not exit in %.0f s: killing it", pid, deadline_s)
+                os.kill(pid, signal.SIGKILL)
+                wait_until(lambda: not pid_alive(pid, SUPERVISOR_MODULE), 5)
+        self.supervisor_pidfile.unlink(missing_ok=True)
+        self.host_socket.unlink(missing_ok=True)
+
+    def _poweroff_without_supervisor(self) -> None:
+        state = self.state()
+        if not state.host_key or not state.ssh_port:
+            return
+        try:
+            from desktop.machine.supervisor import POWEROFF_COMMAND
+            from desktop.ssh_link import SshLink
+
+            link = SshLink("127.0.0.1", state.ssh_port, "root", self.key_path, state.host_key)
+            link.connect(timeout=10)
+            try:
+                link.run(POWEROFF_COMMAND, timeout=10)
+            finally:
+                link.close()
+        except Exception as err:  # noqa: BLE001 - best effort, the forced stop follows
+            log.info("graceful power-off over SSH failed (%s): forcing", err)
+
+    def stop(self, graceful_timeout: float = GRACEFUL_STOP_S) -> bool:
+        """Power the guest off over SSH, then force it after `graceful_timeout`.
+
+        Returns False when the machine was not running.
+        """
+        config = self.config()
+        backend = self.backend(config)
+        running = backend.state() in (VmState.RUNNING, VmState.PAUSED)
+        if not running:
+            self._stop_supervisor(poweroff=False)
+            return False
+        if self.supervisor_pid():
+            self._stop_supervisor(poweroff=True)
+        else:
+            self._poweroff_without_supervisor()
+        if not wait_until(lambda: backend.state() not in (VmState.RUNNING, VmState.PAUSED), graceful_timeout):
+            log.warning("machine %s did not power off within %.0f s: forcing it", self.name, graceful_timeout)
+            backend.force_stop()
+        self._stop_supervisor(poweroff=False)
+        return True
+
+    # -- status -----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """A JSON-able summary for `dockyard machine status`."""
+        if not self.exists():
+            return {"name": self.name, "state": "not-created"}
+        config = self.config()
+        backend = self.backend(config)
+        state = self.state()
+        vm_state = backend.state()
+        info: dict[str, Any] = {
+            "name": self.name,
+            "state": "stopped" if vm_state is VmState.UNDEFINED else vm_state.value,
+            "backend": config.backend,
+            "cpus": config.cpus,
+            "memory_mib": config.memory_mib,
+            "disk_mib": config.disk_mib,
+            "sharefs": config.sharefs,
+            "shares": [s.host_path for s in config.shares],
+            "console_log": str(self.console_log),
+        }
+        if getattr(backend, "uri", None):
+            info["libvirt_uri"] = backend.uri  # type: ignore[attr-defined]
+        if vm_state is VmState.RUNNING:
+            sup = self.supervisor_pid()
+            reason = ping(self.host_socket, timeout=10) if sup else "supervisor not running"
+            info.update(
+                docker_host=self.docker_host,
+                engine="ok" if reason is None else f"unreachable: {reason}",
+                ssh_port=state.ssh_port,
+                accel=state.accel,
+                supervisor_pid=sup,
+                boot_to_ready_s=round(state.ready_s, 2),
+                guest_timings=state.guest_timings,
+            )
+        return info
+
+
+def ensure_guest_image() -> Any:
+    """Build or find the guest image (vmimage.guest_image, by the image engineer)."""
+    try:
+        from vmimage.guest_image import ensure_image
+    except ImportError as err:
+        raise RuntimeFailure(f"the guest image builder is not available: {err}") from err
+    return ensure_image(paths.image_cache_dir())
+
+
+def _read_line(stream: Any, timeout: float) -> str:
+    """One line from a pipe, or "" at EOF or after `timeout` seconds."""
+    buf = b""
+    end = time.monotonic() + timeout
+    fd = stream.fileno()
+    while b"\n" not in buf:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.split(b"\n", 1)[0].decode(errors="replace")
+
+
+def status_json(info: dict[str, Any]) -> str:
+    return json.dumps(info, indent=2, sort_keys=True)

@@ -1,0 +1,250 @@
+"""Runs the machine as a direct qemu-system-x86_64 process, for hosts without libvirt.
+
+QEMU daemonises itself (`-daemonize`, `-pidfile`) and exposes a QMP socket for
+stop, power-off and user-net port forwards. With virtiofs, one
+/usr/lib/qemu/virtiofsd per share is started first; each exits by itself when
+QEMU disconnects. `define` stores the argv as JSON so that any later process
+(`dockyard machine start` after a `stop`) boots the same VM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from desktop.machine.backend import NETDEV_ID, READY_CHANNEL_NAME, Backend, LaunchSpec, VmState
+from desktop.machine.qmp import QmpClient
+from runtime.atomic_file import read_json, write_json_atomic
+from runtime.errors import Conflict, NotFound, RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+ACCEL_ARG = {"kvm": "kvm", "hvf": "hvf", "whpx": "whpx", "tcg": "tcg"}
+
+
+def qemu_binary() -> str:
+    found = shutil.which("qemu-system-x86_64")
+    if not found:
+        raise RuntimeFailure("qemu-system-x86_64 not found: install QEMU (Debian: apt-get install qemu-system-x86)")
+    return found
+
+
+def qemu_argv(spec: LaunchSpec, qemu: str, qmp_socket: Path, pidfile: Path, daemonize: bool = True) -> list[str]:
+    """The QEMU command line for `spec` (virtiofsd sockets at run_dir/virtiofs-<tag>.sock)."""
+    machine = f"q35,accel={ACCEL_ARG.get(spec.accel, 'tcg')}"
+    argv = [
+        qemu,
+        "-name", spec.domain_name,
+        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+        "-cpu", "host" if spec.accel in ("kvm", "hvf") else "max",
+        "-smp", str(spec.cpus),
+        "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.cmdline,
+        "-drive", f"file={spec.rootfs},if=none,id=rootfs,format=raw,readonly=on",
+        "-device", "virtio-blk-pci,drive=rootfs",
+        "-drive", f"file={spec.data_disk},if=none,id=data,format=qcow2,discard=unmap",
+        "-device", "virtio-blk-pci,drive=data",
+        "-netdev", f"user,id={NETDEV_ID},hostfwd={spec.hostfwd_ssh()}",
+        "-device", f"virtio-net-pci,netdev={NETDEV_ID}",
+        "-object", "rng-random,id=rng0,filename=/dev/urandom",
+        "-device", "virtio-rng-pci,rng=rng0",
+        "-chardev", f"socket,id=ready,path={spec.ready_socket},server=on,wait=off",
+        "-device", "virtio-serial-pci",
+        "-device", f"virtserialport,chardev=ready,name={READY_CHANNEL_NAME}",
+        "-chardev", f"file,id=console,path={spec.console_log}",
+        "-serial", "chardev:console",
+        "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+        "-pidfile", str(pidfile),
+    ]
+    if spec.sharefs == "virtiofs":
+        # vhost-user needs guest RAM that virtiofsd can map.
+        argv += ["-object", f"memory-backend-memfd,id=mem,size={spec.memory_mib}M,share=on",
+                 "-machine", f"{machine},memory-backend=mem", "-m", f"{spec.memory_mib}M"]
+        for i, share in enumerate(spec.shares):
+            sock = virtiofs_socket(spec.run_dir, share.tag)
+            argv += ["-chardev", f"socket,id=vfs{i},path={sock}",
+                     "-device", f"vhost-user-fs-pci,chardev=vfs{i},tag={share.tag}"]
+    else:
+        argv += ["-machine", machine, "-m", f"{spec.memory_mib}M"]
+        if spec.sharefs == "9p":
+            model = "passthrough" if (os.getuid() if hasattr(os, "getuid") else 1) == 0 else "none"
+            for i, share in enumerate(spec.shares):
+                argv += ["-fsdev", f"local,id=fs{i},path={share.host_path},security_model={model}",
+                         "-device", f"virtio-9p-pci,fsdev=fs{i},mount_tag={share.tag}"]
+    if daemonize:
+        argv.append("-daemonize")
+    return argv
+
+
+def virtiofs_socket(run_dir: Path, tag: str) -> Path:
+    return run_dir / f"virtiofs-{tag}.sock"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (our own unreaped child) is not running.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _wait_for(condition, deadline_s: float, what: str) -> None:
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            raise RuntimeFailure(f"timed out after {deadline_s:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class QemuBackend(Backend):
+    """A machine as a daemonised QEMU process with a pidfile and QMP socket in run_dir."""
+
+    name = "qemu"
+
+    def __init__(self, domain_name: str, run_dir: Path, console_log: Path) -> None:
+        self.domain_name = domain_name
+        self.run_dir = run_dir
+        self._console_log = console_log
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "qemu.pid"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.run_dir / "qmp.sock"
+
+    @property
+    def launch_file(self) -> Path:
+        return self.run_dir / "qemu-launch.json"
+
+    def _pid(self) -> int:
+        try:
+            return int(self.pidfile.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def define(self, spec: LaunchSpec) -> None:
+        if self.state() is VmState.RUNNING:
+            raise Conflict(f"{self.domain_name} is running; stop it before redefining")
+        daemonize = platform.system() != "Windows"
+        argv = qemu_argv(spec, qemu_binary(), self.qmp_socket, self.pidfile, daemonize=daemonize)
+        virtiofsd = []
+        if spec.sharefs == "virtiofs":
+            for share in spec.shares:
+                virtiofsd.append([str(spec.virtiofsd), f"--socket-path={virtiofs_socket(self.run_dir, share.tag)}",
+                                  "-o", f"source={share.host_path}", "-o", "cache=auto"])
+        write_json_atomic(self.launch_file, {"argv": argv, "virtiofsd": virtiofsd, "ssh_port": spec.ssh_port,
+                                             "daemonize": daemonize}, mode=0o600)
+
+    def _launch(self) -> dict:
+        data = read_json(self.launch_file)
+        if not data:
+            raise NotFound(f"{self.domain_name} is not defined")
+        return data
+
+    def start(self) -> None:
+        launch = self._launch()
+        if self.state() is VmState.RUNNING:
+            return
+        for stale in (self.pidfile, self.qmp_socket):
+            stale.unlink(missing_ok=True)
+        log_file = open(self.run_dir / "qemu.log", "ab")
+        try:
+            for argv in launch["virtiofsd"]:
+                sock = Path(argv[1].split("=", 1)[1])
+                sock.unlink(missing_ok=True)
+                subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                 start_new_session=True)
+                _wait_for(sock.exists, 10, f"virtiofsd socket {sock}")
+            if launch["daemonize"]:
+                # With -daemonize the parent exits once the VM is set up (sockets bound).
+                proc = subprocess.run(launch["argv"], stdin=subprocess.DEVNULL, stdout=log_file,
+                                      stderr=subprocess.PIPE, timeout=60)
+                if proc.returncode != 0:
+                    msg = proc.stderr.decode(errors="replace").strip().splitlines()
+                    raise RuntimeFailure(f"QEMU failed to start: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
+            else:
+                flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+                subprocess.Popen(launch["argv"], stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                 creationflags=flags)
+                _wait_for(self.pidfile.exists, 30, "the QEMU pidfile")
+        finally:
+            log_file.close()
+
+    def stop(self) -> None:
+        try:
+            with QmpClient(self.qmp_socket) as qmp:
+                qmp.execute("system_powerdown")
+        except RuntimeFailure:
+            pass
+
+    def force_stop(self) -> None:
+        pid = self._pid()
+        if not _pid_alive(pid):
+            return
+        try:
+            with QmpClient(self.qmp_socket, timeout=5) as qmp:
+                qmp.execute("quit")
+        except RuntimeFailure:
+            os.kill(pid, signal.SIGKILL)
+        _wait_for(lambda: not _pid_alive(pid), 15, f"QEMU (pid {pid}) to exit")
+
+    def state(self) -> VmState:
+        if not self.launch_file.exists():
+            return VmState.UNDEFINED
+        pid = self._pid()
+        if not _pid_alive(pid):
+            return VmState.STOPPED
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return VmState.RUNNING  # no procfs (macOS): trust the pidfile
+        # The pid may have been reused by an unrelated process after a crash.
+        return VmState.RUNNING if self.domain_name.encode() in cmdline else VmState.STOPPED
+
+    def remove(self) -> None:
+        if self.state() is VmState.RUNNING:
+            raise Conflict(f"{self.domain_name} is running")
+        for path in (self.launch_file, self.pidfile, self.qmp_socket):
+            path.unlink(missing_ok=True)
+
+    def monitor_command(self, command: str) -> str:
+        with QmpClient(self.qmp_socket) as qmp:
+            return qmp.execute("human-monitor-command", {"command-line": command})
+
+    def wait_exit(self) -> None:
+        """Block until QEMU exits (its QMP connection closes)."""
+        try:
+            qmp = QmpClient(self.qmp_socket)
+        except RuntimeFailure:
+            return
+        with qmp:
+            qmp.wait_closed()
+
+    @property
+    def console_log_path(self) -> Path:
+        return self._console_log
+
+    @property
+    def ready_channel_path(self) -> Path:
+        return self.run_dir / "ready.sock"
+
+    @property
+    def ssh_port(self) -> int:
+        data = read_json(self.launch_file) or {}
+        return int(data.get("ssh_port", 0))

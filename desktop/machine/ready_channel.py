@@ -1,0 +1,120 @@
+"""Reads the guest's ready announcement from the virtio-serial channel's unix socket.
+
+QEMU listens on the socket (server=on, wait=off); the host connects right after
+the VM starts and the guest writes JSON lines once sshd and the agent answer:
+`{"event": "ready", "host_keys": {...}, "timings": {...}, "agent_socket": ...}`.
+Reading blocks on the socket itself, so there is no polling: a guest that dies
+during boot closes the socket and the read ends at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from runtime.errors import RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReadyEvent:
+    """The guest's "ready" line: pinned host keys, boot timings, agent socket path."""
+
+    host_keys: dict[str, str]
+    timings: dict[str, float] = field(default_factory=dict)
+    agent_socket: str = "/run/dockyard/docker.sock"
+
+    def host_key_line(self) -> str:
+        """The "ssh-ed25519 AAAA..." line to pin (ed25519 is what our link expects)."""
+        if "ssh-ed25519" in self.host_keys:
+            return f"ssh-ed25519 {self.host_keys['ssh-ed25519']}"
+        raise RuntimeFailure(f"the guest announced no ssh-ed25519 host key (got {sorted(self.host_keys)})")
+
+
+class ReadyChannel:
+    """A connection to the ready channel; `wait_ready` then, optionally, `follow` for later events."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = b""
+
+    @classmethod
+    def connect(cls, path: Path) -> "ReadyChannel":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+        except OSError as err:
+            sock.close()
+            raise RuntimeFailure(f"cannot connect to the guest ready channel {path}: {err.strerror or err}") from err
+        return cls(sock)
+
+    @classmethod
+    def from_fd(cls, fd: int) -> "ReadyChannel":
+        return cls(socket.socket(fileno=fd))
+
+    def _readline(self, deadline: float | None) -> bytes:
+        while b"\n" not in self._buf:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(remaining)
+            else:
+                self.sock.settimeout(None)
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise EOFError
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def next_event(self, deadline: float | None = None) -> dict[str, Any]:
+        """The next JSON event; non-JSON noise (e.g. a half line from an earlier boot) is skipped."""
+        while True:
+            line = self._readline(deadline).strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                log.debug("ignoring non-JSON line on the ready channel: %r", line[:200])
+                continue
+            if isinstance(event, dict):
+                return event
+
+    def wait_ready(self, timeout: float, console_log: Path | None = None) -> ReadyEvent:
+        """Block until the guest says ready; clear errors on timeout or a VM that died."""
+        deadline = time.monotonic() + timeout
+        hint = f"; see the guest console log {console_log}" if console_log else ""
+        while True:
+            try:
+                event = self.next_event(deadline)
+            except TimeoutError:
+                raise RuntimeFailure(f"the guest did not report ready within {timeout:.0f} s{hint}") from None
+            except EOFError:
+                raise RuntimeFailure(f"the VM closed its ready channel during boot (it stopped?){hint}") from None
+            if event.get("event") == "ready":
+                return ReadyEvent(
+                    host_keys=dict(event.get("host_keys") or {}),
+                    timings={k: float(v) for k, v in (event.get("timings") or {}).items()},
+                    agent_socket=event.get("agent_socket") or "/run/dockyard/docker.sock",
+                )
+            log.info("guest event during boot: %s", event)
+
+    def follow(self, on_event: Callable[[dict[str, Any]], None]) -> None:
+        """Deliver later events (e.g. agent-exited) until the VM closes the channel."""
+        while True:
+            try:
+                event = self.next_event(None)
+            except (EOFError, OSError):
+                return
+            on_event(event)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,207 @@
+"""The per-machine host process that lives as long as the VM: SSH link, host socket, forwards.
+
+Started detached by `MachineManager.start`. It reads the guest's ready line
+from the inherited ready-channel socket (or, when re-attaching to a running
+VM, reuses the pinned host key), connects the SSH link, serves the host Docker
+socket, follows published ports and keeps the guest clock in step. It reports
+"OK" or "ERROR <message>" as one line on stdout, then runs until:
+
+* SIGTERM/SIGINT: stop the host-side services and exit (the VM keeps running);
+* SIGUSR1: power the guest off over SSH first, then exit;
+* the VM closes its ready channel (it stopped): exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from desktop.machine import ssh_keys
+from desktop.machine.config import MachineState, load_state, save_state
+from desktop.machine.manager import MachineManager
+
+log = logging.getLogger("dockyard.supervisor")
+
+# Runs in the background so the exec channel returns before the guest goes away.
+# Prefer the guest's own clean shutdown; busybox-style inits power off on SIGUSR2.
+POWEROFF_COMMAND = (
+    "sync; (if command -v dockyard-poweroff >/dev/null; then dockyard-poweroff; "
+    "elif command -v poweroff >/dev/null; then poweroff; else kill -USR2 1; fi) >/dev/null 2>&1 </dev/null &"
+)
+
+
+class Supervisor:
+    """Owns the host-side services of one running machine."""
+
+    def __init__(self, manager: MachineManager) -> None:
+        self.manager = manager
+        self.config = manager.config()
+        self.link: Any = None
+        self.services: list[Any] = []
+        self.ready_channel: Any = None
+
+    def _udp_forward(self, proto: str, host_port: int, guest_port: int, add: bool) -> None:
+        backend = self.manager.backend(self.config)
+        if add:
+            backend.add_hostfwd(proto, host_port, guest_port)
+        else:
+            backend.remove_hostfwd(proto, host_port)
+
+    def boot(self, ready_fd: int | None, timeout: float) -> None:
+        from desktop.machine.ready_channel import ReadyChannel
+
+        state = self.manager.state()
+        if ready_fd is not None:
+            self.ready_channel = ReadyChannel.from_fd(ready_fd)
+            ready = self.ready_channel.wait_ready(timeout, self.manager.console_log)
+            state.host_key = ready.host_key_line()
+            state.guest_timings = ready.timings
+            state.ready_s = time.time() - state.booted_at if state.booted_at else 0.0
+            log.info("guest ready after %.1f s: %s", state.ready_s, ready.timings)
+        else:
+            backend = self.manager.backend(self.config)
+            state.ssh_port = state.ssh_port or backend.ssh_port
+            if not state.host_key:
+                raise RuntimeError("no pinned host key for the running machine: stop and start it again")
+            try:
+                self.ready_channel = ReadyChannel.connect(backend.ready_channel_path)
+            except Exception as err:  # noqa: BLE001 - events are optional when re-attaching
+                log.info("ready channel not available for events: %s", err)
+        state.supervisor_pid = os.getpid()
+        state.host_socket = str(self.manager.host_socket)
+        save_state(self.manager.state_path, state)
+        ssh_keys.write_known_hosts(self.manager.known_hosts, state.ssh_port, state.host_key)
+        self._connect(state, timeout)
+
+    def _connect(self, state: MachineState, timeout: float) -> None:
+        from desktop.host_socket import HostSocket
+        from desktop.ssh_link import SshLink
+
+        self.link = SshLink("127.0.0.1", state.ssh_port, "root", self.manager.key_path, state.host_key)
+        self.link.connect(timeout=min(timeout, 30))
+        status, _headers, body = self.link.request("GET", "/_ping", timeout=30)
+        if status != 200:
+            raise RuntimeError(f"the guest engine answered _ping with {status}: {body[:200]!r}")
+        host_socket = HostSocket(self.manager.host_socket, self.link)
+        host_socket.start()
+        self.services.append(host_socket)
+        self._start_optional("desktop.port_forward", "PortForwarder", self.link, udp_forward=self._udp_forward)
+        self._start_optional("desktop.clock_sync", "ClockSync", self.link)
+        if self.config.sharefs == "sftp":
+            from desktop.sftp_share import SftpShare
+
+            for share in self.config.shares:
+                svc = SftpShare(self.link, Path(share.host_path), share.guest_path)
+                svc.start()
+                self.services.append(svc)
+
+    def _start_optional(self, module: str, cls: str, *args: Any, **kwargs: Any) -> None:
+        import importlib
+
+        try:
+            factory = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as err:
+            log.warning("%s.%s unavailable (%s): continuing without it", module, cls, err)
+            return
+        svc = factory(*args, **kwargs)
+        svc.start()
+        self.services.append(svc)
+
+    def follow_events(self, on_closed: Any) -> None:
+        """In a thread: log guest events; when the VM closes the channel, call `on_closed`."""
+        if self.ready_channel is None:
+            return
+
+        def run() -> None:
+            self.ready_channel.follow(lambda ev: log.warning("guest event: %s", ev))
+            log.info("the VM closed its ready channel: it has stopped")
+            on_closed()
+
+        threading.Thread(target=run, name="guest-events", daemon=True).start()
+
+    def poweroff(self) -> None:
+        if self.link is None:
+            return
+        try:
+            code, _out, err = self.link.run(POWEROFF_COMMAND, timeout=10)
+            if code != 0:
+                log.warning("guest power-off command exited %d: %s", code, err[:200])
+        except Exception as err:  # noqa: BLE001 - the manager forces the VM off next
+            log.warning("guest power-off over SSH failed: %s", err)
+
+    def shutdown(self) -> None:
+        for svc in reversed(self.services):
+            try:
+                svc.stop()
+            except Exception as err:  # noqa: BLE001 - keep stopping the others
+                log.warning("stopping %s failed: %s", type(svc).__name__, err)
+        self.services.clear()
+        if self.link is not None:
+            self.link.close()
+        if self.ready_channel is not None:
+            self.ready_channel.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dockyard-supervisor")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("--timeout", type=float, default=180)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s supervisor[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    # Block the control signals in every thread; the main thread takes them with sigwait.
+    control = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, control)
+
+    manager = MachineManager(args.name)
+    manager.supervisor_pidfile.write_text(f"{os.getpid()}\n")
+    supervisor = Supervisor(manager)
+    try:
+        supervisor.boot(args.ready_fd, args.timeout)
+    except Exception as err:  # noqa: BLE001 - reported to the CLI as one line
+        log.exception("start failed")
+        supervisor.shutdown()
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        _report(f"ERROR {message}")
+        manager.supervisor_pidfile.unlink(missing_ok=True)
+        return 1
+    supervisor.follow_events(lambda: os.kill(os.getpid(), signal.SIGTERM))
+    _report("OK")
+    while True:
+        sig = signal.sigwait(control)
+        if sig == signal.SIGHUP:
+            continue  # the terminal that started us went away: irrelevant
+        break
+    log.info("signal %s: shutting down", signal.Signals(sig).name)
+    if sig == signal.SIGUSR1:
+        supervisor.poweroff()
+    supervisor.shutdown()
+    try:
+        if int(manager.supervisor_pidfile.read_text().strip() or 0) == os.getpid():
+            manager.supervisor_pidfile.unlink()
+    except (FileNotFoundError, ValueError):
+        pass
+    return 0
+
+
+def _report(line: str) -> None:
+    """Tell the waiting CLI, then detach stdout so its pipe closes."""
+    try:
+        os.write(1, (line + "\n").encode())
+    except OSError:
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

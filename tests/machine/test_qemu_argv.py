@@ -1,0 +1,43 @@
+"""The direct-QEMU command line generated from a LaunchSpec (the boot itself is a vm test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from desktop.machine.qemu_backend import qemu_argv
+from tests.machine.test_libvirt_xml import make_spec
+
+
+def _pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_argv_9p(tmp_path):
+    spec = make_spec(tmp_path, "9p")
+    argv = qemu_argv(spec, "qemu-system-x86_64", tmp_path / "qmp.sock", tmp_path / "qemu.pid")
+    assert argv[-1] == "-daemonize"
+    assert "q35,accel=tcg" in _pairs(argv, "-machine")
+    assert _pairs(argv, "-append") == [spec.cmdline]
+    drives = _pairs(argv, "-drive")
+    assert drives[0].startswith(f"file={spec.rootfs},") and "readonly=on" in drives[0] and "format=raw" in drives[0]
+    assert drives[1].startswith(f"file={spec.data_disk},") and "format=qcow2" in drives[1]
+    assert "user,id=dynet,hostfwd=tcp:127.0.0.1:40222-:22" in _pairs(argv, "-netdev")
+    chardevs = _pairs(argv, "-chardev")
+    assert f"socket,id=ready,path={spec.ready_socket},server=on,wait=off" in chardevs
+    assert "virtserialport,chardev=ready,name=org.dockyard.guest.0" in _pairs(argv, "-device")
+    assert "virtio-rng-pci,rng=rng0" in _pairs(argv, "-device")
+    assert f"local,id=fs0,path={tmp_path / 'share'},security_model=passthrough" in _pairs(argv, "-fsdev")
+    assert "virtio-9p-pci,fsdev=fs0,mount_tag=dyshare0" in _pairs(argv, "-device")
+    assert _pairs(argv, "-qmp") == [f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off"]
+    assert _pairs(argv, "-pidfile") == [str(tmp_path / "qemu.pid")]
+
+
+def test_argv_virtiofs(tmp_path):
+    spec = make_spec(tmp_path, "virtiofs")
+    argv = qemu_argv(spec, "qemu-system-x86_64", Path("q"), Path("p"), daemonize=False)
+    assert "-daemonize" not in argv
+    assert "memory-backend-memfd,id=mem,size=1536M,share=on" in _pairs(argv, "-object")
+    assert "q35,accel=tcg,memory-backend=mem" in _pairs(argv, "-machine")
+    assert f"socket,id=vfs0,path={tmp_path / 'virtiofs-dyshare0.sock'}" in _pairs(argv, "-chardev")
+    assert "vhost-user-fs-pci,chardev=vfs0,tag=dyshare0" in _pairs(argv, "-device")
+    assert "-fsdev" not in argv
