@@ -1,0 +1,263 @@
+"""Fallback shared folder: the guest mounts a host folder with reverse SFTP.
+
+When neither virtiofs nor 9p is available, the guest runs `sshfs -o slave`
+(SFTP over its stdin/stdout, no network connection of its own) in an exec
+channel of the existing SSH link, and the host answers that channel with
+paramiko's SFTP server confined to the shared folder. Nothing listens on
+the host, and no guest credentials for the host are needed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import shlex
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+from paramiko.sftp import SFTP_OK
+from paramiko.sftp_attr import SFTPAttributes
+from paramiko.sftp_handle import SFTPHandle
+from paramiko.sftp_server import SFTPServer
+from paramiko.sftp_si import SFTPServerInterface
+
+from desktop.ssh_link import LinkError, SshLink
+
+log = logging.getLogger(__name__)
+
+
+def _errno(exc: OSError) -> int:
+    return SFTPServer.convert_errno(exc.errno or errno.EIO)
+
+
+class _LocalHandle(SFTPHandle):
+    """An open host file; paramiko's SFTPHandle does reads/writes via readfile/writefile."""
+
+    def __init__(self, fobj, flags: int) -> None:
+        super().__init__(flags)
+        self.fobj = fobj
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            self.writefile = fobj
+        if not flags & os.O_WRONLY:
+            self.readfile = fobj
+
+    def stat(self):
+        try:
+            return SFTPAttributes.from_stat(os.fstat(self.fobj.fileno()))
+        except OSError as exc:
+            return _errno(exc)
+
+    def chattr(self, attr):
+        try:
+            _apply_attrs(self.fobj.fileno(), attr)
+        except OSError as exc:
+            return _errno(exc)
+        return SFTP_OK
+
+
+def _apply_attrs(target, attr: SFTPAttributes) -> None:
+    """Apply the attributes an SFTP client sent; `target` is a path or an fd."""
+    if attr._flags & attr.FLAG_PERMISSIONS:
+        os.chmod(target, attr.st_mode & 0o7777)
+    if attr._flags & attr.FLAG_UIDGID:
+        os.chown(target, attr.st_uid, attr.st_gid)
+    if attr._flags & attr.FLAG_AMTIME:
+        os.utime(target, (attr.st_atime, attr.st_mtime))
+    if attr._flags & attr.FLAG_SIZE:
+        os.truncate(target, attr.st_size)
+
+
+class HostFolderSftp(SFTPServerInterface):
+    """SFTP operations on one host folder, which the client sees as "/".
+
+    Paths are normalised before being joined to the root, so ".." cannot
+    climb out of it; symlinks are followed as on the host (the guest is the
+    user's own VM, not an adversary, and the mount should behave like one).
+    """
+
+    def __init__(self, server, root: Path) -> None:
+        super().__init__(server)
+        self.root = str(Path(root).resolve())
+
+    @staticmethod
+    def _virtual(path: str) -> str:
+        # normpath keeps a leading "//" (POSIX allows it a meaning): strip first.
+        return posixpath.normpath("/" + path.lstrip("/"))
+
+    def _real(self, path: str) -> str:
+        virtual = self._virtual(path)
+        return self.root if virtual == "/" else self.root + virtual
+
+    def canonicalize(self, path: str) -> str:
+        return self._virtual(path)
+
+    def list_folder(self, path):
+        real = self._real(path)
+        try:
+            out = []
+            for name in os.listdir(real):
+                attr = SFTPAttributes.from_stat(os.lstat(os.path.join(real, name)))
+                attr.filename = name
+                out.append(attr)
+            return out
+        except OSError as exc:
+            return _errno(exc)
+
+    def stat(self, path):
+        try:
+            return SFTPAttributes.from_stat(os.stat(self._real(path)))
+        except OSError as exc:
+            return _errno(exc)
+
+    def lstat(self, path):
+        try:
+            return SFTPAttributes.from_stat(os.lstat(self._real(path)))
+        except OSError as exc:
+            return _errno(exc)
+
+    def open(self, path, flags, attr):
+        real = self._real(path)
+        mode = attr.st_mode & 0o7777 if attr is not None and attr._flags & attr.FLAG_PERMISSIONS else 0o666
+        try:
+            fd = os.open(real, flags | getattr(os, "O_CLOEXEC", 0), mode)
+        except OSError as exc:
+            return _errno(exc)
+        if flags & os.O_WRONLY:
+            fmode = "ab" if flags & os.O_APPEND else "wb"
+        elif flags & os.O_RDWR:
+            fmode = "a+b" if flags & os.O_APPEND else "r+b"
+        else:
+            fmode = "rb"
+        try:
+            fobj = os.fdopen(fd, fmode)
+        except OSError as exc:
+            os.close(fd)
+            return _errno(exc)
+        return _LocalHandle(fobj, flags)
+
+    def _call(self, fn, *args) -> int:
+        try:
+            fn(*args)
+        except OSError as exc:
+            return _errno(exc)
+        return SFTP_OK
+
+    def remove(self, path):
+        return self._call(os.remove, self._real(path))
+
+    def rename(self, oldpath, newpath):
+        return self._call(os.rename, self._real(oldpath), self._real(newpath))
+
+    def posix_rename(self, oldpath, newpath):
+        return self._call(os.replace, self._real(oldpath), self._real(newpath))
+
+    def mkdir(self, path, attr):
+        mode = attr.st_mode & 0o7777 if attr is not None and attr._flags & attr.FLAG_PERMISSIONS else 0o777
+        return self._call(os.mkdir, self._real(path), mode)
+
+    def rmdir(self, path):
+        return self._call(os.rmdir, self._real(path))
+
+    def chattr(self, path, attr):
+        return self._call(_apply_attrs, self._real(path), attr)
+
+    def readlink(self, path):
+        try:
+            return os.readlink(self._real(path))
+        except OSError as exc:
+            return _errno(exc)
+
+    def symlink(self, target_path, path):
+        # Link text is stored verbatim: relative links work on both sides.
+        return self._call(os.symlink, target_path, self._real(path))
+
+
+class SftpShare:
+    """Mounts `host_path` at `guest_path` in the guest via reverse SFTP over the link."""
+
+    def __init__(self, link: SshLink, host_path: Path, guest_path: str, *,
+                 mount_timeout_s: float = 30.0, sshfs_options: str = "allow_other") -> None:
+        self.link = link
+        self.host_path = Path(host_path)
+        self.guest_path = guest_path
+        self.mount_timeout_s = mount_timeout_s
+        self.sshfs_options = sshfs_options
+        self._chan: paramiko.Channel | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start sshfs in the guest, serve it, and return once the mount is visible."""
+        if not self.host_path.is_dir():
+            raise LinkError(f"cannot share {self.host_path}: not a directory")
+        gp = shlex.quote(self.guest_path)
+        # -f keeps sshfs in this channel's process: when the channel dies the
+        # mount goes with it instead of lingering as a dead FUSE mount.
+        command = f"mkdir -p {gp} && exec sshfs -f -o slave -o {shlex.quote(self.sshfs_options)} :/ {gp}"
+        chan = self.link.open_session()
+        chan.exec_command(command)
+        server = SFTPServer(chan, "sftp", paramiko.ServerInterface(), HostFolderSftp, root=self.host_path)
+        self._chan = chan
+        self._thread = threading.Thread(target=self._serve, args=(server, chan), name="sftp-share", daemon=True)
+        self._thread.start()
+        try:
+            self._wait_mounted()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("shared %s at %s in the guest (sftp)", self.host_path, self.guest_path)
+
+    @staticmethod
+    def _serve(server: SFTPServer, chan: paramiko.Channel) -> None:
+        try:
+            server.start_subsystem("sftp", chan.get_transport(), chan)
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            # sshfs exited before the SFTP handshake; start() reports why.
+            log.debug("sftp share channel ended early: %r", exc)
+        finally:
+            server.finish_subsystem()
+
+    def _wait_mounted(self) -> None:
+        deadline = time.monotonic() + self.mount_timeout_s
+        check = f"mountpoint -q {shlex.quote(self.guest_path)}"
+        while True:
+            if self._chan is None or self._chan.exit_status_ready():
+                detail = b""
+                if self._chan is not None:
+                    while self._chan.recv_stderr_ready():
+                        detail += self._chan.recv_stderr(65536)
+                raise LinkError(f"sshfs in the guest exited before mounting {self.guest_path}: "
+                                f"{detail.decode(errors='replace').strip() or 'no message'}")
+            if self.link.run(check)[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise LinkError(f"{self.guest_path} was not mounted in the guest within {self.mount_timeout_s} s")
+            # Each check is already a guest process start (~0.2 s under TCG).
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Unmount in the guest and end the SFTP server."""
+        if self._chan is None:
+            return
+        gp = shlex.quote(self.guest_path)
+        try:
+            if not self._chan.exit_status_ready():
+                rc, _, err = self.link.run(f"fusermount3 -u {gp} 2>/dev/null || fusermount -u {gp} 2>/dev/null "
+                                           f"|| umount {gp}")
+                if rc != 0:
+                    log.warning("unmounting %s in the guest failed: %s", self.guest_path, err.decode(errors="replace"))
+        except LinkError as exc:
+            log.warning("could not unmount %s in the guest: %s", self.guest_path, exc)
+        finally:
+            self._chan.close()
+            if self._thread is not None:
+                self._thread.join(10)
+            self._chan = None
+            self._thread = None

@@ -1,0 +1,90 @@
+"""SftpShare: real `sshfs -o slave` behind a real sshd, served by our SFTP server.
+
+The sshd runs on this machine, so the "guest" mount point is a temp dir
+here; all guest-side actions still go through commands over the link.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from desktop.sftp_share import HostFolderSftp, SftpShare
+from desktop.ssh_link import LinkError
+
+
+@pytest.fixture
+def share(link, tmp_path):
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "from-host.txt").write_text("written on the host\n")
+    sh = SftpShare(link, host, str(tmp_path / "guest" / "mnt"))
+    sh.start()
+    yield sh
+    sh.stop()
+
+
+def _guest(link, command: str) -> bytes:
+    rc, out, err = link.run(command)
+    assert rc == 0, f"{command!r} failed ({rc}): {err.decode()}"
+    return out
+
+
+def test_guest_sees_host_files(link, share):
+    gp = shlex.quote(share.guest_path)
+    assert _guest(link, f"cat {gp}/from-host.txt") == b"written on the host\n"
+    assert _guest(link, f"ls {gp}").split() == [b"from-host.txt"]
+
+
+def test_guest_writes_land_on_the_host(link, share):
+    gp = shlex.quote(share.guest_path)
+    _guest(link, f"echo hello from the guest > {gp}/new.txt")
+    assert (share.host_path / "new.txt").read_text() == "hello from the guest\n"
+    _guest(link, f"head -c 3000000 /dev/urandom > {gp}/big.bin && sha256sum {gp}/big.bin > /tmp/dy-sum-$$ "
+                 f"&& cat /tmp/dy-sum-$$ && rm /tmp/dy-sum-$$")
+    assert (share.host_path / "big.bin").stat().st_size == 3000000
+
+
+def test_directory_operations(link, share):
+    gp = shlex.quote(share.guest_path)
+    _guest(link, f"mkdir -p {gp}/a/b && echo x > {gp}/a/b/f && mv {gp}/a/b/f {gp}/a/g && chmod 600 {gp}/a/g "
+                 f"&& ln -s g {gp}/a/link && rmdir {gp}/a/b")
+    assert (share.host_path / "a" / "g").read_text() == "x\n"
+    assert oct((share.host_path / "a" / "g").stat().st_mode & 0o777) == "0o600"
+    assert (share.host_path / "a" / "link").readlink().as_posix() == "g"
+    assert not (share.host_path / "a" / "b").exists()
+    assert _guest(link, f"cat {gp}/a/link") == b"x\n"
+    _guest(link, f"rm {gp}/a/link {gp}/a/g")
+    assert list((share.host_path / "a").iterdir()) == []
+
+
+def test_stop_unmounts(link, tmp_path):
+    host = tmp_path / "h"
+    host.mkdir()
+    sh = SftpShare(link, host, str(tmp_path / "m"))
+    sh.start()
+    assert link.run(f"mountpoint -q {tmp_path / 'm'}")[0] == 0
+    sh.stop()
+    assert link.run(f"mountpoint -q {tmp_path / 'm'}")[0] != 0
+    assert not sh.is_running
+
+
+def test_sshfs_failure_is_reported(link, tmp_path):
+    host = tmp_path / "h"
+    host.mkdir()
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    sh = SftpShare(link, host, str(not_a_dir))
+    with pytest.raises(LinkError, match="exited before mounting|not mounted"):
+        sh.start()
+
+
+def test_paths_cannot_climb_out_of_the_root(tmp_path):
+    si = HostFolderSftp(None, tmp_path)
+    root = str(tmp_path.resolve())
+    assert si._real("/../../etc/passwd") == root + "/etc/passwd"
+    assert si._real("..") == root
+    assert si._real("a/../b") == root + "/b"
+    assert si._real("//etc") == root + "/etc"
+    assert si.canonicalize(".") == "/"
