@@ -180,8 +180,12 @@ class NetworkManager:
     def _take_warm(self) -> _WarmNetns:
         with self._cond:
             warm = self._warm.pop() if self._warm else None
-            self._cond.notify_all()
         return warm if warm is not None else self._make_warm()
+
+    def _refill(self) -> None:
+        # Called once attach() is done, so refilling does not compete with it for CPU and rtnl.
+        with self._cond:
+            self._cond.notify_all()
 
     # containers ----------------------------------------------------------------------
     def attach(self, container_id: str, mode: str, ports: list[PortMapping]) -> NetworkAttachment:
@@ -232,6 +236,7 @@ class NetworkManager:
             raise
         finally:
             warm.close()
+            self._refill()
         self._host_veths[container_id] = warm.host_veth
         self._attached.add(container_id)
         attachment = NetworkAttachment(mode="bridge", netns_path=str(path), ip_address=ip,

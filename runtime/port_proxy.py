@@ -133,8 +133,9 @@ class PortProxy:
 
     def remove(self, key: str) -> None:
         """Stop every forwarder registered under `key` and drop its connections. Idempotent."""
-        if self._thread is None:
-            return
+        with self._lock:
+            if self._thread is None or key not in self._listeners:
+                return
         self._call(lambda: self._drop_key(key))
 
     def forwards(self, key: str) -> list[Forward]:
