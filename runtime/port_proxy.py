@@ -111,9 +111,7 @@ class PortProxy:
 
     def __init__(self, udp_idle_timeout: float = DEFAULT_UDP_IDLE_TIMEOUT) -> None:
         self.udp_idle_timeout = udp_idle_timeout
-        self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        self._open_loop_resources()
         self._commands: list[tuple[Callable[[], None], threading.Event]] = []
         self._lock = threading.Lock()
         self._listeners: dict[str, list[_Listener]] = defaultdict(list)
@@ -154,6 +152,14 @@ class PortProxy:
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        # Usable again afterwards (an engine may set networking up again after a stop).
+        self._open_loop_resources()
+        self._stopping = False
+
+    def _open_loop_resources(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
 
     # plumbing between callers and the loop -------------------------------
     def _ensure_thread(self) -> None:

@@ -322,3 +322,28 @@ def test_concurrent_attaches_get_distinct_addresses(manager):
     finally:
         for cid in ids:
             manager.detach(cid)
+
+
+def test_shutdown_frees_ports_and_setup_again_works(manager, tmp_path):
+    # Own state dir on the module's bridge: the module manager has nothing attached now.
+    nm = NetworkManager(tmp_path, bridge=BRIDGE, subnet=SUBNET, chain=CHAIN, warm_pool_size=1)
+    nm.setup()
+    first, second = _cid(), _cid()
+    att = nm.attach(first, "bridge", [PortMapping(container_port=80, host_ip="127.0.0.1")])
+    nm.shutdown()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", att.ports[0].host_port))
+    nm.setup()
+    assert Path(att.netns_path).exists()  # attached before the stop: not stale
+    att2 = nm.attach(second, "bridge", [PortMapping(container_port=8080, protocol="tcp", host_ip="127.0.0.1")])
+    server = NsServer(att2.netns_path, "tcp", 8080)
+    try:
+        with socket.create_connection(("127.0.0.1", att2.ports[0].host_port), timeout=10) as client:
+            client.sendall(b"back")
+            assert client.recv(100) == b"pong:back"
+    finally:
+        server.stop()
+        nm.detach(first)
+        nm.detach(second)
+        nm.shutdown()
+    assert not any(tmp_path.joinpath("netns").iterdir())

@@ -167,3 +167,18 @@ def test_udp_echo_per_client_sessions_expire_when_idle(proxy):
         stop.set()
         thread.join()
         server.close()
+
+
+def test_proxy_is_usable_again_after_close(proxy):
+    echo = TcpEcho()
+    try:
+        proxy.add("c1", "tcp", "127.0.0.1", 0, "127.0.0.1", echo.port)
+        proxy.close()
+        assert proxy.forwards("c1") == []
+        fwd = proxy.add("c1", "tcp", "127.0.0.1", 0, "127.0.0.1", echo.port)
+        with socket.create_connection(("127.0.0.1", fwd.host_port), timeout=10) as client:
+            client.sendall(b"again")
+            client.shutdown(socket.SHUT_WR)
+            assert _recv_all(client) == b"again"
+    finally:
+        echo.close()
