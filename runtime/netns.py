@@ -107,12 +107,14 @@ def pin_netns(fd: int, path: Path) -> None:
 def remove_netns(path: Path) -> bool:
     """Unmount and delete a pinned namespace file; False if there was none. Idempotent."""
     existed = False
-    if _libc.umount2(str(path).encode(), MNT_DETACH) == 0:
-        existed = True
-    else:
+    for _ in range(16):  # a path pinned twice (crash between attach attempts) has stacked mounts
+        if _libc.umount2(str(path).encode(), MNT_DETACH) == 0:
+            existed = True
+            continue
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOENT):
             raise RuntimeFailure(f"cannot unmount network namespace {path}: {os.strerror(err)}")
+        break
     try:
         os.unlink(path)
         existed = True

@@ -198,12 +198,13 @@ class NetworkManager:
         to the container's address; the returned attachment has the real host ports.
         """
         path = self.netns_path(container_id)
+        if mode not in ("bridge", "host", "none"):
+            raise InvalidArgument(f"network mode {mode!r} is not supported (bridge, host or none)")
+        if ports and mode != "bridge":
+            # As dockerd: published ports mean nothing without a bridge; they are dropped.
+            log.warning("published ports are discarded when using %s network mode", mode)
         if mode == "host":
             return NetworkAttachment(mode="host")
-        if mode not in ("bridge", "none"):
-            raise InvalidArgument(f"network mode {mode!r} is not supported (bridge, host or none)")
-        if ports and mode == "none":
-            raise InvalidArgument("conflicting options: port publishing and the container type network mode")
         if netns.is_pinned(path) or self.proxy.forwards(container_id):
             log.warning("container %s was still attached; detaching first", container_id)
             self.detach(container_id)
