@@ -14,6 +14,9 @@ from .stdio_stream import pump_session
 
 log = logging.getLogger(__name__)
 
+# How long to wait, once an exec's output ended, for its exit code to be recorded.
+EXIT_CODE_WAIT = 10.0
+
 
 def _string_list(value: object, what: str) -> list[str]:
     if value is None:
@@ -67,8 +70,15 @@ class ExecRoutes:
         if detach or session is None:
             return Response(status=200, body=b"", content_type=None)
 
+        def exit_code_final() -> None:
+            # Optional engine helper: the exit code is recorded just after the output drains.
+            wait_exec = getattr(self.engine, "wait_exec", None)
+            if wait_exec is not None:
+                wait_exec(exec_id, EXIT_CODE_WAIT)
+
         def run(conn: HijackedConnection) -> None:
-            pump_session(conn, session, multiplexed=not tty, forward_stdin=ex.attach_stdin)
+            pump_session(conn, session, multiplexed=not tty, forward_stdin=ex.attach_stdin,
+                         before_close=exit_code_final)
 
         return HijackResponse(run=run, content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterable
+from typing import Callable, Iterable
 
 from runtime.engine import AttachSession
 
@@ -48,8 +48,12 @@ def _forward_stdin(conn: HijackedConnection, session: AttachSession) -> None:
 
 
 def pump_session(conn: HijackedConnection, session: AttachSession, multiplexed: bool,
-                 forward_stdin: bool) -> None:
-    """Run a full-duplex attach until the process's output ends or the client leaves."""
+                 forward_stdin: bool, before_close: Callable[[], None] | None = None) -> None:
+    """Run a full-duplex attach until the process's output ends or the client leaves.
+
+    `before_close` runs after the last output byte and before the connection closes:
+    clients read the exit code right after the stream ends, so it must be final by then.
+    """
     if forward_stdin:
         threading.Thread(target=_forward_stdin, args=(conn, session),
                          name="attach-stdin", daemon=True).start()
@@ -64,4 +68,9 @@ def pump_session(conn: HijackedConnection, session: AttachSession, multiplexed: 
         log.exception("attach output failed")
         session.close()
         return
+    if before_close is not None:
+        try:
+            before_close()
+        except Exception as err:
+            log.debug("before-close hook failed: %s", err)
     session.close()
