@@ -1,0 +1,412 @@
+"""The container process launcher against a real busybox rootfs, real namespaces and cgroups.
+
+Runs as root on the host: every container gets real overlayfs, pid/mount/uts/ipc/net
+namespaces and v1/v2 cgroups, exactly as in the guest VM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runtime import cgroups
+from runtime.container_process import ContainerProcess, cleanup, container_pids, exec_in, launch
+from runtime.container_spec import (BindMount, ContainerSpec, Limits, ProcessSpec, Stdio,
+                                    TmpfsMount)
+from runtime.errors import ContainerStartError
+from tests.support.rootfs import PATH_ENV, make_busybox_rootfs
+
+DOCKER_DEFAULT_CAPS = "00000000a80425fb"
+
+
+@dataclass
+class Result:
+    """What a finished container left behind."""
+
+    code: int
+    out: str
+    err: str
+    process: ContainerProcess
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory) -> Path:
+    return make_busybox_rootfs(tmp_path_factory.mktemp("image") / "rootfs")
+
+
+@pytest.fixture
+def make_spec(tmp_path, rootfs):
+    made: list[ContainerSpec] = []
+
+    def factory(args: list[str], lower_dirs: list[Path] | None = None, **kwargs) -> ContainerSpec:
+        process_fields = {k: kwargs.pop(k) for k in ("user", "tty", "cwd", "env", "capabilities",
+                                                     "privileged", "no_new_privileges")
+                          if k in kwargs}
+        process_fields.setdefault("env", [PATH_ENV])
+        cid = uuid.uuid4().hex
+        base = tmp_path / cid[:12]
+        (base / "upper").mkdir(parents=True)
+        (base / "work").mkdir()
+        spec = ContainerSpec(id=cid, lower_dirs=lower_dirs or [rootfs], upper_dir=base / "upper",
+                             work_dir=base / "work", process=ProcessSpec(args=args, **process_fields),
+                             hostname=kwargs.pop("hostname", "testbox"), **kwargs)
+        made.append(spec)
+        return spec
+
+    yield factory
+    for spec in made:
+        cleanup(spec)
+
+
+def _read_all(fd: int, sink: list[bytes]) -> None:
+    while chunk := os.read(fd, 65536):
+        sink.append(chunk)
+    os.close(fd)
+
+
+def start(spec: ContainerSpec) -> tuple[ContainerProcess, int, int]:
+    """Launch with pipes for stdout/stderr; returns (process, stdout read fd, stderr read fd)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    try:
+        proc = launch(spec, Stdio(stdin, out_w, err_w))
+    finally:
+        for fd in (stdin, out_w, err_w):
+            os.close(fd)
+    return proc, out_r, err_r
+
+
+def finish(proc: ContainerProcess, out_r: int, err_r: int) -> Result:
+    out: list[bytes] = []
+    err: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(err_r, err))
+    reader.start()
+    _read_all(out_r, out)
+    reader.join()
+    code = proc.wait()
+    return Result(code, b"".join(out).decode(), b"".join(err).decode(), proc)
+
+
+def run(spec: ContainerSpec) -> Result:
+    return finish(*start(spec))
+
+
+def run_exec(container: ContainerProcess, spec: ContainerSpec, process: ProcessSpec) -> Result:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    try:
+        proc = exec_in(container, spec, process, Stdio(stdin, out_w, err_w))
+    finally:
+        for fd in (stdin, out_w, err_w):
+            os.close(fd)
+    return finish(proc, out_r, err_r)
+
+
+def status_field(text: str, name: str) -> str:
+    for line in text.splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"{name} not in {text!r}")
+
+
+# ---------------------------------------------------------------- basics
+
+
+def test_output_and_exit_code(make_spec):
+    result = run(make_spec(["sh", "-c", "echo out; echo err >&2; exit 3"]))
+    assert (result.code, result.out, result.err) == (3, "out\n", "err\n")
+
+
+def test_pid_namespace_shows_only_the_container(make_spec):
+    result = run(make_spec(["sh", "-c", "ps -o pid,args; true"]))
+    rows = [line.split(None, 1) for line in result.out.strip().splitlines()[1:]]
+    assert result.code == 0
+    assert [pid for pid, _ in rows] == ["1", "2"], result.out
+    assert rows[0][1].startswith("sh -c ps")
+
+
+def test_hostname_and_fresh_network_namespace(make_spec):
+    result = run(make_spec(["sh", "-c", "hostname; ls /sys/class/net; cat /sys/class/net/lo/operstate"],
+                           hostname="box1"))
+    lines = result.out.split()
+    assert lines[0] == "box1"
+    assert lines[1] == "lo"          # only loopback in a fresh namespace
+    assert lines[2] in ("unknown", "up")
+
+
+def test_dev_has_the_standard_devices(make_spec):
+    result = run(make_spec(["sh", "-c", "ls /dev; head -c 4 /dev/zero | wc -c; echo x > /dev/null; "
+                                        "ls -l /dev/ptmx; df /dev/shm | tail -1"]))
+    assert result.code == 0, result.err
+    for name in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue",
+                 "fd", "stdin", "stdout", "stderr", "ptmx"):
+        assert name in result.out.split(), result.out
+    assert "\n4\n" in result.out
+    assert "-> pts/ptmx" in result.out
+
+
+# ---------------------------------------------------------------- confinement
+
+
+def test_cannot_mount(make_spec):
+    result = run(make_spec(["mount", "-t", "tmpfs", "x", "/mnt"]))
+    assert result.code != 0
+    assert "denied" in result.err or "not permitted" in result.err
+
+
+def test_root_gets_docker_default_capabilities(make_spec):
+    result = run(make_spec(["cat", "/proc/self/status"]))
+    assert status_field(result.out, "CapEff") == DOCKER_DEFAULT_CAPS
+    assert status_field(result.out, "CapPrm") == DOCKER_DEFAULT_CAPS
+    assert status_field(result.out, "CapBnd") == DOCKER_DEFAULT_CAPS
+    assert status_field(result.out, "CapInh") == "0000000000000000"
+    assert status_field(result.out, "NoNewPrivs") == "1"
+
+
+def test_non_root_user_has_no_effective_capabilities(make_spec):
+    result = run(make_spec(["cat", "/proc/self/status"], user="app"))
+    assert status_field(result.out, "CapEff") == "0000000000000000"
+    assert status_field(result.out, "CapBnd") == DOCKER_DEFAULT_CAPS
+    assert status_field(result.out, "Uid").split()[0] == "1000"
+
+
+def test_privileged_keeps_every_capability(make_spec):
+    result = run(make_spec(["cat", "/proc/self/status"], privileged=True))
+    assert int(status_field(result.out, "CapEff"), 16) > int(DOCKER_DEFAULT_CAPS, 16)
+
+
+def test_masked_and_readonly_proc_paths(make_spec):
+    # /proc/kcore does not exist on every kernel; these masked paths exist on this host.
+    assert Path("/proc/interrupts").read_text() and os.listdir("/sys/firmware")
+    result = run(make_spec(["sh", "-c", "wc -c < /proc/interrupts; ls /sys/firmware | wc -l; "
+                                        "cat /proc/kcore 2>/dev/null | wc -c; "
+                                        "echo x > /proc/sys/kernel/domainname && echo WROTE"]))
+    assert result.out.split() == ["0", "0", "0"], result.out
+    assert "Read-only file system" in result.err
+
+
+def test_writes_go_to_the_upper_layer(make_spec, rootfs):
+    spec = make_spec(["sh", "-c", "echo new > /created; echo changed > /etc/hostname; rm /etc/group"])
+    assert run(spec).code == 0
+    assert (spec.upper_dir / "created").read_text() == "new\n"
+    assert (spec.upper_dir / "etc/hostname").read_text() == "changed\n"
+    assert (rootfs / "etc/hostname").read_text() == "image-hostname\n"
+    assert (rootfs / "etc/group").exists()
+    assert not (rootfs / "created").exists()
+
+
+def test_readonly_rootfs(make_spec):
+    result = run(make_spec(["sh", "-c", "touch /x || echo DENIED; touch /tmp/y && echo TMPOK"],
+                           readonly_rootfs=True, mounts=[TmpfsMount("/tmp", "size=1m")]))
+    assert "DENIED" in result.out and "TMPOK" in result.out
+
+
+def test_bind_mounts_rw_and_ro(make_spec, tmp_path):
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "given").write_text("from host\n")
+    etc_hosts = tmp_path / "hosts"
+    etc_hosts.write_text("127.0.0.1 localhost special\n")
+    spec = make_spec(["sh", "-c", "echo hi > /data/rw/file; cat /data/ro/given; "
+                                  "echo no > /data/ro/file || echo RO-DENIED; cat /etc/hosts"],
+                     mounts=[BindMount(str(rw), "/data/rw"), BindMount(str(ro), "/data/ro", readonly=True)],
+                     etc_files={"/etc/hosts": etc_hosts})
+    result = run(spec)
+    assert (rw / "file").read_text() == "hi\n"
+    assert not (ro / "file").exists()
+    assert result.out == "from host\nRO-DENIED\n127.0.0.1 localhost special\n"
+
+
+def test_missing_bind_source_is_a_start_error(make_spec, tmp_path):
+    spec = make_spec(["true"], mounts=[BindMount(str(tmp_path / "absent"), "/x")])
+    with pytest.raises(ContainerStartError, match="bind source path does not exist"):
+        run(spec)
+
+
+# ---------------------------------------------------------------- users and commands
+
+
+@pytest.mark.parametrize("user, expected", [
+    ("app", "uid=1000(app) gid=1000(app) groups=50(staff)"),
+    ("1000:1000", "uid=1000(app) gid=1000(app) groups=1000(app)"),
+    ("1234", "uid=1234 gid=0(root) groups=0(root)"),
+    ("", "uid=0(root) gid=0(root) groups=0(root)"),
+])
+def test_user_resolution(make_spec, user, expected):
+    result = run(make_spec(["sh", "-c", "id; echo $HOME"], user=user))
+    assert result.code == 0, result.err
+    id_line, home = result.out.splitlines()
+    assert id_line.startswith(expected.split(" groups=")[0]), id_line
+    assert home == {"app": "/home/app", "1000:1000": "/home/app", "1234": "/", "": "/root"}[user]
+
+
+def test_unknown_user_is_a_clear_error(make_spec):
+    with pytest.raises(ContainerStartError) as info:
+        run(make_spec(["true"], user="nosuch"))
+    assert str(info.value) == "unable to find user nosuch: no matching entries in passwd file"
+
+
+def test_missing_command_exits_127(make_spec):
+    with pytest.raises(ContainerStartError) as info:
+        run(make_spec(["no-such-program"]))
+    assert info.value.exit_code == 127
+    assert str(info.value) == 'exec: "no-such-program": executable file not found in $PATH'
+
+
+def test_non_executable_file_exits_126(make_spec):
+    with pytest.raises(ContainerStartError) as info:
+        run(make_spec(["/etc/passwd"]))
+    assert info.value.exit_code == 126
+    assert "permission denied" in str(info.value)
+
+
+def test_working_directory_is_created(make_spec):
+    result = run(make_spec(["pwd"], cwd="/srv/app/work"))
+    assert result.out == "/srv/app/work\n"
+
+
+def test_env_reaches_the_process(make_spec):
+    result = run(make_spec(["sh", "-c", "echo $GREETING"], env=[PATH_ENV, "GREETING=hello there"]))
+    assert result.out == "hello there\n"
+
+
+# ---------------------------------------------------------------- signals, exec, tty
+
+
+def test_killed_container_reports_137(make_spec):
+    proc, out_r, err_r = start(make_spec(["sleep", "100"]))
+    assert proc.signal(signal.SIGKILL)
+    assert finish(proc, out_r, err_r).code == 137
+    assert not proc.signal(signal.SIGTERM)     # already gone
+
+
+def test_exec_joins_the_container(make_spec):
+    spec = make_spec(["sleep", "100"], hostname="execbox")
+    container, out_r, err_r = start(spec)
+    try:
+        result = run_exec(container, spec, ProcessSpec(
+            args=["sh", "-c", "ps -o pid,args; hostname; id -u; cat /proc/self/status"],
+            env=[PATH_ENV], user="app"))
+        assert result.code == 0, result.err
+        assert "    1 sleep 100" in result.out
+        assert "execbox" in result.out
+        assert "\n1000\n" in result.out
+        assert status_field(result.out, "CapEff") == "0000000000000000"
+        assert status_field(result.out, "CapBnd") == DOCKER_DEFAULT_CAPS
+        assert run_exec(container, spec, ProcessSpec(args=["sh", "-c", "exit 7"], env=[PATH_ENV])).code == 7
+        assert container.pid in container_pids(spec)
+        with pytest.raises(ContainerStartError) as info:
+            run_exec(container, spec, ProcessSpec(args=["nothere"], env=[PATH_ENV]))
+        assert info.value.exit_code == 127
+    finally:
+        container.signal(signal.SIGKILL)
+        finish(container, out_r, err_r)
+
+
+def test_tty_container_sees_a_terminal(make_spec):
+    master, slave = os.openpty()
+    spec = make_spec(["sh", "-c", "test -t 0 && echo IS-A-TTY; tty"], tty=True)
+    try:
+        proc = launch(spec, Stdio(slave, slave, slave))
+    finally:
+        os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:       # EIO: every slave holder closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert proc.wait() == 0
+    text = output.decode().replace("\r", "")
+    assert "IS-A-TTY\n/dev/" in text, text
+
+
+# ---------------------------------------------------------------- layers
+
+
+def test_many_lower_layers(make_spec, tmp_path, rootfs):
+    layers = [rootfs]
+    for index in range(1, 150):
+        layer = tmp_path / "layers" / f"layer-with-a-fairly-long-name-{index:04d}"
+        layer.mkdir(parents=True)
+        (layer / f"file-{index}").write_text(f"{index}\n")
+        layers.append(layer)
+    (layers[-1] / "file-1").write_text("top wins\n")
+    result = run(make_spec(["sh", "-c", "cat /file-1 /file-77 /file-149"], lower_dirs=layers))
+    assert result.code == 0, result.err
+    assert result.out == "top wins\n77\n149\n"
+
+
+# ---------------------------------------------------------------- cgroup limits
+
+
+def test_memory_limit_oom_kills(make_spec):
+    spec = make_spec(["tail", "/dev/zero"], limits=Limits(memory_bytes=32 * 1024 * 1024))
+    result = run(spec)
+    assert result.code == 137
+    assert result.process.oom_killed()
+
+
+def test_no_oom_reported_without_one(make_spec):
+    result = run(make_spec(["true"], limits=Limits(memory_bytes=32 * 1024 * 1024)))
+    assert result.code == 0
+    assert not result.process.oom_killed()
+
+
+def test_pids_limit_stops_forks(make_spec):
+    spec = make_spec(["sh", "-c", "for i in $(seq 30); do sleep 100 & done; echo done"],
+                     limits=Limits(pids_limit=10))
+    result = run(spec)
+    assert "can't fork" in result.err
+
+
+def test_cpu_quota_written_and_pids_listed(make_spec):
+    spec = make_spec(["sleep", "100"], limits=Limits(nano_cpus=500_000_000, cpu_shares=512))
+    proc, out_r, err_r = start(spec)
+    try:
+        cg = cgroups.container_cgroup(spec.id)
+        if cg.cpu_v2:
+            assert (cg.cpu / "cpu.max").read_text().split() == ["50000", "100000"]
+        else:
+            assert (cg.cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
+            assert (cg.cpu / "cpu.shares").read_text().strip() == "512"
+        assert container_pids(spec) == [proc.pid]
+    finally:
+        proc.signal(signal.SIGKILL)
+        finish(proc, out_r, err_r)
+    cleanup(spec)
+    cleanup(spec)   # idempotent
+    assert not any(d.exists() for d in cgroups.container_cgroup(spec.id).dirs)
+
+
+def test_cleanup_kills_leftovers(make_spec):
+    spec = make_spec(["sleep", "100"])
+    proc, out_r, err_r = start(spec)
+    cleanup(spec)
+    assert finish(proc, out_r, err_r).code == 137
+
+
+def test_launch_returns_after_exec(make_spec):
+    # launch() only returns once the command has replaced the launcher:
+    # /proc/<pid>/exe is then busybox, never python.
+    spec = make_spec(["sleep", "100"])
+    proc, out_r, err_r = start(spec)
+    try:
+        assert os.readlink(f"/proc/{proc.pid}/exe").endswith("busybox")
+    finally:
+        proc.signal(signal.SIGKILL)
+        finish(proc, out_r, err_r)
