@@ -57,6 +57,29 @@ class ChannelOpenRefused(LinkError):
 
 ReconnectListener = Callable[[], None]
 
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges every receive at once.
+
+    sshd sets TCP_NODELAY only for pty sessions, so on our forwarding
+    channels its Nagle algorithm holds a small packet (a response body after
+    its headers, an EOF after data) until the previous one is acknowledged,
+    and Linux delays that ACK by 40 ms. Quick ACKs after each read release
+    the held packet after one round trip instead. The kernel clears the
+    flag by itself, hence setting it on every recv.
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        if _TCP_QUICKACK is not None:
+            try:
+                self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            except OSError:
+                pass
+        return data
+
 
 def parse_host_key(line: str) -> tuple[str, str]:
     """Split a pinned "ssh-ed25519 AAAA... [comment]" line into (type, base64)."""
@@ -167,6 +190,8 @@ class SshLink:
         # add up to 40 ms (delayed ACK) per round trip.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.settimeout(None)
+        sock = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         t = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
         # Only offer the pinned key type, so the server cannot pick another one
         # of its host keys that we would then have to reject.

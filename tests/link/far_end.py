@@ -144,6 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    # sshd connects non-blocking: a full backlog fails the channel at once.
+    request_queue_size = 128
     state: FarEndState
 
 

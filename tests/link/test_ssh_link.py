@@ -130,6 +130,9 @@ def test_closed_link_does_not_reconnect(link):
 def test_tcp_nodelay_and_window(link):
     t = link.transport()
     assert t.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    # Quick ACKs after each read defeat the 40 ms Nagle/delayed-ACK stall
+    # (sshd leaves Nagle on for non-pty channels); measured by bench_link_latency.
+    assert type(t.sock).__name__ == "_QuickAckSocket"
     chan = link.open_session()
     assert chan.in_window_size >= 16 * 1024 * 1024
     chan.close()
