@@ -3,18 +3,26 @@
 The gateway (first host) is never handed out; the lowest free address is, so a
 released address is the next one reused. The file maps owner (container id) to
 address, so an engine restart finds the same allocations.
+
+Several engines (state dirs) may share one bridge, e.g. test runs side by side. With
+a `lease_dir` (per bridge, on tmpfs like /run, which a reboot clears together with
+every namespace) each address is also claimed by creating a file named after it with
+O_EXCL, so two pools never hand out the same address. A lease whose pool no longer
+lists it (its engine crashed, its directory was deleted) is reclaimed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .atomic_file import read_json
 from .errors import InvalidArgument, RuntimeFailure
@@ -43,10 +51,96 @@ def _write_json_replace(path: Path, obj: object) -> None:
         raise
 
 
+# A lease younger than this is never reclaimed: its pool may not have saved it yet.
+_LEASE_GRACE_SECONDS = 5.0
+
+
+class _Leases:
+    """Cross-process address claims: one file per address in a shared directory."""
+
+    def __init__(self, directory: Path, pool_path: Path,
+                 alive: Callable[[str, str], bool] | None = None) -> None:
+        self.alive = alive
+        self.dir = directory
+        self.pool_path = str(pool_path.resolve())
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _record(self, owner: str) -> bytes:
+        return json.dumps({"pool": self.pool_path, "owner": owner}).encode()
+
+    def _create(self, path: Path, owner: str) -> bool:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(self._record(owner))
+        return True
+
+    def take(self, ip: str, owner: str, mine: dict[str, str]) -> bool:
+        """Claim `ip` for `owner`; `mine` is this pool's owner→address map (for stale checks)."""
+        path = self.dir / ip
+        if self._create(path, owner):
+            return True
+        if self._read(path) == (self.pool_path, owner):
+            return True  # already ours (a restart re-taking its own allocations)
+        # Reclaiming is rare and racy, so it is serialised across processes.
+        with open(self.dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self._stale(path, ip, mine):
+                return False
+            log.info("reclaiming stale address lease %s", path)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            return self._create(path, owner)
+
+    def drop(self, ip: str, owner: str) -> None:
+        path = self.dir / ip
+        if self._read(path) == (self.pool_path, owner):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def _read(path: Path) -> tuple[str, str] | None:
+        try:
+            data = json.loads(path.read_bytes())
+            return str(data["pool"]), str(data["owner"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _stale(self, path: Path, ip: str, mine: dict[str, str]) -> bool:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        record = self._read(path)
+        if record is None:
+            return age > _LEASE_GRACE_SECONDS
+        pool, owner = record
+        if pool == self.pool_path:
+            return mine.get(owner) != ip
+        if age <= _LEASE_GRACE_SECONDS:
+            return False
+        if self.alive is not None and not self.alive(pool, owner):
+            return True
+        other = read_json(Path(pool), default=None) if os.path.exists(pool) else None
+        try:
+            return other is None or other.get("allocations", {}).get(owner) != ip
+        except AttributeError:
+            return True
+
+
 class IPPool:
     """Addresses of `subnet` handed to owners; every change is written before it is returned."""
 
-    def __init__(self, path: Path, subnet: str) -> None:
+    def __init__(self, path: Path, subnet: str, lease_dir: Path | None = None,
+                 lease_alive: Callable[[str, str], bool] | None = None) -> None:
+        """`lease_alive(pool_path, owner)`: False once another pool's owner surely has no use
+        for its address any more (e.g. its namespace is gone), so its lease can be reclaimed."""
         try:
             self.network = ipaddress.IPv4Network(subnet)
         except ValueError as err:
@@ -57,6 +151,7 @@ class IPPool:
         self.gateway = self.network.network_address + 1
         self._lock = threading.Lock()
         self._by_owner: dict[str, ipaddress.IPv4Address] = {}
+        self._leases = _Leases(Path(lease_dir), self.path, lease_alive) if lease_dir is not None else None
         self._load()
 
     @property
@@ -74,6 +169,13 @@ class IPPool:
             ip = ipaddress.IPv4Address(addr)
             if ip in self.network and ip != self.gateway:
                 self._by_owner[owner] = ip
+        if self._leases is not None:
+            for owner, ip in list(self._by_owner.items()):
+                if not self._leases.take(str(ip), owner, self._mine()):
+                    log.warning("address %s of %s is now leased by another engine", ip, owner)
+
+    def _mine(self) -> dict[str, str]:
+        return {owner: str(ip) for owner, ip in self._by_owner.items()}
 
     def _save(self) -> None:
         _write_json_replace(self.path, {
@@ -88,18 +190,30 @@ class IPPool:
                 return str(self._by_owner[owner])
             used = set(self._by_owner.values())
             for ip in self.network.hosts():
-                if ip != self.gateway and ip not in used:
-                    self._by_owner[owner] = ip
+                if ip == self.gateway or ip in used:
+                    continue
+                if self._leases is not None and not self._leases.take(str(ip), owner, self._mine()):
+                    continue  # another engine on the same bridge holds it
+                self._by_owner[owner] = ip
+                try:
                     self._save()
-                    return str(ip)
+                except BaseException:
+                    del self._by_owner[owner]
+                    if self._leases is not None:
+                        self._leases.drop(str(ip), owner)
+                    raise
+                return str(ip)
         raise RuntimeFailure(f"no free address left in {self.network}")
 
     def release(self, owner: str) -> bool:
         """Give the owner's address back; False if it had none."""
         with self._lock:
-            if self._by_owner.pop(owner, None) is None:
+            ip = self._by_owner.pop(owner, None)
+            if ip is None:
                 return False
             self._save()
+            if self._leases is not None:
+                self._leases.drop(str(ip), owner)
             return True
 
     def get(self, owner: str) -> str | None:
@@ -115,9 +229,12 @@ class IPPool:
         """Release every allocation whose owner is not in `owners`; return the released owners."""
         keep = set(owners)
         with self._lock:
-            dropped = [owner for owner in self._by_owner if owner not in keep]
+            dropped = {owner: ip for owner, ip in self._by_owner.items() if owner not in keep}
             for owner in dropped:
                 del self._by_owner[owner]
             if dropped:
                 self._save()
-            return dropped
+            if self._leases is not None:
+                for owner, ip in dropped.items():
+                    self._leases.drop(str(ip), owner)
+            return list(dropped)

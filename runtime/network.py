@@ -31,11 +31,18 @@ from .port_proxy import DEFAULT_UDP_IDLE_TIMEOUT, PortProxy
 log = logging.getLogger(__name__)
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+# Address leases shared by every engine on a bridge (tmpfs: cleared with the namespaces at reboot).
+LEASE_ROOT = Path("/run/dockyard/ipam")
 
 
 def mac_for_ip(ip: str) -> str:
     """Docker's scheme: 02:42 followed by the four bytes of the IPv4 address."""
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+def _lease_alive(pool_path: str, owner: str) -> bool:
+    """Another engine's address is in use while the owner's namespace is pinned next to its pool."""
+    return netns.is_pinned(Path(pool_path).parent / "netns" / owner)
 
 
 @dataclass
@@ -65,7 +72,8 @@ class NetworkManager:
     def __init__(self, state_dir: Path, bridge: str = "dockyard0",
                  subnet: str = "172.29.0.0/16", *, chain: str = "DOCKYARD",
                  warm_pool_size: int = 3,
-                 udp_idle_timeout: float = DEFAULT_UDP_IDLE_TIMEOUT) -> None:
+                 udp_idle_timeout: float = DEFAULT_UDP_IDLE_TIMEOUT,
+                 lease_root: Path | None = LEASE_ROOT) -> None:
         if not bridge or len(bridge) > 15:
             raise InvalidArgument(f"invalid bridge name {bridge!r} (1 to 15 characters)")
         self.state_dir = Path(state_dir)
@@ -73,7 +81,9 @@ class NetworkManager:
         self.chain = chain
         self.netns_dir = self.state_dir / "netns"
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.pool = IPPool(self.state_dir / "ipam.json", subnet)
+        self._lease_dir = Path(lease_root) / bridge if lease_root is not None else None
+        self.pool = IPPool(self.state_dir / "ipam.json", subnet, lease_dir=self._lease_dir,
+                           lease_alive=_lease_alive)
         self.subnet = str(self.pool.network)
         self.gateway = str(self.pool.gateway)
         self.proxy = PortProxy(udp_idle_timeout=udp_idle_timeout)
@@ -315,3 +325,10 @@ class NetworkManager:
             link = nl.link(self.bridge)
             if link is not None:
                 nl.delete_link(link.index)
+        if self._lease_dir is not None:
+            try:
+                if {p.name for p in self._lease_dir.iterdir()} <= {".lock"}:
+                    (self._lease_dir / ".lock").unlink(missing_ok=True)
+                    self._lease_dir.rmdir()
+            except OSError:
+                pass  # gone already, or another engine just took a lease on this bridge
