@@ -114,8 +114,15 @@ class NetworkManager:
             nl = self._host_nl
             nl.create_bridge(self.bridge)
             link = nl.link(self.bridge)
-            if link is None or link.kind not in ("bridge", ""):
+            if link is None or link.kind != "bridge":
                 raise RuntimeFailure(f"{self.bridge} exists but is not a bridge")
+            if self._bridge_index and self._bridge_index != link.index:
+                # The bridge was deleted and made anew: ready veths point at the old one.
+                with self._cond:
+                    stale, self._warm = self._warm, []
+                    self._cond.notify_all()
+                for entry in stale:
+                    entry.close()
             self._bridge_index = link.index
             # A fixed MAC, or the bridge takes the lowest MAC of its ports and changes with them.
             nl.batch([nl.set_link_msg(link.index, mac=mac_for_ip(self.gateway))])

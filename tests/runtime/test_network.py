@@ -347,3 +347,13 @@ def test_shutdown_frees_ports_and_setup_again_works(manager, tmp_path):
         nm.detach(second)
         nm.shutdown()
     assert not any(tmp_path.joinpath("netns").iterdir())
+
+
+def test_setup_after_the_bridge_was_deleted_rebuilds_it(manager, attached):
+    with NetlinkSocket() as nl:
+        nl.delete_link(name=BRIDGE)
+    manager.setup()
+    _cid_, att = attached()
+    assert in_ns(att.netns_path, "busybox", "ping", "-c", "1", "-W", "5", manager.gateway).returncode == 0
+    assert manager.host_veth(_cid_) in manager.bridge_ports()
+    assert nat_rules.rules("nat").count(f"-A POSTROUTING -j {CHAIN}") == 1
