@@ -282,3 +282,95 @@ def start_registry(workdir: Path, auth: str | None = None, timeout: float = 30.0
     if token_server is not None:
         token_server.stop()
     raise RuntimeError(f"docker-registry did not start: {last_error}")
+
+
+class FaultyProxy:
+    """A real HTTP proxy in front of a registry that breaks blob downloads on purpose.
+
+    `mode="cut"`: the first `faults` blob GETs send the full headers but only
+    half of the body, then close the socket (a broken connection).
+    `mode="corrupt"`: blob bodies have one byte flipped (a digest mismatch).
+    Requests are forwarded with their headers (Range, Authorization, Accept),
+    so resumption and auth go through it. `requests` records (method, path,
+    Range header) of every request seen.
+    """
+
+    def __init__(self, upstream: str, mode: str = "cut", faults: int = 1) -> None:
+        self.upstream = upstream
+        self.mode = mode
+        self.faults_left = faults
+        self.requests: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                log.debug("proxy: " + fmt, *args)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._forward(send_body=False)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._forward(send_body=True)
+
+            def _forward(self, send_body: bool) -> None:
+                proxy.requests.append((self.command, self.path, self.headers.get("Range", "")))
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = proxy.upstream
+                conn.request(self.command, self.path, headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                conn.close()
+                fault = False
+                if "/blobs/sha256:" in self.path and self.command == "GET" and resp.status in (200, 206):
+                    with proxy._lock:
+                        if proxy.mode == "corrupt":
+                            fault = True
+                        elif proxy.faults_left > 0 and len(body) > 1:
+                            proxy.faults_left -= 1
+                            fault = True
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not send_body:
+                    return
+                if fault and proxy.mode == "corrupt":
+                    middle = len(body) // 2
+                    body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1:]
+                if fault and proxy.mode == "cut":
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="faulty-proxy",
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def host(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"{host}:{port}"
+
+    def blob_gets(self) -> list[tuple[str, str, str]]:
+        return [r for r in self.requests if r[0] == "GET" and "/blobs/" in r[1]]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> "FaultyProxy":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
