@@ -7,14 +7,30 @@ make sure the jump exists": idempotent, and a crash never leaves duplicates.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
 
 from .errors import RuntimeFailure
 
 log = logging.getLogger(__name__)
 
 IPTABLES = "iptables"
+# Serialises our own check-then-insert sequences between engines (iptables -w only
+# serialises single commands), so two engines starting together cannot both insert a jump.
+LOCK_FILE = Path("/run/dockyard/iptables.lock")
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -37,29 +53,39 @@ def _restore(table: str, chain: str, rules: list[str]) -> None:
 
 
 def _ensure_jump(table: str, builtin: str, chain: str) -> None:
-    if _iptables("-t", table, "-C", builtin, "-j", chain, check=False).returncode != 0:
-        _iptables("-t", table, "-I", builtin, "1", "-j", chain)
+    for attempt in range(5):
+        rc = _iptables("-t", table, "-C", builtin, "-j", chain, check=False).returncode
+        if rc == 0:
+            return
+        if rc == 1:  # "does a matching rule exist?": no
+            _iptables("-t", table, "-I", builtin, "1", "-j", chain)
+            return
+        # Other codes are transient failures (e.g. a concurrent nft transaction): ask again.
+        time.sleep(0.05 * (attempt + 1))
+    raise RuntimeFailure(f"iptables cannot check the {builtin} jump to {chain} (exit code {rc})")
 
 
 def install(chain: str, bridge: str, subnet: str) -> None:
     """(Re)build our chains for `bridge`/`subnet` and hook them in."""
-    _restore("nat", chain, [f"-s {subnet} ! -o {bridge} -j MASQUERADE"])
-    _restore("filter", chain, [
-        f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-        f"-i {bridge} -j ACCEPT",
-    ])
-    _ensure_jump("nat", "POSTROUTING", chain)
-    _ensure_jump("filter", "FORWARD", chain)
+    with _locked():
+        _restore("nat", chain, [f"-s {subnet} ! -o {bridge} -j MASQUERADE"])
+        _restore("filter", chain, [
+            f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            f"-i {bridge} -j ACCEPT",
+        ])
+        _ensure_jump("nat", "POSTROUTING", chain)
+        _ensure_jump("filter", "FORWARD", chain)
     log.debug("iptables chain %s installed for %s (%s)", chain, bridge, subnet)
 
 
 def uninstall(chain: str) -> None:
     """Remove our jumps and chains; missing pieces are ignored."""
-    for table, builtin in (("nat", "POSTROUTING"), ("filter", "FORWARD")):
-        while _iptables("-t", table, "-D", builtin, "-j", chain, check=False).returncode == 0:
-            pass
-        _iptables("-t", table, "-F", chain, check=False)
-        _iptables("-t", table, "-X", chain, check=False)
+    with _locked():
+        for table, builtin in (("nat", "POSTROUTING"), ("filter", "FORWARD")):
+            while _iptables("-t", table, "-D", builtin, "-j", chain, check=False).returncode == 0:
+                pass
+            _iptables("-t", table, "-F", chain, check=False)
+            _iptables("-t", table, "-X", chain, check=False)
 
 
 def rules(table: str) -> list[str]:

@@ -357,3 +357,18 @@ def test_setup_after_the_bridge_was_deleted_rebuilds_it(manager, attached):
     assert in_ns(att.netns_path, "busybox", "ping", "-c", "1", "-W", "5", manager.gateway).returncode == 0
     assert manager.host_veth(_cid_) in manager.bridge_ports()
     assert nat_rules.rules("nat").count(f"-A POSTROUTING -j {CHAIN}") == 1
+
+
+def test_concurrent_rule_installs_leave_one_jump():
+    chain, bridge = f"DYC-{TAG}", f"dyc{TAG}"
+    threads = [threading.Thread(target=nat_rules.install, args=(chain, bridge, "10.230.0.0/24")) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert nat_rules.rules("filter").count(f"-A FORWARD -j {chain}") == 1
+        assert nat_rules.rules("nat").count(f"-A POSTROUTING -j {chain}") == 1
+    finally:
+        nat_rules.uninstall(chain)
+    assert not any(chain in rule for rule in nat_rules.rules("nat") + nat_rules.rules("filter"))
