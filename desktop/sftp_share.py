@@ -180,12 +180,14 @@ class SftpShare:
     """Mounts `host_path` at `guest_path` in the guest via reverse SFTP over the link."""
 
     def __init__(self, link: SshLink, host_path: Path, guest_path: str, *,
-                 mount_timeout_s: float = 30.0, sshfs_options: str = "allow_other") -> None:
+                 mount_timeout_s: float = 30.0, sshfs_options: str = "allow_other",
+                 sshfs_command: str = "sshfs") -> None:
         self.link = link
         self.host_path = Path(host_path)
         self.guest_path = guest_path
         self.mount_timeout_s = mount_timeout_s
         self.sshfs_options = sshfs_options
+        self.sshfs_command = sshfs_command
         self._chan: paramiko.Channel | None = None
         self._thread: threading.Thread | None = None
 
@@ -200,7 +202,9 @@ class SftpShare:
         gp = shlex.quote(self.guest_path)
         # -f keeps sshfs in this channel's process: when the channel dies the
         # mount goes with it instead of lingering as a dead FUSE mount.
-        command = f"mkdir -p {gp} && exec sshfs -f -o slave -o {shlex.quote(self.sshfs_options)} :/ {gp}"
+        # fuse may be a module nobody has loaded yet (no udev in the guest).
+        command = (f"{{ modprobe fuse 2>/dev/null || true; }}; mkdir -p {gp} && "
+                   f"exec {shlex.quote(self.sshfs_command)} -f -o slave -o {shlex.quote(self.sshfs_options)} :/ {gp}")
         chan = self.link.open_session()
         chan.exec_command(command)
         server = SFTPServer(chan, "sftp", paramiko.ServerInterface(), HostFolderSftp, root=self.host_path)

@@ -88,3 +88,12 @@ def test_paths_cannot_climb_out_of_the_root(tmp_path):
     assert si._real("a/../b") == root + "/b"
     assert si._real("//etc") == root + "/etc"
     assert si.canonicalize(".") == "/"
+
+
+def test_missing_sshfs_is_reported(link, tmp_path):
+    host = tmp_path / "h"
+    host.mkdir()
+    # As in a guest image built without sshfs.
+    sh = SftpShare(link, host, str(tmp_path / "m"), sshfs_command="/nonexistent/sshfs")
+    with pytest.raises(LinkError, match="exited before mounting.*nonexistent/sshfs"):
+        sh.start()
