@@ -385,6 +385,10 @@ class Engine:
         runtime_cfg = image.config.get("config") or {}
         cfg, hc = cc.build_config(cid, config, host_config or {}, runtime_cfg)
         requests = cc.parse_mounts(cfg, hc)
+        for m in requests:
+            if m.type == "bind" and not m.create_source and not os.path.exists(m.source):
+                raise InvalidArgument(f'invalid mount config for type "bind": '
+                                      f"bind source path does not exist: {m.source}")
         self.store.reserve_name(name, cid)
         created_volumes: list[str] = []
         try:

@@ -1,0 +1,287 @@
+"""Engine container lifecycle against the real launcher and images from the test registry."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+
+import pytest
+
+from runtime.errors import Conflict, ContainerStartError, InvalidArgument, NotFound, NotModified
+from tests.runtime.test_engine_fixtures import (  # noqa: F401 - fixtures
+    busybox, collect, engine, poll_until, run, start_background,
+)
+
+
+def test_run_collects_exit_code_and_both_streams(engine, busybox):
+    cid, code, out, err = run(engine, busybox, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (code, out, err) == (3, b"out\n", b"err\n")
+    c = engine.get_container(cid)
+    assert c.state.status == "exited" and not c.state.running and c.state.exit_code == 3
+    assert c.state.finished_at > c.state.started_at > "0001"
+    assert c.config["Hostname"] == cid[:12]
+
+
+def test_attach_gets_all_output_of_a_chatty_process(engine, busybox):
+    # Output written right before exit must still reach the session (docker run prints it all).
+    _, code, out, _ = run(engine, busybox, ["sh", "-c", "seq 1 20000"])
+    assert code == 0
+    assert out.splitlines()[-1] == b"20000" and len(out.splitlines()) == 20000
+
+
+def test_logs_tail_streams_and_since(engine, busybox):
+    cid, code, _, _ = run(engine, busybox, ["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; echo e >&2"])
+    assert code == 0
+    records = list(engine.container_logs(cid))
+    assert [r.data for r in records] == [b"line1\n", b"line2\n", b"line3\n", b"line4\n", b"line5\n", b"e\n"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", r.time) for r in records)
+    assert [r.data for r in engine.container_logs(cid, stderr=False, tail=2)] == [b"line4\n", b"line5\n"]
+    assert [r.stream for r in engine.container_logs(cid, stdout=False)] == ["stderr"]
+    assert list(engine.container_logs(cid, since=4102444800)) == []    # year 2100
+    log_file = engine.store.dir(cid) / f"{cid}-json.log"
+    assert log_file.read_text().count('"stream": "stdout"') == 5
+
+
+def test_logs_follow_until_the_container_stops(engine, busybox):
+    c = engine.create_container(None, {"Image": busybox, "Cmd": ["cat"], "OpenStdin": True,
+                                       "StdinOnce": True}, {"NetworkMode": "none"})
+    session = engine.attach_container(c.id, True, False, False)
+    engine.start_container(c.id)
+    got: list = []
+    done = threading.Event()
+    collect(engine.container_logs(c.id, follow=True), got, done)
+    session.write_stdin(b"one\n")
+    poll_until(lambda: len(got) == 1, what="first followed line")
+    session.write_stdin(b"two\n")
+    session.close_stdin()
+    assert done.wait(15)
+    assert [r.data for r in got] == [b"one\n", b"two\n"]
+
+
+def test_stdin_is_forwarded_and_closed(engine, busybox):
+    _, code, out, _ = run(engine, busybox, ["sh", "-c", "cat; echo end"], stdin=b"hello\nworld\n")
+    assert (code, out) == (0, b"hello\nworld\nend\n")
+
+
+def test_stdin_without_open_stdin_is_dev_null(engine, busybox):
+    _, code, out, _ = run(engine, busybox, ["sh", "-c", "cat; echo done"])
+    assert (code, out) == (0, b"done\n")
+
+
+def test_tty_with_resize_before_start(engine, busybox):
+    c = engine.create_container(None, {"Image": busybox, "Cmd": ["sh", "-c", "tty; stty size"],
+                                       "Tty": True}, {"NetworkMode": "none"})
+    engine.resize_container_tty(c.id, 40, 100)
+    session = engine.attach_container(c.id, False, True, True)
+    waiter = engine.wait_container(c.id, "next-exit")
+    engine.start_container(c.id)
+    output = b"".join(data for stream, data in session.output() if stream == 1)
+    assert waiter.result(30) == (0, "")
+    assert output.replace(b"\r\n", b"\n") == b"/dev/console\n40 100\n" or \
+        re.fullmatch(rb"/dev/pts/\d+\n40 100\n", output.replace(b"\r\n", b"\n"))
+
+
+def test_stop_waits_timeout_then_kills(engine, busybox):
+    # pid 1 ignores SIGTERM unless it handles it, so sleep only dies from SIGKILL.
+    cid = start_background(engine, busybox, ["sleep", "1000"])
+    waiter = engine.wait_container(cid, "not-running")
+    engine.stop_container(cid, timeout=0)
+    assert waiter.result(10) == (137, "")
+    with pytest.raises(NotModified):
+        engine.stop_container(cid)
+    with pytest.raises(Conflict, match=f"Container {cid} is not running"):
+        engine.kill_container(cid, "KILL")
+
+
+def test_stop_signal_is_delivered_and_handled(engine, busybox):
+    cid = start_background(engine, busybox, ["sh", "-c", "trap 'echo got-usr1; exit 42' USR1; "
+                                             "echo ready; sleep 1000 & wait"], StopSignal="SIGUSR1")
+    poll_until(lambda: any(r.data == b"ready\n" for r in engine.container_logs(cid)), what="ready")
+    engine.stop_container(cid, timeout=30)
+    c = engine.get_container(cid)
+    assert c.state.exit_code == 42
+    assert [r.data for r in engine.container_logs(cid)][-1] == b"got-usr1\n"
+
+
+@pytest.mark.parametrize("sig", ["HUP", "SIGHUP", "1"])
+def test_kill_accepts_signal_names_and_numbers(engine, busybox, sig):
+    cid = start_background(engine, busybox, ["sh", "-c", "trap 'exit 11' HUP; echo ready; sleep 1000 & wait"])
+    poll_until(lambda: any(r.data == b"ready\n" for r in engine.container_logs(cid)), what="ready")
+    waiter = engine.wait_container(cid, "next-exit")
+    engine.kill_container(cid, sig)
+    assert waiter.result(10) == (11, "")
+    with pytest.raises(InvalidArgument):
+        engine.kill_container(cid, "SIGNOPE")
+
+
+def test_restart_container(engine, busybox):
+    cid = start_background(engine, busybox, ["sleep", "1000"])
+    first_pid = engine.get_container(cid).state.pid
+    engine.restart_container(cid, timeout=0)
+    c = engine.get_container(cid)
+    assert c.state.running and c.state.pid != first_pid
+    engine.kill_container(cid)
+    assert not engine.get_container(cid).state.running
+
+
+def test_remove_running_needs_force(engine, busybox):
+    cid = start_background(engine, busybox, ["sleep", "1000"])
+    with pytest.raises(Conflict, match="You cannot remove a running container"):
+        engine.remove_container(cid)
+    waiter = engine.wait_container(cid, "removed")
+    engine.remove_container(cid, force=True)
+    assert waiter.result(10)[0] == 137
+    with pytest.raises(NotFound, match="No such container"):
+        engine.get_container(cid)
+    assert not engine.store.dir(cid).exists()
+
+
+def test_names_conflict_rename_and_lookup(engine, busybox):
+    a = engine.create_container("web", {"Image": busybox, "Cmd": ["true"]}, {})
+    with pytest.raises(Conflict, match=r'The container name "/web" is already in use by container "' + a.id):
+        engine.create_container("web", {"Image": busybox, "Cmd": ["true"]}, {})
+    assert engine.get_container("/web").id == a.id
+    assert engine.get_container(a.id[:10]).id == a.id
+    engine.rename_container("web", "web2")
+    assert engine.get_container("web2").id == a.id
+    with pytest.raises(NotFound):
+        engine.get_container("web")
+    b = engine.create_container("web", {"Image": busybox, "Cmd": ["true"]}, {})   # name free again
+    generated = engine.create_container(None, {"Image": busybox, "Cmd": ["true"]}, {})
+    assert re.fullmatch(r"[a-z]+_[a-z]+\d?", generated.name)
+    for c in (a, b, generated):
+        engine.remove_container(c.id)
+
+
+def test_create_errors(engine, busybox):
+    with pytest.raises(NotFound, match="No such image: nosuchimage:latest"):
+        engine.create_container(None, {"Image": "nosuchimage:latest"}, {})
+    with pytest.raises(InvalidArgument, match="network mode"):
+        engine.create_container(None, {"Image": busybox}, {"NetworkMode": "macvlan0"})
+    with pytest.raises(InvalidArgument, match="Invalid container name"):
+        engine.create_container("bad name", {"Image": busybox}, {})
+    with pytest.raises(InvalidArgument, match="bind source path does not exist: /nonexistent/src"):
+        engine.create_container(None, {"Image": busybox}, {"Mounts": [
+            {"Type": "bind", "Source": "/nonexistent/src", "Target": "/x"}]})
+
+
+def test_start_failure_is_recorded(engine, busybox):
+    c = engine.create_container(None, {"Image": busybox, "Cmd": ["/no/such/binary"]}, {"NetworkMode": "none"})
+    waiter = engine.wait_container(c.id, "next-exit")
+    with pytest.raises(ContainerStartError) as err:
+        engine.start_container(c.id)
+    assert err.value.exit_code == 127
+    st = engine.get_container(c.id).state
+    assert st.status == "exited" and st.exit_code == 127 and st.error
+    assert waiter.result(5)[0] == 127
+
+
+def test_wait_conditions(engine, busybox):
+    c = engine.create_container(None, {"Image": busybox, "Cmd": ["true"]}, {"NetworkMode": "none"})
+    assert engine.wait_container(c.id, "not-running").result(1) == (0, "")   # created: at once
+    next_exit = engine.wait_container(c.id, "next-exit")
+    removed = engine.wait_container(c.id, "removed")
+    with pytest.raises(TimeoutError):
+        next_exit.result(0)
+    engine.start_container(c.id)
+    assert next_exit.result(10) == (0, "")
+    with pytest.raises(TimeoutError):
+        removed.result(0)
+    engine.remove_container(c.id)
+    assert removed.result(10) == (0, "")
+    with pytest.raises(InvalidArgument):
+        engine.wait_container(busybox, "sometime")
+
+
+def test_auto_remove_takes_anonymous_volumes_with_it(engine, busybox):
+    named = "keepme"
+    cid, code, out, _ = run(engine, busybox, ["sh", "-c", "echo x > /anon/f; echo y > /named/f; echo ok"],
+                            host_config={"AutoRemove": True, "Binds": ["/anon", f"{named}:/named"]})
+    assert (code, out) == (0, b"ok\n")
+    with pytest.raises(NotFound):
+        engine.get_container(cid)
+    anonymous = [v for v in engine.list_volumes() if engine.volumes.is_anonymous(v)]
+    assert not [v for v in anonymous if not engine.volume_users(v.name)]
+    assert (open(os.path.join(engine.get_volume(named).mountpoint, "f")).read()) == "y\n"
+
+
+def test_named_volume_outlives_its_container(engine, busybox):
+    cid, code, _, _ = run(engine, busybox, ["sh", "-c", "echo persisted > /data/file"],
+                          host_config={"Binds": ["shared-data:/data"]})
+    assert code == 0
+    with pytest.raises(Conflict, match="volume is in use"):
+        engine.remove_volume("shared-data")
+    engine.remove_container(cid, remove_volumes=True)     # named volumes are kept
+    _, code, out, _ = run(engine, busybox, ["cat", "/data/file"], host_config={"Binds": ["shared-data:/data:ro"],
+                                                                                "AutoRemove": True})
+    assert (code, out) == (0, b"persisted\n")
+    engine.remove_volume("shared-data")
+    with pytest.raises(NotFound):
+        engine.get_volume("shared-data")
+
+
+def test_bind_mount_read_only_and_tmpfs(engine, busybox, tmp_path):
+    (tmp_path / "in.txt").write_text("from host\n")
+    _, code, out, err = run(engine, busybox, ["sh", "-c", "cat /h/in.txt; touch /h/x || echo ro; "
+                                              "grep ' /t ' /proc/mounts | cut -d' ' -f3"],
+                            host_config={"Binds": [f"{tmp_path}:/h:ro"], "Tmpfs": {"/t": "size=1m"},
+                                         "AutoRemove": True})
+    assert code == 0 and out == b"from host\nro\ntmpfs\n", err
+    assert not (tmp_path / "x").exists()
+
+
+def test_env_workdir_user_and_entrypoint(engine, busybox):
+    _, code, out, _ = run(engine, busybox, ["-c", "echo $FOO $HOSTNAME; pwd; id -u"], Env=["FOO=bar"],
+                          Entrypoint=["sh"], WorkingDir="/tmp", User="1000", Hostname="myhost",
+                          host_config={"AutoRemove": True})
+    assert (code, out) == (0, b"bar myhost\n/tmp\n1000\n")
+
+
+def test_list_and_filters(engine, busybox):
+    a = engine.create_container("lister-a", {"Image": busybox, "Cmd": ["true"], "Labels": {"team": "x"}}, {})
+    b_id = start_background(engine, busybox, ["sleep", "1000"], Labels={"team": "y"})
+    running = [c.id for c in engine.list_containers()]
+    assert b_id in running and a.id not in running
+    assert [c.id for c in engine.list_containers(all=True, filters={"label": ["team=x"]})] == [a.id]
+    assert [c.id for c in engine.list_containers(all=True, filters={"name": ["lister-a"]})] == [a.id]
+    assert a.id in [c.id for c in engine.list_containers(all=True, filters={"status": ["created"]})]
+    assert engine.list_containers(all=True, limit=1)[0].id == b_id      # newest first
+    titles, procs = engine.top_container(b_id)
+    assert titles == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    assert [p[7] for p in procs] == ["sleep 1000"] and procs[0][0] == "root"
+    engine.remove_container(b_id, force=True)
+    deleted, _ = engine.prune_containers(filters={"label": ["team=x"]})
+    assert deleted == [a.id]
+
+
+def test_bridge_network_and_etc_files(engine, busybox):
+    _, code, out, err = run(engine, busybox, ["sh", "-c", "cat /etc/hostname; grep -c $(hostname) /etc/hosts; "
+                                              "ip -4 addr show eth0 | grep -c inet; grep -c nameserver /etc/resolv.conf"],
+                            host_config={"NetworkMode": "bridge", "ExtraHosts": ["db:10.1.2.3"]})
+    lines = out.decode().split()
+    assert code == 0, err
+    assert len(lines[0]) == 12 and lines[1:3] == ["1", "1"] and int(lines[3]) >= 1
+
+
+def test_info_counts(engine):
+    info = engine.info()
+    assert info["Containers"] == len(engine.list_containers(all=True))
+    assert info["Driver"] == "overlay2" and info["OSType"] == "linux" and info["Images"] >= 1
+    assert info["CgroupVersion"] in ("1", "2") and info["NCPU"] >= 1 and info["MemTotal"] > 0
+
+
+def test_ten_containers_started_from_threads(engine, busybox):
+    results: dict[int, tuple] = {}
+
+    def one(i: int) -> None:
+        results[i] = run(engine, busybox, ["sh", "-c", f"echo n{i}"], host_config={"AutoRemove": True})
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == list(range(10))
+    for i, (_, code, out, _) in results.items():
+        assert (code, out) == (0, f"n{i}\n".encode())

@@ -1,0 +1,92 @@
+"""Shared fixtures and helpers for the engine tests (no tests here).
+
+The engine runs for real: images pulled from the session's test registry, the real
+process launcher (namespaces, overlayfs, cgroups) and the real network manager.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from runtime.engine import Engine
+
+
+def poll_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Re-check `condition` until it is truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def make_engine(root: Path) -> Engine:
+    engine = Engine(root)
+    engine.start()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def busybox(test_images) -> str:
+    return test_images["busybox"]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, busybox):
+    eng = make_engine(tmp_path_factory.mktemp("engine"))
+    eng.images.pull(busybox)
+    yield eng
+    eng.shutdown()
+
+
+def run(engine: Engine, image: str, cmd: list[str], host_config: dict | None = None,
+        stdin: bytes | None = None, name: str | None = None, **config: Any) -> tuple[str, int, bytes, bytes]:
+    """Like `docker run`: create, attach, wait (registered before start), start, collect.
+
+    Returns (container id, exit code, stdout, stderr).
+    """
+    cfg = {"Image": image, "Cmd": cmd, **config}
+    if stdin is not None:
+        cfg.update(OpenStdin=True, StdinOnce=True, AttachStdin=True)
+    hc = {"NetworkMode": "none", **(host_config or {})}
+    c = engine.create_container(name, cfg, hc)
+    session = engine.attach_container(c.id, stdin is not None, True, True)
+    waiter = engine.wait_container(c.id, "removed" if hc.get("AutoRemove") else "next-exit")
+    engine.start_container(c.id)
+    if stdin is not None:
+        session.write_stdin(stdin)
+        session.close_stdin()
+    out, err = bytearray(), bytearray()
+    for stream, data in session.output():
+        (out if stream == 1 else err).extend(data)
+    code, _ = waiter.result(timeout=30)
+    return c.id, code, bytes(out), bytes(err)
+
+
+def start_background(engine: Engine, image: str, cmd: list[str], host_config: dict | None = None,
+                     **config: Any) -> str:
+    """Like `docker run -d`; returns the id once the container is running."""
+    c = engine.create_container(None, {"Image": image, "Cmd": cmd, **config},
+                                {"NetworkMode": "none", **(host_config or {})})
+    engine.start_container(c.id)
+    return c.id
+
+
+def collect(iterator, into: list, done: threading.Event | None = None) -> threading.Thread:
+    """Drain `iterator` into `into` on a thread (for follow/attach streams)."""
+    def worker():
+        for item in iterator:
+            into.append(item)
+        if done is not None:
+            done.set()
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    return t
