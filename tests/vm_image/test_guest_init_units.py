@@ -1,0 +1,60 @@
+"""Host-side unit tests of the guest init's pure parts (the VM tests cover the rest)."""
+
+from __future__ import annotations
+
+import base64
+
+from vmimage.guest_init.bootopts import Share, parse_cmdline
+from vmimage.guest_init.datadisk import classify
+from vmimage.guest_init.services import tcp_listening, unix_listening
+
+
+def test_cmdline_reads_dockyard_arguments_and_ignores_the_rest():
+    key = "ssh-ed25519 AAAAC3Nza test@host"
+    opts = parse_cmdline(
+        "console=ttyS0 quiet dockyard.key=" + base64.b64encode(key.encode()).decode()
+        + " dockyard.sharefs=9p dockyard.shares=h0:/home/me,h1:/tmp/x dockyard.time=1700000000"
+        + " dockyard.hostloop=10.0.2.2")
+    assert opts.authorized_key == key
+    assert opts.sharefs == "9p"
+    assert opts.shares == [Share("h0", "/home/me"), Share("h1", "/tmp/x")]
+    assert opts.time == 1700000000
+    assert opts.hostloop == "10.0.2.2"
+    assert opts.errors == []
+
+
+def test_cmdline_reports_bad_values_instead_of_failing():
+    opts = parse_cmdline("dockyard.key=%%% dockyard.sharefs=nfs dockyard.shares=nocolon,t:rel "
+                         "dockyard.time=soon")
+    assert opts.authorized_key == "" and opts.sharefs == "none" and opts.shares == []
+    assert opts.time is None
+    assert len(opts.errors) == 5
+    assert any("dockyard.sharefs=nfs" in e for e in opts.errors)
+
+
+def test_data_disk_classification_never_calls_foreign_data_blank():
+    blank = bytes(1 << 20)
+    ext4 = bytearray(blank)
+    ext4[1080:1082] = b"\x53\xef"
+    foreign = bytearray(blank)
+    foreign[0:4] = b"XFSB"
+    assert classify(blank) == "blank"
+    assert classify(bytes(ext4)) == "ext4"
+    assert classify(bytes(foreign)) == "unknown"
+
+
+def test_listening_checks_read_proc_tables(tmp_path):
+    tcp = tmp_path / "tcp"
+    tcp.write_text(
+        "  sl  local_address rem_address   st tx_queue rx_queue\n"
+        "   0: 00000000:0016 00000000:0000 0A 00000000:00000000\n"
+        "   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000\n")
+    assert tcp_listening(22, str(tcp))
+    assert not tcp_listening(8080, str(tcp))  # established, not listening
+    unix = tmp_path / "unix"
+    unix.write_text(
+        "Num       RefCount Protocol Flags    Type St Inode Path\n"
+        "0000: 00000002 00000000 00010000 0001 01 1234 /run/dockyard/docker.sock\n"
+        "0000: 00000003 00000000 00000000 0001 03 1235 /run/other.sock\n")
+    assert unix_listening("/run/dockyard/docker.sock", str(unix))
+    assert not unix_listening("/run/other.sock", str(unix))

@@ -1,0 +1,80 @@
+"""The ready channel: JSON lines on the virtio-serial port org.dockyard.guest.0.
+
+Without udev there is no /dev/virtio-ports/<name> link, so the port is found
+through sysfs. Writes are non-blocking and queued: init must never hang because
+the host has not connected yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+log = logging.getLogger("dockyard-init")
+
+PORT_NAME = "org.dockyard.guest.0"
+SYSFS_PORTS = "/sys/class/virtio-ports"
+
+
+def find_port(name: str = PORT_NAME, sysfs: str = SYSFS_PORTS) -> str | None:
+    """Device path of the virtio-serial port called `name`, if the host configured one."""
+    try:
+        entries = os.listdir(sysfs)
+    except FileNotFoundError:
+        return None
+    for entry in entries:
+        try:
+            with open(f"{sysfs}/{entry}/name") as f:
+                if f.read().strip() == name:
+                    return f"/dev/{entry}"
+        except OSError:
+            continue
+    return None
+
+
+class Channel:
+    """Line-oriented, non-blocking link to the host; `fd` is None without a port."""
+
+    def __init__(self, device: str | None) -> None:
+        self.fd: int | None = None
+        self.pending = b""
+        self.inbox = b""
+        if device:
+            try:
+                self.fd = os.open(device, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as err:
+                log.error("cannot open %s: %s", device, err)
+
+    def send(self, message: dict) -> None:
+        """Queue one JSON line and write as much as the port takes now."""
+        self.pending += json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        self.flush()
+
+    def flush(self) -> None:
+        """Write queued bytes; keeps the rest when the host side is not reading."""
+        if self.fd is None:
+            self.pending = b""
+            return
+        while self.pending:
+            try:
+                written = os.write(self.fd, self.pending)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                # ENODEV/EPIPE while the host is disconnected: retry on the next event.
+                log.debug("ready channel write: %s", err)
+                return
+            self.pending = self.pending[written:]
+
+    def read_lines(self) -> list[str]:
+        """Complete lines the host sent (requests such as 'status')."""
+        if self.fd is None:
+            return []
+        try:
+            chunk = os.read(self.fd, 4096)
+        except (BlockingIOError, InterruptedError, OSError):
+            return []
+        self.inbox += chunk
+        *lines, self.inbox = self.inbox.split(b"\n")
+        return [line.decode(errors="replace").strip() for line in lines if line.strip()]

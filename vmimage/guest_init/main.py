@@ -1,0 +1,262 @@
+"""Stage 2 of the guest init: prepare the machine, start sshd and the agent, supervise.
+
+Order matters for boot time: only what sshd and the agent need (clock, data
+disk, keys) runs before they are spawned; shares are mounted while they start.
+Readiness is reported on the virtio-serial channel once sshd listens and the
+agent answers /_ping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import time
+
+from . import channel, datadisk, probes, shares, sshkeys, syscalls
+from .bootopts import BootOptions, parse_cmdline
+from .services import Service, now, tcp_listening, unix_listening
+
+log = logging.getLogger("dockyard-init")
+
+RUN_DIR = "/run/dockyard"
+AGENT_SOCKET = "/run/dockyard/docker.sock"
+ENGINE_ROOT = "/var/lib/dockyard/engine"
+CODE_DIR = "/opt/dockyard/lib"
+NETWORK_MODULES = ["veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat",
+                   "nft_compat", "nf_nat", "nf_conntrack", "xt_MASQUERADE",
+                   "xt_conntrack", "xt_addrtype", "xt_nat", "overlay"]
+# Clock from dockyard.time is trusted unless the RTC is already close to it (the
+# RTC then also counts the boot time the host's timestamp does not).
+CLOCK_TOLERANCE_S = 5
+SHUTDOWN_GRACE_S = 10.0
+
+
+def set_clock(opts: BootOptions) -> None:
+    """Set the wall clock from dockyard.time when the RTC disagrees."""
+    if opts.time is None:
+        return
+    current = time.time()
+    if current < opts.time or current > opts.time + CLOCK_TOLERANCE_S + now():
+        time.clock_settime(time.CLOCK_REALTIME, float(opts.time))
+        log.info("clock set from dockyard.time (was %d, now %d)", current, opts.time)
+
+
+class Init:
+    """The running init: its services, the host channel and the readiness state."""
+
+    def __init__(self) -> None:
+        self.opts = BootOptions()
+        self.sshd = Service("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/dockyard/sshd_config"],
+                            f"{RUN_DIR}/sshd.log")
+        self.agent = Service("agent", ["python3", "-S", "-m", "guest_agent.cli", "serve",
+                                       "--socket", AGENT_SOCKET, "--root", ENGINE_ROOT],
+                             f"{RUN_DIR}/agent.log")
+        self.channel = channel.Channel(None)
+        self.timings: dict[str, float] = {}
+        self.ready_message: dict | None = None
+        self.host_keys: dict[str, str] = {}
+        self.status: dict[str, object] = {}
+        self.errors: list[str] = []
+        self.helpers: set[int] = set()
+        self.pending_signals: list[int] = []
+        self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- boot ---------------------------------------------------------------
+    def boot(self) -> None:
+        """Everything up to spawning sshd and the agent, then the slower extras."""
+        self.timings["kernel_s"] = float(os.environ.get("DOCKYARD_STAGE1_START", "0"))
+        self.timings["stage1_s"] = float(os.environ.get("DOCKYARD_STAGE1_END", "0"))
+        self.timings["python_s"] = now()
+        self._install_signals()
+        with open("/proc/cmdline") as f:
+            self.opts = parse_cmdline(f.read())
+        self.errors.extend(self.opts.errors)
+        set_clock(self.opts)
+        socket.sethostname("dockyard")
+        self.status["data_disk"] = self._guarded("data disk", datadisk.prepare, "failed")
+        if self.opts.authorized_key:
+            sshkeys.write_authorized_key(self.opts.authorized_key)
+        else:
+            self.errors.append("no dockyard.key: nobody can log in over SSH")
+        key = self._guarded("host key", sshkeys.ensure_host_key, None)
+        if key:
+            self.host_keys[key[0]] = key[1]
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        os.makedirs(ENGINE_ROOT, exist_ok=True)
+        self.agent.env = {"PYTHONPATH": CODE_DIR, "PYTHONDONTWRITEBYTECODE": "1",
+                          "DOCKYARD_HOST_LOOPBACK": self.opts.hostloop}
+        self.sshd.start()
+        self.agent.start()
+        self.timings["init_s"] = now()
+        mounted, errors = shares.mount_shares(self.opts.sharefs, self.opts.shares)
+        self.status["shares"] = mounted
+        self.errors.extend(errors)
+        self.channel = channel.Channel(channel.find_port())
+
+    def _guarded(self, what: str, func, fallback):
+        try:
+            return func()
+        except (OSError, RuntimeError) as err:
+            log.error("%s: %s", what, err)
+            self.errors.append(f"{what}: {err}")
+            return fallback
+
+    def _install_signals(self) -> None:
+        def record(signum, _frame) -> None:
+            self.pending_signals.append(signum)
+
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+            signal.signal(signum, record)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
+
+    # -- readiness ------------------------------------------------------------
+    def check_ready(self) -> None:
+        """Record when sshd and the agent first answer; send `ready` once both did."""
+        if "sshd_s" not in self.timings and tcp_listening(22):
+            self.timings["sshd_s"] = now()
+        if ("agent_s" not in self.timings and unix_listening(AGENT_SOCKET)
+                and probes.agent_answers(AGENT_SOCKET)):
+            self.timings["agent_s"] = now()
+        if "sshd_s" in self.timings and "agent_s" in self.timings:
+            if self.channel.fd is None:
+                self.channel = channel.Channel(channel.find_port())
+            self.timings["ready_s"] = now()
+            self.ready_message = {
+                "event": "ready", "host_keys": self.host_keys,
+                "timings": {k: round(v, 3) for k, v in self.timings.items()},
+                "agent_socket": AGENT_SOCKET, "errors": self.errors, **self.status,
+            }
+            self.channel.send(self.ready_message)
+            log.info("ready: %s", self.ready_message["timings"])
+            self._spawn_helper(["modprobe", "-a", *NETWORK_MODULES], f"{RUN_DIR}/modprobe.log")
+
+    def _spawn_helper(self, argv: list[str], log_path: str) -> None:
+        from . import spawn
+        try:
+            self.helpers.add(spawn.spawn(argv, log_path))
+        except OSError as err:
+            log.warning("%s: %s", argv[0], err)
+
+    # -- supervision ----------------------------------------------------------
+    def reap(self) -> None:
+        """Collect every exited child: ours are restarted, orphans just vanish."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.helpers.discard(pid)
+            for service in (self.agent, self.sshd):
+                if pid == service.pid:
+                    tail = service.log_tail()
+                    code = service.exited(status)
+                    self.channel.send({"event": f"{service.name}-exited", "code": code,
+                                       "restarts": service.restarts, "log_tail": tail})
+
+    def loop(self) -> None:
+        """Wait for signals, children, host requests and restart times; forever."""
+        while True:
+            waiting = self.ready_message is None
+            deadline = min((s.restart_at for s in (self.agent, self.sshd) if s.restart_at is not None),
+                           default=None)
+            timeout = 0.02 if waiting else None
+            if deadline is not None:
+                timeout = max(0.0, min(timeout or 1e9, deadline - now()))
+            readers = [self.wakeup_r] + ([self.channel.fd] if self.channel.fd is not None else [])
+            writers = [self.channel.fd] if self.channel.pending and self.channel.fd is not None else []
+            try:
+                readable, _, _ = select.select(readers, writers, [], timeout)
+            except InterruptedError:
+                readable = []
+            if self.wakeup_r in readable:
+                try:
+                    while os.read(self.wakeup_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            while self.pending_signals:
+                signum = self.pending_signals.pop(0)
+                if signum == signal.SIGCHLD:
+                    self.reap()
+                elif signum in (signal.SIGTERM, signal.SIGUSR2):
+                    self.shutdown(syscalls.RB_POWER_OFF)
+                elif signum == signal.SIGINT:
+                    self.shutdown(syscalls.RB_AUTOBOOT)
+            for service in (self.agent, self.sshd):
+                if service.pid is None and service.restart_at is not None and now() >= service.restart_at:
+                    service.start()
+            if self.channel.fd is not None and self.channel.fd in readable:
+                for line in self.channel.read_lines():
+                    if line == "status" and self.ready_message is not None:
+                        self.channel.send(self.ready_message)
+            self.channel.flush()
+            if waiting:
+                self.check_ready()
+
+    # -- shutdown -------------------------------------------------------------
+    def shutdown(self, command: int) -> None:
+        """Stop every process, unmount the data disk cleanly and power off (or reboot)."""
+        log.info("shutting down (%s)", "poweroff" if command == syscalls.RB_POWER_OFF else "reboot")
+        self.channel.send({"event": "shutdown"})
+        self.channel.flush()
+        for signum, grace in ((signal.SIGTERM, SHUTDOWN_GRACE_S), (signal.SIGKILL, 2.0)):
+            try:
+                os.kill(-1, signum)
+            except ProcessLookupError:
+                break
+            if self._wait_all_children(now() + grace):
+                break
+        os.sync()
+        self._unmount_under(("/var/lib/dockyard",) + tuple(s.path for s in self.opts.shares))
+        os.sync()
+        logging.shutdown()
+        syscalls.reboot(command)
+
+    def _wait_all_children(self, deadline: float) -> bool:
+        while now() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if pid == 0:
+                # Polling with a deadline: SIGCHLD wakeups could also be used, but
+                # the handler path is being torn down here.
+                time.sleep(0.02)
+        return False
+
+    def _unmount_under(self, prefixes: tuple[str, ...]) -> None:
+        with open("/proc/self/mounts") as f:
+            targets = [line.split()[1] for line in f]
+        for target in reversed(targets):
+            if any(target == p or target.startswith(p + "/") for p in prefixes):
+                try:
+                    syscalls.umount(target)
+                except OSError as err:
+                    log.warning("%s; remounting read-only", err)
+                    try:
+                        syscalls.mount("none", target, "none", syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+                    except OSError as err2:
+                        log.error("%s", err2)
+
+
+def main() -> None:
+    """Entry point run as pid 1 by stage 1's switch_root."""
+    os.makedirs(RUN_DIR, exist_ok=True)
+    logging.basicConfig(filename=f"{RUN_DIR}/init.log", level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    init = Init()
+    try:
+        init.boot()
+    except Exception:  # pid 1 must never exit: that panics the kernel
+        log.exception("boot failed; continuing with what runs")
+    while True:
+        try:
+            init.loop()
+        except Exception:
+            log.exception("init loop failed; resuming")

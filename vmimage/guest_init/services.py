@@ -1,0 +1,107 @@
+"""Long-running children of init (sshd, the agent), restarted with a backoff when they die."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from . import spawn
+
+log = logging.getLogger("dockyard-init")
+
+# A service that ran this long before dying is considered healthy again.
+HEALTHY_AFTER_S = 30.0
+MAX_BACKOFF_S = 10.0
+
+
+def now() -> float:
+    """Seconds since boot (same clock as /proc/uptime; immune to clock setting)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@dataclass
+class Service:
+    """One supervised program; `pid` is None while it is down."""
+
+    name: str
+    argv: list[str]
+    log_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    pid: int | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        """Spawn the program now."""
+        self.restart_at = None
+        try:
+            self.pid = spawn.spawn(self.argv, self.log_path, self.env)
+        except OSError as err:
+            log.error("cannot start %s: %s", self.name, err)
+            self.pid = None
+            self._schedule_restart()
+            return
+        self.started_at = now()
+        log.info("started %s pid %d", self.name, self.pid)
+
+    def exited(self, status: int) -> int:
+        """Record the exit of `pid` (a waitpid status); schedules a restart; returns the exit code."""
+        code = os.waitstatus_to_exitcode(status)
+        ran = now() - self.started_at
+        self.pid = None
+        if ran >= HEALTHY_AFTER_S:
+            self.failures = 0
+        self._schedule_restart()
+        log.warning("%s exited with %d after %.1fs; restart in %.1fs",
+                    self.name, code, ran, self.restart_at - now())
+        return code
+
+    def _schedule_restart(self) -> None:
+        delay = 0.0 if self.failures == 0 else min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF_S)
+        self.failures += 1
+        self.restarts += 1
+        self.restart_at = now() + delay
+
+    def log_tail(self, limit: int = 2000) -> str:
+        """The end of the service's log, for the agent-exited event."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def tcp_listening(port: int, proc_file: str = "/proc/net/tcp") -> bool:
+    """True if some socket listens on `port` (reading /proc costs no process in the guest)."""
+    wanted = f":{port:04X}"
+    try:
+        with open(proc_file) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[1].endswith(wanted) and fields[3] == "0A":
+                    return True
+    except (OSError, StopIteration):
+        pass
+    return False
+
+
+def unix_listening(path: str, proc_file: str = "/proc/net/unix") -> bool:
+    """True if a listening unix socket is bound at `path`."""
+    try:
+        with open(proc_file) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                # Flags 00010000 is __SO_ACCEPTCON: the socket is listening.
+                if len(fields) >= 8 and fields[7] == path and fields[3] == "00010000":
+                    return True
+    except (OSError, StopIteration):
+        pass
+    return False

@@ -1,0 +1,33 @@
+"""Host folders (9p or virtiofs) mounted at the same path as on the host."""
+
+from __future__ import annotations
+
+import os
+
+from . import spawn, syscalls
+from .bootopts import Share
+
+NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
+MODULES = {"9p": ["9pnet_virtio", "9p"], "virtiofs": ["virtiofs"]}
+
+
+def mount_shares(sharefs: str, shares: list[Share]) -> tuple[list[str], list[str]]:
+    """Mount every share; return (mounted paths, error messages)."""
+    if sharefs == "none" or not shares:
+        return [], []
+    errors: list[str] = []
+    status = spawn.run(["modprobe", "-a", *MODULES[sharefs]], "/run/dockyard/modprobe.log")
+    if status != 0:
+        errors.append(f"modprobe {' '.join(MODULES[sharefs])} failed ({status})")
+    mounted: list[str] = []
+    for share in shares:
+        try:
+            os.makedirs(share.path, exist_ok=True)
+            if sharefs == "9p":
+                syscalls.mount(share.tag, share.path, "9p", 0, NINEP_OPTIONS)
+            else:
+                syscalls.mount(share.tag, share.path, "virtiofs")
+            mounted.append(share.path)
+        except OSError as err:
+            errors.append(f"share {share.tag} at {share.path}: {err}")
+    return mounted, errors

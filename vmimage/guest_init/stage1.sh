@@ -1,0 +1,65 @@
+#!/bin/sh
+# Dockyard guest init, stage 1: pid 1 inside the initramfs (busybox sh).
+# Loads the boot modules, builds the root (read-only Debian ext4 on vda under a
+# tmpfs overlay), mounts the API filesystems into it, configures the static
+# network with busybox's ip (a static binary starts far faster than iproute2
+# under TCG), copies our files in and hands over to the Python stage 2.
+export PATH=/bin
+mount -t proc proc /proc
+read -r t_start _ < /proc/uptime
+mount -t devtmpfs devtmpfs /dev
+log=/stage1.log
+
+die() {
+    echo "dockyard stage1: $*" > /dev/console
+    cat "$log" > /dev/console
+    # pid 1 exiting panics the kernel; panic=-1 turns that into a reset.
+    exit 1
+}
+
+while read -r module; do
+    insmod "/lib/modules/$module" 2>>"$log" || echo "insmod $module failed" >>"$log"
+done < /etc/dockyard/modules.boot
+
+# virtio_blk registers the disk asynchronously: wait for the node, with a deadline.
+tries=0
+while [ ! -b /dev/vda ]; do
+    tries=$((tries + 1))
+    [ "$tries" -gt 10000 ] && die "no root disk /dev/vda"
+    usleep 1000
+done
+
+mkdir -p /base /rw /newroot
+mount -t ext4 -o ro /dev/vda /base 2>>"$log" || die "cannot mount /dev/vda"
+mount -t tmpfs -o mode=0755 tmpfs /rw
+mkdir -p /rw/upper /rw/work
+mount -t overlay -o lowerdir=/base,upperdir=/rw/upper,workdir=/rw/work overlay /newroot \
+    2>>"$log" || die "cannot mount the root overlay"
+
+mount --move /dev /newroot/dev
+mount --move /proc /newroot/proc
+mount -t sysfs -o nosuid,nodev,noexec sysfs /newroot/sys
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/dev/shm
+# cgroup v2 only (cgroup_no_v1=all on the command line), every controller
+# delegated to children so the runtime can limit containers.
+mount -t cgroup2 -o nsdelegate cgroup2 /newroot/sys/fs/cgroup
+for controller in $(cat /newroot/sys/fs/cgroup/cgroup.controllers); do
+    echo "+$controller" > /newroot/sys/fs/cgroup/cgroup.subtree_control 2>>"$log" \
+        || echo "controller $controller not enabled" >>"$log"
+done
+
+ip link set lo up
+ip link set eth0 up 2>>"$log" && ip addr add 10.0.2.15/24 dev eth0 \
+    && ip route add default via 10.0.2.2 || echo "eth0 not configured" >>"$log"
+
+cp -a /dockyard-root/. /newroot/ || die "cannot copy the dockyard files"
+mkdir -p /newroot/run/dockyard
+cp "$log" /newroot/run/dockyard/stage1.log
+
+read -r t_end _ < /newroot/proc/uptime
+export DOCKYARD_STAGE1_START="$t_start" DOCKYARD_STAGE1_END="$t_end"
+exec switch_root /newroot /usr/bin/python3 -I -S /opt/dockyard/init/dockyard-init
