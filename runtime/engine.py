@@ -496,9 +496,11 @@ class Engine:
         """NotModified if running; ContainerStartError if the process cannot start."""
         self._start(self._live(ref), manual=True)
 
-    def _start(self, live: _Live, manual: bool) -> None:
+    def _start(self, live: _Live, manual: bool, from_policy: bool = False) -> None:
         c = live.c
         with live.lock:
+            if from_policy and not c.state.restarting:
+                return   # a stop, kill or remove cancelled the restart after its timer fired
             if live.removing or live.removed:
                 raise Conflict(f"container {c.id} is marked for removal and cannot be started")
             if c.state.running or live.starting:
@@ -681,7 +683,7 @@ class Engine:
             live.restart_timer = None
             live.c.restart_count += 1
         try:
-            self._start(live, manual=False)
+            self._start(live, manual=False, from_policy=True)
             self._emit(live.c, "restart")
         except NotModified:
             pass
@@ -712,6 +714,8 @@ class Engine:
         c = live.c
         sig = cc.parse_signal(signal or c.config.get("StopSignal") or None)
         with live.lock:
+            # A start in progress finishes in milliseconds; stop what it started.
+            live.changed.wait_for(lambda: not live.starting, KILL_WAIT)
             if by_user:
                 cancelled = self._cancel_restart(live)
                 live.stopped_by_user = True
@@ -738,10 +742,11 @@ class Engine:
 
     def _cancel_restart(self, live: _Live) -> bool:
         """Cancel a pending policy restart (caller holds live.lock); True if there was one."""
-        if live.restart_timer is None:
+        if live.restart_timer is None and not live.c.state.restarting:
             return False
-        live.restart_timer.cancel()
-        live.restart_timer = None
+        if live.restart_timer is not None:
+            live.restart_timer.cancel()
+            live.restart_timer = None
         st = live.c.state
         st.status, st.restarting = "exited", False
         return True
@@ -792,11 +797,12 @@ class Engine:
     def _remove(self, live: _Live, force: bool, remove_volumes: bool) -> None:
         c = live.c
         with live.lock:
+            live.changed.wait_for(lambda: not live.starting, KILL_WAIT)
             if live.removed:
                 raise NotFound(f"No such container: {c.id}")
             if live.removing:
                 raise Conflict(f"removal of container {c.id} is already in progress")
-            running = c.state.running or live.starting
+            running = c.state.running
             if running and not force:
                 raise Conflict(f"You cannot remove a running container {c.id}. Stop the container "
                                "before attempting removal or force remove")
