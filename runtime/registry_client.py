@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import io
 import ipaddress
 import json
 import logging
@@ -30,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from .errors import RegistryAuthError, RegistryError, RegistryNotFound
@@ -413,24 +414,12 @@ class RegistryClient:
     # --- blobs -------------------------------------------------------------------
     def fetch_blob(self, ref: Reference, desc: Descriptor, credentials: Any = None,
                    limit: int = MAX_CONFIG_BYTES) -> bytes:
-        """A small blob (an image config), verified."""
-        creds = Credentials.from_any(credentials)
+        """A small blob (an image config), verified; resumes like download_blob."""
         if desc.size > limit:
             raise RegistryError(f"blob {desc.digest} is too large ({desc.size} bytes)")
-        url = f"{self.endpoint(ref.domain)}/v2/{ref.path}/blobs/{desc.digest}"
-        conn, resp = self._request("GET", url, ref, creds)
-        try:
-            data = resp.read(limit + 1)
-        except (OSError, http.client.HTTPException) as err:
-            raise _Transport(f"reading blob {desc.digest}: {err}") from None
-        finally:
-            conn.close()
-        self._check_blob_status(resp.status, data, ref, desc.digest)
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != desc.digest:
-            raise RegistryError(f"digest mismatch for blob {desc.digest} of {ref.familiar_name}: "
-                                f"got {actual}")
-        return data
+        buf = io.BytesIO()
+        self._download_into(ref, desc, buf, Credentials.from_any(credentials), None, limit)
+        return buf.getvalue()
 
     @staticmethod
     def _check_blob_status(status: int, body: bytes, ref: Reference, digest: str) -> None:
@@ -449,59 +438,64 @@ class RegistryClient:
         Raises RegistryError on a digest or size mismatch; `dest` then holds
         unverified data and must be discarded by the caller.
         """
-        creds = Credentials.from_any(credentials)
+        with open(dest, "wb") as out:
+            self._download_into(ref, desc, out, Credentials.from_any(credentials), on_progress)
+            out.flush()
+
+    def _download_into(self, ref: Reference, desc: Descriptor, out: BinaryIO, creds: Credentials,
+                       on_progress: BlobProgress | None, limit: int | None = None) -> None:
         url = f"{self.endpoint(ref.domain)}/v2/{ref.path}/blobs/{desc.digest}"
         total: int | None = desc.size or None
         hasher = hashlib.sha256()
         have = 0
         failures = 0
-        with open(dest, "wb") as out:
-            while True:
-                headers = {"Range": f"bytes={have}-"} if have else {}
-                try:
-                    conn, resp = self._request("GET", url, ref, creds, headers)
-                except _Transport as err:
-                    failures += 1
-                    if failures >= DOWNLOAD_ATTEMPTS:
-                        raise RegistryError(f"downloading {desc.digest} failed: {err}") from None
-                    self._backoff(failures, desc, err)
-                    continue
-                try:
-                    if resp.status not in (200, 206):
-                        body = resp.read(4096)
-                        self._check_blob_status(resp.status, body, ref, desc.digest)
-                    if have and resp.status == 200:
-                        # The server ignored our Range: start again from byte 0.
-                        out.seek(0)
-                        out.truncate()
-                        hasher = hashlib.sha256()
-                        have = 0
-                    length = resp.getheader("Content-Length")
-                    expected_end = have + int(length) if length and length.isdigit() else None
-                    while True:
-                        chunk = resp.read(_CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        hasher.update(chunk)
-                        have += len(chunk)
-                        if on_progress is not None:
-                            on_progress(have, total)
-                    # http.client returns b"" rather than raising when a Content-Length
-                    # body is cut short, so the length is checked here.
-                    if expected_end is not None and have < expected_end:
-                        raise ConnectionError(f"connection closed after {have} of {expected_end} bytes")
-                except (OSError, http.client.HTTPException) as err:
-                    failures += 1
-                    if failures >= DOWNLOAD_ATTEMPTS:
-                        raise RegistryError(f"downloading {desc.digest} failed after {failures} "
-                                            f"attempts: {err}") from None
-                    self._backoff(failures, desc, err)
-                    continue
-                finally:
-                    conn.close()
-                break
-            out.flush()
+        while True:
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                conn, resp = self._request("GET", url, ref, creds, headers)
+            except _Transport as err:
+                failures += 1
+                if failures >= DOWNLOAD_ATTEMPTS:
+                    raise RegistryError(f"downloading {desc.digest} failed: {err}") from None
+                self._backoff(failures, desc, err)
+                continue
+            try:
+                if resp.status not in (200, 206):
+                    body = resp.read(4096)
+                    self._check_blob_status(resp.status, body, ref, desc.digest)
+                if have and resp.status == 200:
+                    # The server ignored our Range: start again from byte 0.
+                    out.seek(0)
+                    out.truncate()
+                    hasher = hashlib.sha256()
+                    have = 0
+                length = resp.getheader("Content-Length")
+                expected_end = have + int(length) if length and length.isdigit() else None
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    hasher.update(chunk)
+                    have += len(chunk)
+                    if limit is not None and have > limit:
+                        raise RegistryError(f"blob {desc.digest} is larger than {limit} bytes")
+                    if on_progress is not None:
+                        on_progress(have, total)
+                # http.client returns b"" rather than raising when a Content-Length
+                # body is cut short, so the length is checked here.
+                if expected_end is not None and have < expected_end:
+                    raise ConnectionError(f"connection closed after {have} of {expected_end} bytes")
+            except (OSError, http.client.HTTPException) as err:
+                failures += 1
+                if failures >= DOWNLOAD_ATTEMPTS:
+                    raise RegistryError(f"downloading {desc.digest} failed after {failures} "
+                                        f"attempts: {err}") from None
+                self._backoff(failures, desc, err)
+                continue
+            finally:
+                conn.close()
+            break
         actual = "sha256:" + hasher.hexdigest()
         if actual != desc.digest:
             raise RegistryError(f"digest mismatch for blob {desc.digest} of {ref.familiar_name}: "
