@@ -38,7 +38,7 @@ from .image_store import Image, ImageStore
 from .log_store import LogFile, LogRecord, now_rfc3339
 from .models import Container, ExecInstance, Volume
 from .restart_policy import Backoff, RestartPolicy
-from .volume_store import VolumeStore
+from .volume_store import VolumeStore, populate_from_layers
 
 __all__ = ["Engine", "AttachSession", "WaitHandle", "EventSubscription", "LogRecord"]
 
@@ -395,8 +395,14 @@ class Engine:
             cdir = self.store.dir(cid)
             cdir.mkdir(parents=True)
             mounts = []
+            layers: list[Path] | None = None
             for m in requests:
-                mounts.append(self._mount_record(m, created_volumes))
+                record = self._mount_record(m, created_volumes)
+                mounts.append(record)
+                if m.type == "volume" and not m.nocopy and not os.listdir(record["Source"]):
+                    if layers is None:
+                        layers = list(self._image_store.layer_dirs(image))
+                    populate_from_layers(layers, m.target, Path(record["Source"]))
             c = Container(id=cid, name=name, created=now_rfc3339(), image=ref, image_id=image.id,
                           config=cfg, host_config=hc, mounts=mounts,
                           log_path=str(cdir / f"{cid}-json.log"))

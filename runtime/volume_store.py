@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import shutil
 import threading
 from pathlib import Path
@@ -136,3 +137,103 @@ class VolumeStore:
                 except OSError:
                     pass
         return total
+
+
+# Copying the image's content into a fresh volume ------------------------------------
+# dockerd fills an empty volume with whatever the image has at the mount point
+# (unless `nocopy`), so `VOLUME /var/lib/x` keeps the files the image put there.
+_OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, _OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _hidden_in(layer: Path, rel_parts: list[str]) -> bool:
+    """Whether `layer` hides the path below it (a whiteout or a non-directory on the way)."""
+    current = layer
+    for part in rel_parts:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return False
+        if _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+            return True
+    return False
+
+
+def populate_from_layers(layers: list[Path], target: str, dest: Path) -> bool:
+    """Copy the merged content of `target` across `layers` (lowest first) into `dest`.
+
+    Returns True when something was copied. Only directories are copied, as dockerd does.
+    """
+    parts = [p for p in target.split("/") if p]
+    sources: list[Path] = []
+    for layer in reversed(layers):
+        path = layer.joinpath(*parts)
+        if _hidden_in(layer, parts[:-1]):
+            break
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            break     # a whiteout or a file: nothing below is visible
+        sources.append(path)
+        if _is_opaque(path):
+            break
+    if not sources:
+        return False
+    for src in reversed(sources):
+        _merge_tree(src, dest)
+    top = os.lstat(sources[0])
+    os.chown(dest, top.st_uid, top.st_gid)
+    os.chmod(dest, stat.S_IMODE(top.st_mode))
+    return True
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _merge_tree(src: Path, dst: Path) -> None:
+    for entry in os.scandir(src):
+        target = dst / entry.name
+        st = entry.stat(follow_symlinks=False)
+        if _is_whiteout(st):
+            _remove_path(target)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if os.path.lexists(target) and not (target.is_dir() and not target.is_symlink()):
+                _remove_path(target)
+            elif os.path.lexists(target) and _is_opaque(Path(entry.path)):
+                shutil.rmtree(target)
+            target.mkdir(exist_ok=True)
+            _merge_tree(Path(entry.path), target)
+        else:
+            if os.path.lexists(target):
+                _remove_path(target)
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(entry.path), target)
+            elif stat.S_ISREG(st.st_mode):
+                shutil.copyfile(entry.path, target, follow_symlinks=False)
+            else:
+                continue   # fifos and devices are not volume content
+        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -285,3 +285,23 @@ def test_ten_containers_started_from_threads(engine, busybox):
     assert sorted(results) == list(range(10))
     for i, (_, code, out, _) in results.items():
         assert (code, out) == (0, f"n{i}\n".encode())
+
+
+def test_new_volume_is_filled_from_the_image(engine, test_images):
+    layered = test_images["layered"]
+    engine.images.pull(layered)
+    _, code, out, err = run(engine, layered, ["sh", "-c", "ls /data /opaque; cat /data/changed.txt"],
+                            host_config={"Binds": ["/data", "layered-opaque:/opaque", "/home/app"],
+                                         "AutoRemove": True})
+    assert code == 0, err
+    assert out == b"/data:\nchanged.txt\nkeep.txt\n\n/opaque:\nnew.txt\nv2\n"
+    vol = engine.get_volume("layered-opaque")
+    assert sorted(os.listdir(vol.mountpoint)) == ["new.txt"]
+    # nocopy, and volumes that already have content, are left alone.
+    (open(os.path.join(vol.mountpoint, "mine.txt"), "w")).close()
+    _, code, out, _ = run(engine, layered, ["ls", "/opaque", "/data"],
+                          host_config={"Binds": ["layered-opaque:/opaque", "empty-nocopy:/data:nocopy"],
+                                       "AutoRemove": True})
+    assert (code, out) == (0, b"/data:\n\n/opaque:\nmine.txt\nnew.txt\n")
+    engine.remove_volume("layered-opaque")
+    engine.remove_volume("empty-nocopy")
