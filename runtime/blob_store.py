@@ -22,6 +22,21 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
+def pid_alive(pid: int) -> bool:
+    """True if process `pid` exists (its temp files may still be in use)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -53,8 +68,12 @@ class BlobStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     def clean_temp(self) -> None:
-        """Drop partial downloads left by a crash (call once at start, before any pull)."""
+        """Drop partial downloads left by crashed processes (temp names carry the pid)."""
         for entry in self.tmp_dir.iterdir():
+            parts = entry.name.split("-")
+            pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+            if pid_alive(pid):
+                continue
             log.info("removing stale temp blob %s", entry)
             entry.unlink(missing_ok=True)
 
@@ -91,7 +110,7 @@ class BlobStore:
 
     def new_temp(self) -> Path:
         """A fresh, empty temp file next to the blobs (same filesystem, for rename)."""
-        fd, name = tempfile.mkstemp(prefix="blob-", dir=self.tmp_dir)
+        fd, name = tempfile.mkstemp(prefix=f"blob-{os.getpid()}-", dir=self.tmp_dir)
         os.close(fd)
         return Path(name)
 

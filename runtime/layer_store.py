@@ -28,12 +28,13 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .atomic_file import write_json_atomic
-from .blob_store import digest_hex
+from .blob_store import digest_hex, pid_alive
 from .errors import RegistryError
 from .layer_unpack import unpack_layer
 
@@ -84,13 +85,23 @@ class LayerStore:
             d.mkdir(parents=True, exist_ok=True)
 
     def recover(self) -> None:
-        """Remove temp dirs and uncommitted layers left by a crash (call at start)."""
+        """Remove temp dirs and uncommitted layers left by a crash (call at start).
+
+        Temp names carry the creating pid, and a layer being committed is
+        locked, so a second store on the same root never removes work in progress.
+        """
         for entry in self.layers_dir.iterdir():
             if entry.name == SHORT_LINK_DIR:
                 continue
-            if entry.name.startswith(_TMP_PREFIX) or not (self.db_dir / f"{entry.name}.json").exists():
-                log.info("removing unfinished layer directory %s", entry)
-                _rmtree(entry)
+            if entry.name.startswith(_TMP_PREFIX):
+                if not pid_alive(_tmp_pid(entry.name)):
+                    log.info("removing unfinished layer directory %s", entry)
+                    _rmtree(entry)
+            elif not (self.db_dir / f"{entry.name}.json").exists():
+                with self._try_lock(entry.name) as got:
+                    if got and not (self.db_dir / f"{entry.name}.json").exists():
+                        log.info("removing uncommitted layer directory %s", entry)
+                        _rmtree(entry)
         for record in self.db_dir.glob("*.json"):
             if not (self.layers_dir / record.stem).is_dir():
                 record.unlink(missing_ok=True)
@@ -120,13 +131,26 @@ class LayerStore:
         sid = short_id(chain_id)
         link = self.links_dir / sid
         if not os.path.lexists(link):
-            tmp = self.links_dir / f"{_TMP_PREFIX}{sid}-{os.getpid()}-{id(link)}"
+            tmp = self.links_dir / f"{_TMP_PREFIX}{os.getpid()}-{sid}-{threading.get_ident()}"
             tmp.unlink(missing_ok=True)
             os.symlink(f"../{digest_hex(chain_id)}", tmp)
             os.replace(tmp, link)
         return f"{SHORT_LINK_DIR}/{sid}"
 
     # --- changes -------------------------------------------------------------
+    @contextlib.contextmanager
+    def _try_lock(self, hexid: str) -> Iterator[bool]:
+        with open(self.locks_dir / f"{hexid}.lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     @contextlib.contextmanager
     def locked(self, chain_id: str) -> Iterator[None]:
         """Exclusive per-layer lock (flock: works across threads and processes)."""
@@ -143,7 +167,8 @@ class LayerStore:
         if self.has(chain_id):
             return self.get(chain_id)
         hexid = digest_hex(chain_id)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{hexid[:12]}-", dir=self.layers_dir))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-{hexid[:12]}-",
+                                    dir=self.layers_dir))
         try:
             os.chmod(tmp, 0o755)
             result = unpack_layer(blob, tmp, on_progress)
@@ -170,9 +195,15 @@ class LayerStore:
             (self.links_dir / short_id(chain_id)).unlink(missing_ok=True)
             target = self.layers_dir / hexid
             if target.exists():
-                doomed = self.layers_dir / f"{_TMP_PREFIX}rm-{hexid[:12]}-{os.getpid()}"
+                doomed = self.layers_dir / f"{_TMP_PREFIX}{os.getpid()}-rm-{hexid[:12]}"
                 os.rename(target, doomed)
                 _rmtree(doomed)
+
+
+def _tmp_pid(name: str) -> int:
+    """The pid in a temp name "<prefix><pid>-...", or 0 if there is none."""
+    digits = name.split("-")[1] if name.count("-") >= 2 else ""
+    return int(digits) if digits.isdigit() else 0
 
 
 def _rmtree(path: Path) -> None:

@@ -100,6 +100,8 @@ def _decompressed(raw: BinaryIO) -> tuple[BinaryIO, Callable[[], None]]:
         # Python 3.11's standard library has no zstd: use the zstd tool when present.
         if shutil.which("zstd") is None:
             raise UnsafeLayerError("layer is zstd-compressed and the zstd tool is not installed")
+        # The buffered seek(0) above may not have moved the fd the child will read from.
+        os.lseek(raw.fileno(), 0, os.SEEK_SET)
         proc = subprocess.Popen(["zstd", "-dc"], stdin=raw, stdout=subprocess.PIPE)
         assert proc.stdout is not None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -202,6 +203,19 @@ def test_state_survives_restart_and_crash_debris_is_removed(test_images, tmp_pat
     messages: list[dict] = []
     reopened.pull(test_images["busybox"], progress=messages.append)
     assert messages[-1]["status"].startswith("Status: Image is up to date")
+
+
+def test_recovery_spares_temp_dirs_of_live_processes(test_images, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    ImageStore(root)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mine = root / f"layers/.tmp-{os.getpid()}-abc"
+    theirs = root / f"layers/.tmp-{dead.pid}-abc"
+    mine.mkdir()
+    theirs.mkdir()
+    ImageStore(root)
+    assert mine.is_dir() and not theirs.exists()
 
 
 def test_concurrent_pulls_of_the_same_image(test_images, tmp_path: Path) -> None:

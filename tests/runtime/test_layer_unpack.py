@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import stat
+import subprocess
 import tarfile
 import uuid
 from pathlib import Path
@@ -180,3 +181,24 @@ def test_corrupt_gzip_is_an_error(area) -> None:
     blob.write_bytes(good[: len(good) // 2])
     with pytest.raises(UnsafeLayerError):
         unpack_layer(blob, area["layer"])
+
+
+def test_file_replacing_an_escaping_symlink_does_not_write_through(area) -> None:
+    secret = area["outside"] / "secret"
+    secret.write_bytes(b"secret")
+    unpack(area, [member("x", tarfile.SYMTYPE, linkname=str(secret)),
+                  member("x", data=b"replaced")])
+    assert secret.read_bytes() == b"secret"
+    assert not os.path.islink(area["layer"] / "x")
+    assert (area["layer"] / "x").read_bytes() == b"replaced"
+
+
+def test_zstd_layer(area) -> None:
+    # zstd support uses the zstd tool (Python 3.11 has no zstd module); Debian package "zstd".
+    raw = make_tar([member("z.txt", data=b"zstd!")], compress=False)
+    blob = area["root"] / "blob.zst"
+    blob.write_bytes(subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True,
+                                    check=True).stdout)
+    res = unpack_layer(blob, area["layer"])
+    assert (area["layer"] / "z.txt").read_bytes() == b"zstd!"
+    assert res.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
