@@ -70,10 +70,14 @@ class ContainerStore:
             if entry.name.startswith(".removing-"):
                 shutil.rmtree(entry, ignore_errors=True)
                 continue
-            cfg = read_json(entry / "config.json")
-            if not isinstance(cfg, dict):
+            try:
+                cfg = read_json(entry / "config.json")
+                state = read_json(entry / "state.json", {}) or {}
+            except (OSError, ValueError) as err:
+                log.warning("skipping unreadable container record %s: %s", entry.name, err)
                 continue
-            state = read_json(entry / "state.json", {}) or {}
+            if not isinstance(cfg, dict) or not isinstance(state, dict):
+                continue
             try:
                 names = {f.name for f in dataclasses.fields(Container)}
                 c = Container(**{k: v for k, v in cfg.items() if k in names and k not in ("state", "network")})

@@ -406,9 +406,9 @@ class Engine:
             c = Container(id=cid, name=name, created=now_rfc3339(), image=ref, image_id=image.id,
                           config=cfg, host_config=hc, mounts=mounts,
                           log_path=str(cdir / f"{cid}-json.log"))
+            # No state.json yet: a record without one is "created" (saves an fsync per run).
             self.store.save_config(c)
             live = _Live(c)
-            self._save_state(live)
         except BaseException:
             self.store.release_name(name, cid)
             shutil.rmtree(self.store.dir(cid), ignore_errors=True)
@@ -734,6 +734,7 @@ class Engine:
                 raise NotModified(f"container {c.id} is not running")
             proc, seq = live.process, live.exit_seq
         self._signal(proc, sig)
+        self._thaw_if_paused(live)
         self._emit(c, "kill", signal=sig)
         with live.changed:
             exited = live.changed.wait_for(lambda: live.exit_seq > seq, timeout if timeout >= 0 else None)
@@ -782,11 +783,55 @@ class Engine:
                 live.stopped_by_user = True
             proc, seq = live.process, live.exit_seq
         self._signal(proc, sig)
+        self._thaw_if_paused(live)
         self._emit(c, "kill", signal=sig)
         if sig == signal_mod.SIGKILL:
             # Like dockerd: `docker kill` returns once the container is really gone.
             with live.changed:
                 live.changed.wait_for(lambda: live.exit_seq > seq, KILL_WAIT)
+
+    def pause_container(self, ref: str) -> None:
+        """Freeze every process of the container (cgroup freezer)."""
+        live = self._live(ref)
+        c = live.c
+        with live.lock:
+            if not c.state.running:
+                raise Conflict(f"Container {c.id} is not running")
+            if c.state.paused:
+                raise Conflict(f"Container {c.id} is already paused")
+            self._set_frozen(c, True)
+            c.state.paused, c.state.status = True, "paused"
+            self._save_state(live)
+        self._emit(c, "pause")
+
+    def unpause_container(self, ref: str) -> None:
+        live = self._live(ref)
+        c = live.c
+        with live.lock:
+            if not c.state.paused:
+                raise Conflict(f"Container {c.id} is not paused")
+            self._set_frozen(c, False)
+            c.state.paused = False
+            c.state.status = "running" if c.state.running else c.state.status
+            self._save_state(live)
+        self._emit(c, "unpause")
+
+    @staticmethod
+    def _set_frozen(c: Container, frozen: bool) -> None:
+        from . import cgroups
+        cgroups.set_frozen(cgroups.container_cgroup(c.id), frozen)
+
+    def _thaw_if_paused(self, live: _Live) -> None:
+        """Signals reach frozen processes only once they are thawed (dockerd does the same)."""
+        with live.lock:
+            if not live.c.state.paused:
+                return
+            try:
+                self._set_frozen(live.c, False)
+            except DockyardError as err:
+                log.warning("thawing %s failed: %s", live.c.id[:12], err)
+            live.c.state.paused = False
+            live.c.state.status = "running" if live.c.state.running else live.c.state.status
 
     def restart_container(self, ref: str, timeout: int | None = None) -> None:
         live = self._live(ref)
@@ -819,6 +864,7 @@ class Engine:
         try:
             if running and proc is not None:
                 self._signal(proc, signal_mod.SIGKILL)
+                self._thaw_if_paused(live)
                 with live.changed:
                     if not live.changed.wait_for(lambda: live.exit_seq > seq, KILL_WAIT):
                         raise RuntimeFailure(f"container {c.id} did not exit after SIGKILL")

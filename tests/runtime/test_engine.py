@@ -305,3 +305,23 @@ def test_new_volume_is_filled_from_the_image(engine, test_images):
     assert (code, out) == (0, b"/data:\n\n/opaque:\nmine.txt\nnew.txt\n")
     engine.remove_volume("layered-opaque")
     engine.remove_volume("empty-nocopy")
+
+
+def test_pause_and_unpause(engine, busybox):
+    cid = start_background(engine, busybox, ["sh", "-c", "cat"], OpenStdin=True)
+    session = engine.attach_container(cid, True, True, False)
+    engine.pause_container(cid)
+    assert engine.get_container(cid).state.status == "paused"
+    with pytest.raises(Conflict, match="already paused"):
+        engine.pause_container(cid)
+    with pytest.raises(Conflict, match="paused"):
+        engine.create_exec(cid, ["true"])
+    session.write_stdin(b"while frozen\n")     # cat reads it only once thawed
+    engine.unpause_container(cid)
+    assert engine.get_container(cid).state.status == "running"
+    first = next(iter(session.output()))
+    assert first == (1, b"while frozen\n")
+    engine.pause_container(cid)
+    engine.remove_container(cid, force=True)     # a paused container can still be killed
+    with pytest.raises(NotFound):
+        engine.get_container(cid)
