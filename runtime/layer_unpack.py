@@ -26,7 +26,6 @@ import hashlib
 import io
 import logging
 import os
-import posixpath
 import shutil
 import stat
 import subprocess

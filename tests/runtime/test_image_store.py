@@ -274,3 +274,16 @@ def test_missing_tag_is_not_found(registry, test_images, tmp_path: Path) -> None
     with pytest.raises(RegistryNotFound, match="not found"):
         store.pull(f"{registry.host}/busybox:nope")
     assert store.list() == []
+
+
+def test_remove_by_digest_reference_and_untag_cleans_digests(test_images, tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "store")
+    ref = test_images["busybox"]
+    image = store.pull(ref)
+    (digest_ref,) = image.repo_digests
+    assert store.remove(digest_ref) == [{"Untagged": digest_ref}]
+    assert store.get(ref).repo_digests == []
+    store.pull(ref)                                            # the digest name comes back
+    records = store.remove(ref)
+    assert records[:2] == [{"Untagged": ref}, {"Untagged": digest_ref}]
+    assert {"Deleted": image.id} in records
