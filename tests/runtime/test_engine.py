@@ -325,3 +325,34 @@ def test_pause_and_unpause(engine, busybox):
     engine.remove_container(cid, force=True)     # a paused container can still be killed
     with pytest.raises(NotFound):
         engine.get_container(cid)
+
+
+def test_memory_limit_oom_kill_is_reported(engine, busybox):
+    _, code, _, _ = run(engine, busybox, ["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+                        host_config={"Memory": 16 * 1024 * 1024, "MemorySwap": 16 * 1024 * 1024})
+    assert code == 137
+    oom = [c for c in engine.list_containers(all=True) if c.state.oom_killed]
+    assert oom and oom[0].state.exit_code == 137
+
+
+def test_published_port_reaches_the_container(engine, busybox):
+    import socket
+    c = engine.create_container(None, {"Image": busybox, "Cmd": ["sh", "-c", "echo hello | nc -l -p 8080"],
+                                       "ExposedPorts": {"8080/tcp": {}}},
+                                {"PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}})
+    waiter = engine.wait_container(c.id, "next-exit")
+    engine.start_container(c.id)
+    ports = engine.get_container(c.id).network.ports
+    assert len(ports) == 1 and ports[0].host_port > 0
+
+    def fetch():
+        try:
+            with socket.create_connection(("127.0.0.1", ports[0].host_port), timeout=5) as s:
+                return s.recv(100)
+        except OSError:
+            return b""
+    # nc may not be listening yet right after start: retry until it answers.
+    assert poll_until(fetch, what="answer through the published port") == b"hello\n"
+    assert waiter.result(10)[0] == 0
+    assert engine.get_container(c.id).network is None
+    engine.remove_container(c.id)
