@@ -19,7 +19,9 @@ one-page mount option string far from its limit.
 
 `dial_map` (dict or callable) maps a registry host as the user names it to
 the address to connect to, e.g. {"127.0.0.1:5000": "10.0.2.2:5000"} inside a VM;
-image names, tags and auth stay the user's.
+image names, tags and auth stay the user's. Without one, the environment
+variable DOCKYARD_LOOPBACK_REGISTRY_GATEWAY (e.g. "10.0.2.2") maps every
+loopback registry to that address, keeping the port.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from .errors import Conflict, InvalidArgument, NotFound, RegistryError
 from .image_index import ImageIndex, ImageRecord
 from .layer_store import LayerStore, chain_ids
 from .reference import Reference, is_sha256_hex, parse_reference
-from .registry_client import DialMap, RegistryClient, ResolvedImage
+from .registry_client import DialMap, RegistryClient, ResolvedImage, dial_map_from_env
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +148,8 @@ class ImageStore:
         self.blobs = BlobStore(self.root)
         self.layers = LayerStore(self.root)
         self.index = ImageIndex(self.root)
-        self.client = RegistryClient(insecure_registries, dial_map=dial_map)
+        self.client = RegistryClient(insecure_registries,
+                                     dial_map=dial_map if dial_map is not None else dial_map_from_env())
         self._lock = threading.RLock()
         self.blobs.clean_temp()
         self.layers.recover()

@@ -10,7 +10,9 @@
   integrator reach a registry at another address (e.g. "127.0.0.1:5000" as
   "10.0.2.2:5000" inside a VM): names, tags, Host headers and auth scopes stay
   the user's, only the TCP connection goes elsewhere. It applies to token
-  realms and redirects too.
+  realms and redirects too. Without an explicit map, setting
+  DOCKYARD_LOOPBACK_REGISTRY_GATEWAY=10.0.2.2 sends every loopback registry
+  to that address (same port): what the guest needs.
 * Blobs stream to a file while being hashed; a broken connection resumes with
   a Range request; the digest is checked before the caller may use the file.
 """
@@ -24,6 +26,7 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import platform
 import re
 import ssl
@@ -52,6 +55,7 @@ ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
 DOCKER_HUB_DOMAIN = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 USER_AGENT = "dockyard/0.1"
+LOOPBACK_GATEWAY_ENV = "DOCKYARD_LOOPBACK_REGISTRY_GATEWAY"
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_CONFIG_BYTES = 16 << 20
 MAX_REDIRECTS = 5
@@ -134,6 +138,27 @@ def is_insecure_host(host: str, insecure_registries: list[str] | tuple[str, ...]
         return ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
+
+
+def loopback_dial_map(gateway: str) -> Callable[[str], str]:
+    """A dial map sending loopback registries ("127.0.0.1:5000", "localhost:5000") to `gateway`.
+
+    Inside the VM the user's "127.0.0.1:5000" is the host's loopback, which
+    QEMU's user network exposes as 10.0.2.2: `loopback_dial_map("10.0.2.2")`
+    keeps each port and swaps the host.
+    """
+    def dial(netloc: str) -> str:
+        host, port = _split_hostport(netloc)
+        if is_insecure_host(host) and host != gateway:   # loopback names only
+            return f"{gateway}:{port}" if port else gateway
+        return netloc
+    return dial
+
+
+def dial_map_from_env() -> Callable[[str], str] | None:
+    """`loopback_dial_map($DOCKYARD_LOOPBACK_REGISTRY_GATEWAY)` when that variable is set."""
+    gateway = os.environ.get(LOOPBACK_GATEWAY_ENV, "").strip()
+    return loopback_dial_map(gateway) if gateway else None
 
 
 def _split_hostport(netloc: str) -> tuple[str, int | None]:
@@ -530,4 +555,4 @@ def _descriptor(raw: dict) -> Descriptor:
 
 
 __all__ = ["RegistryClient", "ResolvedImage", "Descriptor", "Credentials", "host_platform",
-           "is_insecure_host", "ACCEPT"]
+           "is_insecure_host", "loopback_dial_map", "dial_map_from_env", "ACCEPT"]

@@ -12,7 +12,8 @@ from runtime.errors import RegistryAuthError, RegistryError, RegistryNotFound
 from runtime.image_store import RegistryCredentials
 from runtime.reference import parse_reference
 from runtime.registry_client import (
-    MEDIA_DOCKER_MANIFEST, MEDIA_OCI_MANIFEST, RegistryClient, is_insecure_host)
+    MEDIA_DOCKER_MANIFEST, MEDIA_OCI_MANIFEST, RegistryClient, dial_map_from_env, is_insecure_host,
+    loopback_dial_map)
 from tests.conftest import CACHE_DIR
 from tests.support.registry import FaultyProxy, start_registry
 from tests.support.test_images import push_test_images
@@ -140,3 +141,20 @@ def test_scheme_choice() -> None:
     assert client.endpoint("registry.lan:5000") == "http://registry.lan:5000"
     assert client.endpoint("ghcr.io") == "https://ghcr.io"
     assert client.endpoint("docker.io") == "https://registry-1.docker.io"
+
+
+def test_loopback_dial_map_reaches_the_registry_through_another_address(registry, test_images,
+                                                                         monkeypatch) -> None:
+    dial = loopback_dial_map("10.0.2.2")
+    assert dial("127.0.0.1:5000") == "10.0.2.2:5000"
+    assert dial("localhost:5000") == "10.0.2.2:5000"
+    assert dial("ghcr.io") == "ghcr.io"
+    # Real traffic: the registry listens on 127.0.0.1 only, so the user's name
+    # "127.0.0.2:PORT" is reachable only through the map.
+    name = f"127.0.0.2:{registry.port}/busybox:latest"
+    with pytest.raises(RegistryError, match="cannot reach registry"):
+        RegistryClient().resolve(parse_reference(name))
+    monkeypatch.setenv("DOCKYARD_LOOPBACK_REGISTRY_GATEWAY", "127.0.0.1")
+    resolved = RegistryClient(dial_map=dial_map_from_env()).resolve(parse_reference(name))
+    assert resolved.reference.domain == f"127.0.0.2:{registry.port}"
+    assert len(resolved.layers) == 1
