@@ -202,9 +202,14 @@ class ImageStore:
     def _download(self, resolved: ResolvedImage, credentials: Any, emit: _Emitter) -> ImageRecord:
         ref = resolved.reference
         image_id = resolved.config.digest
+        config_bytes = None
         if self.blobs.has(image_id):
-            config_bytes = self.blobs.read(image_id)
-        else:
+            try:
+                config_bytes = self.blobs.read(image_id)
+            except RegistryError:
+                log.warning("stored config %s is corrupt; fetching it again", image_id)
+                self.blobs.delete(image_id)
+        if config_bytes is None:
             config_bytes = self.client.fetch_blob(ref, resolved.config, credentials)
             self.blobs.put(config_bytes, image_id)
         self.blobs.put(resolved.manifest_bytes, resolved.manifest_digest)
