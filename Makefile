@@ -7,7 +7,7 @@ STAMPS := .stamps
 
 # Debian packages the project, its tests and its VM image build need.
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
-	busybox-static docker-registry skopeo umoci mmdebstrap \
+	busybox-static docker-registry skopeo umoci mmdebstrap zstd \
 	iptables iproute2 procps e2fsprogs apache2-utils \
 	qemu-system-x86 qemu-utils libvirt-daemon-system openssh-client
 
