@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 SYSTEM_SOCKET = Path("/var/run/libvirt/libvirt-sock")
 DEFAULT_EMULATOR = "/usr/bin/qemu-system-x86_64"
+NIC_PCI_SLOT = "0x10"
 
 
 def default_uri() -> str:
@@ -54,11 +55,17 @@ def ninep_accessmode(run_as_uid: int | None) -> str:
     return "passthrough" if uid == 0 else "squash"
 
 
-def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR) -> str:
-    """The libvirt domain definition for `spec`, as a string."""
+def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR, uuid: str | None = None) -> str:
+    """The libvirt domain definition for `spec`, as a string.
+
+    `uuid` must be the existing domain's when redefining it (libvirt refuses
+    a second definition of the same name with another UUID).
+    """
     ET.register_namespace("qemu", QEMU_NS)
     dom = ET.Element("domain", {"type": "kvm" if spec.accel == "kvm" else "qemu"})
     _sub(dom, "name", spec.domain_name)
+    if uuid:
+        _sub(dom, "uuid", uuid)
     _sub(dom, "title", f"Dockyard machine {spec.name}")
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(spec.cpus))
@@ -126,11 +133,13 @@ def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR) -> str:
         _sub(label, "label", f"+{spec.run_as_uid}:+{spec.run_as_gid or 0}")
 
     cmd = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+    # QEMU creates this NIC before libvirt's own devices, so without an explicit
+    # address it takes pcie.0 slot 1, which libvirt reserves for its root ports.
     for arg in (
         "-netdev",
         f"user,id={NETDEV_ID},hostfwd={spec.hostfwd_ssh()}",
         "-device",
-        f"virtio-net-pci,netdev={NETDEV_ID}",
+        f"virtio-net-pci,netdev={NETDEV_ID},bus=pcie.0,addr={NIC_PCI_SLOT}",
     ):
         ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", {"value": arg})
     ET.indent(dom)
@@ -162,6 +171,32 @@ def ensure_system_daemons(deadline_s: float = 20.0) -> bool:
     return True
 
 
+def align_kvm_device_group(dev_kvm: Path = Path("/dev/kvm")) -> bool:
+    """Give /dev/kvm the group and mode Debian's udev rules would (root:kvm 0660).
+
+    Without udev the node stays root-only. libvirtd then probes QEMU with KVM
+    (as root) but finds /dev/kvm inaccessible to libvirt-qemu, declares its
+    capability cache outdated and re-probes QEMU on every API call (8-90 s
+    each here). Returns True when it changed the node.
+    """
+    import grp
+    import stat
+
+    if os.getuid() != 0:
+        return False
+    try:
+        st = dev_kvm.stat()
+        kvm_gid = grp.getgrnam("kvm").gr_gid
+    except (FileNotFoundError, KeyError):
+        return False
+    if st.st_gid == kvm_gid and stat.S_IMODE(st.st_mode) & 0o060 == 0o060:
+        return False
+    log.info("giving %s group kvm, mode 0660 (as udev would), so libvirt can cache QEMU capabilities", dev_kvm)
+    os.chown(dev_kvm, -1, kvm_gid)
+    os.chmod(dev_kvm, stat.S_IMODE(st.st_mode) | 0o660)
+    return True
+
+
 class LibvirtBackend(Backend):
     """A machine as a libvirt domain named dockyard-<name>."""
 
@@ -185,6 +220,7 @@ class LibvirtBackend(Backend):
                     "the libvirt backend needs the libvirt-python package (or use --backend qemu)"
                 ) from err
             if self.uri == "qemu:///system":
+                align_kvm_device_group()
                 ensure_system_daemons()
             libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions
             try:
@@ -217,7 +253,11 @@ class LibvirtBackend(Backend):
         if self.state() in (VmState.RUNNING, VmState.PAUSED):
             raise Conflict(f"domain {self.domain_name} is running; stop it before redefining")
         try:
-            self.connection().defineXML(domain_xml(spec))
+            uuid = self._domain().UUIDString()
+        except NotFound:
+            uuid = None
+        try:
+            self.connection().defineXML(domain_xml(spec, uuid=uuid))
         except libvirt.libvirtError as err:
             raise RuntimeFailure(f"libvirt refused the domain definition: {err.get_error_message()}") from err
         self._ssh_port = spec.ssh_port

@@ -69,7 +69,7 @@ def test_xml_content(tmp_path):
     assert label.findtext("label") == "+0:+0"
     args = [a.get("value") for a in root.find(f"{{{QEMU_NS}}}commandline")]
     assert args == ["-netdev", "user,id=dynet,hostfwd=tcp:127.0.0.1:40222-:22",
-                    "-device", "virtio-net-pci,netdev=dynet"]
+                    "-device", "virtio-net-pci,netdev=dynet,bus=pcie.0,addr=0x10"]
     assert ssh_port_from_xml(domain_xml(spec)) == 40222
 
 
@@ -102,6 +102,11 @@ def test_lifecycle_on_libvirt_test_driver(tmp_path):
     assert backend.state() is VmState.UNDEFINED
     backend.define(spec)
     assert backend.state() is VmState.STOPPED
+    uuid = ET.fromstring(backend.xml()).findtext("uuid")
+    spec.cmdline += " dockyard.time=2"
+    backend.define(spec)  # every start redefines (the command line carries the time)
+    assert ET.fromstring(backend.xml()).findtext("uuid") == uuid
+    assert ET.fromstring(backend.xml()).findtext("os/cmdline").endswith("dockyard.time=2")
     xml = backend.xml()
     root = ET.fromstring(xml)
     assert [d.find("target").get("dev") for d in root.findall("devices/disk")] == ["vda", "vdb"]
