@@ -1,19 +1,21 @@
 """Start container processes: namespaces, rootfs, cgroups, user, capabilities, exec.
 
 Speed matters (the engine starts a container per `docker run`), so nothing
-here starts a Python interpreter: the engine forks itself.
+here starts a Python interpreter and there is a single fork per process:
 
-    engine ──fork──▶ A (reaper, host pid namespace)
-                       unshare(mnt, uts, ipc, pid [, net]) or setns(net)
-                       ──fork──▶ B (pid 1 of the container)
-                                   stdio, setsid, rootfs + pivot_root, hostname,
-                                   user, cgroups, capabilities, execve
+    engine thread: unshare(CLONE_NEWPID)        (per thread: affects only its children)
+                   ──fork──▶ pid 1 of the container
+                   setns(own pid namespace)     (the thread is back to normal)
+    child:         setns(net) or unshare(mnt, uts, ipc [, net]); stdio, setsid;
+                   overlay rootfs + pivot_root; hostname; user; cgroups;
+                   capabilities; execve
 
-A reports B's host pid and then just waits for B and exits with Docker's code
-for B's status, so the engine can waitpid(A). B reports setup failures through
-a close-on-exec pipe; a successful execve closes it with nothing written, which
-is how `launch` knows the command is running. `exec_in` is the same shape:
-C joins the container's namespaces, D becomes the exec'd process.
+The container process is the engine's direct child, so `wait()` is a plain
+waitpid and a pidfd pins its identity for signals. The child reports setup
+failures through a close-on-exec pipe; a successful execve closes it with
+nothing written, which is how `launch` knows the command is running.
+`exec_in` is the same shape: the thread enters the container's pid namespace
+for the fork, and the child joins its other namespaces and cgroups.
 
 The children are forks of a multi-threaded process: between fork and exec they
 only make syscalls (os.*, ctypes) and never log, print or take a lock.
@@ -40,7 +42,7 @@ from . import linux_syscalls as sc
 from .container_rootfs import RootfsError, setup_rootfs
 from .container_spec import ContainerSpec, ProcessSpec, Stdio
 from .container_user import UserLookupError, resolve_user
-from .errors import ContainerStartError, InvalidArgument, RuntimeFailure
+from .errors import Conflict, ContainerStartError, InvalidArgument, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +54,18 @@ EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
 EXIT_START_FAILED = 128
 
+# The pid namespace is entered at fork; the mount namespace last (it changes the root).
 _NAMESPACES_TO_JOIN = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
-                       ("net", sc.CLONE_NEWNET), ("pid", sc.CLONE_NEWPID),
-                       ("mnt", sc.CLONE_NEWNS))
-# The reaper ignores these so a stray terminal or group signal cannot orphan the container.
-_REAPER_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                   signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE)
+                       ("net", sc.CLONE_NEWNET), ("mnt", sc.CLONE_NEWNS))
 _ALL_SIGNALS = tuple(s for s in signal.valid_signals()
                      if s not in (signal.SIGKILL, signal.SIGSTOP))
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
 _MAX_FD = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1 << 20
 
-_REC_PID, _REC_ERROR = b"P", b"E"
+_REC_ERROR = b"E"
+# Our own pid namespace, to switch a thread back after forking into another.
+_OWN_PID_NAMESPACE = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
 
 class _StartFailure(Exception):
@@ -88,42 +89,41 @@ class _ExecPlan:
 class ContainerProcess:
     """A running container init (from `launch`) or exec'd process (from `exec_in`).
 
-    `pid` is the process's host pid; the engine's own child is the reaper,
-    which `wait()` reaps. Safe to use from several threads.
+    `pid` is the process's host pid and a child of the engine process, which
+    `wait()` reaps. Safe to use from several threads: `signal()` never waits
+    for `wait()`.
     """
 
-    def __init__(self, pid: int, reaper_pid: int, cgroup: cgroups.ContainerCgroup,
-                 oom_baseline: int = 0) -> None:
+    def __init__(self, pid: int, cgroup: cgroups.ContainerCgroup, oom_baseline: int = 0) -> None:
         self.pid = pid
-        self.reaper_pid = reaper_pid
         self.cgroup = cgroup
         self._oom_baseline = oom_baseline
-        self._lock = threading.Lock()
+        self._wait_lock = threading.Lock()     # one waitpid at a time
+        self._state_lock = threading.Lock()    # exit code and pidfd
         self._exit_code: int | None = None
-        try:
-            # A pidfd pins the identity: signal() can never hit a recycled pid.
-            self._pidfd: int | None = os.pidfd_open(pid)
-        except OSError:
-            self._pidfd = None
+        # Our own unreaped child, so the pid cannot be recycled before this
+        # pidfd pins it; signals through it can never hit another process.
+        self._pidfd: int | None = os.pidfd_open(pid)
 
     def wait(self) -> int:
         """Block until the process exits; Docker's exit code (the code, or 128+signal)."""
-        with self._lock:
-            if self._exit_code is None:
-                _, status = os.waitpid(self.reaper_pid, 0)
-                self._exit_code = _docker_exit_code(status)
-                self._close_pidfd()
-            return self._exit_code
+        return self._reap(0)  # type: ignore[return-value]
 
     def poll(self) -> int | None:
         """The exit code if the process has exited, else None (does not block)."""
-        with self._lock:
+        return self._reap(os.WNOHANG)
+
+    def _reap(self, flags: int) -> int | None:
+        if self._exit_code is not None:
+            return self._exit_code
+        with self._wait_lock:
             if self._exit_code is None:
-                pid, status = os.waitpid(self.reaper_pid, os.WNOHANG)
+                pid, status = os.waitpid(self.pid, flags)
                 if pid == 0:
                     return None
-                self._exit_code = _docker_exit_code(status)
-                self._close_pidfd()
+                with self._state_lock:
+                    self._exit_code = _docker_exit_code(status)
+                    self._close_pidfd()
             return self._exit_code
 
     @property
@@ -132,14 +132,11 @@ class ContainerProcess:
 
     def signal(self, sig: int) -> bool:
         """Send `sig` to the process; False if it has already exited."""
-        with self._lock:
-            if self._exit_code is not None:
+        with self._state_lock:
+            if self._pidfd is None:
                 return False
             try:
-                if self._pidfd is not None:
-                    signal.pidfd_send_signal(self._pidfd, sig)
-                else:
-                    os.kill(self.pid, sig)
+                signal.pidfd_send_signal(self._pidfd, sig)
             except ProcessLookupError:
                 return False
             return True
@@ -154,7 +151,7 @@ class ContainerProcess:
             self._pidfd = None
 
     def __repr__(self) -> str:
-        return f"ContainerProcess(pid={self.pid}, reaper_pid={self.reaper_pid}, exit={self._exit_code})"
+        return f"ContainerProcess(pid={self.pid}, exit_code={self._exit_code})"
 
 
 # ---------------------------------------------------------------- public API
@@ -173,23 +170,19 @@ def launch(spec: ContainerSpec, stdio: Stdio,
     oom_baseline = cgroups.oom_kill_count(cg)
     os.makedirs(rootfs_mountpoint, exist_ok=True)
     mountpoint = os.fspath(rootfs_mountpoint)
-    ns_flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
+    ns_flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
     if not spec.host_network and not spec.netns_path:
         ns_flags |= sc.CLONE_NEWNET
 
-    def enter_namespaces() -> set[int]:
+    def container_init(errw: int) -> NoReturn:
         if spec.netns_path:
-            fd = os.open(spec.netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                sc.setns(fd, sc.CLONE_NEWNET)
-            finally:
-                os.close(fd)
+            fd = _open_namespace(spec.netns_path)
+            sc.setns(fd, sc.CLONE_NEWNET)
+            os.close(fd)
         sc.unshare(ns_flags)
         if ns_flags & sc.CLONE_NEWNET:
             _loopback_up()
-        return set()
-
-    def container_init(errw: int) -> NoReturn:
+        _setup_stdio(stdio, errw, set())
         cgroup_fds = _open_cgroup_procs(plan.cgroup_procs)
         try:
             setup_rootfs(spec, mountpoint, spec.process.tty)
@@ -204,12 +197,12 @@ def launch(spec: ContainerSpec, stdio: Stdio,
         _finish_and_exec(plan, cgroup_fds, errw)
 
     try:
-        pid, reaper = _spawn(stdio, enter_namespaces, container_init)
+        pid = _spawn(stdio, None, container_init)
     except ContainerStartError:
         _quiet_cleanup(cg)
         raise
-    log.debug("container %s started: pid %d (reaper %d)", spec.id[:12], pid, reaper)
-    return ContainerProcess(pid, reaper, cg, oom_baseline)
+    log.debug("container %s started as pid %d", spec.id[:12], pid)
+    return ContainerProcess(pid, cg, oom_baseline)
 
 
 def exec_in(container: ContainerProcess | int, spec: ContainerSpec, process: ProcessSpec,
@@ -219,26 +212,26 @@ def exec_in(container: ContainerProcess | int, spec: ContainerSpec, process: Pro
     plan = _plan(spec, process)
     cg = cgroups.container_cgroup(spec.id)
     plan.cgroup_procs = [os.fspath(p) for p in cg.procs_files() if p.exists()]
-    ns_paths = [(f"/proc/{target}/ns/{kind}", flag) for kind, flag in _NAMESPACES_TO_JOIN]
-    cgroup_fds: list[int] = []
+    try:
+        pid_ns = _open_namespace(f"/proc/{target}/ns/pid")
+    except _StartFailure:
+        raise Conflict(f"container {spec.id[:12]} is not running") from None
 
-    def enter_namespaces() -> set[int]:
-        try:
-            fds = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for path, flag in ns_paths]
-        except FileNotFoundError:
-            raise _StartFailure(f"container {spec.id[:12]} is not running") from None
+    def exec_init(errw: int) -> NoReturn:
+        fds = [(_open_namespace(f"/proc/{target}/ns/{kind}"), flag) for kind, flag in _NAMESPACES_TO_JOIN]
         # The cgroup files are host paths: open them before entering the container's mounts.
-        cgroup_fds.extend(_open_cgroup_procs(plan.cgroup_procs))
+        cgroup_fds = _open_cgroup_procs(plan.cgroup_procs)
         for fd, flag in fds:
             sc.setns(fd, flag)
             os.close(fd)
-        return set(cgroup_fds)
-
-    def exec_init(errw: int) -> NoReturn:
+        _setup_stdio(stdio, errw, set(cgroup_fds))
         _finish_and_exec(plan, cgroup_fds, errw)
 
-    pid, reaper = _spawn(stdio, enter_namespaces, exec_init)
-    return ContainerProcess(pid, reaper, cg, cgroups.oom_kill_count(cg))
+    try:
+        pid = _spawn(stdio, pid_ns, exec_init)
+    finally:
+        os.close(pid_ns)
+    return ContainerProcess(pid, cg, cgroups.oom_kill_count(cg))
 
 
 def cleanup(spec: ContainerSpec) -> None:
@@ -266,18 +259,40 @@ def _plan(spec: ContainerSpec, process: ProcessSpec) -> _ExecPlan:
     return _ExecPlan(process=process, keep_caps=keep, last_cap=last_cap, cgroup_procs=[])
 
 
-def _spawn(stdio: Stdio, enter_namespaces: Callable[[], set[int]],
-           child_main: Callable[[int], NoReturn]) -> tuple[int, int]:
-    """Fork the reaper and, through it, the process; (process pid, reaper pid)."""
+def _fork_into_pid_namespace(join_fd: int | None) -> int:
+    """os.fork() with the child in a new pid namespace (join_fd None) or in the given one.
+
+    The pid namespace for children is per thread: only this thread switches,
+    and it is switched back before returning, so the child is the container's
+    pid 1 (or a member of its namespace) and the engine's direct child.
+    """
+    if join_fd is None:
+        sc.unshare(sc.CLONE_NEWPID)
+    else:
+        sc.setns(join_fd, sc.CLONE_NEWPID)
+    try:
+        pid = os.fork()
+    except BaseException:
+        sc.setns(_OWN_PID_NAMESPACE, sc.CLONE_NEWPID)
+        raise
+    if pid != 0:
+        # Only the parent switches back (the child's namespace is fixed, and
+        # an error here must never unwind the child into the engine's code).
+        sc.setns(_OWN_PID_NAMESPACE, sc.CLONE_NEWPID)
+    return pid
+
+
+def _spawn(stdio: Stdio, join_pid_ns: int | None, child_main: Callable[[int], NoReturn]) -> int:
+    """Fork the process and wait until it has exec'd or reported a failure; its pid."""
     errr, errw = os.pipe2(os.O_CLOEXEC)
     try:
-        reaper = os.fork()
-    except OSError:
+        pid = _fork_into_pid_namespace(join_pid_ns)
+    except OSError as err:
         os.close(errr)
         os.close(errw)
-        raise
-    if reaper == 0:
-        _reaper_main(errw, stdio, enter_namespaces, child_main)
+        raise RuntimeFailure(f"cannot start the container process: {_os_error_text(err)}") from None
+    if pid == 0:
+        _child_main(errw, stdio, child_main)
     os.close(errw)
     chunks = []
     try:
@@ -285,27 +300,19 @@ def _spawn(stdio: Stdio, enter_namespaces: Callable[[], set[int]],
             chunks.append(chunk)
     finally:
         os.close(errr)
-    pid, error = _parse_reports(b"".join(chunks))
+    error = _parse_error(b"".join(chunks))
     if error is not None:
-        os.waitpid(reaper, 0)
+        os.waitpid(pid, 0)
         raise ContainerStartError(error[1], error[0])
-    if pid is None:
-        _, status = os.waitpid(reaper, 0)
-        raise RuntimeFailure(f"container launcher died before starting the process (status {status})")
-    return pid, reaper
+    return pid
 
 
-def _parse_reports(data: bytes) -> tuple[int | None, tuple[int, str] | None]:
-    pid: int | None = None
-    error: tuple[int, str] | None = None
-    while data:
-        kind, (length,) = data[:1], struct.unpack("I", data[1:5])
-        body, data = data[5:5 + length], data[5 + length:]
-        if kind == _REC_PID:
-            pid = struct.unpack("i", body)[0]
-        elif kind == _REC_ERROR and error is None:
-            error = (body[0], body[1:].decode("utf-8", "replace"))
-    return pid, error
+def _parse_error(data: bytes) -> tuple[int, str] | None:
+    if len(data) < 6:
+        return None
+    (length,) = struct.unpack("I", data[1:5])
+    body = data[5:5 + length]
+    return body[0], body[1:].decode("utf-8", "replace")
 
 
 def _quiet_cleanup(cg: cgroups.ContainerCgroup) -> None:
@@ -324,14 +331,10 @@ def _docker_exit_code(status: int) -> int:
 # ---------------------------------------------------------------- child side
 
 
-def _report(errw: int, kind: bytes, body: bytes) -> None:
-    # One write below PIPE_BUF is atomic, so records from A and B never interleave.
-    os.write(errw, kind + struct.pack("I", len(body)) + body[:3000])
-
-
 def _fail(errw: int, code: int, message: str) -> NoReturn:
     try:
-        _report(errw, _REC_ERROR, bytes([code & 0xFF]) + message.encode("utf-8", "replace"))
+        body = bytes([code & 0xFF]) + message.encode("utf-8", "replace")[:3000]
+        os.write(errw, _REC_ERROR + struct.pack("I", len(body)) + body)
     finally:
         os._exit(code)
 
@@ -350,60 +353,42 @@ def _close_fds_except(keep: set[int]) -> None:
         low = fd + 1
 
 
-def _reaper_main(errw: int, stdio: Stdio, enter_namespaces: Callable[[], set[int]],
-                 child_main: Callable[[int], NoReturn]) -> NoReturn:
-    """Child A: never returns into the engine's code."""
+def _child_main(errw: int, stdio: Stdio, child_main: Callable[[int], NoReturn]) -> NoReturn:
+    """The forked child: never returns into the engine's code."""
     try:
         gc.disable()
-        stdio_fds = {stdio.stdin, stdio.stdout, stdio.stderr}
-        _close_fds_except(stdio_fds | {errw})
+        _close_fds_except({stdio.stdin, stdio.stdout, stdio.stderr, errw})
         signal.set_wakeup_fd(-1)
-        for sig in _ALL_SIGNALS:
-            try:
-                signal.signal(sig, signal.SIG_IGN if sig in _REAPER_IGNORED else signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-        os.setsid()
-        keep_fds = enter_namespaces()
-        child = os.fork()
-        if child == 0:
-            _process_main(errw, stdio, child_main, keep_fds)
-        _report(errw, _REC_PID, struct.pack("i", child))
-        for fd in stdio_fds | {errw}:
-            os.close(fd)
-        _, status = os.waitpid(child, 0)
-        os._exit(_docker_exit_code(status))
-    except _StartFailure as err:
-        _fail(errw, err.exit_code, str(err))
-    except OSError as err:
-        _fail(errw, EXIT_START_FAILED, f"cannot create the container's namespaces: {_os_error_text(err)}")
-    except BaseException as err:  # never let a forked child unwind into the engine
-        _fail(errw, EXIT_START_FAILED, f"container launcher: {type(err).__name__}: {err}")
-
-
-def _process_main(errw: int, stdio: Stdio, child_main: Callable[[int], NoReturn],
-                  keep_fds: set[int]) -> NoReturn:
-    """Child B (or D): set up stdio and session, then the caller's setup and exec."""
-    try:
         for sig in _ALL_SIGNALS:
             try:
                 signal.signal(sig, signal.SIG_DFL)
             except (OSError, ValueError):
                 pass
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in (stdio.stdin, stdio.stdout, stdio.stderr)]
-        for target, fd in enumerate(high):
-            os.dup2(fd, target)
-        _close_fds_except({0, 1, 2, errw} | keep_fds)
-        os.umask(0)
-        os.setsid()
         child_main(errw)
     except _StartFailure as err:
         _fail(errw, err.exit_code, str(err))
     except OSError as err:
-        _fail(errw, EXIT_START_FAILED, _os_error_text(err))
-    except BaseException as err:
+        _fail(errw, EXIT_START_FAILED, f"cannot start the container process: {_os_error_text(err)}")
+    except BaseException as err:  # never let a forked child unwind into the engine
         _fail(errw, EXIT_START_FAILED, f"container init: {type(err).__name__}: {err}")
+
+
+def _setup_stdio(stdio: Stdio, errw: int, keep_fds: set[int]) -> None:
+    """Make the caller's fds 0, 1, 2, close everything else, start a new session."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in (stdio.stdin, stdio.stdout, stdio.stderr)]
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    _close_fds_except({0, 1, 2, errw} | keep_fds)
+    os.umask(0)
+    os.setsid()
+
+
+def _open_namespace(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise _StartFailure(f"namespace {path} does not exist (is the container running?)") from None
 
 
 def _open_cgroup_procs(paths: list[str]) -> list[int]:
