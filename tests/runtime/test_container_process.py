@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -20,7 +21,8 @@ from runtime import cgroups
 from runtime.container_process import ContainerProcess, cleanup, container_pids, exec_in, launch
 from runtime.container_spec import (BindMount, ContainerSpec, Limits, ProcessSpec, Stdio,
                                     TmpfsMount)
-from runtime.errors import ContainerStartError
+from runtime.container_user import UserLookupError, resolve_user
+from runtime.errors import Conflict, ContainerStartError
 from tests.support.rootfs import PATH_ENV, make_busybox_rootfs
 
 DOCKER_DEFAULT_CAPS = "00000000a80425fb"
@@ -410,3 +412,107 @@ def test_launch_returns_after_exec(make_spec):
     finally:
         proc.signal(signal.SIGKILL)
         finish(proc, out_r, err_r)
+
+
+# ---------------------------------------------------------------- engine-like use
+
+
+def test_launch_from_worker_threads_concurrently(make_spec):
+    # The engine launches from request threads; Python ignores SIGPIPE, which must
+    # not leak into containers, and concurrent launches must not hold each other's pipes.
+    specs = [make_spec(["sh", "-c", "grep -E '^(SigIgn|SigBlk)' /proc/self/status; echo $$"])
+             for _ in range(6)]
+    results: dict[int, Result] = {}
+
+    def worker(index: int) -> None:
+        results[index] = run(specs[index])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(specs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == len(specs)
+    for result in results.values():
+        assert result.code == 0, result.err
+        assert status_field(result.out, "SigIgn") == "0000000000000000"
+        assert status_field(result.out, "SigBlk") == "0000000000000000"
+        assert result.out.splitlines()[-1] == "1"
+    # The launching threads are back in the engine's own pid namespace.
+    assert os.readlink("/proc/thread-self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid")
+
+
+def test_host_network_and_joined_network_namespace(make_spec):
+    result = run(make_spec(["readlink", "/proc/self/ns/net"], host_network=True))
+    assert result.out.strip() == os.readlink("/proc/self/ns/net")
+
+    netns = f"dyt-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        path = f"/run/netns/{netns}"
+        result = run(make_spec(["readlink", "/proc/self/ns/net"], netns_path=path))
+        assert result.out.strip() == f"net:[{os.stat(path).st_ino}]"
+    finally:
+        subprocess.run(["ip", "netns", "delete", netns], check=True)
+
+    result = run(make_spec(["readlink", "/proc/self/ns/net"]))
+    assert result.out.strip() != os.readlink("/proc/self/ns/net")
+
+
+def test_exec_with_tty_and_working_directory(make_spec):
+    spec = make_spec(["sleep", "100"])
+    container, out_r, err_r = start(spec)
+    master, slave = os.openpty()
+    try:
+        proc = exec_in(container.pid, spec, ProcessSpec(
+            args=["sh", "-c", "test -t 0 && echo TTY; pwd"], env=[PATH_ENV], tty=True, cwd="/tmp/w"),
+            Stdio(slave, slave, slave))
+        os.close(slave)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert proc.wait() == 0
+        assert output.decode().replace("\r", "") == "TTY\n/tmp/w\n"
+    finally:
+        os.close(master)
+        container.signal(signal.SIGKILL)
+        finish(container, out_r, err_r)
+
+
+def test_exec_into_a_stopped_container_is_a_conflict(make_spec):
+    spec = make_spec(["true"])
+    proc = run(spec).process
+    with pytest.raises(Conflict):
+        exec_in(proc.pid, spec, ProcessSpec(args=["true"]), Stdio(0, 1, 2))
+
+
+# ---------------------------------------------------------------- /etc/passwd parsing
+
+
+def test_resolve_user_rules(tmp_path):
+    passwd, group = tmp_path / "passwd", tmp_path / "group"
+    passwd.write_text("root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/bin/false\n"
+                      "broken line\n")
+    group.write_text("root:x:0:\nwww:x:33:\nextra:x:70:web,other\nlogs:x:71:web\n")
+
+    def resolve(user: str):
+        return resolve_user(user, str(passwd), str(group))
+
+    web = resolve("web")
+    assert (web.uid, web.gid, web.groups, web.home) == (33, 33, [70, 71], "/var/www")
+    assert (resolve("web:logs").gid, resolve("web:logs").groups) == (71, [71])
+    assert (resolve("33:500").uid, resolve("33:500").gid) == (33, 500)
+    assert (resolve("4242").uid, resolve("4242").gid, resolve("4242").home) == (4242, 0, "/")
+    assert resolve("").home == "/root"
+    with pytest.raises(UserLookupError, match="unable to find user ghost: no matching entries in passwd file"):
+        resolve("ghost")
+    with pytest.raises(UserLookupError, match="unable to find group nogrp: no matching entries in group file"):
+        resolve("web:nogrp")
+    missing = resolve_user("7", str(tmp_path / "absent"), str(tmp_path / "absent"))
+    assert (missing.uid, missing.gid) == (7, 0)
