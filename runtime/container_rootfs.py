@@ -146,18 +146,34 @@ def _mount_dev(root: str, tty: bool) -> None:
         sc.mount(os.ttyname(0), dev + "/console", None, sc.MS_BIND)
 
 
-def _mount_proc_sys(root: str) -> None:
+def _copy_host_devices(dev: str) -> None:
+    """Privileged containers see the host's devices (top level of /dev), as in Docker."""
+    for entry in os.scandir("/dev"):
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            continue
+        path = f"{dev}/{entry.name}"
+        if not os.path.lexists(path):
+            os.mknod(path, st.st_mode, st.st_rdev)
+
+
+def _mount_proc_sys(root: str, privileged: bool) -> None:
     proc = resolve_in_root(root, "/proc")
     _ensure_dir(proc)
     sc.mount("proc", proc, "proc", _PROC_FLAGS)
     sys_dir = resolve_in_root(root, "/sys")
     _ensure_dir(sys_dir)
+    readonly = 0 if privileged else sc.MS_RDONLY
     try:
-        sc.mount("sysfs", sys_dir, "sysfs", _PROC_FLAGS | sc.MS_RDONLY)
+        sc.mount("sysfs", sys_dir, "sysfs", _PROC_FLAGS | readonly)
     except PermissionError:
         # sysfs refuses a fresh mount when we do not own the net namespace; the host's will do.
         sc.mount("/sys", sys_dir, None, sc.MS_BIND | sc.MS_REC)
-        _remount_readonly(sys_dir)
+        if readonly:
+            _remount_readonly(sys_dir)
 
 
 def _user_mount(root: str, mount: BindMount | TmpfsMount) -> None:
@@ -213,14 +229,19 @@ def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool) -> None:
     Expects to run in a fresh mount namespace (and pid namespace for /proc).
     """
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    privileged = spec.process.privileged
     root = mount_overlay(spec.lower_dirs, spec.upper_dir, spec.work_dir, mountpoint)
-    _mount_proc_sys(root)
+    _mount_proc_sys(root, privileged)
     _mount_dev(root, tty)
+    if privileged:
+        _copy_host_devices(root + "/dev")
     for path, source in spec.etc_files.items():
         bind(os.fspath(source), resolve_in_root(root, path), readonly=False)
     for mount in spec.mounts:
         _user_mount(root, mount)
-    _mask_paths(root, spec.masked_paths, spec.readonly_paths)
+    if not privileged:
+        # Docker masks nothing for privileged containers, whatever the lists say.
+        _mask_paths(root, spec.masked_paths, spec.readonly_paths)
     _pivot(root)
     if spec.readonly_rootfs:
         _remount_readonly("/")

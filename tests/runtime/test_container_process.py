@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -181,9 +182,19 @@ def test_non_root_user_has_no_effective_capabilities(make_spec):
     assert status_field(result.out, "Uid").split()[0] == "1000"
 
 
-def test_privileged_keeps_every_capability(make_spec):
-    result = run(make_spec(["cat", "/proc/self/status"], privileged=True))
+def test_privileged_keeps_every_capability_and_sees_the_host(make_spec):
+    host_devices = sorted(e.name for e in os.scandir("/dev")
+                          if stat.S_ISCHR(e.stat(follow_symlinks=False).st_mode) and
+                          e.name not in ("null", "zero", "full", "random", "urandom", "tty",
+                                         "console", "ptmx"))
+    assert host_devices, "the host has extra character devices"
+    result = run(make_spec(["sh", "-c", "cat /proc/self/status; grep ' /sys ' /proc/mounts; "
+                                        f"test -c /dev/{host_devices[0]} && echo HOSTDEV; "
+                                        "wc -c < /proc/interrupts"], privileged=True))
     assert int(status_field(result.out, "CapEff"), 16) > int(DOCKER_DEFAULT_CAPS, 16)
+    assert " sysfs rw," in result.out
+    assert "HOSTDEV" in result.out
+    assert result.out.splitlines()[-1] != "0"     # not masked
 
 
 def test_masked_and_readonly_proc_paths(make_spec):
