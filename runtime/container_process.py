@@ -23,6 +23,7 @@ only make syscalls (os.*, ctypes) and never log, print or take a lock.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import logging
@@ -103,7 +104,11 @@ class ContainerProcess:
         self._exit_code: int | None = None
         # Our own unreaped child, so the pid cannot be recycled before this
         # pidfd pins it; signals through it can never hit another process.
-        self._pidfd: int | None = os.pidfd_open(pid)
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except OSError:
+            self._pidfd = None                 # kernel before 5.3: plain kill()
+        self._alive = True
 
     def wait(self) -> int:
         """Block until the process exits; Docker's exit code (the code, or 128+signal)."""
@@ -123,6 +128,7 @@ class ContainerProcess:
                     return None
                 with self._state_lock:
                     self._exit_code = _docker_exit_code(status)
+                    self._alive = False
                     self._close_pidfd()
             return self._exit_code
 
@@ -133,10 +139,13 @@ class ContainerProcess:
     def signal(self, sig: int) -> bool:
         """Send `sig` to the process; False if it has already exited."""
         with self._state_lock:
-            if self._pidfd is None:
+            if not self._alive:
                 return False
             try:
-                signal.pidfd_send_signal(self._pidfd, sig)
+                if self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, sig)
+                else:
+                    os.kill(self.pid, sig)
             except ProcessLookupError:
                 return False
             return True
@@ -482,10 +491,10 @@ def _finish_and_exec(plan: _ExecPlan, cgroup_fds: list[int], errw: int) -> NoRet
         os.execve(program, process.args, _env_mapping(env))
     except OSError as err:
         name = process.args[0]
-        if err.errno == 2:
+        if err.errno == errno.ENOENT:
             raise _StartFailure(f'exec: "{name}": stat {program}: no such file or directory',
                                 EXIT_NOT_FOUND) from None
-        if err.errno == 13:
+        if err.errno == errno.EACCES:
             raise _StartFailure(f'exec: "{name}": permission denied', EXIT_CANNOT_EXECUTE) from None
         raise _StartFailure(f'exec: "{name}": {err.strerror}', EXIT_CANNOT_EXECUTE) from None
     raise AssertionError("unreachable")
