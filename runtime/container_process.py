@@ -57,7 +57,9 @@ EXIT_START_FAILED = 128
 
 # The pid namespace is entered at fork; the mount namespace last (it changes the root).
 _NAMESPACES_TO_JOIN = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
-                       ("net", sc.CLONE_NEWNET), ("mnt", sc.CLONE_NEWNS))
+                       ("net", sc.CLONE_NEWNET), ("cgroup", sc.CLONE_NEWCGROUP),
+                       ("mnt", sc.CLONE_NEWNS))
+_CGROUP2_MOUNT_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RELATIME
 _ALL_SIGNALS = tuple(s for s in signal.valid_signals()
                      if s not in (signal.SIGKILL, signal.SIGSTOP))
 _SIOCSIFFLAGS = 0x8914
@@ -85,6 +87,7 @@ class _ExecPlan:
     keep_caps: int
     last_cap: int
     cgroup_procs: list[str]
+    new_cgroup_namespace: bool = False   # container init only: own cgroupns + /sys/fs/cgroup
 
 
 class ContainerProcess:
@@ -176,6 +179,7 @@ def launch(spec: ContainerSpec, stdio: Stdio,
     cg = cgroups.container_cgroup(spec.id)
     cgroups.create(cg, spec.limits, privileged=spec.process.privileged)
     plan.cgroup_procs = [os.fspath(p) for p in cg.procs_files()]
+    plan.new_cgroup_namespace = _private_cgroup_namespace()
     oom_baseline = cgroups.oom_kill_count(cg)
     os.makedirs(rootfs_mountpoint, exist_ok=True)
     mountpoint = os.fspath(rootfs_mountpoint)
@@ -228,13 +232,14 @@ def exec_in(container: ContainerProcess | int, spec: ContainerSpec, process: Pro
 
     def exec_init(errw: int) -> NoReturn:
         fds = [(_open_namespace(f"/proc/{target}/ns/{kind}"), flag) for kind, flag in _NAMESPACES_TO_JOIN]
-        # The cgroup files are host paths: open them before entering the container's mounts.
-        cgroup_fds = _open_cgroup_procs(plan.cgroup_procs)
+        # Join the cgroups while their host paths are visible and before entering
+        # the container's cgroup namespace (which only allows moves inside it).
+        _join_cgroups(_open_cgroup_procs(plan.cgroup_procs))
         for fd, flag in fds:
             sc.setns(fd, flag)
             os.close(fd)
-        _setup_stdio(stdio, errw, set(cgroup_fds))
-        _finish_and_exec(plan, cgroup_fds, errw)
+        _setup_stdio(stdio, errw, set())
+        _finish_and_exec(plan, [], errw)
 
     try:
         pid = _spawn(stdio, pid_ns, exec_init)
@@ -400,6 +405,18 @@ def _open_namespace(path: str) -> int:
         raise _StartFailure(f"namespace {path} does not exist (is the container running?)") from None
 
 
+def _private_cgroup_namespace() -> bool:
+    """Containers get a cgroup namespace and a cgroup2 mount on pure cgroup v2 hosts (our VM)."""
+    layout = cgroups.host_layout()
+    return layout.unified is not None and not layout.v1
+
+
+def _join_cgroups(fds: list[int]) -> None:
+    for fd in fds:
+        os.write(fd, b"0")
+        os.close(fd)
+
+
 def _open_cgroup_procs(paths: list[str]) -> list[int]:
     fds = []
     for path in paths:
@@ -465,9 +482,21 @@ def _finish_and_exec(plan: _ExecPlan, cgroup_fds: list[int], errw: int) -> NoRet
         os.chdir(cwd)
     except OSError as err:
         raise _StartFailure(f"cannot use working directory {cwd}: {err.strerror}") from None
-    for fd in cgroup_fds:
-        os.write(fd, b"0")
-        os.close(fd)
+    _join_cgroups(cgroup_fds)
+    if plan.new_cgroup_namespace:
+        # As Docker on cgroup v2: the container sees its own cgroup as the root.
+        sc.unshare(sc.CLONE_NEWCGROUP)
+        try:
+            sc.mount("cgroup", "/sys/fs/cgroup", "cgroup2",
+                     _CGROUP2_MOUNT_FLAGS & ~(0 if not process.privileged else sc.MS_RDONLY))
+        except OSError as err:
+            raise _StartFailure(f"cannot mount /sys/fs/cgroup: {_os_error_text(err)}") from None
+    try:
+        # Do not inherit the engine's OOM protection (raising it needs no privilege).
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("0")
+    except OSError:
+        pass
     program = _find_program(process.args[0], env)
 
     bounding = plan.keep_caps

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cgroups
+from runtime import cgroups, container_process
 from runtime.container_process import ContainerProcess, cleanup, container_pids, exec_in, launch
 from runtime.container_spec import (BindMount, ContainerSpec, Limits, ProcessSpec, Stdio,
                                     TmpfsMount)
@@ -527,3 +527,27 @@ def test_resolve_user_rules(tmp_path):
         resolve("web:nogrp")
     missing = resolve_user("7", str(tmp_path / "absent"), str(tmp_path / "absent"))
     assert (missing.uid, missing.gid) == (7, 0)
+
+
+def test_cgroup_namespace_and_mount(make_spec, monkeypatch):
+    # On a pure cgroup v2 host (our VM) each container gets its own cgroup namespace
+    # with cgroup2 at /sys/fs/cgroup. This host is hybrid; its cgroup2 tree is real
+    # enough to exercise the same calls, so force the choice.
+    monkeypatch.setattr(container_process, "_private_cgroup_namespace", lambda: True)
+    spec = make_spec(["sh", "-c", "grep '^0::' /proc/self/cgroup; grep ' /sys/fs/cgroup ' /proc/mounts; "
+                                  "echo READY; sleep 100"])
+    container, out_r, err_r = start(spec)
+    seen = b""
+    try:
+        while b"READY\n" not in seen:          # the container reached its sleep
+            chunk = os.read(out_r, 4096)
+            assert chunk, seen
+            seen += chunk
+        result = run_exec(container, spec, ProcessSpec(args=["cat", "/proc/self/cgroup"], env=[PATH_ENV]))
+        assert "0::/\n" in result.out
+    finally:
+        container.signal(signal.SIGKILL)
+        finish(container, out_r, err_r)
+    lines = seen.decode().splitlines()
+    assert lines[0] == "0::/"
+    assert lines[1].startswith("cgroup /sys/fs/cgroup cgroup2 ro,"), lines
