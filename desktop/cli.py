@@ -149,7 +149,12 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     state = manager.state()
     if manager.backend().state() is not VmState.RUNNING or not state.host_key:
         raise Conflict(f"machine {args.name!r} is not running: start it with `dockyard machine start`")
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    words = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    import shlex
+
+    # One argument is a shell command line ("ls | wc -l"); several are argv words
+    # and keep their boundaries (sh -c 'echo hi'), unlike plain ssh.
+    cmd = words if len(words) <= 1 else [shlex.join(words)]
     ssh = shutil.which("ssh")
     if ssh:
         argv = [ssh, "-q", "-i", str(manager.key_path), "-p", str(state.ssh_port),
@@ -162,14 +167,12 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     # No OpenSSH client (e.g. minimal Windows): run the command through paramiko.
     if not cmd:
         raise Conflict("an interactive shell needs the OpenSSH `ssh` client on PATH")
-    import shlex
-
     from desktop.ssh_link import SshLink
 
     link = SshLink("127.0.0.1", state.ssh_port, "root", manager.key_path, state.host_key)
     link.connect()
     try:
-        code, out, err = link.run(shlex.join(cmd), timeout=3600)
+        code, out, err = link.run(cmd[0], timeout=3600)
     finally:
         link.close()
     sys.stdout.buffer.write(out)

@@ -84,11 +84,14 @@ class ChannelPipe:
         for closer in (lambda: self.client.shutdown(socket.SHUT_RDWR), self.chan.close):
             try:
                 closer()
-            except OSError:
+            except (OSError, EOFError, paramiko.SSHException):
                 pass
 
     def close(self) -> None:
-        self.chan.close()
+        try:
+            self.chan.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the transport is already gone, and the channel with it
         self.client.close()
         self._on_done(self)
 

@@ -87,7 +87,9 @@ def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR, uuid: str | N
         _sub(dom, "cpu", mode="maximum")
     _sub(dom, "clock", offset="utc")
     _sub(dom, "on_poweroff", "destroy")
-    _sub(dom, "on_reboot", "restart")
+    # A guest reboot or panic (panic=-1 reboots) ends the VM: the ready channel
+    # then closes and `start` fails at once instead of waiting out a boot loop.
+    _sub(dom, "on_reboot", "destroy")
     _sub(dom, "on_crash", "destroy")
 
     dev = _sub(dom, "devices")

@@ -42,6 +42,8 @@ def qemu_argv(spec: LaunchSpec, qemu: str, qmp_socket: Path, pidfile: Path, daem
         qemu,
         "-name", spec.domain_name,
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+        # As with libvirt's on_reboot=destroy: a panicking guest ends the VM.
+        "-no-reboot",
         "-cpu", "host" if spec.accel in ("kvm", "hvf") else "max",
         "-smp", str(spec.cpus),
         "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.cmdline,

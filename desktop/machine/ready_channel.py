@@ -91,14 +91,15 @@ class ReadyChannel:
     def wait_ready(self, timeout: float, console_log: Path | None = None) -> ReadyEvent:
         """Block until the guest says ready; clear errors on timeout or a VM that died."""
         deadline = time.monotonic() + timeout
-        hint = f"; see the guest console log {console_log}" if console_log else ""
         while True:
             try:
                 event = self.next_event(deadline)
             except TimeoutError:
+                hint = _console_hint(console_log)
                 raise RuntimeFailure(f"the guest did not report ready within {timeout:.0f} s{hint}") from None
             except EOFError:
-                raise RuntimeFailure(f"the VM closed its ready channel during boot (it stopped?){hint}") from None
+                hint = _console_hint(console_log)
+                raise RuntimeFailure(f"the VM closed its ready channel during boot (it stopped){hint}") from None
             if event.get("event") == "ready":
                 return ReadyEvent(
                     host_keys=dict(event.get("host_keys") or {}),
@@ -118,3 +119,26 @@ class ReadyChannel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def console_problem(console_log: Path, max_bytes: int = 65536) -> str:
+    """The most telling line at the end of the console log: a panic/error line, else the last line."""
+    try:
+        with open(console_log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - max_bytes))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        lowered = line.lower()
+        if "panic" in lowered or "error" in lowered or "cannot" in lowered or "failed" in lowered:
+            return line[:200]
+    return lines[-1][:200] if lines else ""
+
+
+def _console_hint(console_log: Path | None) -> str:
+    if not console_log:
+        return ""
+    last = console_problem(console_log)
+    return (f" (console: {last!r})" if last else "") + f"; see the guest console log {console_log}"
