@@ -243,6 +243,11 @@ def _apply_cpu(cg: ContainerCgroup, limits: Limits) -> None:
         _write(cg.cpu / "cpu.shares", str(limits.cpu_shares))
 
 
+def add_process(procs_file: Path, pid: int) -> None:
+    """Move process `pid` into the cgroup whose cgroup.procs file is `procs_file`."""
+    _write(procs_file, str(pid))
+
+
 def pids(cg: ContainerCgroup) -> list[int]:
     """Host pids of every process in the container (sorted)."""
     found: set[int] = set()
