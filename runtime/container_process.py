@@ -227,6 +227,8 @@ def launch(spec: ContainerSpec, stdio: Stdio,
 def exec_in(container: ContainerProcess | int, spec: ContainerSpec, process: ProcessSpec,
             stdio: Stdio) -> ContainerProcess:
     """Run `process` inside a running container (its namespaces and cgroups)."""
+    if isinstance(container, ContainerProcess) and container.exit_code is not None:
+        raise Conflict(f"container {spec.id[:12]} is not running")
     target = container.pid if isinstance(container, ContainerProcess) else int(container)
     plan = _plan(spec, process)
     cg = cgroups.container_cgroup(spec.id)

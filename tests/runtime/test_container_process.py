@@ -270,10 +270,22 @@ def test_unknown_user_is_a_clear_error(make_spec):
 
 
 def test_missing_command_exits_127(make_spec):
+    spec = make_spec(["no-such-program"])
     with pytest.raises(ContainerStartError) as info:
-        run(make_spec(["no-such-program"]))
+        run(spec)
     assert info.value.exit_code == 127
     assert str(info.value) == 'exec: "no-such-program": executable file not found in $PATH'
+    assert not any(d.exists() for d in cgroups.container_cgroup(spec.id).dirs)
+
+
+def test_engine_fds_do_not_leak_into_the_container(make_spec, tmp_path):
+    leaked = os.open(tmp_path / "engine-file", os.O_WRONLY | os.O_CREAT)
+    os.set_inheritable(leaked, True)
+    try:
+        result = run(make_spec(["sh", "-c", "ls /proc/self/fd; true"]))
+    finally:
+        os.close(leaked)
+    assert sorted(int(fd) for fd in result.out.split()) == [0, 1, 2, 3]   # 3: ls's own directory
 
 
 def test_non_executable_file_exits_126(make_spec):
@@ -499,6 +511,8 @@ def test_exec_with_tty_and_working_directory(make_spec):
 def test_exec_into_a_stopped_container_is_a_conflict(make_spec):
     spec = make_spec(["true"])
     proc = run(spec).process
+    with pytest.raises(Conflict):
+        exec_in(proc, spec, ProcessSpec(args=["true"]), Stdio(0, 1, 2))
     with pytest.raises(Conflict):
         exec_in(proc.pid, spec, ProcessSpec(args=["true"]), Stdio(0, 1, 2))
 
