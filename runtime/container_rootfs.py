@@ -43,9 +43,10 @@ _FLAG_WORDS: dict[str, tuple[int, int]] = {
     "relatime": (sc.MS_RELATIME, 0), "norelatime": (0, sc.MS_RELATIME),
     "strictatime": (sc.MS_STRICTATIME, 0), "dirsync": (sc.MS_DIRSYNC, 0),
 }
-# statvfs f_flag bits that equal MS_* bits and must survive a read-only remount.
-_KEPT_ON_REMOUNT = (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME |
-                    sc.MS_NODIRATIME | sc.MS_RELATIME)
+# statvfs f_flag bits that equal MS_* bits and must survive a read-only remount
+# (ST_RELATIME is the exception: 4096 there, MS_RELATIME in mount(2)).
+_KEPT_ON_REMOUNT = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME | sc.MS_NODIRATIME
+_ST_RELATIME = 4096
 
 
 def resolve_in_root(root: str, path: str, max_links: int = 40) -> str:
@@ -90,7 +91,8 @@ def _ensure_file(path: str) -> None:
 
 
 def _remount_readonly(path: str, extra: int = 0) -> None:
-    kept = os.statvfs(path).f_flag & _KEPT_ON_REMOUNT
+    flags = os.statvfs(path).f_flag
+    kept = flags & _KEPT_ON_REMOUNT | (sc.MS_RELATIME if flags & _ST_RELATIME else 0)
     sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | kept | extra)
 
 

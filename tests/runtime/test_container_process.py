@@ -202,9 +202,13 @@ def test_masked_and_readonly_proc_paths(make_spec):
     assert Path("/proc/interrupts").read_text() and os.listdir("/sys/firmware")
     result = run(make_spec(["sh", "-c", "wc -c < /proc/interrupts; ls /sys/firmware | wc -l; "
                                         "cat /proc/kcore 2>/dev/null | wc -c; "
-                                        "echo x > /proc/sys/kernel/domainname && echo WROTE"]))
-    assert result.out.split() == ["0", "0", "0"], result.out
+                                        "echo x > /proc/sys/kernel/domainname && echo WROTE; "
+                                        "grep ' /proc/sys ' /proc/mounts"]))
+    counts, mount_line = result.out.splitlines()[:3], result.out.splitlines()[3]
+    assert counts == ["0", "0", "0"], result.out
     assert "Read-only file system" in result.err
+    # The read-only remount keeps the flags /proc was mounted with.
+    assert mount_line.split()[3].split(",")[:4] == ["ro", "nosuid", "nodev", "noexec"], mount_line
 
 
 def test_writes_go_to_the_upper_layer(make_spec, rootfs):
