@@ -3,6 +3,7 @@
 Layout of the cache (default: platformdirs user_data_dir("dockyard")/images):
 
     parts/kernel-<package>_<version>/      unpacked Debian kernel package
+    parts/vmlinux-<release>                its uncompressed ELF (booted via PVH)
     parts/rootfs-<hash>.img                root filesystem (slow: 25-70 s)
     parts/initrd-base-<hash>.cpio          busybox, boot modules, init (fast)
     parts/code-<hash>.cpio                 runtime + guest_agent (milliseconds)
@@ -25,7 +26,7 @@ from pathlib import Path
 from runtime.atomic_file import write_json_atomic
 
 from . import initramfs, rootfs
-from .kernel import resolve_kernel_package, unpack_kernel
+from .kernel import extract_vmlinux, has_pvh_entry, resolve_kernel_package, unpack_kernel
 from .recipe import FORMAT_VERSION, VMIMAGE_DIR, Recipe, hash_files, hash_values
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def part_hashes(recipe: Recipe, kernel_id: str) -> PartHashes:
     code_files = initramfs.code_sources()
     code_hash = hash_values(FORMAT_VERSION, hash_files(code_files, VMIMAGE_DIR.parent) if code_files else "",
                             hash_files([VMIMAGE_DIR / "initramfs.py"], VMIMAGE_DIR))
-    image_hash = hash_values(rootfs_hash, initramfs_hash, code_hash, recipe.cmdline)
+    assembly = hash_files([VMIMAGE_DIR / "guest_image.py"], VMIMAGE_DIR)
+    image_hash = hash_values(rootfs_hash, initramfs_hash, code_hash, recipe.cmdline, assembly)
     return PartHashes(rootfs_hash, initramfs_hash, code_hash, image_hash)
 
 
@@ -143,13 +145,17 @@ def ensure_image(cache_dir: Path | None = None, force: bool = False,
         with tempfile.TemporaryDirectory(dir=parts, prefix=".rootfs-") as work:
             rootfs.build_rootfs(recipe, kernel, Path(work), tmp)
 
+    kernel_file = kernel.vmlinuz
+    if has_pvh_entry(kernel):
+        kernel_file = _build_file(parts / f"vmlinux-{kernel.release}",
+                                  lambda tmp: extract_vmlinux(kernel.vmlinuz, tmp))
     _build_file(rootfs_img, build_rootfs)
     _build_file(base, lambda tmp: initramfs.build_base_initramfs(kernel, list(recipe.boot_modules), tmp))
     _build_file(code, initramfs.build_code_archive)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{hashes.image}.", dir=cache_dir))
     try:
-        _link_or_copy(kernel.vmlinuz, staging / "vmlinuz")
+        _link_or_copy(kernel_file, staging / "vmlinuz")
         _link_or_copy(rootfs_img, staging / "rootfs.img")
         with open(staging / "initrd.img", "wb") as out:
             for part in (base, code):

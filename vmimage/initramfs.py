@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import compileall
 import logging
+import shlex
 import shutil
 import sys
 import tempfile
@@ -31,7 +32,6 @@ GUEST_PYTHON = (3, 11)
 
 # Files copied over the root by stage 1: (source under guest_init/, target, mode).
 OVERLAY_FILES = (
-    ("files/dockyard-init", "opt/dockyard/init/dockyard-init", 0o755),
     ("files/sshd_config", "etc/dockyard/sshd_config", 0o644),
     ("files/poweroff", "usr/local/sbin/poweroff", 0o755),
     ("files/poweroff", "usr/local/sbin/halt", 0o755),
@@ -40,6 +40,24 @@ OVERLAY_FILES = (
     ("files/hosts", "etc/hosts", 0o644),
     ("files/resolv.conf", "etc/resolv.conf", 0o644),
 )
+
+
+def render_early_sh() -> str:
+    """early.sh with the agent and sshd command lines of guest_init.layout filled in."""
+    from .guest_init import layout
+
+    text = (GUEST_INIT_DIR / "early.sh").read_text()
+    values = {
+        "ENGINE_ROOT": layout.ENGINE_ROOT, "CODE_DIR": layout.CODE_DIR,
+        "AGENT_CMD": shlex.join(layout.AGENT_ARGV), "AGENT_LOG": layout.AGENT_LOG,
+        "SSHD_CMD": shlex.join(layout.SSHD_ARGV), "SSHD_LOG": layout.SSHD_LOG,
+        "HOST_KEY": layout.HOST_KEY,
+    }
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    if "@" in text.replace("$@", ""):
+        raise ValueError("early.sh has an unknown @PLACEHOLDER@")
+    return text
 
 
 def init_sources() -> list[Path]:
@@ -79,7 +97,11 @@ def build_base_initramfs(kernel: UnpackedKernel, boot_modules: list[str], out: P
         cpio.file("etc/dockyard/modules.boot", "".join(f"{m.name}\n" for m in modules).encode())
         package = Path(tmp) / "guest_init"
         _compiled_copy(GUEST_INIT_DIR, package)
-        cpio.tree(package, "dockyard-root/opt/dockyard/init/guest_init")
+        # /dockyard-opt is bind-mounted at /opt/dockyard; /dockyard-root is copied over /.
+        cpio.tree(package, "dockyard-opt/init/guest_init")
+        cpio.file("dockyard-opt/init/dockyard-init",
+                  (GUEST_INIT_DIR / "files" / "dockyard-init").read_bytes(), 0o755)
+        cpio.file("dockyard-opt/init/early.sh", render_early_sh().encode(), 0o755)
         for source, target, mode in OVERLAY_FILES:
             cpio.file(f"dockyard-root/{target}", (GUEST_INIT_DIR / source).read_bytes(), mode)
         cpio.close()
@@ -98,5 +120,5 @@ def build_code_archive(out: Path) -> None:
         cpio = CpioWriter(f)
         for name in CODE_PACKAGES:
             _compiled_copy(PROJECT_DIR / name, Path(tmp) / name)
-            cpio.tree(Path(tmp) / name, f"dockyard-root/opt/dockyard/lib/{name}")
+            cpio.tree(Path(tmp) / name, f"dockyard-opt/lib/{name}")
         cpio.close()

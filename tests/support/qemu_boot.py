@@ -100,7 +100,8 @@ class BootedGuest:
 
 def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str, workdir: Path,
          shares: list[tuple[str, Path]] = (), machine: str = "q35", smp: int = 1,
-         memory_mb: int = 1024, accept_timeout: float = 30.0) -> BootedGuest:
+         memory_mb: int = 1024, accept_timeout: float = 30.0,
+         extra_args: list[str] = ()) -> BootedGuest:
     """Start QEMU and return once it has connected to the ready channel."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
@@ -121,12 +122,13 @@ def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str
         "-drive", f"file={rootfs},format=raw,if=virtio,readonly=on",
         "-drive", f"file={data_disk},format=qcow2,if=virtio",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-        "-device", "virtio-net-pci,netdev=net0",
+        "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-device", "virtio-rng-pci",
         "-chardev", f"socket,id=ready,path={channel_path}",
         "-device", "virtio-serial-pci",
         "-device", f"virtserialport,chardev=ready,name={READY_PORT}",
     ]
+    cmd += list(extra_args)
     for index, (tag, path) in enumerate(shares):
         cmd += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,id=fs{index}"]
     started_at = time.monotonic()

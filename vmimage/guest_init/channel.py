@@ -7,11 +7,10 @@ the host has not connected yet.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 
-log = logging.getLogger("dockyard-init")
+from .logsetup import log
+
 
 PORT_NAME = "org.dockyard.guest.0"
 SYSFS_PORTS = "/sys/class/virtio-ports"
@@ -48,6 +47,7 @@ class Channel:
 
     def send(self, message: dict) -> None:
         """Queue one JSON line and write as much as the port takes now."""
+        import json  # deferred: nothing is sent before sshd and the agent run
         self.pending += json.dumps(message, separators=(",", ":")).encode() + b"\n"
         self.flush()
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from . import spawn, syscalls
+from .layout import DATA_MOUNT
+from .logsetup import log
 
-log = logging.getLogger("dockyard-init")
 
 DATA_DEVICE = "/dev/vdb"
-DATA_MOUNT = "/var/lib/dockyard"
 EXT_MAGIC_OFFSET = 1080
 EXT_MAGIC = b"\x53\xef"
 BLANK_PROBE_BYTES = 1 << 20
@@ -31,6 +30,8 @@ def prepare(device: str = DATA_DEVICE, mountpoint: str = DATA_MOUNT) -> str:
     A disk holding something else is never formatted: the guest then runs on a
     tmpfs and reports it, so the user's data stays intact.
     """
+    if os.path.ismount(mountpoint):
+        return "mounted"  # stage 1 found an ext4 disk and mounted it already
     os.makedirs(mountpoint, exist_ok=True)
     try:
         with open(device, "rb") as disk:

@@ -8,23 +8,19 @@ agent answers /_ping.
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import signal
-import socket
+import sys
 import time
 
-from . import channel, datadisk, probes, shares, sshkeys, syscalls
+from . import channel, datadisk, shares, sshkeys, syscalls
 from .bootopts import BootOptions, parse_cmdline
+from .layout import (AGENT_ARGV, AGENT_LOG, AGENT_SOCKET, ENGINE_ROOT, RUN_DIR, SSHD_ARGV,
+                     SSHD_LOG, agent_env)
+from .logsetup import log
 from .services import Service, now, tcp_listening, unix_listening
 
-log = logging.getLogger("dockyard-init")
-
-RUN_DIR = "/run/dockyard"
-AGENT_SOCKET = "/run/dockyard/docker.sock"
-ENGINE_ROOT = "/var/lib/dockyard/engine"
-CODE_DIR = "/opt/dockyard/lib"
 NETWORK_MODULES = ["veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat",
                    "nft_compat", "nf_nat", "nf_conntrack", "xt_MASQUERADE",
                    "xt_conntrack", "xt_addrtype", "xt_nat", "overlay"]
@@ -49,11 +45,8 @@ class Init:
 
     def __init__(self) -> None:
         self.opts = BootOptions()
-        self.sshd = Service("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/dockyard/sshd_config"],
-                            f"{RUN_DIR}/sshd.log")
-        self.agent = Service("agent", ["python3", "-S", "-m", "guest_agent.cli", "serve",
-                                       "--socket", AGENT_SOCKET, "--root", ENGINE_ROOT],
-                             f"{RUN_DIR}/agent.log")
+        self.sshd = Service("sshd", SSHD_ARGV, SSHD_LOG)
+        self.agent = Service("agent", AGENT_ARGV, AGENT_LOG)
         self.channel = channel.Channel(None)
         self.timings: dict[str, float] = {}
         self.ready_message: dict | None = None
@@ -71,14 +64,21 @@ class Init:
         self.timings["stage1_s"] = float(os.environ.get("DOCKYARD_STAGE1_END", "0"))
         self.timings["python_s"] = now()
         self._install_signals()
+        early = os.environ.get("DOCKYARD_EARLY_SPAWN")
+        if early:
+            self.timings["early_spawn_s"] = float(early)
+        # early.sh started these already when the data disk was ready (not first boot).
+        for service, variable in ((self.agent, "DOCKYARD_AGENT_PID"), (self.sshd, "DOCKYARD_SSHD_PID")):
+            if os.environ.get(variable):
+                service.adopt(int(os.environ[variable]), float(early or now()))
         with open("/proc/cmdline") as f:
             self.opts = parse_cmdline(f.read())
         self.errors.extend(self.opts.errors)
-        set_clock(self.opts)
-        socket.sethostname("dockyard")
+        self._guarded("clock", lambda: set_clock(self.opts), None)
+        self._guarded("hostname", lambda: _write("/proc/sys/kernel/hostname", "dockyard"), None)
         self.status["data_disk"] = self._guarded("data disk", datadisk.prepare, "failed")
         if self.opts.authorized_key:
-            sshkeys.write_authorized_key(self.opts.authorized_key)
+            self._guarded("authorized key", lambda: sshkeys.write_authorized_key(self.opts.authorized_key), None)
         else:
             self.errors.append("no dockyard.key: nobody can log in over SSH")
         key = self._guarded("host key", sshkeys.ensure_host_key, None)
@@ -86,21 +86,24 @@ class Init:
             self.host_keys[key[0]] = key[1]
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         os.makedirs(ENGINE_ROOT, exist_ok=True)
-        self.agent.env = {"PYTHONPATH": CODE_DIR, "PYTHONDONTWRITEBYTECODE": "1",
-                          "DOCKYARD_HOST_LOOPBACK": self.opts.hostloop}
-        self.sshd.start()
-        self.agent.start()
+        self.agent.env = agent_env(self.opts.hostloop)
+        for service in (self.sshd, self.agent):
+            if service.pid is None:
+                service.start()
         self.timings["init_s"] = now()
-        mounted, errors = shares.mount_shares(self.opts.sharefs, self.opts.shares)
+        mounted, errors = self._guarded(
+            "shares", lambda: shares.mount_shares(self.opts.sharefs, self.opts.shares), ([], []))
         self.status["shares"] = mounted
         self.errors.extend(errors)
         self.channel = channel.Channel(channel.find_port())
 
     def _guarded(self, what: str, func, fallback):
+        # Any failure of one step is reported and the boot goes on: a guest with
+        # sshd up can still be inspected and repaired from the host.
         try:
             return func()
-        except (OSError, RuntimeError) as err:
-            log.error("%s: %s", what, err)
+        except Exception as err:
+            log.exception("%s failed", what)
             self.errors.append(f"{what}: {err}")
             return fallback
 
@@ -118,9 +121,10 @@ class Init:
         """Record when sshd and the agent first answer; send `ready` once both did."""
         if "sshd_s" not in self.timings and tcp_listening(22):
             self.timings["sshd_s"] = now()
-        if ("agent_s" not in self.timings and unix_listening(AGENT_SOCKET)
-                and probes.agent_answers(AGENT_SOCKET)):
-            self.timings["agent_s"] = now()
+        if "agent_s" not in self.timings and unix_listening(AGENT_SOCKET):
+            from . import probes  # socket is costly to import; only needed from here on
+            if probes.agent_answers(AGENT_SOCKET):
+                self.timings["agent_s"] = now()
         if "sshd_s" in self.timings and "agent_s" in self.timings:
             if self.channel.fd is None:
                 self.channel = channel.Channel(channel.find_port())
@@ -215,7 +219,8 @@ class Init:
         os.sync()
         self._unmount_under(("/var/lib/dockyard",) + tuple(s.path for s in self.opts.shares))
         os.sync()
-        logging.shutdown()
+        if "logging" in sys.modules:
+            sys.modules["logging"].shutdown()
         syscalls.reboot(command)
 
     def _wait_all_children(self, deadline: float) -> bool:
@@ -245,11 +250,14 @@ class Init:
                         log.error("%s", err2)
 
 
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main() -> None:
-    """Entry point run as pid 1 by stage 1's switch_root."""
+    """Entry point run as pid 1 by early.sh."""
     os.makedirs(RUN_DIR, exist_ok=True)
-    logging.basicConfig(filename=f"{RUN_DIR}/init.log", level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
     init = Init()
     try:
         init.boot()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from dataclasses import dataclass, field
 
 from . import spawn
+from .logsetup import log
 
-log = logging.getLogger("dockyard-init")
 
 # A service that ran this long before dying is considered healthy again.
 HEALTHY_AFTER_S = 30.0
@@ -21,19 +19,25 @@ def now() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-@dataclass
 class Service:
     """One supervised program; `pid` is None while it is down."""
 
-    name: str
-    argv: list[str]
-    log_path: str
-    env: dict[str, str] = field(default_factory=dict)
-    pid: int | None = None
-    started_at: float = 0.0
-    failures: int = 0
-    restart_at: float | None = None
-    restarts: int = 0
+    def __init__(self, name: str, argv: list[str], log_path: str) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.env: dict[str, str] = {}
+        self.pid: int | None = None
+        self.started_at = 0.0
+        self.failures = 0
+        self.restart_at: float | None = None
+        self.restarts = 0
+
+    def adopt(self, pid: int, started_at: float) -> None:
+        """Take over a process early.sh started before this init ran."""
+        self.pid = pid
+        self.started_at = started_at
+        log.info("adopted %s pid %d", self.name, pid)
 
     def start(self) -> None:
         """Spawn the program now."""

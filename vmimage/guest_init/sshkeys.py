@@ -5,18 +5,39 @@ from __future__ import annotations
 import os
 
 from . import spawn
+from .layout import AUTHORIZED_KEYS, HOST_KEY
 
-HOST_KEY = "/var/lib/dockyard/ssh/ssh_host_ed25519_key"
-AUTHORIZED_KEYS = "/etc/dockyard/authorized_keys"
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_public_key(path: str) -> tuple[str, str] | None:
+    """(type, base64 blob) of `path`.pub, or None if either half is missing or empty."""
+    try:
+        if os.path.getsize(path) == 0:
+            return None
+        with open(path + ".pub") as pub:
+            fields = pub.read().split()
+    except OSError:
+        return None
+    return (fields[0], fields[1]) if len(fields) >= 2 else None
 
 
 def ensure_host_key(path: str = HOST_KEY) -> tuple[str, str]:
     """Generate the ed25519 host key once; return (type, base64 blob) of its public half.
 
-    ssh-keygen writes into a temp name on the same filesystem and the private key
-    is renamed last, so a crash never leaves a key without its .pub.
+    ssh-keygen writes into a temp name on the same filesystem; both files are
+    fsynced (ssh-keygen does not) and the private key is renamed last, so a
+    power cut never leaves an empty or half key behind. A damaged pair is
+    replaced.
     """
-    if not os.path.exists(path):
+    key = read_public_key(path)
+    if key is None:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         for leftover in (tmp, tmp + ".pub"):
@@ -26,16 +47,15 @@ def ensure_host_key(path: str = HOST_KEY) -> tuple[str, str]:
                             "-f", tmp], "/run/dockyard/ssh-keygen.log")
         if status != 0:
             raise RuntimeError(f"ssh-keygen failed with status {status}")
+        _fsync(tmp + ".pub")
+        _fsync(tmp)
         os.rename(tmp + ".pub", path + ".pub")
         os.rename(tmp, path)
-        fd = os.open(os.path.dirname(path), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    with open(path + ".pub") as pub:
-        key_type, blob = pub.read().split()[:2]
-    return key_type, blob
+        _fsync(os.path.dirname(path))
+        key = read_public_key(path)
+        if key is None:
+            raise RuntimeError(f"ssh-keygen left no usable key at {path}")
+    return key
 
 
 def write_authorized_key(key_line: str, path: str = AUTHORIZED_KEYS) -> None:

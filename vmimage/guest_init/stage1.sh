@@ -3,7 +3,7 @@
 # Loads the boot modules, builds the root (read-only Debian ext4 on vda under a
 # tmpfs overlay), mounts the API filesystems into it, configures the static
 # network with busybox's ip (a static binary starts far faster than iproute2
-# under TCG), copies our files in and hands over to the Python stage 2.
+# under TCG), brings our files in and hands over to early.sh in the new root.
 export PATH=/bin
 mount -t proc proc /proc
 read -r t_start _ < /proc/uptime
@@ -56,10 +56,24 @@ ip link set lo up
 ip link set eth0 up 2>>"$log" && ip addr add 10.0.2.15/24 dev eth0 \
     && ip route add default via 10.0.2.2 || echo "eth0 not configured" >>"$log"
 
+# The code stays in the initramfs and is bind-mounted (no copy); the small
+# files are copied over the root.
+mkdir -p /newroot/opt/dockyard
+mount --bind /dockyard-opt /newroot/opt/dockyard
 cp -a /dockyard-root/. /newroot/ || die "cannot copy the dockyard files"
 mkdir -p /newroot/run/dockyard
+
+# Mount the data disk now if it already holds ext4 (every boot but the first),
+# so early.sh can start the agent at once; blank disks are the Python init's job.
+if mount -t ext4 -o noatime /newroot/dev/vdb /newroot/var/lib/dockyard 2>>"$log"; then
+    export DOCKYARD_DATA_MOUNTED=1
+fi
 cp "$log" /newroot/run/dockyard/stage1.log
 
 read -r t_end _ < /newroot/proc/uptime
 export DOCKYARD_STAGE1_START="$t_start" DOCKYARD_STAGE1_END="$t_end"
-exec switch_root /newroot /usr/bin/python3 -I -S /opt/dockyard/init/dockyard-init
+# Like switch_root, minus deleting the initramfs: the bind mount above still
+# needs its files.
+cd /newroot
+mount --move . /
+exec chroot . /bin/sh /opt/dockyard/init/early.sh

@@ -1,0 +1,25 @@
+"""Paths and command lines shared by the shell stages and the Python init.
+
+initramfs.py renders early.sh from these, so the agent and sshd are started
+the same way whether early.sh or the Python init (re)starts them.
+"""
+
+RUN_DIR = "/run/dockyard"
+AGENT_SOCKET = "/run/dockyard/docker.sock"
+DATA_MOUNT = "/var/lib/dockyard"
+ENGINE_ROOT = "/var/lib/dockyard/engine"
+CODE_DIR = "/opt/dockyard/lib"
+HOST_KEY = "/var/lib/dockyard/ssh/ssh_host_ed25519_key"
+AUTHORIZED_KEYS = "/etc/dockyard/authorized_keys"
+
+AGENT_ARGV = ["python3", "-S", "-m", "guest_agent.cli", "serve",
+              "--socket", AGENT_SOCKET, "--root", ENGINE_ROOT]
+AGENT_LOG = f"{RUN_DIR}/agent.log"
+SSHD_ARGV = ["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/dockyard/sshd_config"]
+SSHD_LOG = f"{RUN_DIR}/sshd.log"
+
+
+def agent_env(hostloop: str) -> dict[str, str]:
+    """Environment of the agent besides PATH/HOME/LANG."""
+    return {"PYTHONPATH": CODE_DIR, "PYTHONDONTWRITEBYTECODE": "1",
+            "DOCKYARD_HOST_LOOPBACK": hostloop}
