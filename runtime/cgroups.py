@@ -292,14 +292,33 @@ def kill_all(cg: ContainerCgroup, sig: int = signal.SIGKILL) -> None:
             pass
 
 
-def set_frozen(cg: ContainerCgroup, frozen: bool) -> None:
-    """Freeze (pause) or thaw every process of the container."""
+def is_frozen(cg: ContainerCgroup) -> bool:
+    """Whether the kernel reports the container completely frozen."""
+    if cg.unified is not None and (cg.unified / "cgroup.freeze").exists():
+        for line in (cg.unified / "cgroup.events").read_text().splitlines():
+            if line.startswith("frozen "):
+                return line.split()[1] == "1"
+        return False
+    if cg.freezer is not None:
+        return (cg.freezer / "freezer.state").read_text().strip() == "FROZEN"
+    return False
+
+
+def set_frozen(cg: ContainerCgroup, frozen: bool, timeout: float = 5.0) -> None:
+    """Freeze (pause) or thaw every process of the container; returns once the kernel is done."""
     if cg.unified is not None and (cg.unified / "cgroup.freeze").exists():
         _write(cg.unified / "cgroup.freeze", "1" if frozen else "0")
     elif cg.freezer is not None:
         _write(cg.freezer / "freezer.state", "FROZEN" if frozen else "THAWED")
     else:
         raise RuntimeFailure("cgroup: no freezer available on this host")
+    # Freezing is asynchronous (tasks stop at their next return to user space).
+    deadline = time.monotonic() + timeout
+    while is_frozen(cg) != frozen:
+        if time.monotonic() > deadline:
+            raise RuntimeFailure(f"cgroup: container {cg.container_id[:12]} did not "
+                                 f"{'freeze' if frozen else 'thaw'} within {timeout} s")
+        time.sleep(0.001)
 
 
 def remove(cg: ContainerCgroup, timeout: float = 5.0) -> None:

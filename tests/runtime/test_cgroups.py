@@ -133,8 +133,18 @@ def test_remove_kills_members_and_is_idempotent(host_cgroup):
 def test_freeze_and_thaw(host_cgroup):
     cg = host_cgroup
     cgroups.create(cg, Limits())
-    cgroups.set_frozen(cg, True)
-    cgroups.set_frozen(cg, False)
+    member = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+    try:
+        for procs in cg.procs_files():
+            procs.write_text(str(member.pid))
+        cgroups.set_frozen(cg, True)
+        assert cgroups.is_frozen(cg)
+        cgroups.set_frozen(cg, False)
+        assert not cgroups.is_frozen(cg)
+        assert member.poll() is None
+    finally:
+        member.kill()
+        member.wait()
 
 
 def test_write_error_is_clear(tmp_path):
