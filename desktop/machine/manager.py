@@ -417,12 +417,44 @@ class MachineManager:
 
 
 def ensure_guest_image() -> Any:
-    """Build or find the guest image (vmimage.guest_image, by the image engineer)."""
+    """Build or find the guest image (vmimage.guest_image, by the image engineer).
+
+    `DOCKYARD_GUEST_IMAGE` names a prebuilt image directory (with its image.json)
+    to boot as is, e.g. an image built from another checkout.
+    """
+    pinned = os.environ.get("DOCKYARD_GUEST_IMAGE")
+    if pinned:
+        return load_pinned_image(Path(pinned))
     try:
         from vmimage.guest_image import ensure_image
     except ImportError as err:
         raise RuntimeFailure(f"the guest image builder is not available: {err}") from err
     return ensure_image(paths.image_cache_dir())
+
+
+@dataclass
+class PinnedImage:
+    """A prebuilt guest image described by its image.json (same fields as vmimage's GuestImage)."""
+
+    kernel: Path
+    initrd: Path
+    rootfs: Path
+    cmdline: str
+    recipe_hash: str
+
+
+def load_pinned_image(directory: Path) -> PinnedImage:
+    from runtime.atomic_file import read_json
+
+    data = read_json(directory / "image.json")
+    if not data:
+        raise NotFound(f"DOCKYARD_GUEST_IMAGE={directory}: no image.json there")
+    image = PinnedImage(Path(data["kernel"]), Path(data["initrd"]), Path(data["rootfs"]),
+                        data["cmdline"], data.get("recipe_hash", ""))
+    for part in (image.kernel, image.initrd, image.rootfs):
+        if not part.exists():
+            raise NotFound(f"DOCKYARD_GUEST_IMAGE={directory}: {part} is missing")
+    return image
 
 
 def _read_line(stream: Any, timeout: float) -> str:

@@ -1,0 +1,147 @@
+"""The real machine under libvirt and TCG, booted once for this module, driven by the real CLIs."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.machine.conftest import make_machine
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def share(tmp_path_factory):
+    return tmp_path_factory.mktemp("hostshare")
+
+
+@pytest.fixture(scope="module")
+def machine(libvirt_daemons, guest_image_env, tmp_path_factory, share):
+    m = make_machine("vmt", tmp_path_factory, guest_image_env)
+    m.dockyard("init", "--cpus", "2", "--memory", "1536M", "--disk", "8G", "--mount", str(share),
+               "--backend", "libvirt")
+    m.start = m.dockyard("start")
+    yield m
+    m.dockyard("rm", "-f", check=False)
+
+
+def test_start_prints_docker_host_and_docker_cli_works(machine):
+    assert machine.start.stdout.strip() == f"export DOCKER_HOST={machine.docker_host}"
+    # The accelerator choice is one log line with its reason (TCG on this host, see REFERENCE.md).
+    assert re.search(r"accelerator: (TCG|KVM) \(.+\)", machine.start.stderr)
+    version = machine.docker("version", "--format", "{{.Server.Version}} {{.Server.Os}}")
+    assert version.stdout.strip().endswith("linux")
+
+
+def test_domain_is_visible_in_virsh(machine):
+    out = subprocess.run(["virsh", "list"], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"\bdockyard-vmt\s+running", out)
+
+
+def test_status_json(machine):
+    st = machine.status()
+    assert st["state"] == "running"
+    assert st["engine"] == "ok"
+    assert st["docker_host"] == machine.docker_host
+    assert st["backend"] == "libvirt" and st["libvirt_uri"] == "qemu:///system"
+    assert st["ssh_port"] > 0 and st["supervisor_pid"] > 0
+    assert {"kernel_s", "sshd_s", "agent_s"} <= set(st["guest_timings"])
+
+
+def test_second_start_is_a_no_op(machine):
+    before = machine.status()
+    again = machine.dockyard("start")
+    assert "already running" in again.stderr
+    assert again.stdout.strip() == f"export DOCKER_HOST={machine.docker_host}"
+    after = machine.status()
+    assert after["supervisor_pid"] == before["supervisor_pid"]
+    assert after["ssh_port"] == before["ssh_port"]
+
+
+def test_ssh_runs_commands(machine):
+    assert machine.dockyard("ssh", "uname", "-s").stdout.strip() == "Linux"
+    # Several words keep their boundaries; one word is a shell command line.
+    assert machine.dockyard("ssh", "sh", "-c", "echo a b").stdout.strip() == "a b"
+    assert machine.dockyard("ssh", "echo x | tr x y").stdout.strip() == "y"
+    failed = machine.dockyard("ssh", "exit 3", check=False)
+    assert failed.returncode == 3
+
+
+def _link_connections(port: int) -> set[str]:
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"dport = :{port}"], capture_output=True,
+                         text=True, check=True).stdout
+    return {line.split()[2] for line in out.splitlines() if line.strip()}
+
+
+def test_ssh_link_survives_a_killed_connection(machine):
+    port = machine.status()["ssh_port"]
+    before = _link_connections(port)
+    assert before, "the supervisor's SSH connection should be established"
+    subprocess.run(["ss", "-K", "-tn", f"dport = :{port}"], check=True, capture_output=True)
+    assert not (_link_connections(port) & before)
+    # The next request reconnects transparently.
+    assert machine.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    assert _link_connections(port) - before
+
+
+def test_host_folder_is_shared_at_the_same_path(machine, share):
+    (share / "from-host.txt").write_text("hello guest\n")
+    assert machine.dockyard("ssh", "cat", str(share / "from-host.txt")).stdout == "hello guest\n"
+    machine.dockyard("ssh", "sh", "-c", f"echo hello host > {share}/from-guest.txt")
+    assert (share / "from-guest.txt").read_text() == "hello host\n"
+
+
+def test_docker_run_rm(machine, test_images):
+    out = machine.docker("run", "--rm", test_images["busybox"], "echo", "hi from the vm")
+    assert out.stdout == "hi from the vm\n"
+
+
+def test_bind_mount_of_a_host_folder(machine, share, test_images):
+    machine.docker("run", "--rm", "-v", f"{share}:/data", test_images["busybox"],
+                   "sh", "-c", "echo written-in-container > /data/bind.txt")
+    assert (share / "bind.txt").read_text() == "written-in-container\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_published_port_is_reachable_from_the_host(machine, test_images):
+    port = _free_port()
+    machine.docker("run", "-d", "--name", "web", "-p", f"{port}:8080", test_images["busybox"],
+                   "httpd", "-f", "-p", "8080", "-h", "/etc")
+    try:
+        # The forwarder learns of the port from /events: poll until it listens.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/passwd", timeout=10).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert b"root:x:0:0" in body
+    finally:
+        machine.docker("rm", "-f", "web", check=False)
+
+
+def test_named_volume_survives_stop_and_start(machine, test_images):
+    machine.docker("volume", "create", "keep")
+    machine.docker("run", "--rm", "-v", "keep:/data", test_images["busybox"],
+                   "sh", "-c", "echo persisted > /data/f")
+    stop = machine.dockyard("stop")
+    assert "stopped" in stop.stderr
+    assert machine.status()["state"] == "stopped"
+    assert machine.dockyard("stop").stderr.strip().endswith("is not running")
+    start = machine.dockyard("start")
+    assert start.stdout.strip() == f"export DOCKER_HOST={machine.docker_host}"
+    out = machine.docker("run", "--rm", "-v", "keep:/data", test_images["busybox"], "cat", "/data/f")
+    assert out.stdout == "persisted\n"
