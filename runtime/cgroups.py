@@ -4,7 +4,8 @@ The layout is detected at runtime from /proc/self/mountinfo: every mounted v1
 controller we use (memory, pids, cpu, cpuacct, freezer, devices) gets a
 directory `<mount>/dockyard/<container id>`, and so does the v2 hierarchy when
 it is mounted. A limit goes to v1 when that controller is mounted there (a
-hybrid host's v2 tree usually lacks memory and pids), otherwise to v2.
+hybrid host's v2 tree usually lacks memory and pids), otherwise to v2; device
+access is limited by the v1 devices controller or, on v2, an eBPF filter.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from . import device_filter
 from .container_spec import Limits
 from .errors import RuntimeFailure
 
@@ -196,10 +198,22 @@ def create(cg: ContainerCgroup, limits: Limits, privileged: bool = False,
     if cg.pids is not None and limits.pids_limit is not None:
         _write(cg.pids / "pids.max", str(limits.pids_limit) if limits.pids_limit > 0 else "max")
     _apply_cpu(cg, limits)
-    if cg.devices is not None and not privileged:
+    if not privileged:
+        _restrict_devices(cg)
+
+
+def _restrict_devices(cg: ContainerCgroup) -> None:
+    """Docker's device allow-list: v1 devices controller, else an eBPF program on v2."""
+    if cg.devices is not None:
         _write(cg.devices / "devices.deny", "a")
         for rule in DEFAULT_DEVICE_RULES:
             _write(cg.devices / "devices.allow", rule)
+    elif cg.unified is not None:
+        try:
+            device_filter.attach(cg.unified, [device_filter.DeviceRule.parse(r) for r in DEFAULT_DEVICE_RULES])
+        except OSError as err:
+            raise RuntimeFailure(f"cgroup: cannot attach the device filter to {cg.unified}: "
+                                 f"{err.strerror}") from err
 
 
 def _apply_memory(cg: ContainerCgroup, limits: Limits) -> None:

@@ -7,13 +7,16 @@ v2 limit files are checked in a stand-in directory tree: the only fake here.
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from runtime import cgroups
+from runtime import cgroups, device_filter
 from runtime.container_spec import Limits
 from runtime.errors import RuntimeFailure
 
@@ -65,8 +68,9 @@ def test_v2_limit_files(tmp_path):
         for name in ("cgroup.subtree_control", "cgroup.procs", "memory.max", "memory.swap.max",
                      "pids.max", "cpu.max", "cpu.weight"):
             (directory / name).touch()
+    # privileged: a stand-in directory cannot take the eBPF device filter (tested below).
     cgroups.create(cg, Limits(memory_bytes=64 << 20, pids_limit=20, nano_cpus=1_500_000_000,
-                              cpu_shares=1024), layout=layout)
+                              cpu_shares=1024), privileged=True, layout=layout)
     assert (cg.unified / "memory.max").read_text() == str(64 << 20)
     assert (cg.unified / "memory.swap.max").read_text() == str(64 << 20)
     assert (cg.unified / "pids.max").read_text() == "20"
@@ -152,3 +156,64 @@ def test_write_error_is_clear(tmp_path):
     cg = cgroups.container_cgroup("x", layout)
     with pytest.raises(RuntimeFailure, match="cgroup: cannot write '5' to .*pids.max"):
         cgroups.create(cg, Limits(pids_limit=5), layout=layout)
+
+
+def _openable_unlisted_device() -> Path:
+    """A host character device root can open that Docker's allow-list does not allow."""
+    allowed = {(int(r.split()[1].split(":")[0]), r.split()[1].split(":")[1]) for r in
+               cgroups.DEFAULT_DEVICE_RULES if r.startswith("c ") and not r.startswith("c *")}
+    for entry in sorted(os.scandir("/dev"), key=lambda e: e.name):
+        st = entry.stat(follow_symlinks=False)
+        if not stat.S_ISCHR(st.st_mode):
+            continue
+        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        if (major, str(minor)) in allowed or (major, "*") in allowed:
+            continue
+        try:
+            os.close(os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK))
+        except OSError:
+            continue
+        return Path(entry.path)
+    raise AssertionError("no unlisted character device on this host to test with")
+
+
+def _open_in_cgroup(cg: cgroups.ContainerCgroup, device: Path) -> subprocess.CompletedProcess:
+    probe = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys; sys.stdin.readline(); "
+         f"os.close(os.open({str(device)!r}, os.O_RDONLY | os.O_NONBLOCK)); "
+         "os.close(os.open('/dev/null', os.O_WRONLY)); print('opened')"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for procs in cg.procs_files():
+        procs.write_text(str(probe.pid))
+    out, err = probe.communicate("go\n")
+    return subprocess.CompletedProcess(probe.args, probe.returncode, out, err)
+
+
+def test_v2_device_filter(tmp_path):
+    # The eBPF filter is what pure cgroup v2 hosts (our VM) use; here it runs on the
+    # host's real unified hierarchy, with the v1 devices controller left out.
+    host = cgroups.host_layout()
+    assert host.unified is not None
+    layout = cgroups.CgroupLayout(v1={k: v for k, v in host.v1.items() if k != "devices"},
+                                  unified=host.unified, unified_controllers=host.unified_controllers)
+    device = _openable_unlisted_device()
+    open_cg = cgroups.container_cgroup("test-" + uuid.uuid4().hex[:12], layout)
+    closed_cg = cgroups.container_cgroup("test-" + uuid.uuid4().hex[:12], layout)
+    try:
+        cgroups.create(open_cg, Limits(), privileged=True, layout=layout)
+        cgroups.create(closed_cg, Limits(), layout=layout)
+        assert _open_in_cgroup(open_cg, device).stdout == "opened\n"
+        denied = _open_in_cgroup(closed_cg, device)
+        assert denied.returncode != 0 and "Operation not permitted" in denied.stderr
+    finally:
+        cgroups.remove(open_cg)
+        cgroups.remove(closed_cg)
+
+
+def test_device_rules_compile_to_straight_line_code():
+    rules = [device_filter.DeviceRule.parse(r) for r in ("c 1:3 rwm", "b *:* m", "a")]
+    assert rules[1] == device_filter.DeviceRule("b", None, None, "m")
+    code = device_filter.compile_rules(rules)
+    assert len(code) % 8 == 0
+    # head (6) + rule 1 (3 tests + ja) + rule 2 (type test + 3 access insns + ja) + rule 3 (ja) + 4 exits
+    assert len(code) // 8 == 6 + 4 + 5 + 1 + 4
