@@ -185,7 +185,11 @@ def launch(spec: ContainerSpec, stdio: Stdio,
     """
     plan = _plan(spec, spec.process)
     cg = cgroups.container_cgroup(spec.id)
-    cgroups.create(cg, spec.limits, privileged=spec.process.privileged)
+    try:
+        cgroups.create(cg, spec.limits, privileged=spec.process.privileged)
+    except (RuntimeFailure, OSError):
+        _quiet_cleanup(cg)
+        raise
     plan.new_cgroup_namespace = _private_cgroup_namespace()
     oom_baseline = cgroups.oom_kill_count(cg)
     os.makedirs(rootfs_mountpoint, exist_ok=True)

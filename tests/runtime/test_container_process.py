@@ -23,7 +23,7 @@ from runtime.container_process import ContainerProcess, cleanup, container_pids,
 from runtime.container_spec import (BindMount, ContainerSpec, Limits, ProcessSpec, Stdio,
                                     TmpfsMount)
 from runtime.container_user import UserLookupError, resolve_user
-from runtime.errors import Conflict, ContainerStartError
+from runtime.errors import Conflict, ContainerStartError, RuntimeFailure
 from tests.support.rootfs import PATH_ENV, make_busybox_rootfs
 
 DOCKER_DEFAULT_CAPS = "00000000a80425fb"
@@ -569,3 +569,11 @@ def test_cgroup_namespace_and_mount(make_spec, monkeypatch):
     lines = seen.decode().splitlines()
     assert lines[0] == "0::/"
     assert lines[1].startswith("cgroup /sys/fs/cgroup cgroup2 ro,"), lines
+
+
+def test_impossible_limit_is_a_clear_error_and_leaves_no_cgroup(make_spec):
+    # Swap total below the memory limit: the kernel refuses it.
+    spec = make_spec(["true"], limits=Limits(memory_bytes=64 << 20, memory_swap_bytes=32 << 20))
+    with pytest.raises(RuntimeFailure, match="cgroup: cannot write"):
+        run(spec)
+    assert not any(d.exists() for d in cgroups.container_cgroup(spec.id).dirs)
