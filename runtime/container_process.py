@@ -145,6 +145,7 @@ class ContainerProcess:
 
     @property
     def exit_code(self) -> int | None:
+        """Docker's exit code once wait() or poll() saw the exit, else None."""
         return self._exit_code
 
     def signal(self, sig: int) -> bool:

@@ -81,9 +81,6 @@ def _syscall_number(name: str) -> int:
         raise OSError(38, f"{name}: no syscall number known for {platform.machine()}") from None
 
 
-_PIVOT_ROOT_NR = _syscall_number("pivot_root") if platform.machine() in _SYSCALL_NUMBERS else -1
-
-
 def _b(value: str | bytes | os.PathLike | None) -> bytes | None:
     if value is None:
         return None
@@ -117,9 +114,8 @@ def umount2(target: str | bytes | os.PathLike, flags: int = 0) -> None:
 
 def pivot_root(new_root: str | bytes | os.PathLike, put_old: str | bytes | os.PathLike) -> None:
     """pivot_root(2) through syscall(2): glibc has no wrapper."""
-    if _PIVOT_ROOT_NR < 0:
-        _syscall_number("pivot_root")
-    _check(_libc.syscall(ctypes.c_long(_PIVOT_ROOT_NR), _b(new_root), _b(put_old)), "pivot_root")
+    number = _syscall_number("pivot_root")
+    _check(_libc.syscall(ctypes.c_long(number), _b(new_root), _b(put_old)), "pivot_root")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
