@@ -74,11 +74,15 @@ def _check(result: int, what: str) -> int:
     return result
 
 
+# Looked up once at import: forked children must not call into `platform`.
+_MACHINE = platform.machine()
+
+
 def _syscall_number(name: str) -> int:
     try:
-        return _SYSCALL_NUMBERS[platform.machine()][name]
+        return _SYSCALL_NUMBERS[_MACHINE][name]
     except KeyError:
-        raise OSError(38, f"{name}: no syscall number known for {platform.machine()}") from None
+        raise OSError(38, f"{name}: no syscall number known for {_MACHINE}") from None
 
 
 def _b(value: str | bytes | os.PathLike | None) -> bytes | None:
