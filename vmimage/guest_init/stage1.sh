@@ -36,6 +36,12 @@ mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/base,upperdir=/rw/upper,workdir=/rw/work overlay /newroot \
     2>>"$log" || die "cannot mount the root overlay"
 
+# Mount the data disk now if it already holds ext4 (every boot but the first),
+# so early.sh can start the agent at once; blank disks are the Python init's job.
+if mount -t ext4 -o noatime /dev/vdb /newroot/var/lib/dockyard 2>>"$log"; then
+    export DOCKYARD_DATA_MOUNTED=1
+fi
+
 mount --move /dev /newroot/dev
 mount --move /proc /newroot/proc
 mount -t sysfs -o nosuid,nodev,noexec sysfs /newroot/sys
@@ -63,11 +69,6 @@ mount --bind /dockyard-opt /newroot/opt/dockyard
 cp -a /dockyard-root/. /newroot/ || die "cannot copy the dockyard files"
 mkdir -p /newroot/run/dockyard
 
-# Mount the data disk now if it already holds ext4 (every boot but the first),
-# so early.sh can start the agent at once; blank disks are the Python init's job.
-if mount -t ext4 -o noatime /newroot/dev/vdb /newroot/var/lib/dockyard 2>>"$log"; then
-    export DOCKYARD_DATA_MOUNTED=1
-fi
 cp "$log" /newroot/run/dockyard/stage1.log
 
 read -r t_end _ < /newroot/proc/uptime
