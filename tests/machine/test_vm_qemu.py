@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from desktop.machine.manager import pid_alive
 from tests.machine.conftest import make_machine
 
 pytestmark = pytest.mark.vm
@@ -24,7 +24,7 @@ def test_direct_qemu_backend_boots_and_answers(guest_image_env, tmp_path_factory
         assert m.status()["engine"] == "ok"
         m.dockyard("stop")
         assert m.status()["state"] == "stopped"
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+        # Gone, or a zombie waiting for whichever subreaper adopted the daemon.
+        assert not pid_alive(pid)
     finally:
         m.dockyard("rm", "-f", check=False)
