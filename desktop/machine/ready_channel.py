@@ -37,6 +37,25 @@ class ReadyEvent:
         raise RuntimeFailure(f"the guest announced no ssh-ed25519 host key (got {sorted(self.host_keys)})")
 
 
+def parse_ready(event: dict[str, Any]) -> ReadyEvent:
+    """Build a ReadyEvent, tolerating odd fields (timings are informative, keys are not)."""
+    host_keys = event.get("host_keys")
+    if not isinstance(host_keys, dict):
+        raise RuntimeFailure(f"the guest's ready message has no host_keys object: {str(event)[:200]}")
+    timings_raw = event.get("timings")
+    timings: dict[str, float] = {}
+    if isinstance(timings_raw, dict):
+        for key, value in timings_raw.items():
+            if isinstance(value, (int, float)):
+                timings[str(key)] = float(value)
+    agent_socket = event.get("agent_socket")
+    return ReadyEvent(
+        host_keys={str(k): str(v) for k, v in host_keys.items()},
+        timings=timings,
+        agent_socket=agent_socket if isinstance(agent_socket, str) and agent_socket else "/run/dockyard/docker.sock",
+    )
+
+
 class ReadyChannel:
     """A connection to the ready channel; `wait_ready` then, optionally, `follow` for later events."""
 
@@ -101,11 +120,7 @@ class ReadyChannel:
                 hint = _console_hint(console_log)
                 raise RuntimeFailure(f"the VM closed its ready channel during boot (it stopped){hint}") from None
             if event.get("event") == "ready":
-                return ReadyEvent(
-                    host_keys=dict(event.get("host_keys") or {}),
-                    timings={k: float(v) for k, v in (event.get("timings") or {}).items()},
-                    agent_socket=event.get("agent_socket") or "/run/dockyard/docker.sock",
-                )
+                return parse_ready(event)
             log.info("guest event during boot: %s", event)
 
     def follow(self, on_event: Callable[[dict[str, Any]], None]) -> None:

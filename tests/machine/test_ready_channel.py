@@ -1,0 +1,68 @@
+"""The ready channel reader against a real unix socket standing in for QEMU's chardev.
+
+QEMU itself is exercised by the vm tests; here the peer is a socketpair so the
+protocol cases (noise, early events, a VM that dies, odd fields) are explicit.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from desktop.machine.ready_channel import ReadyChannel, console_problem, parse_ready
+from runtime.errors import RuntimeFailure
+
+READY = {"event": "ready", "host_keys": {"ssh-ed25519": "AAAAC3Nz"}, "timings": {"kernel_s": 1.5, "note": "x"},
+         "agent_socket": "/run/dockyard/docker.sock", "errors": []}
+
+
+def _pair() -> tuple[ReadyChannel, socket.socket]:
+    host, guest = socket.socketpair()
+    return ReadyChannel(host), guest
+
+
+def test_ready_after_noise_and_other_events():
+    chan, guest = _pair()
+    guest.sendall(b"\x00garbage from a previous boot\n" + json.dumps({"event": "hello"}).encode() + b"\n"
+                  + json.dumps(READY).encode()[:10])
+    guest.sendall(json.dumps(READY).encode()[10:] + b"\n")
+    ready = chan.wait_ready(timeout=5)
+    assert ready.host_key_line() == "ssh-ed25519 AAAAC3Nz"
+    assert ready.timings == {"kernel_s": 1.5}  # non-numeric timings dropped
+    guest.sendall(json.dumps({"event": "agent-exited", "code": 1}).encode() + b"\n")
+    guest.close()
+    events = []
+    chan.follow(events.append)  # returns when the VM closes the channel
+    assert events == [{"event": "agent-exited", "code": 1}]
+
+
+def test_vm_that_dies_during_boot_fails_at_once_with_console_hint(tmp_path):
+    console = tmp_path / "console.log"
+    console.write_text("[ 1.0] booting\n[ 3.0] Kernel panic - not syncing: Attempted to kill init!\n[ 3.1] CPU: 1\n")
+    chan, guest = _pair()
+    guest.close()
+    with pytest.raises(RuntimeFailure, match=r"closed its ready channel.*Kernel panic - not syncing"):
+        chan.wait_ready(timeout=60, console_log=console)
+
+
+def test_timeout(tmp_path):
+    chan, _guest = _pair()
+    with pytest.raises(RuntimeFailure, match="did not report ready within 0 s"):
+        chan.wait_ready(timeout=0.01, console_log=tmp_path / "missing.log")
+
+
+def test_missing_host_key():
+    with pytest.raises(RuntimeFailure, match="no host_keys"):
+        parse_ready({"event": "ready", "host_keys": "nope"})
+    with pytest.raises(RuntimeFailure, match="no ssh-ed25519"):
+        parse_ready({"event": "ready", "host_keys": {"ssh-rsa": "AAAA"}}).host_key_line()
+
+
+def test_console_problem_prefers_error_lines(tmp_path):
+    log = tmp_path / "c.log"
+    log.write_text("a\nmount: cannot find device\nlast line\n")
+    assert console_problem(log) == "mount: cannot find device"
+    log.write_text("a\nlast line\n")
+    assert console_problem(log) == "last line"
