@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runtime.atomic_file import write_json_atomic
+from runtime.atomic_file import read_json, write_json_atomic
 
 from . import initramfs, rootfs
 from .kernel import extract_vmlinux, has_pvh_entry, resolve_kernel_package, unpack_kernel
@@ -76,7 +76,7 @@ def part_hashes(recipe: Recipe, kernel_id: str) -> PartHashes:
         hash_files(init_files + [VMIMAGE_DIR / "initramfs.py", VMIMAGE_DIR / "cpio.py"], VMIMAGE_DIR.parent),
         hash_files([initramfs.BUSYBOX], initramfs.BUSYBOX.parent))
     code_files = initramfs.code_sources()
-    code_hash = hash_values(FORMAT_VERSION, hash_files(code_files, VMIMAGE_DIR.parent) if code_files else "",
+    code_hash = hash_values(FORMAT_VERSION, hash_files(code_files, initramfs.PROJECT_DIR) if code_files else "",
                             hash_files([VMIMAGE_DIR / "initramfs.py"], VMIMAGE_DIR))
     assembly = hash_files([VMIMAGE_DIR / "guest_image.py"], VMIMAGE_DIR)
     image_hash = hash_values(rootfs_hash, initramfs_hash, code_hash, recipe.cmdline, assembly)
@@ -108,11 +108,39 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _prune(cache_dir: Path, keep: str) -> None:
-    """Drop the oldest image directories (only links and a small initrd each)."""
+    """Drop the oldest image directories, then the parts no remaining image uses.
+
+    A running machine keeps its files open, and image directories hold hard
+    links, so removing names here never pulls a disk from under a guest.
+    """
     images = sorted((p for p in cache_dir.iterdir() if p.is_dir() and len(p.name) == 16
                      and p.name != keep), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in images[KEEP_IMAGES - 1:]:
         shutil.rmtree(old, ignore_errors=True)
+    used: set[str] = set()
+    for description in cache_dir.glob("*/image.json"):
+        info = read_json(description, {})
+        parts = info.get("parts")
+        used.update(str(value) for value in (parts.values() if isinstance(parts, dict) else [parts]))
+        used.update(str(info.get(key, "")) for key in ("kernel_package", "kernel_file"))
+    used_text = " ".join(used)
+    for part in (cache_dir / "parts").iterdir():
+        if part.name.startswith("."):
+            continue
+        if part.name.startswith(("rootfs-", "initrd-base-", "code-")):
+            part_hash = part.name.split("-")[-1].split(".")[0]
+        elif part.name.startswith("vmlinux-"):
+            part_hash = part.name
+        elif part.name.startswith("kernel-"):
+            part_hash = part.name[len("kernel-"):].replace("_", "=", 1)
+        else:
+            continue
+        if part_hash not in used_text:
+            log.info("removing unused cache part %s", part.name)
+            if part.is_dir():
+                shutil.rmtree(part, ignore_errors=True)
+            else:
+                part.unlink(missing_ok=True)
 
 
 def ensure_image(cache_dir: Path | None = None, force: bool = False,
@@ -163,8 +191,9 @@ def ensure_image(cache_dir: Path | None = None, force: bool = False,
                 with open(part, "rb") as f:
                     shutil.copyfileobj(f, out)
         description = asdict(image) | {"kernel_package": f"{package.name}={package.version}",
-                                       "parts": asdict(hashes)}
-        write_json_atomic(staging / "image.json", {k: str(v) for k, v in description.items()})
+                                       "kernel_file": kernel_file.name, "parts": asdict(hashes)}
+        write_json_atomic(staging / "image.json",
+                          {k: v if isinstance(v, dict) else str(v) for k, v in description.items()})
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)

@@ -51,10 +51,14 @@ def test_listening_checks_read_proc_tables(tmp_path):
         "   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000\n")
     assert tcp_listening(22, str(tcp))
     assert not tcp_listening(8080, str(tcp))  # established, not listening
+    listening, connected = tmp_path / "docker.sock", tmp_path / "other.sock"
+    listening.touch()
+    connected.touch()
     unix = tmp_path / "unix"
     unix.write_text(
         "Num       RefCount Protocol Flags    Type St Inode Path\n"
-        "0000: 00000002 00000000 00010000 0001 01 1234 /run/dockyard/docker.sock\n"
-        "0000: 00000003 00000000 00000000 0001 03 1235 /run/other.sock\n")
-    assert unix_listening("/run/dockyard/docker.sock", str(unix))
-    assert not unix_listening("/run/other.sock", str(unix))
+        f"0000: 00000002 00000000 00010000 0001 01 1234 {listening}\n"
+        f"0000: 00000003 00000000 00000000 0001 03 1235 {connected}\n")
+    assert unix_listening(str(listening), str(unix))
+    assert not unix_listening(str(connected), str(unix))
+    assert not unix_listening(str(tmp_path / "absent.sock"), str(unix))

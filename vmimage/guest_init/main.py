@@ -135,6 +135,10 @@ class Init:
                 "agent_socket": AGENT_SOCKET, "errors": self.errors, **self.status,
             }
             self.channel.send(self.ready_message)
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, 0)  # early.sh started the init niced
+            except OSError:
+                pass
             log.info("ready: %s", self.ready_message["timings"])
             self._spawn_helper(["modprobe", "-a", *NETWORK_MODULES], f"{RUN_DIR}/modprobe.log")
 
