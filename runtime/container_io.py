@@ -103,6 +103,8 @@ class _Run:
         self.master: int | None = None
         self.drained = threading.Event()
         self.thread: threading.Thread | None = None
+        self.started = False                   # the process exists (stdin may be written)
+        self.closed = False                    # the pump closed our descriptors
         # Written to when the engine gives up waiting for EOF (see StreamHub.wait_drained).
         self.wake_r, self.wake_w = os.pipe()
         if tty:
@@ -193,6 +195,10 @@ class StreamHub:
             self._run = run
         if self.log is not None:
             self.log.begin_run()
+        # Pump from before the launch: a reader already blocked on both pipes keeps the
+        # stdout/stderr interleaving closest to the order the process wrote in.
+        run.thread = threading.Thread(target=self._pump, args=(run,), name="stdio-pump", daemon=True)
+        run.thread.start()
         return run.stdio
 
     def run_started(self) -> None:
@@ -200,9 +206,8 @@ class StreamHub:
         run = self._run
         assert run is not None
         run.close_child_side()
-        run.thread = threading.Thread(target=self._pump, args=(run,), name="stdio-pump", daemon=True)
-        run.thread.start()
         with self._stdin_lock:
+            run.started = True
             pending, self._pending_stdin = bytes(self._pending_stdin), bytearray()
             close = self._pending_close
             self._pending_close = False
@@ -215,17 +220,11 @@ class StreamHub:
         run = self._run
         if run is not None:
             run.close_child_side()
-            for fd in list(run.readers):
-                _close(fd)
-            if run.stdin_fd is not None and run.stdin_fd not in run.readers:
-                _close(run.stdin_fd)
-            _close(run.wake_r)
-            _close(run.wake_w)
-            run.drained.set()
+            # The pump owns the parent-side descriptors: wake it and let it close them.
+            self._wake(run)
+            run.drained.wait(5.0)
         with self._lock:
             self._run = None
-        if self.log is not None:
-            self.log.end_run()
         self.end_sessions()
 
     def wait_drained(self, timeout: float) -> bool:
@@ -239,11 +238,17 @@ class StreamHub:
         if run.drained.wait(timeout):
             return True
         log.warning("output of a finished process did not drain within %.1fs; closing it", timeout)
-        try:
-            os.write(run.wake_w, b"x")
-        except OSError:
-            pass
+        self._wake(run)
         return run.drained.wait(5.0)
+
+    def _wake(self, run: _Run) -> None:
+        """Make the pump stop now (under the stdin lock, so its fds cannot be closed meanwhile)."""
+        with self._stdin_lock:
+            if not run.closed:
+                try:
+                    os.write(run.wake_w, b"x")
+                except OSError:
+                    pass
 
     def _pump(self, run: _Run) -> None:
         sel = selectors.DefaultSelector()
@@ -274,6 +279,7 @@ class StreamHub:
             with self._stdin_lock:
                 for fd in (*run.readers, run.wake_r, run.wake_w):
                     _close(fd)
+                run.closed = True
                 if run.stdin_fd is not None and run.stdin_fd not in run.readers:
                     _close(run.stdin_fd)
                 run.stdin_fd = None
@@ -301,7 +307,7 @@ class StreamHub:
             return
         with self._stdin_lock:
             run = self._run
-            if run is None or run.thread is None:
+            if run is None or not run.started:
                 self._pending_stdin += data
                 return
             fd = run.stdin_fd
@@ -318,7 +324,7 @@ class StreamHub:
             return
         with self._stdin_lock:
             run = self._run
-            if run is None or run.thread is None:
+            if run is None or not run.started:
                 self._pending_close = True
                 return
             if run.stdin_fd is not None and not run.tty:
@@ -332,6 +338,11 @@ class StreamHub:
             self.close_stdin()
 
     # tty -------------------------------------------------------------------------
+    def default_size(self, height: int, width: int) -> None:
+        """The size a new pty gets unless a resize already chose one (HostConfig.ConsoleSize)."""
+        if self._size is None and height > 0 and width > 0:
+            self._size = (height, width)
+
     def resize(self, height: int, width: int) -> None:
         """Record the size for future runs and apply it to the current pty."""
         self._size = (height, width)

@@ -599,11 +599,13 @@ class Engine:
             mounts=mounts, etc_files=etc_files, netns_path=attachment.netns_path,
             host_network=attachment.mode == "host", readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
             limits=cc.limits(hc))
+        console = hc.get("ConsoleSize") or []
+        if cfg.get("Tty") and len(console) == 2:
+            # The CLI sends its terminal size at create and resizes after start; starting
+            # with the right size spares the shell a SIGWINCH (and a redrawn prompt).
+            live.hub.default_size(int(console[0] or 0), int(console[1] or 0))
         stdio = live.hub.prepare_run()
-        try:
-            proc = _launcher().launch(spec, stdio)
-        except BaseException:
-            raise
+        proc = _launcher().launch(spec, stdio)
         live.hub.run_started()
         return spec, proc
 
