@@ -267,9 +267,9 @@ class Engine:
         threads = []
         for live in lives:
             with live.lock:
-                if live.restart_timer is not None:
-                    live.restart_timer.cancel()
-                    live.restart_timer = None
+                if self._cancel_restart(live):
+                    # Not the user's doing: the policy applies again at the next start.
+                    self._save_state(live)
                 running = live.c.state.running
             if running:
                 t = threading.Thread(target=self._stop_for_shutdown, args=(live,), daemon=True)
@@ -523,7 +523,9 @@ class Engine:
             spec, proc = self._launch(live)
         except BaseException as err:
             self._start_failed(live, err)
-            raise
+            if isinstance(err, (DockyardError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise RuntimeFailure(f"cannot start container {c.id[:12]}: {err}") from err
         with live.lock:
             live.process = proc
             live.spec = spec
@@ -585,6 +587,8 @@ class Engine:
         etc_files: dict[str, Path] = {}
         for target, content in container_etc_files(c.id, cfg.get("Hostname", ""), attachment,
                                                    list(hc.get("ExtraHosts") or [])).items():
+            if target == "/etc/resolv.conf":
+                content = _apply_dns_options(content, hc)
             host_file = cdir / os.path.basename(target)
             host_file.write_bytes(content)
             etc_files[target] = host_file
@@ -1223,6 +1227,27 @@ def _dir_size(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def _apply_dns_options(resolv_conf: bytes, host_config: dict[str, Any]) -> bytes:
+    """HostConfig Dns/DnsSearch/DnsOptions replace the matching lines, as `--dns` does."""
+    replacements: dict[str, list[str]] = {}
+    if host_config.get("Dns"):
+        replacements["nameserver"] = list(host_config["Dns"])
+    if host_config.get("DnsSearch"):
+        replacements["search"] = [" ".join(host_config["DnsSearch"])]
+    if host_config.get("DnsOptions"):
+        replacements["options"] = [" ".join(host_config["DnsOptions"])]
+    if not replacements:
+        return resolv_conf
+    kept = []
+    for line in resolv_conf.decode().splitlines():
+        words = line.split()
+        if not words or words[0] not in replacements:
+            kept.append(line)
+    for key, values in replacements.items():
+        kept += [f"{key} {v}" for v in values]
+    return ("\n".join(kept) + "\n").encode()
 
 
 TOP_TITLES = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]

@@ -356,3 +356,13 @@ def test_published_port_reaches_the_container(engine, busybox):
     assert waiter.result(10)[0] == 0
     assert engine.get_container(c.id).network is None
     engine.remove_container(c.id)
+
+
+def test_dns_options_reach_resolv_conf(engine, busybox):
+    _, code, out, _ = run(engine, busybox, ["cat", "/etc/resolv.conf"],
+                          host_config={"NetworkMode": "bridge", "Dns": ["192.0.2.53"], "DnsSearch": ["example.test"],
+                                       "DnsOptions": ["ndots:2"], "AutoRemove": True})
+    lines = out.decode().splitlines()
+    assert code == 0
+    assert [l for l in lines if l.startswith("nameserver")] == ["nameserver 192.0.2.53"]
+    assert "search example.test" in lines and "options ndots:2" in lines
