@@ -51,7 +51,7 @@ def render_early_sh() -> str:
         "ENGINE_ROOT": layout.ENGINE_ROOT, "CODE_DIR": layout.CODE_DIR,
         "AGENT_CMD": shlex.join(layout.AGENT_ARGV), "AGENT_LOG": layout.AGENT_LOG,
         "SSHD_CMD": shlex.join(layout.SSHD_ARGV), "SSHD_LOG": layout.SSHD_LOG,
-        "HOST_KEY": layout.HOST_KEY,
+        "HOST_KEY": layout.HOST_KEY, "INIT_NICE": str(layout.INIT_NICE),
     }
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)

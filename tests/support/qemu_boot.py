@@ -23,6 +23,26 @@ from pathlib import Path
 READY_PORT = "org.dockyard.guest.0"
 
 
+VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")  # QEMU's own; bookworm has no virtiofsd package
+
+
+def start_virtiofsd(source: Path, sock: Path, log: Path, timeout: float = 10.0) -> subprocess.Popen:
+    """One virtiofsd serving `source` on `sock`; returns once the socket exists."""
+    sock.unlink(missing_ok=True)
+    proc = subprocess.Popen([str(VIRTIOFSD), f"--socket-path={sock}", "-o", f"source={source}",
+                             "-o", "cache=auto", "-o", "sandbox=chroot"],
+                            stdin=subprocess.DEVNULL, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    # virtiofsd has no readiness notification: poll for its socket, with a deadline.
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"virtiofsd did not start: {log.read_text()}")
+        time.sleep(0.01)
+    return proc
+
+
 def free_tcp_port() -> int:
     """A port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
@@ -42,6 +62,7 @@ class BootedGuest:
 
     process: subprocess.Popen
     channel: socket.socket
+    helpers: list[subprocess.Popen]
     ssh_port: int
     console_log: Path
     started_at: float
@@ -95,14 +116,22 @@ class BootedGuest:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        for helper in self.helpers:
+            if helper.poll() is None:
+                helper.kill()
+            helper.wait()
         self.channel.close()
 
 
 def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str, workdir: Path,
          shares: list[tuple[str, Path]] = (), machine: str = "q35", smp: int = 1,
          memory_mb: int = 1024, accept_timeout: float = 30.0,
-         extra_args: list[str] = ()) -> BootedGuest:
-    """Start QEMU and return once it has connected to the ready channel."""
+         extra_args: list[str] = (), sharefs: str = "9p") -> BootedGuest:
+    """Start QEMU and return once it has connected to the ready channel.
+
+    sharefs "9p" exports `shares` with -virtfs; "virtiofs" starts one QEMU
+    virtiofsd per share (and the shared memory backend vhost-user needs).
+    """
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise RuntimeError("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
@@ -129,8 +158,18 @@ def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str
         "-device", f"virtserialport,chardev=ready,name={READY_PORT}",
     ]
     cmd += list(extra_args)
+    helpers: list[subprocess.Popen] = []
+    if sharefs == "virtiofs" and shares:
+        cmd += ["-object", f"memory-backend-memfd,id=mem,size={memory_mb}M,share=on",
+                "-numa", "node,memdev=mem"]
     for index, (tag, path) in enumerate(shares):
-        cmd += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,id=fs{index}"]
+        if sharefs == "virtiofs":
+            sock = workdir / f"virtiofs{index}.sock"
+            helpers.append(start_virtiofsd(path, sock, workdir / f"virtiofsd{index}.log"))
+            cmd += ["-chardev", f"socket,id=vfs{index},path={sock}",
+                    "-device", f"vhost-user-fs-pci,queue-size=1024,chardev=vfs{index},tag={tag}"]
+        else:
+            cmd += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,id=fs{index}"]
     started_at = time.monotonic()
     process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(workdir / "qemu.log", "wb"),
                                stderr=subprocess.STDOUT)
@@ -140,8 +179,11 @@ def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str
     except socket.timeout:
         process.kill()
         process.wait()
+        for helper in helpers:
+            helper.kill()
+            helper.wait()
         raise RuntimeError(f"QEMU did not connect the ready channel: {(workdir / 'qemu.log').read_text()}")
     finally:
         listener.close()
-    return BootedGuest(process=process, channel=channel, ssh_port=ssh_port,
+    return BootedGuest(process=process, channel=channel, helpers=helpers, ssh_port=ssh_port,
                        console_log=console_log, started_at=started_at)

@@ -8,6 +8,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import paramiko
 import pytest
@@ -55,14 +56,15 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 60) -> tuple[
     return stdout.channel.recv_exit_status(), out, err
 
 
-def boot_guest(image, workdir: Path, data_disk: Path, key_path: Path, share_dir: Path) -> GuestVM:
+def boot_guest(image, workdir: Path, data_disk: Path, key_path: Path, share_dir: Path,
+               sharefs: str = "9p") -> GuestVM:
     """Boot `image` with the dockyard.* arguments the machine manager would append."""
     key = base64.b64encode(key_path.with_suffix(".pub").read_bytes().strip()).decode()
-    cmdline = (f"{image.cmdline} dockyard.key={key} dockyard.sharefs=9p "
-               f"dockyard.shares=share0:{share_dir} dockyard.hostloop=10.0.2.2 "
+    cmdline = (f"{image.cmdline} dockyard.key={key} dockyard.sharefs={sharefs} "
+               f"dockyard.shares=share0:{quote(str(share_dir), safe='/')} dockyard.hostloop=10.0.2.2 "
                f"dockyard.time={int(time.time())}")
     guest = qemu_boot.boot(image.kernel, image.initrd, image.rootfs, data_disk, cmdline, workdir,
-                           shares=[("share0", share_dir)], extra_args=WRONG_RTC)
+                           shares=[("share0", share_dir)], extra_args=WRONG_RTC, sharefs=sharefs)
     try:
         ready = guest.wait_for("ready", READY_TIMEOUT_S)
     except BaseException:

@@ -62,3 +62,9 @@ def test_listening_checks_read_proc_tables(tmp_path):
     assert unix_listening(str(listening), str(unix))
     assert not unix_listening(str(connected), str(unix))
     assert not unix_listening(str(tmp_path / "absent.sock"), str(unix))
+
+
+def test_share_paths_are_percent_decoded():
+    opts = parse_cmdline("dockyard.shares=h0:/Users/me/My%20Files,t%2C1:/a%3Ab%25c,bad:/x%zz")
+    assert opts.shares == [Share("h0", "/Users/me/My Files"), Share("t,1", "/a:b%c")]
+    assert len(opts.errors) == 1 and "bad %-escape" in opts.errors[0]

@@ -36,6 +36,30 @@ class BootOptions:
         self.errors: list[str] = []
 
 
+def unquote(text: str) -> str:
+    """Undo %XX escapes (UTF-8), as urllib.parse.unquote would, minus its imports.
+
+    The kernel command line splits on spaces, so the machine manager escapes
+    spaces, commas, colons and '%' in share paths (urllib.parse.quote(path, safe="/")).
+    """
+    if "%" not in text:
+        return text
+    out = bytearray()
+    i = 0
+    raw = text.encode()
+    while i < len(raw):
+        if raw[i:i + 1] == b"%":
+            try:
+                out += bytes.fromhex(raw[i + 1:i + 3].decode())
+            except ValueError:
+                raise ValueError(f"bad %-escape in {text!r}") from None
+            i += 3
+        else:
+            out += raw[i:i + 1]
+            i += 1
+    return out.decode()
+
+
 def _b64decode(value: str) -> bytes:
     """Strict standard base64 (the base64 module would import re and struct)."""
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
@@ -65,6 +89,11 @@ def parse_cmdline(cmdline: str) -> BootOptions:
         elif name == "shares":
             for item in filter(None, value.split(",")):
                 tag, colon, path = item.partition(":")
+                try:
+                    tag, path = unquote(tag), unquote(path)
+                except ValueError as err:
+                    opts.errors.append(f"dockyard.shares item {item!r}: {err}")
+                    continue
                 if not colon or not tag or not path.startswith("/"):
                     opts.errors.append(f"dockyard.shares item {item!r}: expected TAG:/absolute/path")
                 else:

@@ -6,8 +6,12 @@
 # them. On a first boot the Python init formats the disk and starts them.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 hostloop=10.0.2.2
+initnice=@INIT_NICE@
 for word in $(cat /proc/cmdline); do
-    case "$word" in dockyard.hostloop=*) hostloop="${word#dockyard.hostloop=}" ;; esac
+    case "$word" in
+        dockyard.hostloop=*) hostloop="${word#dockyard.hostloop=}" ;;
+        dockyard.initnice=*) initnice="${word#dockyard.initnice=}" ;;
+    esac
 done
 if [ -n "$DOCKYARD_DATA_MOUNTED" ]; then
     mkdir -p @ENGINE_ROOT@
@@ -22,6 +26,6 @@ if [ -n "$DOCKYARD_DATA_MOUNTED" ]; then
     read -r DOCKYARD_EARLY_SPAWN _ < /proc/uptime
     export DOCKYARD_EARLY_SPAWN
 fi
-# The init runs niced until ready: on one TCG vCPU every cycle it takes is one
-# the agent (the slowest to start) does not get. It resets itself when ready.
-exec /usr/bin/nice -n 10 /usr/bin/python3 -I -S /opt/dockyard/init/dockyard-init
+# The init may run niced until ready: on one TCG vCPU every cycle it takes is
+# one the agent (the slowest to start) does not get. It resets itself when ready.
+exec /usr/bin/nice -n "$initnice" /usr/bin/python3 -I -S /opt/dockyard/init/dockyard-init
