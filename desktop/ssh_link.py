@@ -248,10 +248,25 @@ class SshLink:
         except (SSHException, OSError, EOFError) as exc:
             raise LinkError(f"cannot open {what} over SSH: {exc or type(exc).__name__}") from None
 
-    def open_streamlocal(self, path: str) -> paramiko.Channel:
-        """A channel connected to the unix socket `path` in the guest."""
-        return self._open(lambda t: open_streamlocal_channel(t, path, self.channel_timeout),
-                          f"a connection to the guest socket {path}")
+    def open_streamlocal(self, path: str, retry_s: float = 1.0) -> paramiko.Channel:
+        """A channel connected to the unix socket `path` in the guest.
+
+        sshd connects to the socket without blocking, so a full listen
+        backlog (a burst of connections to a slow TCG guest agent, or the
+        agent restarting) fails at once with "connect failed"; such failures
+        are retried with backoff for up to `retry_s` seconds.
+        """
+        what = f"a connection to the guest socket {path}"
+        deadline = time.monotonic() + retry_s
+        delay = 0.01
+        while True:
+            try:
+                return self._open(lambda t: open_streamlocal_channel(t, path, self.channel_timeout), what)
+            except ChannelOpenRefused:
+                if time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)  # backoff before retrying a refused connect, not synchronisation
+            delay = min(delay * 2, 0.2)
 
     def open_tcp(self, host: str, port: int) -> paramiko.Channel:
         """A channel connected to TCP `host:port` as seen from the guest."""

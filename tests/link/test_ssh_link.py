@@ -136,3 +136,41 @@ def test_tcp_nodelay_and_window(link):
     chan = link.open_session()
     assert chan.in_window_size >= 16 * 1024 * 1024
     chan.close()
+
+
+def test_full_backlog_is_retried_not_failed(link, tmp_path):
+    """sshd connects without blocking: a full listen backlog must not fail the open."""
+    path = tmp_path / "slow.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(0)  # backlog of one: the next connect gets EAGAIN until we accept
+    first = link.open_streamlocal(str(path))
+    accepted = []
+
+    def accept_later():
+        # Started once the second open has been refused: drain the backlog.
+        conn, _ = srv.accept()
+        accepted.append(conn)
+        conn2, _ = srv.accept()
+        accepted.append(conn2)
+
+    refused_before = []
+    original = link._open
+
+    def counting_open(opener, what):
+        try:
+            return original(opener, what)
+        except ChannelOpenRefused:
+            refused_before.append(True)
+            if len(refused_before) == 1:
+                threading.Thread(target=accept_later, daemon=True).start()
+            raise
+
+    link._open = counting_open
+    second = link.open_streamlocal(str(path), retry_s=10)
+    assert refused_before, "the backlog never filled: the test proves nothing"
+    first.close()
+    second.close()
+    for conn in accepted:
+        conn.close()
+    srv.close()

@@ -1,0 +1,175 @@
+"""The SSH link against the real Dockyard guest under QEMU (TCG): marked `vm`, slow.
+
+Boots the guest image once for the module with the kernel arguments the
+machine manager appends, pins the host key from the ready message, and
+drives the real guest sshd and dockyard-agent through SshLink, HostSocket,
+PortForwarder and ClockSync.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from desktop.clock_sync import ClockSync
+from desktop.host_socket import HostSocket
+from desktop.ssh_link import HostKeyMismatch, SshLink
+from tests.support import qemu_boot
+from tests.support.agent import DOCKER_CLI
+from tests.support.sshd import _keygen
+
+pytestmark = pytest.mark.vm
+
+IMAGE_CACHE = Path(os.environ.get("DOCKYARD_TEST_CACHE",
+                                  Path.home() / ".cache" / "dockyard-tests")) / "vm-images"
+AGENT_SOCKET = "/run/dockyard/docker.sock"
+READY_TIMEOUT_S = 240.0
+GUEST_PING_SCRIPT = """
+import socket, statistics, time
+samples = []
+for _ in range(30):
+    t0 = time.perf_counter()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect("/run/dockyard/docker.sock")
+    s.sendall(b"GET /_ping HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+    while s.recv(65536):
+        pass
+    s.close()
+    samples.append((time.perf_counter() - t0) * 1000)
+print(statistics.median(samples))
+"""
+
+
+class Guest:
+    """A booted guest, its pinned host key and a client key."""
+
+    def __init__(self, booted: qemu_boot.BootedGuest, ready: dict, key_path: Path) -> None:
+        self.booted = booted
+        self.ready = ready
+        self.key_path = key_path
+        self.host_key = "ssh-ed25519 " + ready["host_keys"]["ssh-ed25519"]
+
+    def link(self) -> SshLink:
+        lk = SshLink("127.0.0.1", self.booted.ssh_port, "root", self.key_path, self.host_key)
+        lk.connect(timeout=60)
+        return lk
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory):
+    from vmimage.guest_image import ensure_image
+
+    image = ensure_image(IMAGE_CACHE)
+    base = tmp_path_factory.mktemp("vmlink")
+    key_path = base / "id_ed25519"
+    _keygen(key_path)
+    disk = qemu_boot.create_data_disk(base / "data.qcow2")
+    key = base64.b64encode(key_path.with_suffix(".pub").read_bytes().strip()).decode()
+    cmdline = (f"{image.cmdline} dockyard.key={key} dockyard.sharefs=none "
+               f"dockyard.hostloop=10.0.2.2 dockyard.time={int(time.time())}")
+    booted = qemu_boot.boot(image.kernel, image.initrd, image.rootfs, disk, cmdline, base / "boot")
+    try:
+        ready = booted.wait_for("ready", READY_TIMEOUT_S)
+        yield Guest(booted, ready, key_path)
+    finally:
+        booted.kill()
+
+
+@pytest.fixture
+def link(guest):
+    lk = guest.link()
+    yield lk
+    lk.close()
+
+
+def test_pinned_key_and_exec(guest, link):
+    rc, out, _ = link.run("uname -s; id -u")
+    assert (rc, out) == (0, b"Linux\n0\n")
+
+
+def test_wrong_host_key_is_refused(guest, tmp_path):
+    other = _keygen(tmp_path / "other")
+    lk = SshLink("127.0.0.1", guest.booted.ssh_port, "root", guest.key_path, other)
+    with pytest.raises(HostKeyMismatch):
+        lk.connect(timeout=60)
+
+
+def test_agent_ping_over_streamlocal(link):
+    status, headers, body = link.request("GET", "/_ping", socket_path=AGENT_SOCKET)
+    assert (status, body) == (200, b"OK")
+    assert "api-version" in headers
+
+
+def test_reconnect_after_the_connection_is_cut(link):
+    old = link.transport()
+    old.sock.shutdown(socket.SHUT_RDWR)
+    status, _, _ = link.request("GET", "/_ping", socket_path=AGENT_SOCKET)
+    assert status == 200 and link.connect_count == 2
+
+
+def test_docker_cli_through_the_host_socket(link, tmp_path):
+    hs = HostSocket(tmp_path / "run" / "docker.sock", link)
+    hs.start()
+    try:
+        env = dict(os.environ, DOCKER_HOST=f"unix://{hs.socket_path}", DOCKER_CONFIG=str(tmp_path))
+        out = subprocess.run([DOCKER_CLI, "version", "--format", "{{.Server.Os}}"], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "linux"
+    finally:
+        hs.stop()
+
+
+def test_clock_sync_sets_the_guest_clock(link):
+    # Put the guest clock a day off, then let ClockSync fix it for real.
+    assert link.run(f"date -u -s @{int(time.time()) - 86400}")[0] == 0
+    cs = ClockSync(link)
+    result = cs.sync_now("test")
+    assert result.exit_status == 0, result.output
+    rc, out, _ = link.run("date -u +%s.%N")
+    assert rc == 0 and abs(float(out) - time.time()) < 5
+
+
+def test_ping_latency_report(link, tmp_path):
+    """Measures (and prints) the link's /_ping round trip; asserts only correctness."""
+    hs = HostSocket(tmp_path / "run" / "docker.sock", link)
+    hs.start()
+    try:
+        ping = b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        samples = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(30)
+                s.connect(str(hs.socket_path))
+                s.sendall(ping)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            samples.append((time.perf_counter() - t0) * 1000)
+            assert data.startswith(b"HTTP/1.1 200")
+        req = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            assert link.request("GET", "/_ping", socket_path=AGENT_SOCKET)[0] == 200
+            req.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        assert link.run("true")[0] == 0
+        exec_ms = (time.perf_counter() - t0) * 1000
+        # The same fresh-connection ping measured inside the guest: the agent's own cost.
+        rc, out, err = link.run("python3 -c " + shlex.quote(GUEST_PING_SCRIPT), timeout=120)
+        assert rc == 0, err
+        print(f"\nVM /_ping: via host socket median {statistics.median(samples):.1f} ms "
+              f"(p90 {statistics.quantiles(samples, n=10)[-1]:.1f}); SshLink.request median "
+              f"{statistics.median(req):.1f} ms; inside the guest median {float(out):.1f} ms; "
+              f"exec 'true' {exec_ms:.0f} ms")
+    finally:
+        hs.stop()
