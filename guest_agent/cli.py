@@ -7,6 +7,7 @@ engine.shutdown() (their state stays on disk) and exit 0.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -69,6 +70,8 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1 <agent>` dumps every thread's stack to the log: the way to see a hang.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     prepare_socket_path(args.socket)
     args.root.mkdir(parents=True, exist_ok=True)

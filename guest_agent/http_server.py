@@ -294,6 +294,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "UnixHTTPServer"
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the client hung up between requests: nothing to answer
+
     # BaseHTTPRequestHandler dispatches on do_<METHOD>.
     def do_GET(self) -> None:
         self._dispatch()
@@ -377,6 +383,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _route(self) -> AnyResponse:
+        log.debug("<- %s %s (connection %x)", self.command, self.path, id(self.connection))
         url = urlsplit(self.path)
         request: Request | None = None
         try:
@@ -420,7 +427,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send_hijack(response)
         else:
             self._send_plain(response)
-        log.debug("%s %s -> %s", self.command, self.path, getattr(response, "status", 101))
+        log.debug("%s %s -> %s (connection %x)", self.command, self.path,
+                  getattr(response, "status", 101), id(self.connection))
 
     def _send_plain(self, response: Response) -> None:
         no_body = response.status in (204, 304) or response.status < 200
@@ -496,6 +504,9 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
 
     daemon_threads = True
     allow_reuse_address = False
+    # Go clients connect non-blocking: with socketserver's default backlog of 5, a burst
+    # of docker commands gets EAGAIN ("resource temporarily unavailable") instead of waiting.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, path: str, router: Router, mode: int = 0o600) -> None:
         self.router = router

@@ -159,10 +159,11 @@ def start_agent(socket: Path, root: Path, extra_args: Sequence[str] = (),
                 log_level: str = "debug") -> RunningAgent:
     """Start `dockyard-agent serve --socket SOCKET --root ROOT` and wait until it answers."""
     socket, root = Path(socket), Path(root)
-    base = socket.parent
+    # Log and CLI config live next to the root: the socket's directory is the agent's to create.
+    base = root.parent
     base.mkdir(parents=True, exist_ok=True)
-    log_path = base / f"agent-{socket.stem}.log"
-    docker_config = base / "docker-config"
+    log_path = base / f"agent-{root.name}.log"
+    docker_config = base / f"docker-config-{root.name}"
     docker_config.mkdir(exist_ok=True)
     (docker_config / "config.json").write_text(json.dumps({"auths": {}}))
     log_file = open(log_path, "ab")
