@@ -109,7 +109,8 @@ class SshLink:
     """A pinned, key-authenticated, self-healing SSH transport to the guest."""
 
     def __init__(self, host: str, port: int, username: str, key_path: Path, host_key: str,
-                 keepalive_s: int = KEEPALIVE_S, channel_timeout: float = 10.0) -> None:
+                 keepalive_s: int = KEEPALIVE_S, channel_timeout: float = 10.0,
+                 probe_timeout: float = 5.0) -> None:
         self.host = host
         self.port = port
         self.username = username
@@ -117,6 +118,8 @@ class SshLink:
         self.host_key_type, self.host_key_b64 = parse_host_key(host_key)
         self.keepalive_s = keepalive_s
         self.channel_timeout = channel_timeout
+        self.probe_timeout = probe_timeout
+        self._probe_lock = threading.Lock()
         self._transport: paramiko.Transport | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -236,9 +239,13 @@ class SshLink:
             raise ChannelOpenRefused(f"the guest refused to open {what}: {exc.text}") from None
         except (SSHException, OSError, EOFError) as exc:
             if t.is_active():
-                # Alive but unresponsive (e.g. half-dead TCP after a suspend):
-                # drop it so the retry below builds a fresh one.
-                log.warning("opening %s failed on a live transport (%s); reconnecting", what, exc)
+                # Closing a transport cuts every stream on it (attached
+                # containers, event followers): only do it if the server
+                # stopped answering altogether, e.g. a half-dead TCP
+                # connection after a suspend.
+                if self._responsive(t, self.probe_timeout):
+                    raise LinkError(f"cannot open {what} over SSH: {exc or type(exc).__name__}") from None
+                log.warning("the SSH server stopped answering (%s); reconnecting", exc)
                 t.close()
         t = self._reconnect(t)
         try:
@@ -247,6 +254,26 @@ class SshLink:
             raise ChannelOpenRefused(f"the guest refused to open {what}: {exc.text}") from None
         except (SSHException, OSError, EOFError) as exc:
             raise LinkError(f"cannot open {what} over SSH: {exc or type(exc).__name__}") from None
+
+    def _responsive(self, t: paramiko.Transport, timeout: float) -> bool:
+        """Whether the server still answers on `t` (a global request it must reply to)."""
+        answered = threading.Event()
+
+        def probe() -> None:
+            # OpenSSH replies "failure" to this unknown request, which proves
+            # it alive; paramiko returns None for that and for a dead
+            # transport alike, hence the is_active() check.
+            try:
+                t.global_request("keepalive@openssh.com", wait=True)
+            except (SSHException, OSError, EOFError):
+                return
+            if t.is_active():
+                answered.set()
+
+        with self._probe_lock:  # paramiko keeps one pending global request at a time
+            threading.Thread(target=probe, name="ssh-liveness", daemon=True).start()
+            # The probe thread ends by itself when the transport is closed.
+            return answered.wait(timeout)
 
     def open_streamlocal(self, path: str, retry_s: float = 1.0) -> paramiko.Channel:
         """A channel connected to the unix socket `path` in the guest.

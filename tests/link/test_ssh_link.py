@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
 
+import paramiko
 import pytest
 
 from desktop.ssh_link import ChannelOpenRefused, HostKeyMismatch, LinkError, SshLink
@@ -174,3 +177,43 @@ def test_full_backlog_is_retried_not_failed(link, tmp_path):
     for conn in accepted:
         conn.close()
     srv.close()
+
+
+def test_frozen_server_is_detected_and_replaced(sshd):
+    """A server that stops answering but keeps TCP up (SIGSTOP): the link reconnects."""
+    lk = SshLink(sshd.host, sshd.port, "root", sshd.client_key_path, sshd.host_key_line,
+                 channel_timeout=2, probe_timeout=2)
+    lk.connect(timeout=10)
+    frozen = sshd.session_pids()
+    try:
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        old = lk.transport()
+        rc, out, _ = lk.run("echo fresh")
+        assert (rc, out) == (0, b"fresh\n")
+        assert lk.transport() is not old and lk.connect_count == 2
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        lk.close()
+
+
+def test_live_server_keeps_its_transport_when_an_open_fails(link, monkeypatch):
+    """An open that fails for another reason must not cut the streams of a live transport.
+
+    A responsive sshd that times out a channel open cannot be produced for
+    real, so the failure is injected; the liveness probe runs against the
+    real server.
+    """
+    old = link.transport()
+    real = link.transport().open_session
+
+    def failing_open(*args, **kwargs):
+        raise paramiko.SSHException("simulated open timeout")
+
+    monkeypatch.setattr(old, "open_session", failing_open)
+    with pytest.raises(LinkError, match="simulated open timeout"):
+        link.open_session()
+    assert link.transport() is old and old.is_active()
+    monkeypatch.setattr(old, "open_session", real)
+    assert link.run("true")[0] == 0
