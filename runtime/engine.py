@@ -672,6 +672,13 @@ class Engine:
             live.exit_seq += 1
             if not (auto_remove and not restart):
                 self._save_state(live)
+            # Events go out before anyone can observe the new state (publish never blocks).
+            for m in c.mounts:
+                if m.get("Type") == "volume":
+                    self.events.publish("volume", "unmount", m["Name"], {"container": c.id, "driver": "local"})
+            self._emit(c, "die", exitCode=code)
+            if oom:
+                self._emit(c, "oom")
             live.changed.notify_all()
             if restart:
                 delay = live.backoff.next_delay(ran_for)
@@ -679,12 +686,6 @@ class Engine:
                 timer.daemon = True
                 live.restart_timer = timer
                 timer.start()
-        for m in c.mounts:
-            if m.get("Type") == "volume":
-                self.events.publish("volume", "unmount", m["Name"], {"container": c.id, "driver": "local"})
-        self._emit(c, "die", exitCode=code)
-        if oom:
-            self._emit(c, "oom")
         if auto_remove and not restart and not live.removing:
             self._auto_remove(live)
 

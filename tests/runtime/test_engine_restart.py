@@ -27,8 +27,10 @@ def test_on_failure_restarts_exactly_max_times(engine, busybox):
     cid = start_background(engine, busybox, ["sh", "-c", "echo attempt; exit 3"],
                            host_config={"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}})
     live = engine._live(cid)
-    poll_until(lambda: live.c.restart_count == 2 and live.c.state.status == "exited"
-               and live.restart_timer is None, what="two restarts then exited")
+    def settled():
+        with live.lock:   # state and its "die" event change together under the container lock
+            return live.c.restart_count == 2 and live.c.state.status == "exited" and live.restart_timer is None
+    poll_until(settled, what="two restarts then exited")
     assert live.c.state.exit_code == 3
     assert len(_die_actions(engine, cid)) == 3
     assert [r.data for r in engine.container_logs(cid)] == [b"attempt\n"] * 3
