@@ -144,6 +144,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    # server_close() would otherwise join every handler thread, and one
+    # still waiting on a connection nobody closes would hang the teardown.
+    block_on_close = False
     # sshd connects non-blocking: a full backlog fails the channel at once.
     request_queue_size = 128
     state: FarEndState
