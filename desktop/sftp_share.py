@@ -187,6 +187,8 @@ class SftpShare:
         self.guest_path = guest_path
         self.mount_timeout_s = mount_timeout_s
         self.sshfs_options = sshfs_options
+        # A shell command prefix (e.g. "env LD_LIBRARY_PATH=... /opt/sshfs"),
+        # not a single word: callers pass trusted values only.
         self.sshfs_command = sshfs_command
         self._chan: paramiko.Channel | None = None
         self._thread: threading.Thread | None = None
@@ -204,7 +206,7 @@ class SftpShare:
         # mount goes with it instead of lingering as a dead FUSE mount.
         # fuse may be a module nobody has loaded yet (no udev in the guest).
         command = (f"{{ modprobe fuse 2>/dev/null || true; }}; mkdir -p {gp} && "
-                   f"exec {shlex.quote(self.sshfs_command)} -f -o slave -o {shlex.quote(self.sshfs_options)} :/ {gp}")
+                   f"exec {self.sshfs_command} -f -o slave -o {shlex.quote(self.sshfs_options)} :/ {gp}")
         chan = self.link.open_session()
         chan.exec_command(command)
         server = SFTPServer(chan, "sftp", paramiko.ServerInterface(), HostFolderSftp, root=self.host_path)

@@ -173,3 +173,64 @@ def test_ping_latency_report(link, tmp_path):
               f"exec 'true' {exec_ms:.0f} ms")
     finally:
         hs.stop()
+
+
+def test_open_tcp_to_a_guest_service(link):
+    # A one-shot TCP service in the guest on its loopback (busybox-free: python3 is in the image).
+    server = ("import socket;s=socket.create_server(('127.0.0.1',47123));"
+              "c,_=s.accept();c.sendall(c.recv(100).upper());c.close()")
+    chan = link.open_session()
+    chan.exec_command("python3 -c " + shlex.quote(server))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            tcp = link.open_tcp("127.0.0.1", 47123)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # the guest's python3 is still starting (TCG)
+    tcp.sendall(b"through direct-tcpip")
+    assert tcp.recv(100) == b"THROUGH DIRECT-TCPIP"
+    tcp.close()
+    chan.close()
+
+
+def test_sftp_share_in_the_guest(link, tmp_path):
+    """The reverse-SFTP fallback mount in the real guest kernel (FUSE).
+
+    The guest image does not ship sshfs yet, so this test side-loads the
+    host's Debian sshfs and the libraries the guest lacks (same Debian
+    release and architecture) into /tmp over SFTP.
+    """
+    from desktop.sftp_share import SftpShare
+
+    libs = ["/lib/x86_64-linux-gnu/libfuse3.so.3", "/lib/x86_64-linux-gnu/libglib-2.0.so.0",
+            "/lib/x86_64-linux-gnu/libpcre2-8.so.0"]
+    side = "/tmp/dy-sshfs"
+    assert link.run(f"mkdir -p {side}")[0] == 0
+    chan = link.open_session()
+    chan.invoke_subsystem("sftp")
+    import paramiko
+
+    sftp = paramiko.SFTPClient(chan)
+    for local in ["/usr/bin/sshfs", *libs]:
+        sftp.put(local, f"{side}/{Path(local).name}")
+    sftp.chmod(f"{side}/sshfs", 0o755)
+    sftp.close()
+
+    host = tmp_path / "share"
+    host.mkdir()
+    (host / "hello.txt").write_text("from the host\n")
+    guest_path = "/mnt/dy-share"
+    share = SftpShare(link, host, guest_path, sshfs_command=f"env LD_LIBRARY_PATH={side} {side}/sshfs",
+                      mount_timeout_s=120)
+    share.start()
+    try:
+        rc, out, err = link.run(f"cat {guest_path}/hello.txt && echo from the guest > {guest_path}/back.txt")
+        assert rc == 0, err
+        assert out == b"from the host\n"
+        assert (host / "back.txt").read_text() == "from the guest\n"
+    finally:
+        share.stop()
+    assert link.run(f"mountpoint -q {guest_path}")[0] != 0
