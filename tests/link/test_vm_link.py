@@ -15,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,62 @@ def test_sftp_share_in_the_guest(link, tmp_path):
     finally:
         share.stop()
     assert link.run(f"mountpoint -q {guest_path}")[0] != 0
+
+
+def _reverse_forward(link: SshLink, port: int) -> None:
+    """Guest 127.0.0.1:port -> host 127.0.0.1:port over the link (tcpip-forward)."""
+    from desktop.host_socket import ChannelPipe
+
+    def handler(chan, _origin, _server) -> None:
+        upstream = socket.create_connection(("127.0.0.1", port), timeout=30)
+        upstream.settimeout(None)  # the pipe blocks on reads for as long as the stream lives
+        ChannelPipe(upstream, chan).start()
+
+    link.transport().request_port_forward("127.0.0.1", port, handler)
+
+
+def test_published_ports_follow_the_real_engine(link, tmp_path, test_images):
+    from desktop.port_forward import PortForwarder, PublishedPort
+
+    hs = HostSocket(tmp_path / "run" / "docker.sock", link)
+    hs.start()
+    udp_calls: list[tuple] = []
+    fwd = PortForwarder(link, lambda *a: udp_calls.append(a))
+    fwd.start()
+    env = dict(os.environ, DOCKER_HOST=f"unix://{hs.socket_path}", DOCKER_CONFIG=str(tmp_path))
+    tcp_port, udp_port = qemu_boot.free_tcp_port(), qemu_boot.free_tcp_port()
+
+    def docker(*args: str) -> subprocess.CompletedProcess:
+        out = subprocess.run([DOCKER_CLI, *args], capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr
+        return out
+
+    # The test registry listens on the host's 127.0.0.1; make the same
+    # address work in the guest with an SSH reverse forward (independent of
+    # the guest's loopback-registry mapping).
+    registry_port = int(test_images["busybox"].split("/")[0].rsplit(":", 1)[1])
+    _reverse_forward(link, registry_port)
+    try:
+        docker("run", "-d", "--name", "web", "-p", f"{tcp_port}:8080", "-p", f"{udp_port}:53/udp",
+               test_images["busybox"], "httpd", "-f", "-p", "8080", "-h", "/etc")
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{tcp_port}/passwd", timeout=10).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # the forwarder learns of the port from /events
+        assert b"root:x:0:0" in body
+        assert ("udp", udp_port, udp_port, True) in udp_calls
+        docker("rm", "-f", "web")
+        deadline = time.monotonic() + 60
+        while PublishedPort("tcp", tcp_port, tcp_port) in fwd.active:
+            assert time.monotonic() < deadline, "the forward outlived its container"
+            time.sleep(0.1)
+        assert udp_calls[-1] == ("udp", udp_port, udp_port, False)
+    finally:
+        subprocess.run([DOCKER_CLI, "rm", "-f", "web"], capture_output=True, env=env, timeout=120)
+        fwd.stop()
+        hs.stop()
