@@ -61,13 +61,28 @@ class BootedGuest:
     """A running QEMU; `events` collects the JSON lines read so far."""
 
     process: subprocess.Popen
-    channel: socket.socket
+    channel: socket.socket | None
     helpers: list[subprocess.Popen]
+    channel_path: Path
     ssh_port: int
     console_log: Path
     started_at: float
     events: list[dict] = field(default_factory=list)
     _buffer: bytes = b""
+
+    def connect_channel(self, timeout: float = 30.0) -> None:
+        """Connect to QEMU's ready socket (boot with host_listens=False), as the product does."""
+        deadline = time.monotonic() + timeout
+        while self.channel is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.channel_path))
+                self.channel = sock
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"cannot connect to {self.channel_path}")
+                time.sleep(0.01)  # QEMU creates the socket during start-up; poll with a deadline
 
     def read_event(self, timeout: float) -> dict:
         """The next JSON line from the guest; blocks on the socket until `timeout` seconds."""
@@ -120,17 +135,20 @@ class BootedGuest:
             if helper.poll() is None:
                 helper.kill()
             helper.wait()
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
 
 
 def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str, workdir: Path,
          shares: list[tuple[str, Path]] = (), machine: str = "q35", smp: int = 1,
          memory_mb: int = 1024, accept_timeout: float = 30.0,
-         extra_args: list[str] = (), sharefs: str = "9p") -> BootedGuest:
+         extra_args: list[str] = (), sharefs: str = "9p", host_listens: bool = True) -> BootedGuest:
     """Start QEMU and return once it has connected to the ready channel.
 
     sharefs "9p" exports `shares` with -virtfs; "virtiofs" starts one QEMU
     virtiofsd per share (and the shared memory backend vhost-user needs).
+    host_listens=False makes QEMU the socket server with nobody connected (the
+    product's layout); call connect_channel() later.
     """
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
@@ -139,9 +157,12 @@ def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str
     ssh_port = free_tcp_port()
     channel_path = workdir / "ready.sock"
     channel_path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(channel_path))
-    listener.listen(1)
+    listener = None
+    if host_listens:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(channel_path))
+        listener.listen(1)
+    chardev = f"socket,id=ready,path={channel_path}" + ("" if host_listens else ",server=on,wait=off")
     console_log = workdir / "console.log"
     cmd = [
         qemu, "-accel", "tcg", "-M", machine, "-m", str(memory_mb), "-smp", str(smp),
@@ -153,7 +174,7 @@ def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-device", "virtio-rng-pci",
-        "-chardev", f"socket,id=ready,path={channel_path}",
+        "-chardev", chardev,
         "-device", "virtio-serial-pci",
         "-device", f"virtserialport,chardev=ready,name={READY_PORT}",
     ]
@@ -173,6 +194,9 @@ def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str
     started_at = time.monotonic()
     process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(workdir / "qemu.log", "wb"),
                                stderr=subprocess.STDOUT)
+    if listener is None:
+        return BootedGuest(process=process, channel=None, helpers=helpers, channel_path=channel_path,
+                           ssh_port=ssh_port, console_log=console_log, started_at=started_at)
     listener.settimeout(accept_timeout)
     try:
         channel, _ = listener.accept()
@@ -185,5 +209,6 @@ def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str
         raise RuntimeError(f"QEMU did not connect the ready channel: {(workdir / 'qemu.log').read_text()}")
     finally:
         listener.close()
-    return BootedGuest(process=process, channel=channel, helpers=helpers, ssh_port=ssh_port,
+    return BootedGuest(process=process, channel=channel, helpers=helpers, channel_path=channel_path,
+                       ssh_port=ssh_port,
                        console_log=console_log, started_at=started_at)

@@ -56,13 +56,18 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 60) -> tuple[
     return stdout.channel.recv_exit_status(), out, err
 
 
+def guest_cmdline(image, key_path: Path, share_dir: Path, sharefs: str = "9p") -> str:
+    """The image's base arguments plus the dockyard.* ones the machine manager appends."""
+    key = base64.b64encode(key_path.with_suffix(".pub").read_bytes().strip()).decode()
+    return (f"{image.cmdline} dockyard.key={key} dockyard.sharefs={sharefs} "
+            f"dockyard.shares=share0:{quote(str(share_dir), safe='/')} dockyard.hostloop=10.0.2.2 "
+            f"dockyard.time={int(time.time())}")
+
+
 def boot_guest(image, workdir: Path, data_disk: Path, key_path: Path, share_dir: Path,
                sharefs: str = "9p") -> GuestVM:
-    """Boot `image` with the dockyard.* arguments the machine manager would append."""
-    key = base64.b64encode(key_path.with_suffix(".pub").read_bytes().strip()).decode()
-    cmdline = (f"{image.cmdline} dockyard.key={key} dockyard.sharefs={sharefs} "
-               f"dockyard.shares=share0:{quote(str(share_dir), safe='/')} dockyard.hostloop=10.0.2.2 "
-               f"dockyard.time={int(time.time())}")
+    """Boot `image` and wait for its ready message."""
+    cmdline = guest_cmdline(image, key_path, share_dir, sharefs)
     guest = qemu_boot.boot(image.kernel, image.initrd, image.rootfs, data_disk, cmdline, workdir,
                            shares=[("share0", share_dir)], extra_args=WRONG_RTC, sharefs=sharefs)
     try:

@@ -8,11 +8,13 @@ the host has not connected yet.
 from __future__ import annotations
 
 import os
+import time
 
 from .logsetup import log
 
 
 PORT_NAME = "org.dockyard.guest.0"
+HOST_RETRY_S = 0.5
 SYSFS_PORTS = "/sys/class/virtio-ports"
 
 
@@ -39,6 +41,9 @@ class Channel:
         self.fd: int | None = None
         self.pending = b""
         self.inbox = b""
+        # While no host is connected the port polls as hung up (readable, read
+        # returns 0): it is left out of select() until this time, then retried.
+        self.away_until = 0.0
         if device:
             try:
                 self.fd = os.open(device, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -67,6 +72,15 @@ class Channel:
                 return
             self.pending = self.pending[written:]
 
+    def wait_sets(self) -> tuple[list[int], list[int], float | None]:
+        """(readers, writers, max timeout) to give select() for this channel now."""
+        if self.fd is None:
+            return [], [], None
+        away = self.away_until - time.monotonic()
+        if away > 0:
+            return [], [], away
+        return [self.fd], ([self.fd] if self.pending else []), None
+
     def read_lines(self) -> list[str]:
         """Complete lines the host sent (requests such as 'status')."""
         if self.fd is None:
@@ -74,6 +88,9 @@ class Channel:
         try:
             chunk = os.read(self.fd, 4096)
         except (BlockingIOError, InterruptedError, OSError):
+            return []
+        if not chunk:
+            self.away_until = time.monotonic() + HOST_RETRY_S
             return []
         self.inbox += chunk
         *lines, self.inbox = self.inbox.split(b"\n")

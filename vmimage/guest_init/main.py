@@ -61,6 +61,7 @@ class Init:
     def boot(self) -> None:
         """Everything up to spawning sshd and the agent, then the slower extras."""
         self.timings["kernel_s"] = float(os.environ.get("DOCKYARD_STAGE1_START", "0"))
+        self.timings["modules_s"] = float(os.environ.get("DOCKYARD_STAGE1_MODULES", "0"))
         self.timings["stage1_s"] = float(os.environ.get("DOCKYARD_STAGE1_END", "0"))
         self.timings["python_s"] = now()
         self._install_signals()
@@ -176,8 +177,10 @@ class Init:
             timeout = 0.02 if waiting else None
             if deadline is not None:
                 timeout = max(0.0, min(timeout or 1e9, deadline - now()))
-            readers = [self.wakeup_r] + ([self.channel.fd] if self.channel.fd is not None else [])
-            writers = [self.channel.fd] if self.channel.pending and self.channel.fd is not None else []
+            channel_readers, writers, channel_timeout = self.channel.wait_sets()
+            if channel_timeout is not None:
+                timeout = min(timeout if timeout is not None else 1e9, channel_timeout)
+            readers = [self.wakeup_r] + channel_readers
             try:
                 readable, _, _ = select.select(readers, writers, [], timeout)
             except InterruptedError:
@@ -199,7 +202,7 @@ class Init:
             for service in (self.agent, self.sshd):
                 if service.pid is None and service.restart_at is not None and now() >= service.restart_at:
                     service.start()
-            if self.channel.fd is not None and self.channel.fd in readable:
+            if channel_readers and self.channel.fd in readable:
                 for line in self.channel.read_lines():
                     if line == "status" and self.ready_message is not None:
                         self.channel.send(self.ready_message)

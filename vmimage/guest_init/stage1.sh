@@ -20,6 +20,7 @@ die() {
 while read -r module; do
     insmod "/lib/modules/$module" 2>>"$log" || echo "insmod $module failed" >>"$log"
 done < /etc/dockyard/modules.boot
+read -r t_modules _ < /proc/uptime
 
 # virtio_blk registers the disk asynchronously: wait for the node, with a deadline.
 tries=0
@@ -72,7 +73,7 @@ mkdir -p /newroot/run/dockyard
 cp "$log" /newroot/run/dockyard/stage1.log
 
 read -r t_end _ < /newroot/proc/uptime
-export DOCKYARD_STAGE1_START="$t_start" DOCKYARD_STAGE1_END="$t_end"
+export DOCKYARD_STAGE1_START="$t_start" DOCKYARD_STAGE1_MODULES="$t_modules" DOCKYARD_STAGE1_END="$t_end"
 # Like switch_root, minus deleting the initramfs: the bind mount above still
 # needs its files.
 cd /newroot
