@@ -177,11 +177,16 @@ class HostFolderSftp(SFTPServerInterface):
 
 
 class SftpShare:
-    """Mounts `host_path` at `guest_path` in the guest via reverse SFTP over the link."""
+    """Mounts `host_path` at `guest_path` in the guest via reverse SFTP over the link.
+
+    The mount lives as long as its exec channel, so a dropped SSH
+    connection takes it down; a supervisor thread then clears the stale
+    mount point and mounts again over the reconnected link.
+    """
 
     def __init__(self, link: SshLink, host_path: Path, guest_path: str, *,
                  mount_timeout_s: float = 30.0, sshfs_options: str = "allow_other",
-                 sshfs_command: str = "sshfs") -> None:
+                 sshfs_command: str = "sshfs", remount_backoff_s: float = 1.0) -> None:
         self.link = link
         self.host_path = Path(host_path)
         self.guest_path = guest_path
@@ -190,8 +195,12 @@ class SftpShare:
         # A shell command prefix (e.g. "env LD_LIBRARY_PATH=... /opt/sshfs"),
         # not a single word: callers pass trusted values only.
         self.sshfs_command = sshfs_command
+        self.remount_backoff_s = remount_backoff_s
+        self.mount_count = 0
         self._chan: paramiko.Channel | None = None
         self._thread: threading.Thread | None = None
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def is_running(self) -> bool:
@@ -201,9 +210,19 @@ class SftpShare:
         """Start sshfs in the guest, serve it, and return once the mount is visible."""
         if not self.host_path.is_dir():
             raise LinkError(f"cannot share {self.host_path}: not a directory")
+        self._stopping.clear()
+        try:
+            self._mount()
+        except BaseException:
+            self.stop()
+            raise
+        self._supervisor = threading.Thread(target=self._supervise, name="sftp-share-watch", daemon=True)
+        self._supervisor.start()
+
+    def _mount(self) -> None:
         gp = shlex.quote(self.guest_path)
-        # -f keeps sshfs in this channel's process: when the channel dies the
-        # mount goes with it instead of lingering as a dead FUSE mount.
+        # -f keeps sshfs in this channel's process: when the channel dies,
+        # sshfs dies with it rather than lingering detached.
         # fuse may be a module nobody has loaded yet (no udev in the guest).
         command = (f"{{ modprobe fuse 2>/dev/null || true; }}; mkdir -p {gp} && "
                    f"exec {self.sshfs_command} -f -o slave -o {shlex.quote(self.sshfs_options)} :/ {gp}")
@@ -213,57 +232,81 @@ class SftpShare:
         self._chan = chan
         self._thread = threading.Thread(target=self._serve, args=(server, chan), name="sftp-share", daemon=True)
         self._thread.start()
-        try:
-            self._wait_mounted()
-        except BaseException:
-            self.stop()
-            raise
+        self._wait_mounted(chan)
+        self.mount_count += 1
         log.info("shared %s at %s in the guest (sftp)", self.host_path, self.guest_path)
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            thread = self._thread
+            if thread is not None:
+                thread.join()  # the SFTP server ends when its channel does
+            if self._stopping.is_set():
+                return
+            log.warning("the shared folder %s lost its connection; mounting it again", self.guest_path)
+            while not self._stopping.is_set():
+                try:
+                    self._clear_stale_mount()
+                    self._mount()
+                    break
+                except LinkError as exc:
+                    log.warning("remounting %s failed: %s", self.guest_path, exc)
+                    self._stopping.wait(self.remount_backoff_s)
+
+    def _clear_stale_mount(self) -> None:
+        # A FUSE mount whose daemon died answers ENOTCONN until detached.
+        gp = shlex.quote(self.guest_path)
+        self.link.run(f"mountpoint -q {gp} || [ ! -e {gp} ] || exit 0; umount -l {gp}")
 
     @staticmethod
     def _serve(server: SFTPServer, chan: paramiko.Channel) -> None:
         try:
             server.start_subsystem("sftp", chan.get_transport(), chan)
         except (EOFError, OSError, paramiko.SSHException) as exc:
-            # sshfs exited before the SFTP handshake; start() reports why.
+            # sshfs exited before the SFTP handshake; _wait_mounted reports why.
             log.debug("sftp share channel ended early: %r", exc)
         finally:
             server.finish_subsystem()
 
-    def _wait_mounted(self) -> None:
+    def _wait_mounted(self, chan: paramiko.Channel) -> None:
         deadline = time.monotonic() + self.mount_timeout_s
         check = f"mountpoint -q {shlex.quote(self.guest_path)}"
         while True:
-            if self._chan is None or self._chan.exit_status_ready():
+            if chan.exit_status_ready() or chan.closed:
                 detail = b""
-                if self._chan is not None:
-                    while self._chan.recv_stderr_ready():
-                        detail += self._chan.recv_stderr(65536)
+                while chan.recv_stderr_ready():
+                    detail += chan.recv_stderr(65536)
                 raise LinkError(f"sshfs in the guest exited before mounting {self.guest_path}: "
                                 f"{detail.decode(errors='replace').strip() or 'no message'}")
             if self.link.run(check)[0] == 0:
                 return
             if time.monotonic() > deadline:
+                chan.close()
                 raise LinkError(f"{self.guest_path} was not mounted in the guest within {self.mount_timeout_s} s")
             # Each check is already a guest process start (~0.2 s under TCG).
             time.sleep(0.1)
 
     def stop(self) -> None:
         """Unmount in the guest and end the SFTP server."""
-        if self._chan is None:
-            return
-        gp = shlex.quote(self.guest_path)
-        try:
-            if not self._chan.exit_status_ready():
-                rc, _, err = self.link.run(f"fusermount3 -u {gp} 2>/dev/null || fusermount -u {gp} 2>/dev/null "
-                                           f"|| umount {gp}")
-                if rc != 0:
-                    log.warning("unmounting %s in the guest failed: %s", self.guest_path, err.decode(errors="replace"))
-        except LinkError as exc:
-            log.warning("could not unmount %s in the guest: %s", self.guest_path, exc)
-        finally:
-            self._chan.close()
-            if self._thread is not None:
-                self._thread.join(10)
-            self._chan = None
-            self._thread = None
+        self._stopping.set()
+        chan = self._chan
+        if chan is not None:
+            gp = shlex.quote(self.guest_path)
+            try:
+                if not chan.exit_status_ready() and not chan.closed:
+                    rc, _, err = self.link.run(f"fusermount3 -u {gp} 2>/dev/null || fusermount -u {gp} 2>/dev/null "
+                                               f"|| umount {gp}")
+                    if rc != 0:
+                        log.warning("unmounting %s in the guest failed: %s", self.guest_path,
+                                    err.decode(errors="replace"))
+            except LinkError as exc:
+                log.warning("could not unmount %s in the guest: %s", self.guest_path, exc)
+            finally:
+                chan.close()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(10)
+        self._chan = None
+        self._thread = None
+        self._supervisor = None

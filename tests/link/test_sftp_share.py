@@ -7,6 +7,7 @@ here; all guest-side actions still go through commands over the link.
 from __future__ import annotations
 
 import shlex
+import time
 
 import pytest
 
@@ -97,3 +98,23 @@ def test_missing_sshfs_is_reported(link, tmp_path):
     sh = SftpShare(link, host, str(tmp_path / "m"), sshfs_command="/nonexistent/sshfs")
     with pytest.raises(LinkError, match="exited before mounting.*nonexistent/sshfs"):
         sh.start()
+
+
+def test_share_comes_back_after_the_link_drops(link, share, sshd):
+    gp = shlex.quote(share.guest_path)
+    old = link.transport()
+    sshd.kill_sessions()  # kills the connection, and sshfs's channel with it
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            rc, out, _ = link.run(f"cat {gp}/from-host.txt")
+        except LinkError:
+            rc, out = -1, b""
+        if rc == 0 and share.mount_count == 2:
+            break
+        assert time.monotonic() < deadline, "the share was not mounted again"
+        time.sleep(0.1)
+    assert out == b"written on the host\n"
+    assert link.transport() is not old
+    _guest(link, f"echo after > {gp}/after.txt")
+    assert (share.host_path / "after.txt").read_text() == "after\n"
