@@ -39,7 +39,8 @@ class ClockSync:
 
     def __init__(self, link: SshLink, *, wall_clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, jump_threshold_s: float = 2.0,
-                 check_interval_s: float = 5.0, command_template: str = SET_CLOCK_COMMAND) -> None:
+                 check_interval_s: float = 5.0, command_template: str = SET_CLOCK_COMMAND,
+                 sync_on_start: bool = True) -> None:
         self.link = link
         # Injectable so tests can simulate a suspend without suspending.
         self._wall = wall_clock
@@ -47,6 +48,9 @@ class ClockSync:
         self.jump_threshold_s = jump_threshold_s
         self.check_interval_s = check_interval_s
         self.command_template = command_template
+        # A supervisor re-attaching to a running machine cannot know how long
+        # the host slept meanwhile: sync once at start.
+        self.sync_on_start = sync_on_start
         self.last_result: ClockSyncResult | None = None
         self.sync_count = 0
         self._last_sample = (self._wall(), self._mono())
@@ -60,6 +64,9 @@ class ClockSync:
         self._stop.clear()
         self._last_sample = (self._wall(), self._mono())
         self.link.add_reconnect_listener(self._on_reconnect)
+        if self.sync_on_start:
+            self._pending_reason = "clock sync started"
+            self._wake.set()
         self._thread = threading.Thread(target=self._loop, name="clock-sync", daemon=True)
         self._thread.start()
 

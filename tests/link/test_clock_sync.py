@@ -81,7 +81,7 @@ def test_failing_command_is_reported(link):
 
 def test_reconnect_triggers_sync_in_background(link, sshd):
     clocks = FakeClocks()
-    cs = _clock_sync(link, clocks, check_interval_s=3600)
+    cs = _clock_sync(link, clocks, check_interval_s=3600, sync_on_start=False)
     cs.start()
     try:
         old = link.transport()
@@ -97,11 +97,23 @@ def test_reconnect_triggers_sync_in_background(link, sshd):
 
 def test_background_thread_detects_a_jump(link):
     clocks = FakeClocks()
-    cs = _clock_sync(link, clocks, check_interval_s=0.05)
+    cs = _clock_sync(link, clocks, check_interval_s=0.05, sync_on_start=False)
     cs.start()
     try:
         clocks.advance(1, suspended=120)
         _wait_for(lambda: cs.sync_count >= 1, what="the periodic check to sync")
         assert "jumped +120.0 s" in cs.last_result.reason
+    finally:
+        cs.stop()
+
+
+def test_start_syncs_once(link):
+    clocks = FakeClocks()
+    cs = _clock_sync(link, clocks, check_interval_s=3600)
+    cs.start()
+    try:
+        _wait_for(lambda: cs.sync_count == 1, what="the initial sync")
+        assert cs.last_result.reason == "clock sync started"
+        assert cs.last_result.output.decode().strip() == f"{clocks.wall:.9f}"
     finally:
         cs.stop()
