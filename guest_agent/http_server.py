@@ -14,7 +14,11 @@ import os
 import re
 import socket
 import socketserver
+import struct
+import termios
 import threading
+import time
+import fcntl
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable
@@ -34,6 +38,9 @@ SERVER_HEADER = "Dockyard/0.1.0 (linux)"
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+
+# How long a hijacked stream waits for the client to read the 101 before writing output.
+HEADER_READ_WAIT = 2.0
 
 _VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 
@@ -167,6 +174,28 @@ class HijackedConnection:
             return self._rfile.read1(size)
         except (OSError, ValueError):
             return b""
+
+    def wait_until_peer_read(self, timeout: float = HEADER_READ_WAIT) -> bool:
+        """Wait until the client has read everything sent so far (the 101 answer).
+
+        docker-py parses the 101 with a buffered reader and then reads frames from the raw
+        socket: a frame already queued behind the headers lands in that buffer and is lost.
+        SIOCOUTQ on a unix socket counts bytes the peer has not read yet.
+        """
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while True:
+            try:
+                pending = struct.unpack("i", fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ,
+                                                         b"\0\0\0\0"))[0]
+            except OSError:
+                return False  # not a unix socket (or gone): nothing to wait for
+            if pending == 0:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(pause)  # polling the queue length with a deadline
+            pause = min(pause * 2, 0.01)
 
     def write(self, data: bytes) -> None:
         """Send all of `data`; raises OSError (BrokenPipe, ...) when the client went away."""
@@ -493,6 +522,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         conn = HijackedConnection(self.connection, self.rfile)
+        conn.wait_until_peer_read()
         try:
             response.run(conn)
         finally:
