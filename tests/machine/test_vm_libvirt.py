@@ -96,6 +96,30 @@ def test_host_folder_is_shared_at_the_same_path(machine, share):
     assert (share / "from-guest.txt").read_text() == "hello host\n"
 
 
+def test_start_reattaches_when_the_supervisor_died(machine):
+    import os
+    import signal
+
+    from desktop.machine.manager import pid_alive
+
+    old = machine.status()["supervisor_pid"]
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(old) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert machine.status()["engine"] == "unreachable: supervisor not running"
+    again = machine.dockyard("start")
+    assert "already running" not in again.stderr
+    st = machine.status()
+    assert st["engine"] == "ok" and st["supervisor_pid"] != old
+    assert machine.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+
+
+def test_logs_prints_the_console(machine):
+    assert machine.dockyard("logs").returncode == 0
+    assert "guest ready" in machine.dockyard("logs", "--supervisor").stdout
+
+
 def test_docker_run_rm(machine, test_images):
     out = machine.docker("run", "--rm", test_images["busybox"], "echo", "hi from the vm")
     assert out.stdout == "hi from the vm\n"
