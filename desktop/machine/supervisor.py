@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop.machine import ssh_keys
-from desktop.machine.config import MachineState, load_state, save_state
+from desktop.machine.config import MachineState, save_state
 from desktop.machine.manager import MachineManager
 
 log = logging.getLogger("dockyard.supervisor")
