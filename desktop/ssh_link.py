@@ -110,7 +110,7 @@ class SshLink:
 
     def __init__(self, host: str, port: int, username: str, key_path: Path, host_key: str,
                  keepalive_s: int = KEEPALIVE_S, channel_timeout: float = 10.0,
-                 probe_timeout: float = 5.0) -> None:
+                 probe_timeout: float = 5.0, server_nodelay: bool = True) -> None:
         self.host = host
         self.port = port
         self.username = username
@@ -119,6 +119,7 @@ class SshLink:
         self.keepalive_s = keepalive_s
         self.channel_timeout = channel_timeout
         self.probe_timeout = probe_timeout
+        self.server_nodelay = server_nodelay
         self._probe_lock = threading.Lock()
         self._transport: paramiko.Transport | None = None
         self._lock = threading.Lock()
@@ -224,9 +225,41 @@ class SshLink:
             raise LinkError(f"SSH handshake with {self.host}:{self.port} failed: {exc or type(exc).__name__}") from None
         t.set_keepalive(self.keepalive_s)
         self._transport = t
+        if self.server_nodelay:
+            threading.Thread(target=self.request_server_nodelay, args=(t,), name="ssh-nodelay",
+                             daemon=True).start()
         self.connect_count += 1
         log.info("SSH link to %s:%d up (connection #%d)", self.host, self.port, self.connect_count)
         return t
+
+    def request_server_nodelay(self, t: paramiko.Transport | None = None) -> int:
+        """Make sshd turn off Nagle on its side of this connection; returns the exit status.
+
+        sshd sets TCP_NODELAY only when a session with a pty executes a
+        command, and never clears it again; until then its small packets
+        (a response after its headers, an EOF) wait for ACKs. One `true`
+        run on a pty, once per connection, is enough. Measured A/B in the TCG
+        guest through the host socket: /_ping on a kept-alive connection
+        5.3 -> 3.3 ms median, on a fresh connection 12.7 -> 11.9 ms.
+        """
+        t = t or self.transport()
+        try:
+            chan = t.open_session(timeout=self.channel_timeout)
+        except (SSHException, OSError, EOFError) as exc:
+            log.debug("no pty session for TCP_NODELAY: %s", exc)
+            return -1
+        try:
+            chan.settimeout(self.channel_timeout * 3)
+            chan.get_pty(term="dumb")
+            chan.exec_command("true")
+            while chan.recv(4096):  # drain the pty until the command ends
+                pass
+            return chan.recv_exit_status()
+        except (SSHException, OSError, EOFError) as exc:
+            log.debug("pty session for TCP_NODELAY failed: %s", exc)
+            return -1
+        finally:
+            chan.close()
 
     # -- channels ------------------------------------------------------
 

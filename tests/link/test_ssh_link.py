@@ -217,3 +217,9 @@ def test_live_server_keeps_its_transport_when_an_open_fails(link, monkeypatch):
     assert link.transport() is old and old.is_active()
     monkeypatch.setattr(old, "open_session", real)
     assert link.run("true")[0] == 0
+
+
+def test_server_nodelay_session_runs(link, sshd):
+    # The pty session that makes sshd set TCP_NODELAY on its socket works
+    # against the real sshd (its effect is measured in the VM latency test).
+    assert link.request_server_nodelay() == 0
