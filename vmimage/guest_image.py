@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .recipe import FORMAT_VERSION, VMIMAGE_DIR, Recipe, hash_files, hash_values
 log = logging.getLogger(__name__)
 
 KEEP_IMAGES = 4
+PART_MIN_AGE_S = 3600
 
 
 @dataclass
@@ -125,7 +127,8 @@ def _prune(cache_dir: Path, keep: str) -> None:
         used.update(str(info.get(key, "")) for key in ("kernel_package", "kernel_file"))
     used_text = " ".join(used)
     for part in (cache_dir / "parts").iterdir():
-        if part.name.startswith("."):
+        # Young parts may belong to a build still running in another process.
+        if part.name.startswith(".") or time.time() - part.stat().st_mtime < PART_MIN_AGE_S:
             continue
         if part.name.startswith(("rootfs-", "initrd-base-", "code-")):
             part_hash = part.name.split("-")[-1].split(".")[0]
@@ -194,9 +197,14 @@ def ensure_image(cache_dir: Path | None = None, force: bool = False,
                                        "kernel_file": kernel_file.name, "parts": asdict(hashes)}
         write_json_atomic(staging / "image.json",
                           {k: v if isinstance(v, dict) else str(v) for k, v in description.items()})
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
+        try:
+            staging.rename(final)
+        except OSError:
+            # Another build of the same recipe finished first: keep its files,
+            # which a machine may already be using.
+            if not (final / "image.json").exists():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -106,6 +106,14 @@ def test_network_and_hostname_are_static(vm):
     assert "nameserver 10.0.2.3" in addr
 
 
+def test_guest_has_the_tools_the_runtime_and_host_use(vm):
+    with vm.ssh() as client:
+        status, out, err = run(client, "command -v sshfs iptables ip mkfs.ext4 && modprobe -a fuse veth "
+                                       "bridge && grep -wc -e fuse -e veth -e bridge /proc/modules")
+    assert status == 0, err
+    assert out.split()[-1] == "3"
+
+
 def test_status_request_repeats_the_ready_message(vm):
     vm.guest.send("status")
     again = vm.guest.wait_for("ready", 30)
