@@ -12,11 +12,12 @@ from .routes_system import SystemRoutes
 from .routes_volumes import VolumeRoutes
 
 
-def build_router(engine: Engine, root: str = "") -> Router:
+def build_router(engine: Engine, root: str = "",
+                 insecure_registries: list[str] | None = None) -> Router:
     """The full API on top of `engine`; `root` is shown as DockerRootDir in /info."""
     router = Router()
     # Specific paths first: /images/{name:path}/... would otherwise swallow them.
-    SystemRoutes(engine, root).register(router)
+    SystemRoutes(engine, root, insecure_registries).register(router)
     ContainerRoutes(engine).register(router)
     ExecRoutes(engine).register(router)
     ImageRoutes(engine).register(router)

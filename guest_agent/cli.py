@@ -77,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
     args.root.mkdir(parents=True, exist_ok=True)
     engine = Engine(args.root, insecure_registries=args.insecure_registry)
     engine.start()
-    server = UnixHTTPServer(str(args.socket), build_router(engine, str(args.root)))
+    server = UnixHTTPServer(str(args.socket), build_router(engine, str(args.root), args.insecure_registry))
     # serve_forever runs in a thread so the main thread can wait for the signal and then
     # call shutdown(), which must not run on the serving thread.
     serving = threading.Thread(target=server.serve_forever, name="http-accept", daemon=True)

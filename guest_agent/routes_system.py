@@ -15,6 +15,7 @@ from . import docker_json
 from .api_errors import NotImplementedByDockyard
 from .http_server import (API_VERSION, MIN_API_VERSION, Request, Response, Router, StreamResponse,
                           json_response)
+from .registry_login import check_login, login_response, parse_login_body
 
 AGENT_VERSION = "0.1.0"
 
@@ -50,9 +51,11 @@ def _network_json(name: str, driver: str, scope: str) -> dict[str, Any]:
 class SystemRoutes:
     """Engine-wide endpoints."""
 
-    def __init__(self, engine: Engine, root: str = "") -> None:
+    def __init__(self, engine: Engine, root: str = "",
+                 insecure_registries: list[str] | None = None) -> None:
         self.engine = engine
         self.root = root
+        self.insecure_registries = list(insecure_registries or [])
 
     def register(self, router: Router) -> None:
         router.get("/_ping", self.ping)
@@ -61,6 +64,7 @@ class SystemRoutes:
         router.get("/info", self.info)
         router.get("/events", self.events)
         router.get("/system/df", self.system_df)
+        router.post("/auth", self.auth)
         router.get("/networks", self.networks)
         router.get("/networks/{name}", self.network_inspect)
         for method, path in (("POST", "/networks/create"), ("DELETE", "/networks/{name}"),
@@ -145,6 +149,11 @@ class SystemRoutes:
                 subscription.close()
 
         return StreamResponse(chunks=stream(), on_client_gone=subscription.close)
+
+    def auth(self, request: Request) -> Response:
+        """docker login: the registry must accept the credentials."""
+        check_login(parse_login_body(request.json(default={})), self.insecure_registries)
+        return json_response(login_response())
 
     def system_df(self, request: Request) -> Response:
         images = self.engine.images.list()
