@@ -35,6 +35,25 @@ def _ping_unix(path: Path) -> None:
     assert data.startswith(b"HTTP/1.1 200"), data[:100]
 
 
+class _KeptAlive:
+    """One connection reused for every ping, as the docker CLI does within a command."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(path))
+
+    def ping(self) -> None:
+        self.sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while not data.endswith(b"OK"):
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def _time(fn, n: int) -> list[float]:
     for _ in range(10):  # warm up: imports, first channel, caches
         fn()
@@ -82,6 +101,12 @@ def main() -> None:
                   f"{'dockyard-agent' if args.agent else 'test HTTP server'}")
             direct = _report("direct on the far-end socket", _time(lambda: _ping_unix(far_path), args.n))
             _report("through HostSocket + SSH channel", _time(lambda: _ping_unix(hs.socket_path), args.n), direct)
+            kept_direct = _KeptAlive(far_path)
+            kept_link = _KeptAlive(hs.socket_path)
+            kd = _report("kept-alive, direct", _time(kept_direct.ping, args.n))
+            _report("kept-alive, through HostSocket", _time(kept_link.ping, args.n), kd)
+            kept_direct.close()
+            kept_link.close()
             _report("SshLink.request", _time(
                 lambda: link.request("GET", "/_ping", socket_path=str(far_path)), args.n), direct)
             chan_open = _time(lambda: link.open_streamlocal(str(far_path)).close(), args.n)
