@@ -130,5 +130,5 @@ def _check_hmp(output: str, what: str) -> None:
     from runtime.errors import RuntimeFailure
 
     text = output.strip()
-    if text and ("invalid" in text.lower() or "could not" in text.lower() or "error" in text.lower()):
+    if text and any(word in text.lower() for word in ("invalid", "could not", "error", "not found")):
         raise RuntimeFailure(f"{what} failed: {text}")

@@ -10,6 +10,7 @@ engine answers `_ping` through the host socket.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from desktop import paths
 from desktop.machine import ssh_keys
@@ -165,6 +166,21 @@ class MachineManager:
 
         return QemuBackend(domain, self.run_dir, self.console_log)
 
+    @contextlib.contextmanager
+    def lifecycle_lock(self) -> Iterator[None]:
+        """Serialise start/stop/rm of this machine across processes (two `start`s must not both boot)."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; concurrent CLI calls are the user's problem there
+            yield
+            return
+        with open(self.run_dir / "lifecycle.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     # -- init / rm --------------------------------------------------------
     def init(self, config: MachineConfig) -> MachineConfig:
         """Create the machine: config, SSH key pair, data disk. Conflict if it exists."""
@@ -191,6 +207,10 @@ class MachineManager:
 
     def remove(self, force: bool = False) -> None:
         """Delete the machine and its data disk; refuses a running machine unless `force`."""
+        with self.lifecycle_lock():
+            self._remove(force)
+
+    def _remove(self, force: bool) -> None:
         config = self.config()
         backend = self.backend(config)
         if backend.state() in (VmState.RUNNING, VmState.PAUSED):
@@ -250,6 +270,10 @@ class MachineManager:
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> StartResult:
         """Boot (or attach to) the machine; returns when the engine answers via the host socket."""
+        with self.lifecycle_lock():
+            return self._start(timeout)
+
+    def _start(self, timeout: float) -> StartResult:
         t0 = time.monotonic()
         config = self.config()
         backend = self.backend(config)
@@ -363,6 +387,10 @@ class MachineManager:
 
         Returns False when the machine was not running.
         """
+        with self.lifecycle_lock():
+            return self._stop(graceful_timeout)
+
+    def _stop(self, graceful_timeout: float) -> bool:
         config = self.config()
         backend = self.backend(config)
         running = backend.state() in (VmState.RUNNING, VmState.PAUSED)

@@ -96,3 +96,17 @@ def test_cli_start_up_does_not_import_paramiko_or_libvirt(home):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, DOCKYARD_HOME=str(home)), check=True)
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_lifecycle_lock_excludes_other_processes(home):
+    dockyard(home, "machine", "init", "--name", "m3", "--no-mount", "--backend", "qemu")
+    m = MachineManager("m3")
+    probe = ("import fcntl, sys\n"
+             "f = open(sys.argv[1], 'a+')\n"
+             "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n    print('free')\n"
+             "except BlockingIOError:\n    print('held')\n")
+    lock_path = str(m.run_dir / "lifecycle.lock")
+    with m.lifecycle_lock():
+        held = subprocess.run([sys.executable, "-c", probe, lock_path], capture_output=True, text=True, check=True)
+    free = subprocess.run([sys.executable, "-c", probe, lock_path], capture_output=True, text=True, check=True)
+    assert (held.stdout.strip(), free.stdout.strip()) == ("held", "free")

@@ -53,6 +53,17 @@ def test_status_json(machine):
     assert {"kernel_s", "sshd_s", "agent_s"} <= set(st["guest_timings"])
 
 
+def test_udp_hostfwd_through_the_libvirt_monitor(machine):
+    from desktop.machine.libvirt_backend import LibvirtBackend
+
+    backend = LibvirtBackend("dockyard-vmt", machine.home / "run" / "vmt", machine.home / "console.log")
+    backend.add_hostfwd("udp", 45354, 53)
+    assert "127.0.0.1 45354" in " ".join(backend.monitor_command("info usernet").split())
+    backend.remove_hostfwd("udp", 45354)
+    assert "45354" not in backend.monitor_command("info usernet")
+    backend.close()
+
+
 def test_second_start_is_a_no_op(machine):
     before = machine.status()
     again = machine.dockyard("start")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from desktop.machine.manager import pid_alive
+from desktop.machine.qemu_backend import QemuBackend
 from tests.machine.conftest import make_machine
 
 pytestmark = pytest.mark.vm
@@ -22,6 +23,12 @@ def test_direct_qemu_backend_boots_and_answers(guest_image_env, tmp_path_factory
         pid = int((m.home / "run" / "qemut" / "qemu.pid").read_text())
         assert "dockyard-qemut" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
         assert m.status()["engine"] == "ok"
+        # UDP publishing goes through QEMU's user-net hostfwd, via QMP here.
+        backend = QemuBackend("dockyard-qemut", m.home / "run" / "qemut", m.home / "console.log")
+        backend.add_hostfwd("udp", 45353, 53)
+        assert "127.0.0.1 45353" in " ".join(backend.monitor_command("info usernet").split())
+        backend.remove_hostfwd("udp", 45353)
+        assert "45353" not in backend.monitor_command("info usernet")
         m.dockyard("stop")
         assert m.status()["state"] == "stopped"
         # Gone, or a zombie waiting for whichever subreaper adopted the daemon.
