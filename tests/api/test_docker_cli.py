@@ -302,16 +302,23 @@ def test_stdin_piped_with_i(agent, busybox):
     assert ok(result) == "hello\nworld\n"
 
 
-def _run_in_pty(argv: list[str], env: dict[str, str], script: list[bytes], rows: int, cols: int,
-                timeout: float = 60) -> tuple[int, bytes]:
-    """Run `argv` with a real pty as its terminal, type `script`, collect all output."""
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _run_in_pty(argv: list[str], env: dict[str, str], script: list[bytes | tuple[int, int]],
+                rows: int, cols: int, timeout: float = 60) -> tuple[int, bytes]:
+    """Run `argv` with a real pty as its terminal, type `script`, collect all output.
+
+    A (rows, cols) step resizes the terminal (the kernel sends SIGWINCH to the CLI).
+    """
     pid, master = pty.fork()
     if pid == 0:  # child: the pty slave is our controlling terminal
         try:
             os.execve(argv[0], argv, env)
         finally:
             os._exit(127)
-    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    _set_winsize(master, rows, cols)
     output = b""
     deadline = time.monotonic() + timeout
     pending = list(script)
@@ -322,8 +329,13 @@ def _run_in_pty(argv: list[str], env: dict[str, str], script: list[bytes], rows:
         ready, _, _ = select.select([master], [], [], 0.2)
         if not ready:
             # The terminal is idle: type the next line if the shell shows its prompt.
-            if pending and output.replace(b"\x1b[6n", b"").rstrip().endswith((b"#", b"$")):
-                os.write(master, pending.pop(0))
+            visible = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"", output).rstrip()
+            if pending and visible.endswith((b"#", b"$")):
+                step = pending.pop(0)
+                if isinstance(step, tuple):
+                    _set_winsize(master, *step)
+                    step = pending.pop(0)
+                os.write(master, step)
                 output += b"\n"  # so the same prompt does not trigger the next line
             continue
         try:
@@ -344,13 +356,18 @@ def _run_in_pty(argv: list[str], env: dict[str, str], script: list[bytes], rows:
 def test_interactive_tty(agent, busybox):
     argv = ["/usr/local/bin/docker", "run", "-it", "--rm", busybox, "sh"]
     code, output = _run_in_pty(argv, agent.docker_env(), [
-        b"echo typed-$((40+2))\r", b"tty\r", b"stty size\r", b"exit 3\r"], rows=33, cols=101)
+        b"echo typed-$((40+2))\r", b"tty\r", b"stty size\r",
+        # The CLI forwards a resize asynchronously: the shell waits for it to arrive.
+        (41, 120), b'until [ "$(stty size)" = "41 120" ]; do sleep 0.1; done; echo resized\r',
+        b"exit 3\r"], rows=33, cols=101)
     text = output.decode(errors="replace")
     assert "echo typed-$((40+2))" in text          # the terminal echoed what was typed
     assert "typed-42" in text
-    assert re.search(r"/dev/pts/\d+", text), text  # the shell has a real tty
     assert "33 101" in text, text                  # the CLI's initial resize reached the pty
+    assert "\r\nresized\r\n" in text, text         # and so did a later one
     assert code == 3
+    # As under Docker, the terminal is a pty of the container's own /dev/pts.
+    assert re.search(r"\r\n/dev/pts/\d+\r\n", text), text
 
 
 # --------------------------------------------------------------------------- config
