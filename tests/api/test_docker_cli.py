@@ -370,6 +370,19 @@ def test_interactive_tty(agent, busybox):
     assert re.search(r"\r\n/dev/pts/\d+\r\n", text), text
 
 
+def test_exec_interactive_tty(agent, busybox):
+    name = unique("exectty")
+    ok(agent.docker("run", "-d", "--name", name, busybox, "sleep", "300"))
+    argv = ["/usr/local/bin/docker", "exec", "-it", name, "sh"]
+    code, output = _run_in_pty(argv, agent.docker_env(), [
+        b"echo in-exec-$((6*7))\r", b"stty size\r", b"exit 4\r"], rows=29, cols=97)
+    text = output.decode(errors="replace")
+    assert "echo in-exec-$((6*7))" in text and "in-exec-42" in text
+    assert "29 97" in text, text
+    assert code == 4
+    ok(agent.docker("rm", "-f", name))
+
+
 # --------------------------------------------------------------------------- config
 
 
