@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 from desktop import paths
 from desktop.machine import ssh_keys
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = float(os.environ.get("DOCKYARD_READY_TIMEOUT", "180"))
 GRACEFUL_STOP_S = 20.0
 SUPERVISOR_MODULE = "desktop.machine.supervisor"
+# x86 COMMAND_LINE_SIZE, including the terminating NUL.
+KERNEL_CMDLINE_MAX = 2048
 
 
 @dataclass
@@ -240,9 +243,17 @@ class MachineManager:
             f"dockyard.sharefs={sharefs}",
         ]
         if sharefs != "none":
-            args.append("dockyard.shares=" + ",".join(f"{s.tag}:{s.guest_path}" for s in config.shares))
+            # %-escaped (the guest unquotes), so spaces, commas and colons survive the command line.
+            args.append("dockyard.shares=" + ",".join(
+                f"{quote(s.tag, safe='')}:{quote(s.guest_path, safe='/')}" for s in config.shares))
         args += [f"dockyard.hostloop={HOST_LOOPBACK_IN_GUEST}", f"dockyard.time={int(time.time())}"]
-        return " ".join(a for a in args if a)
+        line = " ".join(a for a in args if a)
+        if len(line) >= KERNEL_CMDLINE_MAX:
+            raise InvalidArgument(
+                f"the kernel command line would be {len(line)} bytes (limit {KERNEL_CMDLINE_MAX - 1}): share fewer "
+                "or shorter folders"
+            )
+        return line
 
     def launch_spec(self, config: MachineConfig, image: Any, accel: str, ssh_port: int, backend: Backend) -> LaunchSpec:
         run_as: tuple[int | None, int | None] = (None, None)

@@ -47,20 +47,20 @@ def qemu_argv(spec: LaunchSpec, qemu: str, qmp_socket: Path, pidfile: Path, daem
         "-cpu", "host" if spec.accel in ("kvm", "hvf") else "max",
         "-smp", str(spec.cpus),
         "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.cmdline,
-        "-drive", f"file={spec.rootfs},if=none,id=rootfs,format=raw,readonly=on",
+        "-drive", f"file={_opt(spec.rootfs)},if=none,id=rootfs,format=raw,readonly=on",
         "-device", "virtio-blk-pci,drive=rootfs",
-        "-drive", f"file={spec.data_disk},if=none,id=data,format=qcow2,discard=unmap",
+        "-drive", f"file={_opt(spec.data_disk)},if=none,id=data,format=qcow2,discard=unmap",
         "-device", "virtio-blk-pci,drive=data",
         "-netdev", f"user,id={NETDEV_ID},hostfwd={spec.hostfwd_ssh()}",
         "-device", f"virtio-net-pci,netdev={NETDEV_ID}",
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",
-        "-chardev", f"socket,id=ready,path={spec.ready_socket},server=on,wait=off",
+        "-chardev", f"socket,id=ready,path={_opt(spec.ready_socket)},server=on,wait=off",
         "-device", "virtio-serial-pci",
         "-device", f"virtserialport,chardev=ready,name={READY_CHANNEL_NAME}",
-        "-chardev", f"file,id=console,path={spec.console_log}",
+        "-chardev", f"file,id=console,path={_opt(spec.console_log)}",
         "-serial", "chardev:console",
-        "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+        "-qmp", f"unix:{_opt(qmp_socket)},server=on,wait=off",
         "-pidfile", str(pidfile),
     ]
     if spec.sharefs == "virtiofs":
@@ -69,18 +69,28 @@ def qemu_argv(spec: LaunchSpec, qemu: str, qmp_socket: Path, pidfile: Path, daem
                  "-machine", f"{machine},memory-backend=mem", "-m", f"{spec.memory_mib}M"]
         for i, share in enumerate(spec.shares):
             sock = virtiofs_socket(spec.run_dir, share.tag)
-            argv += ["-chardev", f"socket,id=vfs{i},path={sock}",
+            argv += ["-chardev", f"socket,id=vfs{i},path={_opt(sock)}",
                      "-device", f"vhost-user-fs-pci,chardev=vfs{i},tag={share.tag}"]
     else:
         argv += ["-machine", machine, "-m", f"{spec.memory_mib}M"]
         if spec.sharefs == "9p":
             model = "passthrough" if (os.getuid() if hasattr(os, "getuid") else 1) == 0 else "none"
             for i, share in enumerate(spec.shares):
-                argv += ["-fsdev", f"local,id=fs{i},path={share.host_path},security_model={model}",
+                argv += ["-fsdev", f"local,id=fs{i},path={_opt(share.host_path)},security_model={model}",
                          "-device", f"virtio-9p-pci,fsdev=fs{i},mount_tag={share.tag}"]
     if daemonize:
         argv.append("-daemonize")
     return argv
+
+
+def _opt(value: object) -> str:
+    """A value inside a QEMU option list: commas are doubled, as QEMU's parser expects."""
+    return str(value).replace(",", ",,")
+
+
+def _fuse_opt(value: object) -> str:
+    """A value inside a FUSE -o list (virtiofsd): commas and backslashes are backslash-escaped."""
+    return str(value).replace("\\", "\\\\").replace(",", "\\,")
 
 
 def virtiofs_socket(run_dir: Path, tag: str) -> Path:
@@ -149,7 +159,7 @@ class QemuBackend(Backend):
         if spec.sharefs == "virtiofs":
             for share in spec.shares:
                 virtiofsd.append([str(spec.virtiofsd), f"--socket-path={virtiofs_socket(self.run_dir, share.tag)}",
-                                  "-o", f"source={share.host_path}", "-o", "cache=auto"])
+                                  "-o", f"source={_fuse_opt(share.host_path)}", "-o", "cache=auto"])
         write_json_atomic(self.launch_file, {"argv": argv, "virtiofsd": virtiofsd, "ssh_port": spec.ssh_port,
                                              "daemonize": daemonize}, mode=0o600)
 

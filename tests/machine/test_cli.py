@@ -110,3 +110,29 @@ def test_lifecycle_lock_excludes_other_processes(home):
         held = subprocess.run([sys.executable, "-c", probe, lock_path], capture_output=True, text=True, check=True)
     free = subprocess.run([sys.executable, "-c", probe, lock_path], capture_output=True, text=True, check=True)
     assert (held.stdout.strip(), free.stdout.strip()) == ("held", "free")
+
+
+def test_share_paths_with_spaces_commas_and_colons_are_escaped(home, tmp_path):
+    odd = tmp_path / "my docs,v1:final"
+    odd.mkdir()
+    dockyard(home, "machine", "init", "--name", "m4", "--mount", str(odd), "--backend", "qemu")
+    m = MachineManager("m4")
+    line = m.kernel_cmdline("console=ttyS0", m.config())
+    shares = [w for w in line.split() if w.startswith("dockyard.shares=")]
+    assert len(shares) == 1  # one word: no raw space survived
+    from urllib.parse import unquote
+
+    tag, path = shares[0].split("=", 1)[1].split(":")
+    assert (tag, unquote(path)) == ("dyshare0", str(odd))
+
+
+def test_too_long_kernel_command_line_is_refused(home, tmp_path):
+    dockyard(home, "machine", "init", "--name", "m5", "--no-mount", "--backend", "qemu")
+    from desktop.machine.config import Share
+    from runtime.errors import InvalidArgument
+
+    m = MachineManager("m5")
+    cfg = m.config()
+    cfg.shares = [Share("/" + "x" * 200 + str(i), f"dyshare{i}") for i in range(12)]
+    with pytest.raises(InvalidArgument, match="kernel command line would be"):
+        m.kernel_cmdline("console=ttyS0", cfg)

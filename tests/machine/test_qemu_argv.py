@@ -41,3 +41,17 @@ def test_argv_virtiofs(tmp_path):
     assert f"socket,id=vfs0,path={tmp_path / 'virtiofs-dyshare0.sock'}" in _pairs(argv, "-chardev")
     assert "vhost-user-fs-pci,chardev=vfs0,tag=dyshare0" in _pairs(argv, "-device")
     assert "-fsdev" not in argv
+
+
+def test_commas_in_paths_are_escaped(tmp_path):
+    from desktop.machine.qemu_backend import _fuse_opt
+
+    spec = make_spec(tmp_path, "9p")
+    odd = tmp_path / "a,b"
+    odd.mkdir()
+    spec.shares[0].host_path = odd
+    spec.data_disk = tmp_path / "d,isk.qcow2"
+    argv = qemu_argv(spec, "qemu-system-x86_64", tmp_path / "qmp.sock", tmp_path / "qemu.pid")
+    assert f"local,id=fs0,path={tmp_path}/a,,b,security_model=passthrough" in _pairs(argv, "-fsdev")
+    assert _pairs(argv, "-drive")[1].startswith(f"file={tmp_path}/d,,isk.qcow2,if=none")
+    assert _fuse_opt("/x,y\\z") == "/x\\,y\\\\z"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import socket
 import subprocess
 import time
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.vm
 
 @pytest.fixture(scope="module")
 def share(tmp_path_factory):
-    return tmp_path_factory.mktemp("hostshare")
+    # A space and a comma: the share list on the kernel command line must escape them.
+    return tmp_path_factory.mktemp("host share,")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def test_ssh_link_survives_a_killed_connection(machine):
 def test_host_folder_is_shared_at_the_same_path(machine, share):
     (share / "from-host.txt").write_text("hello guest\n")
     assert machine.dockyard("ssh", "cat", str(share / "from-host.txt")).stdout == "hello guest\n"
-    machine.dockyard("ssh", "sh", "-c", f"echo hello host > {share}/from-guest.txt")
+    machine.dockyard("ssh", "sh", "-c", f"echo hello host > {shlex.quote(str(share))}/from-guest.txt")
     assert (share / "from-guest.txt").read_text() == "hello host\n"
 
 
