@@ -15,7 +15,11 @@ pytestmark = pytest.mark.vm
 
 def test_direct_qemu_backend_boots_and_answers(guest_image_env, tmp_path_factory):
     m = make_machine("qemut", tmp_path_factory, guest_image_env)
-    m.dockyard("init", "--cpus", "2", "--memory", "1G", "--disk", "4G", "--no-mount", "--backend", "qemu")
+    share = tmp_path_factory.mktemp("sftpshare")
+    (share / "from-host.txt").write_text("over sftp\n")
+    # This machine also covers the reverse-SFTP shared-folder fallback.
+    m.dockyard("init", "--cpus", "2", "--memory", "1G", "--disk", "4G", "--mount", str(share),
+               "--sharefs", "sftp", "--backend", "qemu")
     try:
         start = m.dockyard("start")
         assert start.stdout.strip() == f"export DOCKER_HOST={m.docker_host}"
@@ -23,6 +27,9 @@ def test_direct_qemu_backend_boots_and_answers(guest_image_env, tmp_path_factory
         pid = int((m.home / "run" / "qemut" / "qemu.pid").read_text())
         assert "dockyard-qemut" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
         assert m.status()["engine"] == "ok"
+        assert m.dockyard("ssh", "cat", str(share / "from-host.txt")).stdout == "over sftp\n"
+        m.dockyard("ssh", "cp", str(share / "from-host.txt"), str(share / "from-guest.txt"))
+        assert (share / "from-guest.txt").read_text() == "over sftp\n"
         # UDP publishing goes through QEMU's user-net hostfwd, via QMP here.
         backend = QemuBackend("dockyard-qemut", m.home / "run" / "qemut", m.home / "console.log")
         backend.add_hostfwd("udp", 45353, 53)
