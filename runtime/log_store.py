@@ -154,12 +154,14 @@ class LogFile:
 
         with self.changed:
             active = self._active
-            offset, records = _read_from(self.path, 0)
-        matching = [r for r in records if keep(r)]
+            offset = _complete_size(self.path)
         if tail is not None and tail >= 0:
-            matching = matching[-tail:] if tail else []
-        for rec in matching:
-            yield to_record(rec)
+            for rec in _tail_records(self.path, offset, tail, keep):
+                yield to_record(rec)
+        else:
+            for rec in _records_between(self.path, 0, offset):
+                if keep(rec):
+                    yield to_record(rec)
         if not follow or not active:
             return
         while True:
@@ -178,6 +180,81 @@ class LogFile:
                     yield to_record(rec)
 
 
+def _complete_size(path: Path) -> int:
+    """Bytes of the file up to its last complete line (the writer appends whole lines)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return size
+    except FileNotFoundError:
+        return 0
+    # A torn last line (crash mid-write): stop before it.
+    offset, _ = _read_from(path, 0)
+    return offset
+
+
+def _parse(line: bytes) -> dict | None:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None     # a torn line from a crash; skip it rather than fail every read
+    return rec if isinstance(rec, dict) and "log" in rec and "time" in rec else None
+
+
+def _records_between(path: Path, start: int, end: int) -> Iterator[dict]:
+    """Stream the records in [start, end) without loading the whole file."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        f.seek(start)
+        remaining = end - start
+        for line in f:
+            remaining -= len(line)
+            if remaining < 0:
+                break
+            rec = _parse(line)
+            if rec is not None:
+                yield rec
+
+
+def _tail_records(path: Path, end: int, count: int, keep) -> list[dict]:
+    """The last `count` records that `keep` accepts, reading backwards from `end`."""
+    if count == 0:
+        return []
+    found: list[dict] = []
+    block = 64 * 1024
+    pos = end
+    carry = b""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return []
+    with f:
+        while pos > 0 and len(found) < count:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            chunk = f.read(step) + carry
+            lines = chunk.split(b"\n")
+            carry = lines.pop(0) if pos > 0 else b""   # maybe a partial line: finish it next round
+            for line in reversed(lines):
+                if not line:
+                    continue
+                rec = _parse(line)
+                if rec is not None and keep(rec):
+                    found.append(rec)
+                    if len(found) == count:
+                        break
+    found.reverse()
+    return found
+
+
 def _read_from(path: Path, offset: int) -> tuple[int, list[dict]]:
     """Complete JSON lines from byte `offset`; returns the offset after the last one."""
     try:
@@ -189,11 +266,5 @@ def _read_from(path: Path, offset: int) -> tuple[int, list[dict]]:
     end = data.rfind(b"\n")
     if end < 0:
         return offset, []
-    records = []
-    for line in data[: end + 1].splitlines():
-        if line:
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue   # a torn line from a crash; skip it rather than fail every read
+    records = [rec for rec in map(_parse, data[: end + 1].splitlines()) if rec is not None]
     return offset + end + 1, records

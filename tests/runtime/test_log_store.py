@@ -78,3 +78,20 @@ def test_follow_on_finished_log_returns_at_once(tmp_path):
     log.write("stdout", b"x\n")
     log.end_run()
     assert [r.data for r in log.read(follow=True)] == [b"x\n"]
+
+
+def test_tail_reads_backwards_across_blocks_and_skips_torn_lines(tmp_path):
+    log = LogFile(tmp_path / "big.log")
+    log.begin_run()
+    for i in range(20000):
+        log.write("stdout" if i % 3 else "stderr", f"line {i:05d} {'x' * 40}\n".encode())
+    log.end_run()
+    last = [r.data for r in log.read(stderr=False, tail=3)]
+    assert last == [f"line {i:05d} {'x' * 40}\n".encode() for i in (19996, 19997, 19999)]
+    assert len(list(log.read(tail=20000))) == 20000
+    assert len(list(log.read(tail=50000))) == 20000
+    assert len(list(log.read(stdout=False))) == 6667
+    with open(tmp_path / "big.log", "ab") as f:
+        f.write(b'{"log": "torn')             # a crash in the middle of a write
+    assert [r.data[:10] for r in log.read(tail=1)] == [b"line 19999"]
+    assert len(list(log.read())) == 20000
