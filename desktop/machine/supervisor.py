@@ -120,11 +120,22 @@ class Supervisor:
             return
 
         def run() -> None:
-            self.ready_channel.follow(lambda ev: log.warning("guest event: %s", ev))
+            self.ready_channel.follow(self._on_guest_event)
             log.info("the VM closed its ready channel: it has stopped")
             on_closed()
 
         threading.Thread(target=run, name="guest-events", daemon=True).start()
+
+    @staticmethod
+    def _on_guest_event(event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "shutdown":
+            log.info("the guest is shutting down")
+        elif isinstance(kind, str) and kind.endswith("-exited"):
+            log.warning("guest service %s exited (code %s, restart %s): %s", kind[: -len("-exited")],
+                        event.get("code"), event.get("restarts"), event.get("log_tail", "")[-500:])
+        else:
+            log.info("guest event: %s", event)
 
     def poweroff(self) -> None:
         if self.link is None:

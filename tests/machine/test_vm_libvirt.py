@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import socket
+import stat
 import subprocess
 import time
 import urllib.request
@@ -53,6 +55,9 @@ def test_status_json(machine):
     assert st["backend"] == "libvirt" and st["libvirt_uri"] == "qemu:///system"
     assert st["ssh_port"] > 0 and st["supervisor_pid"] > 0
     assert {"kernel_s", "sshd_s", "agent_s"} <= set(st["guest_timings"])
+    sock = machine.home / "run" / "vmt" / "docker.sock"
+    assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
 
 
 def test_udp_hostfwd_through_the_libvirt_monitor(machine):

@@ -1,0 +1,41 @@
+"""Host file locations: DOCKYARD_HOME relocation, private runtime dirs, platformdirs defaults."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from desktop import paths
+
+
+def test_dockyard_home_relocates_everything(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path))
+    assert paths.config_dir() == tmp_path / "config"
+    assert paths.data_dir() == tmp_path / "data"
+    assert paths.machine_config_path("m") == tmp_path / "config" / "machines" / "m.json"
+    run = paths.machine_runtime_dir("m")
+    assert run == tmp_path / "run" / "m"
+    for d in (run, run.parent):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    assert len(str(run / "docker.sock")) < paths.MAX_SOCKET_PATH
+
+
+def test_platformdirs_defaults(monkeypatch):
+    monkeypatch.delenv("DOCKYARD_HOME", raising=False)
+    import platformdirs
+
+    assert paths.config_dir() == platformdirs.user_config_path("dockyard")
+    assert paths.data_dir() == platformdirs.user_data_path("dockyard")
+
+
+def test_runtime_dir_falls_back_when_the_platform_dir_is_unusable(tmp_path, monkeypatch):
+    monkeypatch.delenv("DOCKYARD_HOME", raising=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    import platformdirs
+
+    monkeypatch.setattr(platformdirs, "user_runtime_dir", lambda _app: str(blocker / "dockyard"))
+    monkeypatch.setattr(paths.tempfile, "gettempdir", lambda: str(tmp_path))
+    run = paths.runtime_dir()
+    assert run == tmp_path / f"dockyard-{os.getuid()}"
+    assert stat.S_IMODE(os.stat(run).st_mode) == 0o700
