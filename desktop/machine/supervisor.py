@@ -133,7 +133,7 @@ class Supervisor:
             log.info("the guest is shutting down")
         elif isinstance(kind, str) and kind.endswith("-exited"):
             log.warning("guest service %s exited (code %s, restart %s): %s", kind[: -len("-exited")],
-                        event.get("code"), event.get("restarts"), event.get("log_tail", "")[-500:])
+                        event.get("code"), event.get("restarts"), str(event.get("log_tail") or "")[-500:])
         else:
             log.info("guest event: %s", event)
 
