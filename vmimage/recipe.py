@@ -46,10 +46,11 @@ class Recipe:
     # Loaded by the initramfs, in dependency order, before the root is mounted.
     # crc32c is asked for through the crypto API when ext4 mounts (metadata_csum),
     # and the initramfs has no modprobe to autoload it; crc32c_intel fails
-    # harmlessly on CPUs without SSE4.2.
+    # harmlessly on CPUs without SSE4.2. button+evdev: the ACPI power button
+    # (libvirt's shutdown, QMP system_powerdown) as an input device the init reads.
     boot_modules: tuple[str, ...] = (
         "virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng",
-        "crc32c_generic", "crc32c_intel", "ext4", "overlay",
+        "crc32c_generic", "crc32c_intel", "ext4", "overlay", "button", "evdev",
     )
     # Kernel module directories copied into the rootfs for later modprobe
     # (shares, container networking); the rest (sound, gpu, wifi...) is dropped.

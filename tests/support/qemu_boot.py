@@ -84,6 +84,22 @@ class BootedGuest:
                     raise RuntimeError(f"cannot connect to {self.channel_path}")
                 time.sleep(0.01)  # QEMU creates the socket during start-up; poll with a deadline
 
+    def qmp(self, command: str, timeout: float = 30.0) -> dict:
+        """One QMP command (e.g. system_powerdown, the ACPI power button)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.channel_path.with_name("qmp.sock")))
+            stream = sock.makefile("rwb")
+            json.loads(stream.readline())  # greeting
+            for request in ({"execute": "qmp_capabilities"}, {"execute": command}):
+                stream.write(json.dumps(request).encode() + b"\n")
+                stream.flush()
+                while True:
+                    reply = json.loads(stream.readline())
+                    if "return" in reply or "error" in reply:
+                        break
+            return reply
+
     def read_event(self, timeout: float) -> dict:
         """The next JSON line from the guest; blocks on the socket until `timeout` seconds."""
         deadline = time.monotonic() + timeout
@@ -174,6 +190,7 @@ def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-device", "virtio-rng-pci",
+        "-qmp", f"unix:{workdir / 'qmp.sock'},server=on,wait=off",
         "-chardev", chardev,
         "-device", "virtio-serial-pci",
         "-device", f"virtserialport,chardev=ready,name={READY_PORT}",

@@ -68,3 +68,16 @@ def test_share_paths_are_percent_decoded():
     opts = parse_cmdline("dockyard.shares=h0:/Users/me/My%20Files,t%2C1:/a%3Ab%25c,bad:/x%zz")
     assert opts.shares == [Share("h0", "/Users/me/My Files"), Share("t,1", "/a:b%c")]
     assert len(opts.errors) == 1 and "bad %-escape" in opts.errors[0]
+
+
+def test_power_button_press_is_recognised_in_input_events():
+    from vmimage.guest_init.powerbutton import pressed
+
+    def event(kind: int, code: int, value: int) -> bytes:
+        return bytes(16) + kind.to_bytes(2, "little") + code.to_bytes(2, "little") + \
+            value.to_bytes(4, "little", signed=True)
+
+    sync = event(0, 0, 0)
+    assert pressed(event(1, 116, 1) + sync)
+    assert not pressed(event(1, 116, 0) + sync)  # release only
+    assert not pressed(event(1, 30, 1) + sync)  # another key

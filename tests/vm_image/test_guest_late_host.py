@@ -88,3 +88,13 @@ def test_virtiofs_share_with_a_space_is_mounted_and_writable_both_ways(late_vm):
     assert status == 0, err
     assert out.split("\n")[:2] == ["from host", "virtiofs"]
     assert (vm.share_dir / "guest.txt").read_text() == "from guest\n"
+
+
+def test_acpi_power_button_powers_the_guest_off(late_vm):
+    """What libvirt's shutdown and QMP system_powerdown do; last test of this module."""
+    vm = late_vm
+    if vm.guest.channel is None:
+        vm.guest.connect_channel()
+    assert "return" in vm.guest.qmp("system_powerdown")
+    assert vm.guest.wait_for("shutdown", 60)
+    assert vm.guest.wait_exit(timeout=60) == 0

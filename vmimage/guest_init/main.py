@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from . import channel, datadisk, shares, sshkeys, syscalls
+from . import channel, datadisk, powerbutton, shares, sshkeys, syscalls
 from .bootopts import BootOptions, parse_cmdline
 from .layout import (AGENT_ARGV, AGENT_LOG, AGENT_SOCKET, ENGINE_ROOT, RUN_DIR, SSHD_ARGV,
                      SSHD_LOG, agent_env)
@@ -59,6 +59,7 @@ class Init:
         self.helpers: set[int] = set()
         self.pending_signals: list[int] = []
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.power_button: int | None = None
 
     # -- boot ---------------------------------------------------------------
     def boot(self) -> None:
@@ -102,6 +103,7 @@ class Init:
         self.status["shares"] = mounted
         self.errors.extend(errors)
         self.channel = channel.Channel(channel.find_port())
+        self.power_button = powerbutton.open_power_button()
 
     def _guarded(self, what: str, func, fallback):
         # Any failure of one step is reported and the boot goes on: a guest with
@@ -190,6 +192,8 @@ class Init:
             if channel_timeout is not None:
                 timeout = min(timeout if timeout is not None else 1e9, channel_timeout)
             readers = [self.wakeup_r] + channel_readers
+            if self.power_button is not None:
+                readers.append(self.power_button)
             try:
                 readable, _, _ = select.select(readers, writers, [], timeout)
             except InterruptedError:
@@ -198,6 +202,12 @@ class Init:
                 try:
                     while os.read(self.wakeup_r, 512):
                         pass
+                except BlockingIOError:
+                    pass
+            if self.power_button is not None and self.power_button in readable:
+                try:
+                    if powerbutton.pressed(os.read(self.power_button, 64 * powerbutton.EVENT_SIZE)):
+                        self.shutdown(syscalls.RB_POWER_OFF)
                 except BlockingIOError:
                     pass
             while self.pending_signals:
