@@ -81,3 +81,19 @@ def test_power_button_press_is_recognised_in_input_events():
     assert pressed(event(1, 116, 1) + sync)
     assert not pressed(event(1, 116, 0) + sync)  # release only
     assert not pressed(event(1, 30, 1) + sync)  # another key
+
+
+def test_service_logs_on_run_are_capped_and_keep_their_tail(tmp_path):
+    from vmimage.guest_init.services import cap_log
+
+    log = tmp_path / "agent.log"
+    with open(log, "ab") as writer:  # the agent's stdout: O_APPEND
+        writer.write(b"x" * 2000 + b"END\n")
+        writer.flush()
+        assert not cap_log(str(log), limit=5000, keep=100)
+        assert cap_log(str(log), limit=1000, keep=100)
+        writer.write(b"after\n")
+        writer.flush()
+    assert log.read_bytes() == b"after\n"
+    assert (tmp_path / "agent.log.1").read_bytes().endswith(b"xEND\n")
+    assert len((tmp_path / "agent.log.1").read_bytes()) == 100

@@ -14,12 +14,12 @@ import signal
 import sys
 import time
 
-from . import channel, datadisk, powerbutton, shares, sshkeys, syscalls
+from . import channel, datadisk, powerbutton, shares, spawn, sshkeys, syscalls
 from .bootopts import BootOptions, parse_cmdline
 from .layout import (AGENT_ARGV, AGENT_LOG, AGENT_SOCKET, ENGINE_ROOT, RUN_DIR, SSHD_ARGV,
                      SSHD_LOG, agent_env)
 from .logsetup import log
-from .services import Service, now, tcp_listening, unix_listening
+from .services import Service, cap_log, now, tcp_listening, unix_listening
 
 NETWORK_MODULES = ["veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat",
                    "nft_compat", "nf_nat", "nf_conntrack", "xt_MASQUERADE",
@@ -30,6 +30,8 @@ CLOCK_TOLERANCE_S = 5
 SHUTDOWN_GRACE_S = 10.0
 # Readiness poll period: each round costs the guest CPU the agent needs to start.
 POLL_S = float(os.environ.get("DOCKYARD_POLL_S", "0.02"))
+# How often the service logs on /run (RAM) are checked against their size cap.
+LOG_CHECK_S = 60.0
 
 
 def set_clock(opts: BootOptions) -> None:
@@ -52,6 +54,7 @@ class Init:
         self.channel = channel.Channel(None)
         self.timings: dict[str, float] = {}
         self.cpu_at_start = 0.0
+        self.next_log_check = 0.0
         self.ready_message: dict | None = None
         self.host_keys: dict[str, str] = {}
         self.status: dict[str, object] = {}
@@ -155,7 +158,6 @@ class Init:
             self._spawn_helper(["modprobe", "-a", *NETWORK_MODULES], f"{RUN_DIR}/modprobe.log")
 
     def _spawn_helper(self, argv: list[str], log_path: str) -> None:
-        from . import spawn
         try:
             self.helpers.add(spawn.spawn(argv, log_path))
         except OSError as err:
@@ -185,7 +187,7 @@ class Init:
             waiting = self.ready_message is None
             deadline = min((s.restart_at for s in (self.agent, self.sshd) if s.restart_at is not None),
                            default=None)
-            timeout = POLL_S if waiting else None
+            timeout = POLL_S if waiting else LOG_CHECK_S
             if deadline is not None:
                 timeout = max(0.0, min(timeout or 1e9, deadline - now()))
             channel_readers, writers, channel_timeout = self.channel.wait_sets()
@@ -228,6 +230,10 @@ class Init:
             self.channel.flush()
             if waiting:
                 self.check_ready()
+            elif now() >= self.next_log_check:
+                self.next_log_check = now() + LOG_CHECK_S
+                for service in (self.agent, self.sshd):
+                    cap_log(service.log_path)
 
     # -- shutdown -------------------------------------------------------------
     def shutdown(self, command: int) -> None:

@@ -1,17 +1,8 @@
-"""Is a service answering? One quick attempt each; init calls them until a deadline."""
+"""Does the agent answer? One quick attempt; the init calls it until the agent is up."""
 
 from __future__ import annotations
 
 import socket
-
-
-def sshd_answers(host: str = "127.0.0.1", port: int = 22, timeout: float = 0.5) -> bool:
-    """True when sshd accepts a connection and sends its SSH-2.0 banner."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            return sock.recv(8).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def agent_answers(path: str, timeout: float = 2.0) -> bool:

@@ -116,3 +116,21 @@ def unix_listening(path: str, proc_file: str = "/proc/net/unix") -> bool:
     except (OSError, StopIteration):
         pass
     return False
+
+
+def cap_log(path: str, limit: int = 8 << 20, keep: int = 1 << 20) -> bool:
+    """Keep a service log on the RAM-backed /run bounded: when over `limit`, save
+    its last `keep` bytes as `path`.1 and truncate it in place (the writer opened
+    it O_APPEND, so it carries on at the new end). Returns True if it was cut."""
+    try:
+        if os.path.getsize(path) <= limit:
+            return False
+        with open(path, "rb") as f:
+            f.seek(-keep, os.SEEK_END)
+            tail = f.read()
+        with open(path + ".1", "wb") as f:
+            f.write(tail)
+        os.truncate(path, 0)
+        return True
+    except OSError:
+        return False
