@@ -236,6 +236,7 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     if log_type != "json-file":
         raise InvalidArgument(f"logging driver \"{log_type}\" is not supported; only json-file is")
     hc["LogConfig"] = {"Type": "json-file", "Config": (hc.get("LogConfig") or {}).get("Config") or {}}
+    log_rotation(hc)
 
     parse_mounts(cfg, hc)          # validation only; the engine resolves them at create
     port_mappings(cfg, hc)
@@ -246,6 +247,38 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     for key in ("Privileged", "ReadonlyRootfs", "PublishAllPorts"):
         hc[key] = bool(hc.get(key))
     return cfg, hc
+
+
+# logging --------------------------------------------------------------------
+# json-file options dockerd knows; those other than max-size/max-file change nothing here.
+_LOG_OPTS = {"max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag"}
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Docker's RAMInBytes: "10m" → 10 MiB, "512k", "1g", "100" (bytes)."""
+    match = _SIZE_RE.match(str(text).strip())
+    if not match:
+        raise InvalidArgument(f"invalid size: '{text}'")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def log_rotation(host_config: dict[str, Any]) -> tuple[int, int]:
+    """(max size in bytes or 0, max files) from LogConfig.Config; InvalidArgument on bad options."""
+    opts = (host_config.get("LogConfig") or {}).get("Config") or {}
+    for key in opts:
+        if key not in _LOG_OPTS:
+            raise InvalidArgument(f"unknown log opt '{key}' for json-file log driver")
+    max_size = parse_size(opts["max-size"]) if opts.get("max-size") else 0
+    max_files = 1
+    if opts.get("max-file"):
+        if not str(opts["max-file"]).isdigit() or int(opts["max-file"]) < 1:
+            raise InvalidArgument("max-file cannot be less than 1")
+        max_files = int(opts["max-file"])
+    if max_files > 1 and not max_size:
+        raise InvalidArgument("max-file cannot be set without max-size")
+    return max_size, max_files
 
 
 # mounts ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ import shutil
 import signal as signal_mod
 import socket
 import pwd
+import re
 import shlex
 import subprocess
 import threading
@@ -100,7 +101,8 @@ class _Live:
         self.c = c
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
-        self.log = LogFile(Path(c.log_path))
+        max_size, max_files = cc.log_rotation(c.host_config)
+        self.log = LogFile(Path(c.log_path), max_size, max_files)
         cfg = c.config
         self.hub = StreamHub(bool(cfg.get("Tty")), bool(cfg.get("OpenStdin")),
                              bool(cfg.get("StdinOnce")), self.log)
@@ -460,7 +462,6 @@ class Engine:
             if key == "id":
                 ok = any(c.id.startswith(v) for v in values)
             elif key == "name":
-                import re
                 ok = any(re.search(v.lstrip("/"), c.name) for v in values)
             elif key == "label":
                 labels = c.config.get("Labels") or {}

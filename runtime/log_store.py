@@ -58,13 +58,17 @@ class LogFile:
     """The json-file log of one container: appended to by the stdio pump, read by `logs`.
 
     Readers that follow wait on `changed`, which is notified after every append and
-    when the current run of the container ends, so `logs -f` never polls.
+    when the current run of the container ends, so `logs -f` never polls. With
+    `max_size` the file rotates like dockerd's (<path>.1 is the newest old file).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_size: int = 0, max_files: int = 1) -> None:
         self.path = Path(path)
+        self.max_size = max_size
+        self.max_files = max(1, max_files)
         self.changed = threading.Condition()
         self._fd: int | None = None
+        self._size = 0
         self._partial: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         self._active = False   # a run is writing; followers keep waiting while it is
 
@@ -72,10 +76,14 @@ class LogFile:
     def begin_run(self) -> None:
         """A process started writing (container start); followers now wait for more."""
         with self.changed:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._open()
             self._active = True
             self.changed.notify_all()
+
+    def _open(self) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._size = os.fstat(self._fd).st_size
 
     def write(self, stream: str, data: bytes) -> None:
         """Append output; complete lines become records at once, the rest waits for its newline."""
@@ -116,18 +124,58 @@ class LogFile:
         return self._active
 
     def _append(self, stream: str, lines: list[bytes]) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._open()
         stamp = now_rfc3339()
-        payload = "".join(
-            json.dumps({"log": line.decode("utf-8", "replace"), "stream": stream, "time": stamp},
-                       ensure_ascii=False) + "\n"
+        records = [
+            (json.dumps({"log": line.decode("utf-8", "replace"), "stream": stream, "time": stamp},
+                        ensure_ascii=False) + "\n").encode()
             for line in lines
-        ).encode()
-        # One write(2) per batch with O_APPEND: readers never see half a line of JSON
-        # from us except at the very end, and read_records ignores an unterminated tail.
-        os.write(self._fd, payload)
+        ]
+        batch: list[bytes] = []
+        batch_size = 0
+        for rec in records:
+            if self.max_size and self._size + batch_size + len(rec) > self.max_size \
+                    and self._size + batch_size > 0:
+                self._write_batch(batch)
+                batch, batch_size = [], 0
+                self._rotate()
+            batch.append(rec)
+            batch_size += len(rec)
+        self._write_batch(batch)
         self.changed.notify_all()
+
+    def _write_batch(self, batch: list[bytes]) -> None:
+        if not batch:
+            return
+        payload = b"".join(batch)
+        # One write(2) per batch with O_APPEND: readers never see half a line of JSON
+        # from us except at the very end, and readers ignore an unterminated tail.
+        os.write(self._fd, payload)   # type: ignore[arg-type]
+        self._size += len(payload)
+
+    def _rotate(self) -> None:
+        """<path> becomes <path>.1, .1 becomes .2, ...; the oldest beyond max_files goes."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.max_files == 1:
+            os.unlink(self.path)
+        else:
+            for i in range(self.max_files - 1, 0, -1):
+                src = self.path if i == 1 else self._rotated(i - 1)
+                try:
+                    os.replace(src, self._rotated(i))
+                except FileNotFoundError:
+                    pass
+        self._open()
+
+    def _rotated(self, n: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{n}")
+
+    def files(self) -> list[Path]:
+        """Existing log files, oldest first (rotated ones, then the current one)."""
+        old = [self._rotated(i) for i in range(self.max_files - 1, 0, -1)]
+        return [p for p in old if p.exists()] + [self.path]
 
     # reading ---------------------------------------------------------------
     def read(self, stdout: bool = True, stderr: bool = True, since: float = 0, until: float = 0,
@@ -153,31 +201,90 @@ class LogFile:
             return LogRecord(rec["stream"], rec["log"].encode("utf-8", "surrogateescape"), rec["time"])
 
         with self.changed:
+            # A snapshot: what exists now is replayed, the follower continues from there
+            # on a descriptor of the current file (which survives a rotation).
             active = self._active
-            offset = _complete_size(self.path)
-        if tail is not None and tail >= 0:
-            for rec in _tail_records(self.path, offset, tail, keep):
-                yield to_record(rec)
-        else:
-            for rec in _records_between(self.path, 0, offset):
-                if keep(rec):
+            files = self.files()
+            ends = [_complete_size(p) for p in files]
+            live = None
+            if follow and active:
+                try:
+                    live = open(self.path, "rb")
+                    live.seek(ends[-1])
+                except FileNotFoundError:
+                    live = None
+        try:
+            if tail is not None and tail >= 0:
+                chosen: list[dict] = []
+                for path, end in zip(reversed(files), reversed(ends)):
+                    if len(chosen) >= tail:
+                        break
+                    chosen = _tail_records(path, end, tail - len(chosen), keep) + chosen
+                for rec in chosen:
                     yield to_record(rec)
-        if not follow or not active:
-            return
+            else:
+                for path, end in zip(files, ends):
+                    for rec in _records_between(path, 0, end):
+                        if keep(rec):
+                            yield to_record(rec)
+            if live is not None:
+                yield from (to_record(r) for r in self._follow(live, until_ns) if keep(r))
+        finally:
+            if live is not None:
+                live.close()
+
+    def _follow(self, f, until_ns: int) -> Iterator[dict]:
+        """New records from `f` on, switching to the new file after a rotation."""
+        try:
+            yield from self._follow_file(f, until_ns)
+        finally:
+            f.close()
+
+    def _follow_file(self, f, until_ns: int) -> Iterator[dict]:
+        pending = b""
         while True:
             with self.changed:
-                offset, records = _read_from(self.path, offset)
-                if not records:
+                data = f.read()
+                if not data:
+                    try:
+                        rotated = os.stat(self.path).st_ino != os.fstat(f.fileno()).st_ino
+                    except FileNotFoundError:
+                        rotated = False
+                    if rotated:
+                        # Continue with the file written after ours: ours is now <path>.k and
+                        # its successor <path>.(k-1); if ours is gone, every file left is newer.
+                        mine = os.fstat(f.fileno()).st_ino
+                        files = self.files()
+                        inodes = [_inode(p) for p in files]
+                        successor = files[inodes.index(mine) + 1] if mine in inodes else files[0]
+                        # Swap the descriptor in place so the caller's finally closes the new one.
+                        new = open(successor, "rb")
+                        os.dup2(new.fileno(), f.fileno())
+                        new.close()
+                        f.seek(0)
+                        pending = b""
+                        continue
                     if not self._active:
                         return
                     # The timeout is only a safety net; appends and end_run notify.
                     self.changed.wait(timeout=5)
                     continue
-            for rec in records:
+            pending += data
+            complete, _, pending = pending.rpartition(b"\n")
+            for line in complete.split(b"\n"):
+                rec = _parse(line) if line else None
+                if rec is None:
+                    continue
                 if until_ns and parse_time_ns(rec["time"]) > until_ns:
                     return
-                if keep(rec):
-                    yield to_record(rec)
+                yield rec
+
+
+def _inode(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return -1
 
 
 def _complete_size(path: Path) -> int:

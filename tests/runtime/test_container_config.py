@@ -142,3 +142,14 @@ def test_names():
     assert adjective.isalpha() and surname.isalpha()
     with pytest.raises(InvalidArgument):
         generate_name(lambda n: True)
+
+
+def test_log_options():
+    from runtime.container_config import log_rotation, parse_size
+    assert parse_size("10m") == 10 << 20 and parse_size("512k") == 512 << 10 and parse_size("100") == 100
+    assert log_rotation({"LogConfig": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "3"}}}) == (1 << 20, 3)
+    assert log_rotation({}) == (0, 1)
+    for opts, message in (({"max-size": "lots"}, "invalid size"), ({"bogus": "1"}, "unknown log opt"),
+                          ({"max-file": "2"}, "without max-size")):
+        with pytest.raises(InvalidArgument, match=message):
+            build({}, {"LogConfig": {"Type": "json-file", "Config": opts}})

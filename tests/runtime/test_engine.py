@@ -366,3 +366,16 @@ def test_dns_options_reach_resolv_conf(engine, busybox):
     assert code == 0
     assert [l for l in lines if l.startswith("nameserver")] == ["nameserver 192.0.2.53"]
     assert "search example.test" in lines and "options ndots:2" in lines
+
+
+def test_log_rotation_options(engine, busybox):
+    cid, code, _, _ = run(engine, busybox, ["seq", "1", "5000"],
+                          host_config={"LogConfig": {"Type": "json-file",
+                                                     "Config": {"max-size": "10k", "max-file": "2"}}})
+    assert code == 0
+    logs = sorted(p.name for p in engine.store.dir(cid).iterdir() if "-json.log" in p.name)
+    assert logs == [f"{cid}-json.log", f"{cid}-json.log.1"]
+    records = [r.data for r in engine.container_logs(cid)]
+    assert records[-1] == b"5000\n" and 0 < len(records) < 5000
+    assert [r.data for r in engine.container_logs(cid, tail=2)] == [b"4999\n", b"5000\n"]
+    engine.remove_container(cid)

@@ -95,3 +95,41 @@ def test_tail_reads_backwards_across_blocks_and_skips_torn_lines(tmp_path):
         f.write(b'{"log": "torn')             # a crash in the middle of a write
     assert [r.data[:10] for r in log.read(tail=1)] == [b"line 19999"]
     assert len(list(log.read())) == 20000
+
+
+def test_rotation_keeps_max_files_and_reads_across_them(tmp_path):
+    log = LogFile(tmp_path / "r.log", max_size=1000, max_files=3)
+    log.begin_run()
+    for i in range(100):
+        log.write("stdout", f"{i:03d} {'y' * 50}\n".encode())
+    log.end_run()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["r.log", "r.log.1", "r.log.2"]
+    assert all(p.stat().st_size <= 1000 for p in tmp_path.iterdir())
+    numbers = [int(r.data[:3]) for r in log.read()]
+    assert numbers == list(range(numbers[0], 100)) and numbers[0] > 0
+    assert [int(r.data[:3]) for r in log.read(tail=5)] == list(range(95, 100))   # spans two files
+    assert [int(r.data[:3]) for r in log.read(tail=1000)] == numbers
+
+
+def test_follow_survives_rotation(tmp_path):
+    log = LogFile(tmp_path / "f.log", max_size=300, max_files=50)
+    log.begin_run()
+    log.write("stdout", b"start\n")
+    got: list[bytes] = []
+    first = threading.Event()
+
+    def reader():
+        for rec in log.read(follow=True, tail=0):
+            got.append(rec.data)
+            first.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    log.write("stdout", b"a\n")
+    assert first.wait(10)
+    for i in range(30):
+        log.write("stdout", f"n{i}\n".encode())
+    log.end_run()
+    t.join(10)
+    assert got == [b"a\n"] + [f"n{i}\n".encode() for i in range(30)]
