@@ -520,6 +520,7 @@ class Engine:
                 live.stopped_by_user = False
                 c.restart_count = 0
                 live.backoff.reset()
+        self._forget_execs(c)
         try:
             spec, proc = self._launch(live)
         except BaseException as err:
@@ -914,7 +915,7 @@ class Engine:
         c = live.c
         new = cc.validate_container_name(new_name)
         if new == c.name:
-            raise Conflict(f"Renaming a container with the same name as its current name")
+            raise InvalidArgument("Renaming a container with the same name as its current name")
         self.store.reserve_name(new, c.id)
         with live.lock:
             old = c.name
@@ -1029,6 +1030,13 @@ class Engine:
             self._execs[inst.id] = _ExecRecord(inst)
         self._emit(c, f"exec_create: {' '.join(cmd)}", execID=inst.id)
         return inst
+
+    def _forget_execs(self, c: Container) -> None:
+        """Exec records of earlier runs go when the container starts again (they are dead)."""
+        with self._lock:
+            for exec_id in [e for e, rec in self._execs.items() if rec.inst.container_id == c.id]:
+                del self._execs[exec_id]
+        c.exec_ids = []
 
     def get_exec(self, exec_id: str) -> ExecInstance:
         with self._lock:
