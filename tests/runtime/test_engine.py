@@ -379,3 +379,13 @@ def test_log_rotation_options(engine, busybox):
     assert records[-1] == b"5000\n" and 0 < len(records) < 5000
     assert [r.data for r in engine.container_logs(cid, tail=2)] == [b"4999\n", b"5000\n"]
     engine.remove_container(cid)
+
+
+def test_readonly_rootfs_and_capabilities(engine, busybox):
+    _, code, out, _ = run(engine, busybox, ["sh", "-c", "touch /x 2>/dev/null || echo ro; touch /t/ok && echo tmpfs-rw; "
+                                            "grep CapEff /proc/self/status"],
+                          host_config={"ReadonlyRootfs": True, "Tmpfs": {"/t": ""}, "CapDrop": ["ALL"],
+                                       "CapAdd": ["CHOWN"], "AutoRemove": True})
+    lines = out.decode().splitlines()
+    assert code == 0 and lines[:2] == ["ro", "tmpfs-rw"]
+    assert int(lines[2].split()[1], 16) == 1     # CAP_CHOWN is bit 0, nothing else
