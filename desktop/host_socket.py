@@ -177,11 +177,15 @@ class HostSocket:
             return
         pipe = ChannelPipe(client, chan, self._pipe_done)
         with self._pipes_lock:
-            if self._stopping.is_set():
-                pipe.abort()
-                pipe.close()
-                return
-            self._pipes.add(pipe)
+            stopping = self._stopping.is_set()
+            if not stopping:
+                self._pipes.add(pipe)
+        if stopping:
+            # Outside the lock: close() reports back through _pipe_done,
+            # which takes it too.
+            pipe.abort()
+            pipe.close()
+            return
         pipe.start()
 
     @staticmethod

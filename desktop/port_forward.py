@@ -87,11 +87,14 @@ class _TcpListener:
             return
         pipe = ChannelPipe(client, chan, self._done)
         with self._lock:
-            if self._closed:
-                pipe.abort()
-                pipe.close()
-                return
-            self._pipes.add(pipe)
+            closed = self._closed
+            if not closed:
+                self._pipes.add(pipe)
+        if closed:
+            # Outside the lock: close() reports back through _done, which takes it too.
+            pipe.abort()
+            pipe.close()
+            return
         pipe.start()
 
     def _done(self, pipe: ChannelPipe) -> None:

@@ -166,3 +166,37 @@ def test_replaces_a_stale_socket(link, far_end, tmp_path):
         assert _http(hs, b"GET /_ping HTTP/1.1\r\nConnection: close\r\n\r\n").endswith(b"OK")
     finally:
         hs.stop()
+
+
+def test_connection_opening_while_stopping_does_not_deadlock(link, far_end, tmp_path, monkeypatch):
+    """A channel that finishes opening after stop() began must be dropped, not hang stop().
+
+    The open is held back by a gate (the real open follows) to make the
+    race deterministic.
+    """
+    hs = HostSocket(tmp_path / "r" / "docker.sock", link, remote_socket=str(far_end.path))
+    hs.start()
+    gate, entered = threading.Event(), threading.Event()
+    real_open = link.open_streamlocal
+
+    def gated_open(path, *args, **kwargs):
+        entered.set()
+        gate.wait(30)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(link, "open_streamlocal", gated_open)
+    client = _connect(hs)
+    assert entered.wait(30)
+    stopper = threading.Thread(target=hs.stop)
+    stopper.start()
+    _wait_for(hs._stopping.is_set, what="stop() to begin")
+    gate.set()
+    stopper.join(30)
+    assert not stopper.is_alive(), "stop() deadlocked with the late connection"
+    assert _recv_all(client) == b""
+    client.close()
+    # The late pipe's clean-up must have released the bookkeeping lock.
+    reader = threading.Thread(target=lambda: hs.active_connections)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "the late connection's clean-up deadlocked on the pipes lock"
