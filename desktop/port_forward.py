@@ -175,6 +175,9 @@ class PortForwarder:
                     return
                 log.warning("following guest events failed (%s); retrying in %.0f s", exc, self.retry_s)
                 self._stop.wait(self.retry_s)
+            except Exception:  # noqa: BLE001 - a bug must not silently end port forwarding
+                log.exception("port forwarder failed; retrying in %.0f s", self.retry_s)
+                self._stop.wait(self.retry_s)
             finally:
                 if self._events_chan is not None:
                     self._events_chan.close()
@@ -207,7 +210,7 @@ class PortForwarder:
                 self.udp_forward("udp", port.host_port, port.guest_port, True)
             else:
                 raise DockyardError(f"no way to forward {port.proto} ports")
-        except (OSError, DockyardError) as exc:
+        except Exception as exc:  # noqa: BLE001 - bind errors, or whatever the UDP callback raises
             # Usually the host port is taken by a host program: report, go on.
             if self.failed.get(port) is None:
                 log.warning("cannot publish %s port %d on the host: %s", port.proto, port.host_port, exc)
@@ -226,6 +229,6 @@ class PortForwarder:
         elif self.udp_forward is not None:
             try:
                 self.udp_forward("udp", port.host_port, port.guest_port, False)
-            except (OSError, DockyardError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the callback is the machine backend's code
                 log.warning("removing the udp forward for %d failed: %s", port.host_port, exc)
         log.info("stopped forwarding %s port %d", port.proto, port.host_port)

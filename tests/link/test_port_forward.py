@@ -162,3 +162,23 @@ def test_busy_host_port_is_reported_not_fatal(link, far_end, service):
     finally:
         fwd.stop()
         blocker.close()
+
+
+def test_failing_udp_callback_is_reported_not_fatal(link, far_end, service):
+    udp_port = _free_udp_port()
+    far_end.state.containers = [_container("c1", tcp=service.port, udp=udp_port)]
+
+    def broken_backend(*_args):
+        raise RuntimeError("QEMU monitor unavailable")
+
+    fwd = PortForwarder(link, broken_backend, bind_address=HOST_BIND, socket_path=str(far_end.path))
+    fwd.start()
+    try:
+        _wait_for(lambda: fwd.failed and _connectable(service.port), what="tcp up, udp failure recorded")
+        assert "QEMU monitor unavailable" in fwd.failed[PublishedPort("udp", udp_port, udp_port)]
+        # The forwarder keeps following events.
+        far_end.state.containers = []
+        far_end.state.publish({"Type": "container", "Action": "die", "Actor": {"ID": "c1"}})
+        _wait_for(lambda: not fwd.active and not fwd.failed, what="the forwards to be removed")
+    finally:
+        fwd.stop()
