@@ -452,17 +452,20 @@ class Engine:
         if not all and "status" not in filters:
             containers = [c for c in containers if c.state.running or c.state.restarting]
         if filters:
-            containers = [c for c in containers if self._matches(c, filters, containers)]
+            containers = [c for c in containers if self._matches(c, filters)]
         if limit is not None and limit > 0:
             containers = containers[:limit]
         return containers
 
-    def _matches(self, c: Container, filters: dict[str, list[str]], ordered: list[Container]) -> bool:
+    def _matches(self, c: Container, filters: dict[str, list[str]]) -> bool:
         for key, values in filters.items():
             if key == "id":
                 ok = any(c.id.startswith(v) for v in values)
             elif key == "name":
-                ok = any(re.search(v.lstrip("/"), c.name) for v in values)
+                try:
+                    ok = any(re.search(v.lstrip("/"), c.name) for v in values)
+                except re.error as err:
+                    raise InvalidArgument(f"invalid name filter: {err}") from None
             elif key == "label":
                 labels = c.config.get("Labels") or {}
                 ok = all(_label_ok(labels, v) for v in values)
