@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import selectors
+import stat
 import struct
 import termios
 import threading
@@ -95,7 +96,8 @@ class HubSession(AttachSession):
 class _Run:
     """The file descriptors of one process run, parent side and child side."""
 
-    def __init__(self, tty: bool, open_stdin: bool, size: tuple[int, int] | None) -> None:
+    def __init__(self, tty: bool, open_stdin: bool, size: tuple[int, int] | None,
+                 ptmx: str | None = None) -> None:
         self.tty = tty
         self.child_fds: list[int] = []
         self.readers: dict[int, int] = {}      # parent fd → stream number
@@ -108,7 +110,7 @@ class _Run:
         # Written to when the engine gives up waiting for EOF (see StreamHub.wait_drained).
         self.wake_r, self.wake_w = os.pipe()
         if tty:
-            master, slave = os.openpty()
+            master, slave = open_pty(ptmx)
             self.master = master
             self.readers[master] = STDOUT
             self.stdin_fd = master if open_stdin else None
@@ -140,6 +142,37 @@ def _close(fd: int | None) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+# linux/tty.h: unlock a pty master; open its slave straight from the master (4.13+).
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTPEER = 0x5441
+_PTMX_DEVICE = os.makedev(5, 2)
+
+
+def open_pty(ptmx: str | None = None) -> tuple[int, int]:
+    """(master, slave) of a new pty, from the devpts instance of `ptmx` when given.
+
+    A running container has its own devpts: a pty made there is /dev/pts/N inside it
+    (ttyname works, as under Docker), one made on the host is nameless there.
+    TIOCGPTPEER opens the slave without a path lookup in the container's tree, and the
+    master must really be a ptmx device, so a container cannot redirect us elsewhere.
+    """
+    if ptmx:
+        master = -1
+        try:
+            master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            st = os.fstat(master)
+            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != _PTMX_DEVICE:
+                raise OSError(f"{ptmx} is not a ptmx device")
+            fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+            slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            return master, slave
+        except OSError as err:
+            log.debug("no pty from %s (%s); using a host pty", ptmx, err)
+            if master >= 0:
+                os.close(master)
+    return os.openpty()
 
 
 def set_winsize(fd: int, height: int, width: int) -> None:
@@ -188,9 +221,12 @@ class StreamHub:
             s._end()
 
     # runs --------------------------------------------------------------------
-    def prepare_run(self) -> Stdio:
-        """Fresh descriptors for a process about to be launched; returns the child's side."""
-        run = _Run(self.tty, self.open_stdin, self._size)
+    def prepare_run(self, ptmx: str | None = None) -> Stdio:
+        """Fresh descriptors for a process about to be launched; returns the child's side.
+
+        `ptmx`: allocate the pty in that devpts (an exec's container) rather than the host's.
+        """
+        run = _Run(self.tty, self.open_stdin, self._size, ptmx)
         with self._lock:
             self._run = run
         if self.log is not None:

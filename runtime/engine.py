@@ -1075,7 +1075,8 @@ class Engine:
             tty=inst.tty,
             capabilities=cc.ALL_CAPABILITIES if privileged else cc.capabilities(c.host_config),
             privileged=privileged, no_new_privileges=not privileged)
-        stdio = rec.hub.prepare_run()
+        ptmx = f"/proc/{container_proc.pid}/root/dev/pts/ptmx" if inst.tty else None
+        stdio = rec.hub.prepare_run(ptmx)
         try:
             proc = _launcher().exec_in(container_proc, spec, process, stdio)
         except BaseException as err:
