@@ -27,7 +27,7 @@ from pathlib import Path
 from runtime.atomic_file import read_json, write_json_atomic
 
 from . import initramfs, rootfs
-from .kernel import extract_vmlinux, has_pvh_entry, resolve_kernel_package, unpack_kernel
+from .kernel import extract_vmlinux, has_pvh_entry, resolve_kernel_package_cached, unpack_kernel
 from .recipe import FORMAT_VERSION, VMIMAGE_DIR, Recipe, hash_files, hash_values
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def ensure_image(cache_dir: Path | None = None, force: bool = False,
     recipe = recipe or Recipe()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     parts = cache_dir / "parts"
-    package = resolve_kernel_package(recipe.kernel_meta_package)
+    package = resolve_kernel_package_cached(recipe.kernel_meta_package, parts / "kernel-resolution.json")
     hashes = part_hashes(recipe, f"{package.name}={package.version}")
     final = cache_dir / hashes.image
     if force and final.exists():

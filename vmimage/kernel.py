@@ -9,6 +9,7 @@ modules.dep to pick the initramfs modules in load order.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import struct
 import subprocess
@@ -73,6 +74,39 @@ def resolve_kernel_package(meta_package: str) -> KernelPackage:
     if not version or version == "(none)":
         raise RuntimeFailure(f"no installable version of {name} in the apt lists")
     return KernelPackage(name=name, version=version)
+
+
+APT_STATE_FILES = ("/var/cache/apt/pkgcache.bin", "/var/lib/apt/lists")
+
+
+def _apt_state() -> str:
+    """Changes whenever `apt-get update` ran (mtimes of apt's cache and lists)."""
+    stamps = []
+    for path in APT_STATE_FILES:
+        try:
+            stamps.append(str(os.stat(path).st_mtime_ns))
+        except OSError:
+            stamps.append("-")
+    return ":".join(stamps)
+
+
+def resolve_kernel_package_cached(meta_package: str, cache_file: Path) -> KernelPackage:
+    """resolve_kernel_package, remembered until apt's lists change.
+
+    apt-cache takes 0.3-3 s here, and ensure_image runs on every machine start.
+    """
+    from runtime.atomic_file import read_json, write_json_atomic
+
+    state = _apt_state()
+    cached = read_json(cache_file, {}) or {}
+    entry = cached.get(meta_package)
+    if entry and entry.get("apt_state") == state:
+        return KernelPackage(name=entry["name"], version=entry["version"])
+    package = resolve_kernel_package(meta_package)
+    cached[meta_package] = {"apt_state": state, "name": package.name, "version": package.version}
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cache_file, cached)
+    return package
 
 
 def unpack_kernel(package: KernelPackage, parts_dir: Path) -> UnpackedKernel:
