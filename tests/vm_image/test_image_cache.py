@@ -73,3 +73,22 @@ def test_second_ensure_image_reuses_every_file(guest_image):
     assert again == first
     for path, st in stats.items():
         assert (path.stat().st_ino, path.stat().st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+
+
+def test_kernel_resolution_is_remembered_until_apt_lists_change(tmp_path, monkeypatch):
+    from vmimage import kernel
+
+    calls = []
+
+    def resolve(meta):
+        calls.append(meta)
+        return kernel.KernelPackage(name="linux-image-9.9.9-amd64", version=f"9.9.{len(calls)}")
+
+    monkeypatch.setattr(kernel, "resolve_kernel_package", resolve)
+    monkeypatch.setattr(kernel, "_apt_state", lambda: "lists-v1")
+    cache = tmp_path / "resolution.json"
+    first = kernel.resolve_kernel_package_cached("linux-image-amd64", cache)
+    assert kernel.resolve_kernel_package_cached("linux-image-amd64", cache) == first
+    assert len(calls) == 1
+    monkeypatch.setattr(kernel, "_apt_state", lambda: "lists-v2")  # apt-get update ran
+    assert kernel.resolve_kernel_package_cached("linux-image-amd64", cache).version == "9.9.2"
