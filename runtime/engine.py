@@ -588,10 +588,12 @@ class Engine:
         mounts = self._resolve_mounts(c)
         attachment = self.network.attach(c.id, hc["NetworkMode"], cc.port_mappings(cfg, hc))
         c.network = attachment
+        from .host_loopback import host_loopback_address
         from .resolv_conf import container_etc_files
         etc_files: dict[str, Path] = {}
         for target, content in container_etc_files(c.id, cfg.get("Hostname", ""), attachment,
-                                                   list(hc.get("ExtraHosts") or [])).items():
+                                                   list(hc.get("ExtraHosts") or []),
+                                                   host_loopback=host_loopback_address()).items():
             if target == "/etc/resolv.conf":
                 content = _apply_dns_options(content, hc)
             host_file = cdir / os.path.basename(target)

@@ -20,7 +20,7 @@ one-page mount option string far from its limit.
 `dial_map` (dict or callable) maps a registry host as the user names it to
 the address to connect to, e.g. {"127.0.0.1:5000": "10.0.2.2:5000"} inside a VM;
 image names, tags and auth stay the user's. Without one, the environment
-variable DOCKYARD_LOOPBACK_REGISTRY_GATEWAY (e.g. "10.0.2.2") maps every
+variable DOCKYARD_HOST_LOOPBACK (e.g. "10.0.2.2") maps every
 loopback registry to that address, keeping the port.
 """
 

@@ -11,7 +11,7 @@
   "10.0.2.2:5000" inside a VM): names, tags, Host headers and auth scopes stay
   the user's, only the TCP connection goes elsewhere. It applies to token
   realms and redirects too. Without an explicit map, setting
-  DOCKYARD_LOOPBACK_REGISTRY_GATEWAY=10.0.2.2 sends every loopback registry
+  DOCKYARD_HOST_LOOPBACK=10.0.2.2 sends every loopback registry
   to that address (same port): what the guest needs.
 * Blobs stream to a file while being hashed; a broken connection resumes with
   a Range request; the digest is checked before the caller may use the file.
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 from urllib.parse import urlencode, urljoin, urlsplit
 
+from .host_loopback import HOST_LOOPBACK_ENV as LOOPBACK_GATEWAY_ENV
 from .errors import RegistryAuthError, RegistryError, RegistryNotFound
 from .reference import Reference
 
@@ -55,7 +56,6 @@ ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
 DOCKER_HUB_DOMAIN = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 USER_AGENT = "dockyard/0.1"
-LOOPBACK_GATEWAY_ENV = "DOCKYARD_LOOPBACK_REGISTRY_GATEWAY"
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_CONFIG_BYTES = 16 << 20
 MAX_REDIRECTS = 5
@@ -156,7 +156,7 @@ def loopback_dial_map(gateway: str) -> Callable[[str], str]:
 
 
 def dial_map_from_env() -> Callable[[str], str] | None:
-    """`loopback_dial_map($DOCKYARD_LOOPBACK_REGISTRY_GATEWAY)` when that variable is set."""
+    """`loopback_dial_map($DOCKYARD_HOST_LOOPBACK)` when that variable is set."""
     gateway = os.environ.get(LOOPBACK_GATEWAY_ENV, "").strip()
     return loopback_dial_map(gateway) if gateway else None
 

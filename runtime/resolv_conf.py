@@ -52,7 +52,7 @@ def filtered_resolv_conf(host_text: str) -> str:
 
 
 def parse_extra_host(entry: str, gateway: str = "") -> tuple[str, str]:
-    """Docker's ExtraHosts entry "name:ip" (or "name=ip"; "host-gateway" = the bridge gateway)."""
+    """Docker's ExtraHosts entry "name:ip" (or "name=ip"; "host-gateway" = `gateway`, the host)."""
     sep = "=" if "=" in entry else ":"
     name, _, addr = entry.partition(sep)
     addr = addr.strip("[]")
@@ -69,18 +69,37 @@ def parse_extra_host(entry: str, gateway: str = "") -> tuple[str, str]:
     return name, addr
 
 
+def host_address_for(attachment: NetworkAttachment | None, host_loopback: str = "") -> str:
+    """The address at which a container reaches the user's host ("" when it cannot).
+
+    Inside the VM that is the host's loopback alias (NATed out of the guest); natively
+    it is the bridge gateway, or loopback itself with host networking.
+    """
+    mode = attachment.mode if attachment else "none"
+    if mode == "none":
+        return ""
+    if host_loopback:
+        return host_loopback
+    return "127.0.0.1" if mode == "host" else (attachment.gateway if attachment else "")
+
+
 def container_etc_files(container_id: str, hostname: str, attachment: NetworkAttachment | None,
-                        extra_hosts: list[str], *, host_resolv_conf: Path = HOST_RESOLV_CONF,
+                        extra_hosts: list[str], *, host_loopback: str = "",
+                        host_resolv_conf: Path = HOST_RESOLV_CONF,
                         host_hosts: Path = HOST_HOSTS) -> dict[str, bytes]:
-    """Contents for /etc/hosts, /etc/hostname and /etc/resolv.conf of one container."""
+    """Contents for /etc/hosts, /etc/hostname and /etc/resolv.conf of one container.
+
+    `host.docker.internal` names the user's host, as on Docker Desktop.
+    """
     hostname = hostname or container_id[:12]
     mode = attachment.mode if attachment else "none"
-    gateway = attachment.gateway if attachment else ""
+    gateway = host_address_for(attachment, host_loopback)
     try:
         resolv_text = host_resolv_conf.read_text()
     except FileNotFoundError:
         resolv_text = ""
-    extra = "".join(f"{addr}\t{name}\n" for name, addr in (parse_extra_host(e, gateway) for e in extra_hosts))
+    extra = f"{gateway}\thost.docker.internal\n" if gateway else ""
+    extra += "".join(f"{addr}\t{name}\n" for name, addr in (parse_extra_host(e, gateway) for e in extra_hosts))
     if mode == "host":
         try:
             hosts = host_hosts.read_text()

@@ -303,6 +303,21 @@ def test_etc_files_for_bridge_and_host_modes(tmp_path):
         container_etc_files("x", "h", att, ["bad:not-an-ip"], host_resolv_conf=resolv)
 
 
+def test_host_docker_internal_names_the_users_host(tmp_path):
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.0.0.2\n")
+    bridge = NetworkAttachment(mode="bridge", ip_address="172.29.0.5", gateway="172.29.0.1", prefix_len=16)
+    native = container_etc_files("c1", "web", bridge, [], host_resolv_conf=resolv)["/etc/hosts"].decode()
+    assert "172.29.0.1\thost.docker.internal\n" in native
+    # Inside the VM the host's loopback is the user-mode gateway; host-gateway follows it.
+    in_vm = container_etc_files("c1", "web", bridge, ["h:host-gateway"], host_loopback="10.0.2.2",
+                                host_resolv_conf=resolv)["/etc/hosts"].decode()
+    assert "10.0.2.2\thost.docker.internal\n" in in_vm and "10.0.2.2\th\n" in in_vm
+    none = container_etc_files("c1", "web", NetworkAttachment(mode="none"), [],
+                               host_resolv_conf=resolv)["/etc/hosts"].decode()
+    assert "host.docker.internal" not in none
+
+
 def test_concurrent_attaches_get_distinct_addresses(manager):
     ids = [_cid() for _ in range(6)]
     results: dict[str, NetworkAttachment] = {}

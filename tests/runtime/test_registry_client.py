@@ -154,7 +154,7 @@ def test_loopback_dial_map_reaches_the_registry_through_another_address(registry
     name = f"127.0.0.2:{registry.port}/busybox:latest"
     with pytest.raises(RegistryError, match="cannot reach registry"):
         RegistryClient().resolve(parse_reference(name))
-    monkeypatch.setenv("DOCKYARD_LOOPBACK_REGISTRY_GATEWAY", "127.0.0.1")
+    monkeypatch.setenv("DOCKYARD_HOST_LOOPBACK", "127.0.0.1")
     resolved = RegistryClient(dial_map=dial_map_from_env()).resolve(parse_reference(name))
     assert resolved.reference.domain == f"127.0.0.2:{registry.port}"
     assert len(resolved.layers) == 1
