@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any, Iterator
 
 from runtime.engine import Engine
 from runtime.errors import InvalidArgument
 
-from . import docker_json
+from . import container_stats, docker_json
+from .api_errors import NotImplementedByDockyard
 from .http_server import (MULTIPLEXED_STREAM, RAW_STREAM, HijackedConnection, HijackResponse,
                           Request, Response, Router, StreamResponse, empty_response, json_response)
 from .stdio_stream import frame, pump_session
 
 log = logging.getLogger(__name__)
+
+STATS_INTERVAL = 1.0   # seconds between samples of a streamed `docker stats`
 
 
 def _tail(value: str | None) -> int | None:
@@ -48,6 +52,9 @@ class ContainerRoutes:
         router.post("/containers/{id}/resize", self.resize)
         router.get("/containers/{id}/top", self.top)
         router.post("/containers/{id}/rename", self.rename)
+        router.get("/containers/{id}/stats", self.stats)
+        router.post("/containers/{id}/pause", self.pause)
+        router.post("/containers/{id}/unpause", self.unpause)
         router.delete("/containers/{id}", self.remove)
 
     # -- listing and inspection -----------------------------------------------
@@ -114,6 +121,44 @@ class ContainerRoutes:
         width = request.int_arg("w", 0) or 0
         self.engine.resize_container_tty(request.params["id"], height, width)
         return Response(status=200, body=b"", content_type="text/plain; charset=utf-8")
+
+    def pause(self, request: Request) -> Response:
+        # Pausing needs engine state (status "paused", exec refused): only if the engine has it.
+        pause = getattr(self.engine, "pause_container", None)
+        if pause is None:
+            raise NotImplementedByDockyard("pausing containers is not implemented by Dockyard yet")
+        pause(request.params["id"])
+        return empty_response(204)
+
+    def unpause(self, request: Request) -> Response:
+        unpause = getattr(self.engine, "unpause_container", None)
+        if unpause is None:
+            raise NotImplementedByDockyard("pausing containers is not implemented by Dockyard yet")
+        unpause(request.params["id"])
+        return empty_response(204)
+
+    def stats(self, request: Request) -> Response | StreamResponse:
+        ref = request.params["id"]
+        container = self.engine.get_container(ref)
+        if not request.bool_arg("stream", True) or request.bool_arg("one-shot"):
+            return json_response(container_stats.sample(container))
+        gone = threading.Event()
+
+        def body() -> Iterator[bytes]:
+            previous: dict | None = None
+            while not gone.is_set():
+                current = self.engine.get_container(ref)
+                stats = container_stats.sample(current)
+                if previous is not None:
+                    stats["precpu_stats"] = previous["cpu_stats"]
+                    stats["preread"] = previous["read"]
+                yield json.dumps(stats).encode() + b"\n"
+                if not current.state.running:
+                    return
+                previous = stats
+                gone.wait(STATS_INTERVAL)  # the sampling period of the stream, as dockerd's
+
+        return StreamResponse(chunks=body(), on_client_gone=gone.set)
 
     def wait(self, request: Request) -> StreamResponse:
         condition = request.arg("condition") or "not-running"

@@ -8,6 +8,7 @@ import platform
 import socket
 from typing import Any, Iterator
 
+from runtime import engine as engine_module
 from runtime.engine import Engine
 from runtime.errors import NotFound
 
@@ -17,7 +18,8 @@ from .http_server import (API_VERSION, MIN_API_VERSION, Request, Response, Route
                           json_response)
 from .registry_login import check_login, login_response, parse_login_body
 
-AGENT_VERSION = "0.1.0"
+# The engine names the Docker version it behaves like; /version and /info must agree on it.
+AGENT_VERSION = getattr(engine_module, "SERVER_VERSION", "0.1.0")
 
 _PING_HEADERS = {
     "Cache-Control": "no-cache, no-store, must-revalidate",
@@ -70,8 +72,7 @@ class SystemRoutes:
         for method, path in (("POST", "/networks/create"), ("DELETE", "/networks/{name}"),
                              ("POST", "/networks/{name}/connect"),
                              ("POST", "/networks/{name}/disconnect"), ("POST", "/networks/prune"),
-                             ("GET", "/containers/{id}/stats"), ("POST", "/containers/{id}/pause"),
-                             ("POST", "/containers/{id}/unpause"), ("GET", "/containers/{id}/changes"),
+                             ("GET", "/containers/{id}/changes"),
                              ("GET", "/containers/{id}/export"), ("GET", "/containers/{id}/archive"),
                              ("PUT", "/containers/{id}/archive"), ("HEAD", "/containers/{id}/archive"),
                              ("POST", "/containers/{id}/update"), ("POST", "/commit"),

@@ -498,6 +498,16 @@ def test_pids_limit_makes_fork_fail(agent, busybox):
     assert re.search(r"can't fork|Resource temporarily unavailable|fork", result.stderr), result.stderr
 
 
+def test_stats_from_cgroups(agent, busybox):
+    name = unique("stats")
+    ok(agent.docker("run", "-d", "--name", name, "--memory", "64m", busybox, "sleep", "300"))
+    out = ok(agent.docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", name))
+    got_name, usage, _, limit, pids = out.split()
+    assert got_name == name and limit == "64MiB" and pids == "1", out
+    assert re.fullmatch(r"[\d.]+[KM]iB", usage), out
+    ok(agent.docker("rm", "-f", name))
+
+
 def test_isolation(agent, busybox):
     out = ok(agent.docker("run", "--rm", busybox, "ps", "-o", "pid,comm"))
     lines = out.strip().splitlines()[1:]
