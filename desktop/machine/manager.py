@@ -315,14 +315,22 @@ class MachineManager:
             if not Path(share.host_path).is_dir():
                 raise InvalidArgument(f"shared folder {share.host_path} does not exist any more")
         self._stop_supervisor(poweroff=False)
-        port = free_local_port()
-        spec = self.launch_spec(config, image, accel.name, port, backend)
-        backend.define(spec)
-        self.console_log.unlink(missing_ok=True)
-        save_state(self.state_path, MachineState(ssh_port=port, accel=accel.name,
-                                                 image_hash=getattr(image, "recipe_hash", ""),
-                                                 booted_at=time.time(), host_socket=str(self.host_socket)))
-        backend.start()
+        for attempt in (1, 2):
+            port = free_local_port()
+            spec = self.launch_spec(config, image, accel.name, port, backend)
+            backend.define(spec)
+            self.console_log.unlink(missing_ok=True)
+            save_state(self.state_path, MachineState(ssh_port=port, accel=accel.name,
+                                                     image_hash=getattr(image, "recipe_hash", ""),
+                                                     booted_at=time.time(), host_socket=str(self.host_socket)))
+            try:
+                backend.start()
+                break
+            except RuntimeFailure as err:
+                # Another process may have taken the port between our probe and QEMU's bind.
+                if attempt == 2 or "forwarding" not in str(err):
+                    raise
+                log.info("SSH port %d was taken meanwhile: retrying with another", port)
         try:
             # Connect before the guest can write: it needs seconds to boot, we need milliseconds.
             channel = ReadyChannel.connect(backend.ready_channel_path)
