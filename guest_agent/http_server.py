@@ -471,6 +471,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _send_stream(self, response: StreamResponse) -> None:
         self._start(response.status, response.content_type, response.headers)
         self.send_header("Transfer-Encoding", "chunked")
+        if response.on_client_gone is not None:
+            # The watcher below consumes the read side: this connection serves no more requests.
+            self.send_header("Connection", "close")
         self.end_headers()  # flushed: the client sees the status before the first chunk
         if response.on_client_gone is not None:
             # The client sends nothing more on this connection; EOF means it left.
@@ -516,7 +519,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header("Upgrade", "tcp")
             self.send_header("Api-Version", API_VERSION)
         else:
-            self._start(200, response.content_type, {})
+            self._start(200, response.content_type, {"Connection": "close"})
         # end_headers writes the header block with one sendall (wfile is unbuffered):
         # the 101 leaves before the first frame, which docker-py needs.
         self.end_headers()
