@@ -97,8 +97,9 @@ class _Run:
     """The file descriptors of one process run, parent side and child side."""
 
     def __init__(self, tty: bool, open_stdin: bool, size: tuple[int, int] | None,
-                 ptmx: str | None = None) -> None:
+                 ptmx: str | None = None, console: bool = False) -> None:
         self.tty = tty
+        self.open_stdin = open_stdin
         self.child_fds: list[int] = []
         self.readers: dict[int, int] = {}      # parent fd → stream number
         self.stdin_fd: int | None = None       # parent's write side (the pty master with a TTY)
@@ -109,7 +110,13 @@ class _Run:
         self.closed = False                    # the pump closed our descriptors
         # Written to when the engine gives up waiting for EOF (see StreamHub.wait_drained).
         self.wake_r, self.wake_w = os.pipe()
-        if tty:
+        self.console = tty and console         # the launcher makes the pty; see attach_console
+        if self.console:
+            # Only the container's setup runs on these; the pty master arrives at start.
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            self.child_fds = [null]
+            self.stdio = Stdio(null, null, null)
+        elif tty:
             master, slave = open_pty(ptmx)
             self.master = master
             self.readers[master] = STDOUT
@@ -129,6 +136,12 @@ class _Run:
                 in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             self.child_fds = [in_r, out_w, err_w]
             self.stdio = Stdio(in_r, out_w, err_w)
+
+    def attach_console(self, master: int) -> None:
+        """The pty master the launcher made in the container: pump it, write stdin to it."""
+        self.master = master
+        self.readers[master] = STDOUT
+        self.stdin_fd = master if self.open_stdin else None
 
     def close_child_side(self) -> None:
         for fd in self.child_fds:
@@ -195,6 +208,7 @@ class StreamHub:
         self._pending_stdin = bytearray()
         self._pending_close = False
         self._size: tuple[int, int] | None = None
+        self._size_lock = threading.Lock()     # the last resize wins, also against a new pty
 
     # sessions ----------------------------------------------------------------
     def attach(self, stdin: bool, stdout: bool, stderr: bool, logs: bool = False) -> HubSession:
@@ -221,27 +235,49 @@ class StreamHub:
             s._end()
 
     # runs --------------------------------------------------------------------
-    def prepare_run(self, ptmx: str | None = None) -> Stdio:
+    def prepare_run(self, ptmx: str | None = None, console: bool = False) -> Stdio:
         """Fresh descriptors for a process about to be launched; returns the child's side.
 
         `ptmx`: allocate the pty in that devpts (an exec's container) rather than the host's.
+        `console` (with a TTY): the launcher allocates the pty itself, in the container's
+        own devpts, and `run_started` gets its master; the Stdio is /dev/null until then.
         """
-        run = _Run(self.tty, self.open_stdin, self._size, ptmx)
+        run = _Run(self.tty, self.open_stdin, self._size, ptmx, console)
         with self._lock:
             self._run = run
         if self.log is not None:
             self.log.begin_run()
-        # Pump from before the launch: a reader already blocked on both pipes keeps the
-        # stdout/stderr interleaving closest to the order the process wrote in.
-        run.thread = threading.Thread(target=self._pump, args=(run,), name="stdio-pump", daemon=True)
-        run.thread.start()
+        if not run.console:
+            # Pump from before the launch: a reader already blocked on both pipes keeps the
+            # stdout/stderr interleaving closest to the order the process wrote in.
+            self._start_pump(run)
         return run.stdio
 
-    def run_started(self) -> None:
-        """The process exists: drop our copies of its descriptors and start pumping."""
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """The terminal size (rows, columns) a new pty gets, if one was chosen."""
+        return self._size
+
+    def _start_pump(self, run: _Run) -> None:
+        run.thread = threading.Thread(target=self._pump, args=(run,), name="stdio-pump", daemon=True)
+        run.thread.start()
+
+    def run_started(self, console: int | None = None) -> None:
+        """The process exists: drop our copies of its descriptors and start pumping.
+
+        `console`: the pty master of a `prepare_run(console=True)` run (the hub owns it now).
+        """
         run = self._run
         assert run is not None
         run.close_child_side()
+        if run.console:
+            if console is not None:
+                with self._size_lock:
+                    run.attach_console(console)
+                    if self._size is not None:
+                        # A resize that came while the process started (the same size is a no-op).
+                        _set_winsize_quietly(console, *self._size)
+            self._start_pump(run)
         with self._stdin_lock:
             run.started = True
             pending, self._pending_stdin = bytes(self._pending_stdin), bytearray()
@@ -256,6 +292,8 @@ class StreamHub:
         run = self._run
         if run is not None:
             run.close_child_side()
+            if run.thread is None:
+                self._start_pump(run)   # nothing to read: it only cleans up
             # The pump owns the parent-side descriptors: wake it and let it close them.
             self._wake(run)
             run.drained.wait(5.0)
@@ -381,13 +419,18 @@ class StreamHub:
 
     def resize(self, height: int, width: int) -> None:
         """Record the size for future runs and apply it to the current pty."""
-        self._size = (height, width)
-        run = self._run
-        if run is not None and run.master is not None:
-            try:
-                set_winsize(run.master, height, width)
-            except OSError as err:
-                log.debug("resize of a closing pty ignored: %s", err)
+        with self._size_lock:
+            self._size = (height, width)
+            run = self._run
+            if run is not None and run.master is not None:
+                _set_winsize_quietly(run.master, height, width)
+
+
+def _set_winsize_quietly(fd: int, height: int, width: int) -> None:
+    try:
+        set_winsize(fd, height, width)
+    except OSError as err:
+        log.debug("resize of a closing pty ignored: %s", err)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -17,6 +17,12 @@ nothing written, which is how `launch` knows the command is running.
 `exec_in` is the same shape: the thread enters the container's pid namespace
 for the fork, and the child joins its other namespaces and cgroups.
 
+With a TTY, `launch(..., console=True)` does what runc does with a console
+socket: the child opens a pty in the container's own devpts (after mounting it),
+makes the slave its stdio, controlling terminal and /dev/console, and sends the
+master back over a socketpair made before the fork (SCM_RIGHTS), so the process
+sees /dev/pts/0 as under Docker.
+
 The children are forks of a multi-threaded process: between fork and exec they
 only make syscalls (os.*, ctypes) and never log, print or take a lock.
 """
@@ -92,10 +98,17 @@ class _ExecPlan:
 
 @dataclass
 class _ChildPipes:
-    """The child's ends of its two pipes to the parent."""
+    """The child's ends of its two pipes (and console socket) to the parent."""
 
     errw: int     # close-on-exec: failures are written here; exec closes it empty
     syncr: int    # one byte arrives once the parent has put the child into its cgroups
+    console: socket.socket | None = None   # close-on-exec: the pty master goes back here
+
+    def keep(self) -> set[int]:
+        fds = {self.errw, self.syncr}
+        if self.console is not None:
+            fds.add(self.console.fileno())
+        return fds
 
 
 class ContainerProcess:
@@ -106,10 +119,12 @@ class ContainerProcess:
     for `wait()`.
     """
 
-    def __init__(self, pid: int, cgroup: cgroups.ContainerCgroup, oom_baseline: int = 0) -> None:
+    def __init__(self, pid: int, cgroup: cgroups.ContainerCgroup, oom_baseline: int = 0,
+                 console: int | None = None) -> None:
         self.pid = pid
         self.cgroup = cgroup
         self._oom_baseline = oom_baseline
+        self._console = console
         self._wait_lock = threading.Lock()     # one waitpid at a time
         self._state_lock = threading.Lock()    # exit code and pidfd
         self._exit_code: int | None = None
@@ -162,6 +177,11 @@ class ContainerProcess:
                 return False
             return True
 
+    def take_console(self) -> int | None:
+        """The pty master of a `launch(..., console=True)`, once; the caller owns and closes it."""
+        console, self._console = self._console, None
+        return console
+
     def oom_killed(self) -> bool:
         """Whether the container's memory cgroup OOM-killed a process since this start."""
         return cgroups.oom_kill_count(self.cgroup) > self._oom_baseline
@@ -179,11 +199,17 @@ class ContainerProcess:
 
 
 def launch(spec: ContainerSpec, stdio: Stdio,
-           rootfs_mountpoint: Path = ROOTFS_MOUNTPOINT) -> ContainerProcess:
+           rootfs_mountpoint: Path = ROOTFS_MOUNTPOINT, *, console: bool = False,
+           console_size: tuple[int, int] | None = None) -> ContainerProcess:
     """Start the container's first process; returns once it has exec'd.
 
+    With `console` and a TTY process, the terminal is a new pty of the container's
+    own devpts (sized `console_size`, rows and columns, when given): `stdio` only
+    serves during setup, and `take_console()` on the result gives the master.
     Raises ContainerStartError (exit_code 127/126/128) when the process cannot start.
     """
+    want_console = console and spec.process.tty
+    size = console_size if console_size and console_size[0] > 0 and console_size[1] > 0 else None
     plan = _plan(spec, spec.process)
     cg = cgroups.container_cgroup(spec.id)
     try:
@@ -209,11 +235,13 @@ def launch(spec: ContainerSpec, stdio: Stdio,
             _loopback_up()
         _setup_stdio(stdio, pipes)
         try:
-            setup_rootfs(spec, mountpoint, spec.process.tty)
+            pty = setup_rootfs(spec, mountpoint, spec.process.tty, want_console)
         except RootfsError as err:
             raise _StartFailure(str(err)) from None
         except OSError as err:
             raise _StartFailure(f"error mounting the container's filesystem: {_os_error_text(err)}") from None
+        if pty is not None:
+            _use_console(pipes, *pty, size)
         if spec.hostname:
             sc.sethostname(spec.hostname)
         if spec.domainname:
@@ -221,12 +249,12 @@ def launch(spec: ContainerSpec, stdio: Stdio,
         _finish_and_exec(plan, pipes)
 
     try:
-        pid = _spawn(stdio, None, container_init, cg.procs_files())
-    except ContainerStartError:
+        pid, master = _spawn(stdio, None, container_init, cg.procs_files(), want_console)
+    except (ContainerStartError, RuntimeFailure):
         _quiet_cleanup(cg)
         raise
     log.debug("container %s started as pid %d", spec.id[:12], pid)
-    return ContainerProcess(pid, cg, oom_baseline)
+    return ContainerProcess(pid, cg, oom_baseline, master)
 
 
 def exec_in(container: ContainerProcess | int, spec: ContainerSpec, process: ProcessSpec,
@@ -251,7 +279,7 @@ def exec_in(container: ContainerProcess | int, spec: ContainerSpec, process: Pro
         _finish_and_exec(plan, pipes)
 
     try:
-        pid = _spawn(stdio, pid_ns, exec_init, [p for p in cg.procs_files() if p.exists()])
+        pid, _ = _spawn(stdio, pid_ns, exec_init, [p for p in cg.procs_files() if p.exists()])
     finally:
         os.close(pid_ns)
     return ContainerProcess(pid, cg, cgroups.oom_kill_count(cg))
@@ -306,8 +334,10 @@ def _fork_into_pid_namespace(join_fd: int | None) -> int:
 
 
 def _spawn(stdio: Stdio, join_pid_ns: int | None, child_main: Callable[[_ChildPipes], NoReturn],
-           cgroup_procs: list[Path]) -> int:
-    """Fork the process and wait until it has exec'd or reported a failure; its pid.
+           cgroup_procs: list[Path], want_console: bool = False) -> tuple[int, int | None]:
+    """Fork the process and wait until it has exec'd or reported a failure.
+
+    Returns its pid and, with `want_console`, the pty master the child sent back.
 
     The parent moves the child into its cgroups while the child builds its
     root: the first write to a cgroup.procs waits for an RCU grace period
@@ -316,16 +346,24 @@ def _spawn(stdio: Stdio, join_pid_ns: int | None, child_main: Callable[[_ChildPi
     """
     errr, errw = os.pipe2(os.O_CLOEXEC)
     syncr, syncw = os.pipe2(os.O_CLOEXEC)
+    # Python sockets are close-on-exec; SEQPACKET keeps the message after the child's end closes.
+    console_r, console_w = (socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                            if want_console else (None, None))
     try:
         pid = _fork_into_pid_namespace(join_pid_ns)
     except OSError as err:
         for fd in (errr, errw, syncr, syncw):
             os.close(fd)
+        for sock in (console_r, console_w):
+            if sock is not None:
+                sock.close()
         raise RuntimeFailure(f"cannot start the container process: {_os_error_text(err)}") from None
     if pid == 0:
-        _child_main(_ChildPipes(errw, syncr), stdio, child_main)
+        _child_main(_ChildPipes(errw, syncr, console_w), stdio, child_main)
     os.close(errw)
     os.close(syncr)
+    if console_w is not None:
+        console_w.close()
     cgroup_error: Exception | None = None
     try:
         try:
@@ -340,19 +378,36 @@ def _spawn(stdio: Stdio, join_pid_ns: int | None, child_main: Callable[[_ChildPi
         chunks = []
         while chunk := os.read(errr, 65536):
             chunks.append(chunk)
+        error = _parse_error(b"".join(chunks))
+        master = None
+        if console_r is not None and error is None and cgroup_error is None:
+            master = _receive_console(console_r)
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
     finally:
         os.close(errr)
-    error = _parse_error(b"".join(chunks))
+        if console_r is not None:
+            console_r.close()    # a master still queued in it is closed with it
     if error is None and cgroup_error is None:
-        return pid
+        return pid, master
     os.waitpid(pid, 0)
     if error is not None and error[1] != _NO_CGROUP_MESSAGE:
         raise ContainerStartError(error[1], error[0])
     raise ContainerStartError(f"cannot start the container: {cgroup_error}", EXIT_START_FAILED)
+
+
+def _receive_console(sock: socket.socket) -> int:
+    """The pty master the child sent before it exec'd (already queued: never blocks)."""
+    _, ancdata, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+    fds = [fd for level, kind, data in ancdata if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+           for (fd,) in struct.iter_unpack("i", data[:len(data) - len(data) % 4])]
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise RuntimeFailure("cannot start the container: its terminal was not handed over")
+    return fds[0]
 
 
 def _parse_error(data: bytes) -> tuple[int, str] | None:
@@ -407,7 +462,7 @@ def _child_main(pipes: _ChildPipes, stdio: Stdio, child_main: Callable[[_ChildPi
     errw = pipes.errw
     try:
         gc.disable()
-        _close_fds_except({stdio.stdin, stdio.stdout, stdio.stderr, errw, pipes.syncr})
+        _close_fds_except({stdio.stdin, stdio.stdout, stdio.stderr, *pipes.keep()})
         signal.set_wakeup_fd(-1)
         for sig in _ALL_SIGNALS:
             try:
@@ -429,9 +484,24 @@ def _setup_stdio(stdio: Stdio, pipes: _ChildPipes) -> None:
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in (stdio.stdin, stdio.stdout, stdio.stderr)]
     for target, fd in enumerate(high):
         os.dup2(fd, target)
-    _close_fds_except({0, 1, 2, pipes.errw, pipes.syncr})
+    _close_fds_except({0, 1, 2, *pipes.keep()})
     os.umask(0)
     os.setsid()
+
+
+def _use_console(pipes: _ChildPipes, master: int, slave: int, size: tuple[int, int] | None) -> None:
+    """Make the container's own pty our stdio (the controlling terminal comes before exec)
+    and send its master to the parent; like runc with a console socket."""
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    os.close(slave)
+    if size is not None:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+    assert pipes.console is not None
+    pipes.console.sendmsg([b"C"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))])
+    pipes.console.close()
+    pipes.console = None
+    os.close(master)
 
 
 def _open_namespace(path: str) -> int:

@@ -10,8 +10,10 @@ symlink in an image can never point a mount at the host.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
+import struct
 
 from . import linux_syscalls as sc
 from .container_spec import BindMount, ContainerSpec, TmpfsMount
@@ -22,6 +24,9 @@ class RootfsError(Exception):
     """Setting up the container's filesystem failed; the message is for the user."""
 
 
+# asm-generic/ioctls.h: unlock a pty master so its slave can be opened; its slave's number.
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTN = 0x80045430
 _PROC_FLAGS = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 _DEVICES = (  # name, major, minor (moby/runc default devices)
     ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
@@ -119,7 +124,25 @@ def parse_mount_options(options: str, default_flags: int = 0) -> tuple[int, str]
     return flags, ",".join(data)
 
 
-def _mount_dev(root: str, tty: bool) -> None:
+def _open_console(dev: str) -> tuple[int, int]:
+    """A new pty of the container's devpts instance; its slave also becomes /dev/console.
+
+    As runc does for a terminal: the process sees /dev/pts/N (ttyname works) and
+    /dev/console is the same terminal. Opened before any user mount, so it is
+    always this container's own devpts. Returns (master, slave), close-on-exec;
+    the child runs only this code so far, so the path lookups cannot be raced.
+    """
+    master = os.open(dev + "/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+    (number,) = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))
+    slave_path = f"{dev}/pts/{number}"
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    _ensure_file(dev + "/console")
+    sc.mount(slave_path, dev + "/console", None, sc.MS_BIND)
+    return master, slave
+
+
+def _mount_dev(root: str, tty: bool, console: bool) -> tuple[int, int] | None:
     dev = root + "/dev"
     _ensure_dir(dev)
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
@@ -139,13 +162,17 @@ def _mount_dev(root: str, tty: bool) -> None:
     sc.mount("mqueue", dev + "/mqueue", "mqueue", _PROC_FLAGS)
     for target, name in _DEV_SYMLINKS:
         os.symlink(target, f"{dev}/{name}")
+    if console:
+        return _open_console(dev)
     if tty:
-        # As runc does: the terminal also appears as /dev/console, which lets
-        # ttyname() find a name for a pty that lives in another devpts instance.
+        # A pty the caller made on the host's devpts and passed as stdio. As runc
+        # does, the terminal also appears as /dev/console, which lets ttyname()
+        # find a name for a pty that lives in another devpts instance.
         # The bind source must be a path in this mount namespace (a copy of the
         # engine's), not the fd itself, whose mount belongs to the original one.
         _ensure_file(dev + "/console")
         sc.mount(os.ttyname(0), dev + "/console", None, sc.MS_BIND)
+    return None
 
 
 def _copy_host_devices(dev: str) -> None:
@@ -225,16 +252,19 @@ def _pivot(root: str) -> None:
     os.chdir("/")
 
 
-def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool) -> None:
+def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool,
+                 console: bool = False) -> tuple[int, int] | None:
     """Build the container's root under `mountpoint` and pivot into it.
 
     Expects to run in a fresh mount namespace (and pid namespace for /proc).
+    With `console`, a pty is opened in the container's own devpts and its slave
+    bound at /dev/console: returns (master, slave), else None.
     """
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     privileged = spec.process.privileged
     root = mount_overlay(spec.lower_dirs, spec.upper_dir, spec.work_dir, mountpoint)
     _mount_proc_sys(root, privileged)
-    _mount_dev(root, tty)
+    pty = _mount_dev(root, tty, console)   # the child exits on failure: nothing to close
     if privileged:
         _copy_host_devices(root + "/dev")
     for path, source in spec.etc_files.items():
@@ -247,3 +277,4 @@ def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool) -> None:
     _pivot(root)
     if spec.readonly_rootfs:
         _remount_readonly("/")
+    return pty

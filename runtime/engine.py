@@ -615,9 +615,12 @@ class Engine:
             # The CLI sends its terminal size at create and resizes after start; starting
             # with the right size spares the shell a SIGWINCH (and a redrawn prompt).
             live.hub.default_size(int(console[0] or 0), int(console[1] or 0))
-        stdio = live.hub.prepare_run()
-        proc = _launcher().launch(spec, stdio)
-        live.hub.run_started()
+        # With a TTY the launcher opens the pty in the container's own devpts (it is
+        # /dev/pts/0 there, as under Docker) and hands its master over to the hub.
+        tty = bool(cfg.get("Tty"))
+        stdio = live.hub.prepare_run(console=tty)
+        proc = _launcher().launch(spec, stdio, console=tty, console_size=live.hub.size)
+        live.hub.run_started(proc.take_console())
         return spec, proc
 
     def _resolve_mounts(self, c: Container) -> list[BindMount | TmpfsMount]:

@@ -6,10 +6,13 @@ namespaces and v1/v2 cgroups, exactly as in the guest VM.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import stat
+import struct
 import subprocess
+import termios
 import threading
 import time
 import uuid
@@ -362,6 +365,62 @@ def test_tty_container_sees_a_terminal(make_spec):
     assert proc.wait() == 0
     text = output.decode().replace("\r", "")
     assert "IS-A-TTY\n/dev/" in text, text
+
+
+def _read_until(master: int, output: bytearray, marker: bytes) -> None:
+    """Read the pty until `marker` has appeared (EOF/EIO ends the wait too)."""
+    while marker not in output:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:       # EIO: every slave holder closed
+            return
+        if not chunk:
+            return
+        output += chunk
+
+
+def test_tty_container_gets_a_pty_of_its_own_devpts(make_spec):
+    # As under Docker (runc's console socket): the pty comes from the container's
+    # devpts instance, so it is /dev/pts/0 there and /dev/console is the same terminal.
+    script = ("tty; ls -l /proc/self/fd/0; stat -L -c DEV=%d /proc/self/fd/0 /dev/console /dev/pts/ptmx; "
+              "stty size; echo READY; read line; stty size; echo DONE")
+    spec = make_spec(["sh", "-c", script], tty=True)
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        proc = launch(spec, Stdio(null, null, null), console=True, console_size=(33, 101))
+    finally:
+        os.close(null)
+    master = proc.take_console()
+    assert master is not None and proc.take_console() is None
+    output = bytearray()
+    try:
+        st = os.fstat(master)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(5, 2)   # a ptmx...
+        assert st.st_dev != os.stat("/dev/pts/ptmx").st_dev                   # ...not the host's
+        _read_until(master, output, b"READY\r\n")
+        # A resize through the master reaches the running process.
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 41, 120, 0, 0))
+        os.write(master, b"go\n")
+        _read_until(master, output, b"DONE\r\n")
+    finally:
+        os.close(master)
+    assert proc.wait() == 0
+    lines = output.decode().replace("\r", "").splitlines()
+    assert lines[0] == "/dev/pts/0", lines
+    assert lines[1].endswith("/proc/self/fd/0 -> /dev/pts/0"), lines
+    devs = [line for line in lines if line.startswith("DEV=")]
+    assert len(devs) == 3 and len(set(devs)) == 1, lines      # its own devpts, also /dev/console
+    assert lines[lines.index("READY") - 1] == "33 101", lines  # the initial size
+    assert lines[lines.index("DONE") - 1] == "41 120", lines
+
+
+def test_tty_console_start_failure_reports_and_leaks_nothing(make_spec):
+    spec = make_spec(["nothere"], tty=True)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(ContainerStartError) as info:
+        launch(spec, Stdio(0, 1, 2), console=True)
+    assert info.value.exit_code == 127
+    assert set(os.listdir("/proc/self/fd")) == before
 
 
 # ---------------------------------------------------------------- layers
