@@ -8,6 +8,7 @@ bodies by Content-Length or chunked; an optional `/v1.NN` prefix on every path.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -18,7 +19,6 @@ import struct
 import termios
 import threading
 import time
-import fcntl
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable

@@ -9,8 +9,6 @@ import stat
 import subprocess
 import uuid
 
-import pytest
-
 from tests.support.agent import start_agent
 
 from .waiting import poll

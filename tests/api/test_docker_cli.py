@@ -6,6 +6,7 @@ Containers get unique names so tests share one agent without interfering.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
@@ -14,12 +15,10 @@ import select
 import struct
 import subprocess
 import termios
-import fcntl
 import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
