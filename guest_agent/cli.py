@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import os
 import signal
 import socket
 import stat
@@ -64,7 +65,12 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            # A second signal while containers are being stopped: the user wants out now.
+            log.warning("received %s again: exiting without waiting for containers", name)
+            os._exit(1)
+        log.info("received %s, shutting down", name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
