@@ -169,7 +169,19 @@ def test_ps_filters_and_status(agent, busybox):
     assert status.startswith("Up "), status
     status = ok(agent.docker("ps", "-a", "--filter", f"name={down}", "--format", "{{.Status}}")).strip()
     assert status.startswith("Exited (0) "), status
-    ok(agent.docker("rm", "-f", up, down))
+    assert down in ok(agent.docker("ps", "-a", "--filter", "exited=0", "--format", "{{.Names}}")).split()
+    up_id = inspect(agent, up)["Id"]
+    assert ok(agent.docker("ps", "-q", "--no-trunc", "--filter", f"id={up_id[:12]}")).split() == [up_id]
+    assert up in ok(agent.docker("ps", "--filter", f"ancestor={busybox}", "--format", "{{.Names}}")).split()
+    # --last 1: the most recently created container only.
+    assert ok(agent.docker("ps", "-a", "--last", "1", "--format", "{{.Names}}")).split() == [down]
+    ok(agent.docker("rm", "-f", up))
+    pruned = ok(agent.docker("container", "prune", "-f", "--filter", "label!=keep"))
+    assert inspect_absent(agent, down), pruned
+
+
+def inspect_absent(agent, name: str) -> bool:
+    return agent.docker("inspect", "--type", "container", name).returncode == 1
 
 
 def test_inspect_fields(agent, busybox):
@@ -214,6 +226,15 @@ def test_stop_kill_restart_rm_force(agent, busybox):
     ok(agent.docker("rm", "-f", name))
     result = agent.docker("inspect", name)
     assert result.returncode == 1 and "No such object" in result.stderr
+
+
+def test_create_then_start_attached(agent, busybox):
+    name = unique("created")
+    ok(agent.docker("create", "--name", name, busybox, "sh", "-c", "echo attached-out; exit 6"))
+    assert inspect(agent, name)["State"]["Status"] == "created"
+    result = agent.docker("start", "-a", name)
+    assert result.returncode == 6 and result.stdout == "attached-out\n"
+    ok(agent.docker("rm", name))
 
 
 def test_stop_with_a_handled_sigterm_exits_cleanly(agent, busybox):
