@@ -39,6 +39,10 @@ SERVER_HEADER = "Dockyard/0.1.0 (linux)"
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
 
+# No endpoint we serve takes big bodies (builds and image loads are not supported):
+# refuse rather than buffer them in memory.
+MAX_BODY = 16 * 1024 * 1024
+
 # How long a hijacked stream waits for the client to read the 101 before writing output.
 HEADER_READ_WAIT = 2.0
 
@@ -317,6 +321,10 @@ class _ClientGone(Exception):
     """The client closed the connection while we were writing."""
 
 
+class _BodyTooLarge(Exception):
+    """The request body exceeds MAX_BODY; it is not read, so the connection must close."""
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     """Parses one request at a time on a keep-alive connection and writes the route's answer."""
 
@@ -371,6 +379,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             n = int(length)
         except ValueError:
             raise InvalidArgument(f"invalid Content-Length: {length!r}") from None
+        if n > MAX_BODY:
+            raise _BodyTooLarge()
         data = self.rfile.read(n)
         if len(data) != n:
             raise _ClientGone()
@@ -378,6 +388,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _read_chunked_body(self) -> bytes:
         parts: list[bytes] = []
+        received = 0
         while True:
             line = self.rfile.readline(65537)
             if not line:
@@ -395,6 +406,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if len(chunk) != size:
                 raise _ClientGone()
             parts.append(chunk)
+            received += size
+            if received > MAX_BODY:
+                raise _BodyTooLarge()
             self.rfile.readline(3)  # the CRLF after each chunk
 
     def _dispatch(self) -> None:
@@ -432,6 +446,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return handler(request)
         except _ClientGone:
             raise
+        except _BodyTooLarge:
+            self.close_connection = True
+            return Response(status=413, body=json.dumps(
+                {"message": f"request body larger than {MAX_BODY} bytes"}).encode(),
+                headers={"Connection": "close"})
         except Exception as err:  # every failure becomes an answer; the agent keeps serving
             status, message = error_response_for(err, f"{self.command} {url.path}")
             if status == 304:

@@ -341,3 +341,15 @@ def test_request_filters_accept_both_shapes():
         assert "invalid filters" in err.message
     else:
         raise AssertionError("bad filters were accepted")
+
+
+def test_oversized_body_is_refused_without_buffering_it(serve_router):
+    from guest_agent.http_server import MAX_BODY
+
+    path = serve_router(_basic_router())
+    conn = RawConnection(path)
+    conn.send(f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+    status, _, body = conn.read_response()
+    assert status == 413 and "larger than" in json.loads(body)["message"]
+    assert conn.read_to_eof() == b""  # the unread body makes the server close the connection
+    conn.close()
