@@ -35,6 +35,27 @@ DEFAULT_NETWORKS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Endpoints answered with 501 and a sentence saying which feature is missing.
+NOT_IMPLEMENTED: tuple[tuple[str, str, str], ...] = (
+    ("POST", "/networks/create", "creating networks (docker network create)"),
+    ("DELETE", "/networks/{name}", "removing networks (docker network rm)"),
+    ("POST", "/networks/{name}/connect", "connecting containers to networks"),
+    ("POST", "/networks/{name}/disconnect", "disconnecting containers from networks"),
+    ("POST", "/networks/prune", "pruning networks"),
+    ("GET", "/containers/{id}/changes", "listing filesystem changes (docker diff)"),
+    ("GET", "/containers/{id}/export", "exporting containers (docker export)"),
+    ("GET", "/containers/{id}/archive", "copying files from containers (docker cp)"),
+    ("HEAD", "/containers/{id}/archive", "copying files from containers (docker cp)"),
+    ("PUT", "/containers/{id}/archive", "copying files into containers (docker cp)"),
+    ("POST", "/containers/{id}/update", "updating container resources (docker update)"),
+    ("POST", "/commit", "committing containers to images (docker commit)"),
+    ("GET", "/containers/{id}/attach/ws", "attaching over websockets"),
+    ("POST", "/session", "build sessions (BuildKit)"),
+    ("GET", "/plugins", "plugins"),
+    ("POST", "/swarm/init", "swarm mode"),
+)
+
+
 def _go_arch() -> str:
     machine = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
@@ -69,21 +90,13 @@ class SystemRoutes:
         router.post("/auth", self.auth)
         router.get("/networks", self.networks)
         router.get("/networks/{name}", self.network_inspect)
-        for method, path in (("POST", "/networks/create"), ("DELETE", "/networks/{name}"),
-                             ("POST", "/networks/{name}/connect"),
-                             ("POST", "/networks/{name}/disconnect"), ("POST", "/networks/prune"),
-                             ("GET", "/containers/{id}/changes"),
-                             ("GET", "/containers/{id}/export"), ("GET", "/containers/{id}/archive"),
-                             ("PUT", "/containers/{id}/archive"), ("HEAD", "/containers/{id}/archive"),
-                             ("POST", "/containers/{id}/update"), ("POST", "/commit"),
-                             ("GET", "/containers/{id}/attach/ws"), ("POST", "/session"),
-                             ("GET", "/plugins"), ("POST", "/swarm/init")):
-            router.add(method, path, self._not_implemented(method, path))
+        for method, path, what in NOT_IMPLEMENTED:
+            router.add(method, path, self._not_implemented(what))
 
     @staticmethod
-    def _not_implemented(method: str, path: str):
+    def _not_implemented(what: str):
         def handler(request: Request) -> Response:
-            raise NotImplementedByDockyard(f"{method} {path} is not implemented by Dockyard yet")
+            raise NotImplementedByDockyard(f"{what} is not implemented by Dockyard yet")
         return handler
 
     def ping(self, request: Request) -> Response:
