@@ -46,10 +46,12 @@ class Recipe:
     # Loaded by the initramfs, in dependency order, before the root is mounted.
     # crc32c is asked for through the crypto API when ext4 mounts (metadata_csum),
     # and the initramfs has no modprobe to autoload it; crc32c_intel fails
-    # harmlessly on CPUs without SSE4.2. button+evdev: the ACPI power button
+    # harmlessly on CPUs without SSE4.2. virtio_mmio: QEMU's microvm machine
+    # (measured 0.45 s less kernel time than q35 under TCG; it needs
+    # tsc_early_khz=<host TSC kHz> on the command line). button+evdev: the ACPI power button
     # (libvirt's shutdown, QMP system_powerdown) as an input device the init reads.
     boot_modules: tuple[str, ...] = (
-        "virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng",
+        "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng",
         "crc32c_generic", "crc32c_intel", "ext4", "overlay", "button", "evdev",
     )
     # Kernel module directories copied into the rootfs for later modprobe
