@@ -9,7 +9,7 @@ STAMPS := .stamps
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
 	busybox-static docker-registry skopeo umoci mmdebstrap zstd \
 	iptables iproute2 procps e2fsprogs apache2-utils \
-	qemu-system-x86 qemu-utils libvirt-daemon-system openssh-client openssh-server sshfs
+	qemu-system-x86 qemu-utils libvirt-daemon-system openssh-client openssh-server sshfs libxml2-utils
 
 ENGINE_SOCKET ?= /run/dockyard/docker.sock
 ENGINE_ROOT ?= /var/lib/dockyard
