@@ -81,6 +81,8 @@ class Init:
         for service, variable in ((self.agent, "DOCKYARD_AGENT_PID"), (self.sshd, "DOCKYARD_SSHD_PID")):
             if os.environ.get(variable):
                 service.adopt(int(os.environ[variable]), float(early or now()))
+        # A child that died before the handler existed sent its SIGCHLD to nobody.
+        self.reap()
         with open("/proc/cmdline") as f:
             self.opts = parse_cmdline(f.read())
         self.errors.extend(self.opts.errors)
@@ -189,10 +191,10 @@ class Init:
                            default=None)
             timeout = POLL_S if waiting else LOG_CHECK_S
             if deadline is not None:
-                timeout = max(0.0, min(timeout or 1e9, deadline - now()))
+                timeout = max(0.0, min(timeout, deadline - now()))
             channel_readers, writers, channel_timeout = self.channel.wait_sets()
             if channel_timeout is not None:
-                timeout = min(timeout if timeout is not None else 1e9, channel_timeout)
+                timeout = min(timeout, channel_timeout)
             readers = [self.wakeup_r] + channel_readers
             if self.power_button is not None:
                 readers.append(self.power_button)
