@@ -14,9 +14,18 @@ APT_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
 ENGINE_SOCKET ?= /run/dockyard/docker.sock
 ENGINE_ROOT ?= /var/lib/dockyard
 
-.PHONY: run test deps venv bench clean-venv
+.PHONY: run run-native test deps venv clean-venv
 
+# Builds the guest image if missing, creates the default machine once, boots it
+# (a no-op when it runs) and prints the DOCKER_HOST line to use.
 run: deps venv
+	$(VENV)/bin/dockyard machine image build
+	@if $(VENV)/bin/dockyard machine status --json | grep -q '"not-created"'; then \
+	  $(VENV)/bin/dockyard machine init; fi
+	$(VENV)/bin/dockyard machine start
+
+# The engine natively on this Linux host, without a VM (foreground).
+run-native: deps venv
 	@echo "Dockyard engine (native): export DOCKER_HOST=unix://$(ENGINE_SOCKET)"
 	$(VENV)/bin/dockyard-agent serve --socket $(ENGINE_SOCKET) --root $(ENGINE_ROOT)
 
