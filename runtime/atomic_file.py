@@ -9,15 +9,20 @@ from pathlib import Path
 from typing import Any
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` via a temp file in the same directory, fsync, rename."""
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Write `data` to `path` via a temp file in the same directory, fsync, rename.
+
+    `durable=False` skips the fsync for state that cannot outlive a reboot anyway:
+    a crash of the process still leaves the old content or the new, never half.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -28,9 +33,9 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def write_json_atomic(path: Path, obj: Any, mode: int = 0o644) -> None:
+def write_json_atomic(path: Path, obj: Any, mode: int = 0o644, durable: bool = True) -> None:
     """Serialise `obj` as JSON and write it atomically."""
-    write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode(), mode)
+    write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode(), mode, durable)
 
 
 def read_json(path: Path, default: Any = None) -> Any:
