@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import stat
 import subprocess
 import time
@@ -14,6 +13,7 @@ import urllib.request
 import pytest
 
 from tests.machine.conftest import make_machine
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.vm
 
@@ -149,14 +149,9 @@ def test_bind_mount_of_a_host_folder(machine, share, test_images):
     assert (share / "bind.txt").read_text() == "written-in-container\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_published_port_is_reachable_from_the_host(machine, test_images):
-    port = _free_port()
+    port = free_port()
     machine.docker("run", "-d", "--name", "web", "-p", f"{port}:8080", test_images["busybox"],
                    "httpd", "-f", "-p", "8080", "-h", "/etc")
     try:

@@ -10,6 +10,7 @@ import pytest
 
 from runtime.errors import Conflict
 from runtime.port_proxy import PortProxy
+from tests.support.processes import free_port
 
 
 @pytest.fixture
@@ -18,11 +19,6 @@ def proxy():
     yield p
     p.close()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TcpEcho:
@@ -80,7 +76,7 @@ def test_tcp_roundtrip_with_large_payload_and_half_close(proxy):
 
 
 def test_client_accepted_before_server_listens_is_closed_when_refused(proxy):
-    port = _free_port()
+    port = free_port()
     fwd = proxy.add("c1", "tcp", "127.0.0.1", 0, "127.0.0.1", port)
     with socket.create_connection(("127.0.0.1", fwd.host_port), timeout=10) as client:
         # Accepted by the proxy; the refused backend connection makes it hang up.

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+from tests.support.processes import free_port, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,6 @@ TEST_PASSWORD = "s3cret-pass"
 TOKEN_SERVICE = "dockyard-test-registry"
 TOKEN_ISSUER = "dockyard-test-issuer"
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _b64url(data: bytes) -> str:
@@ -183,13 +179,7 @@ class RunningRegistry:
         return int(self.host.rsplit(":", 1)[1])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.token_server is not None:
             self.token_server.stop()
 
@@ -259,7 +249,7 @@ def start_registry(workdir: Path, auth: str | None = None, timeout: float = 30.0
 
     last_error = ""
     for _attempt in range(5):   # the free port may be taken between probe and bind
-        port = _free_port()
+        port = free_port()
         config = workdir / "config.yml"
         config.write_text(_config_yaml(workdir / "data", port, auth_block))
         log_path = workdir / "registry.log"

@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from tests.support.processes import free_port, stop_process
 
 SSHD = "/usr/sbin/sshd"
 
@@ -66,19 +67,8 @@ class RunningSshd:
     def stop(self) -> None:
         """Terminate the listener and all its sessions."""
         self.kill_sessions()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _keygen(path: Path) -> str:
@@ -103,7 +93,7 @@ def start_sshd(base: Path, extra_config: str = "", timeout: float = 15.0) -> Run
     os.chmod(authorized, 0o600)
     # sshd refuses to start without its privilege-separation directory.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     config = base / "sshd_config"
     config.write_text(
         f"""
