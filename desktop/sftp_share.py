@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import posixpath
+import secrets
 import shlex
 import threading
 import time
@@ -182,15 +183,22 @@ class SftpShare:
     The mount lives as long as its exec channel, so a dropped SSH
     connection takes it down; a supervisor thread then clears the stale
     mount point and mounts again over the reconnected link.
+
+    No step may block for long on a FUSE mount that stopped answering:
+    every guest command has a bounded timeout, and the checks for "is it
+    mounted" read /proc/self/mounts for this mount's own fsname instead of
+    stat()ing the mount point (which would wait on the FUSE server).
     """
 
     def __init__(self, link: SshLink, host_path: Path, guest_path: str, *,
                  mount_timeout_s: float = 30.0, sshfs_options: str = "allow_other",
-                 sshfs_command: str = "sshfs", remount_backoff_s: float = 1.0) -> None:
+                 sshfs_command: str = "sshfs", remount_backoff_s: float = 1.0,
+                 unmount_timeout_s: float = 15.0) -> None:
         self.link = link
         self.host_path = Path(host_path)
         self.guest_path = guest_path
         self.mount_timeout_s = mount_timeout_s
+        self.unmount_timeout_s = unmount_timeout_s
         self.sshfs_options = sshfs_options
         # A shell command prefix (e.g. "env LD_LIBRARY_PATH=... /opt/sshfs"),
         # not a single word: callers pass trusted values only.
@@ -201,6 +209,9 @@ class SftpShare:
         self._thread: threading.Thread | None = None
         self._supervisor: threading.Thread | None = None
         self._stopping = threading.Event()
+        # The fsname of the current mount: the first field of its line in
+        # /proc/self/mounts, unique per mount (so never a stale one's).
+        self._fsname: str | None = None
 
     @property
     def is_running(self) -> bool:
@@ -219,20 +230,35 @@ class SftpShare:
         self._supervisor = threading.Thread(target=self._supervise, name="sftp-share-watch", daemon=True)
         self._supervisor.start()
 
+    def _mounted_check(self, fsname: str) -> str:
+        # fsname is [a-z0-9-] only: no quoting or /proc escaping needed.
+        return f"grep -q '^{fsname} ' /proc/self/mounts"
+
     def _mount(self) -> None:
         gp = shlex.quote(self.guest_path)
+        fsname = f"dockyard-share-{secrets.token_hex(6)}"
         # -f keeps sshfs in this channel's process: when the channel dies,
-        # sshfs dies with it rather than lingering detached.
+        # sshfs dies with it (and unmounts) rather than lingering detached.
         # fuse may be a module nobody has loaded yet (no udev in the guest).
         command = (f"{{ modprobe fuse 2>/dev/null || true; }}; mkdir -p {gp} && "
-                   f"exec {self.sshfs_command} -f -o slave -o {shlex.quote(self.sshfs_options)} :/ {gp}")
+                   f"exec {self.sshfs_command} -f -o slave -o {shlex.quote(self.sshfs_options)} "
+                   f"-o fsname={fsname} :/ {gp}")
         chan = self.link.open_session()
-        chan.exec_command(command)
-        server = SFTPServer(chan, "sftp", paramiko.ServerInterface(), HostFolderSftp, root=self.host_path)
-        self._chan = chan
-        self._thread = threading.Thread(target=self._serve, args=(server, chan), name="sftp-share", daemon=True)
-        self._thread.start()
-        self._wait_mounted(chan)
+        try:
+            if self._stopping.is_set():  # stop() came while remounting
+                raise LinkError(f"the share of {self.host_path} is stopping")
+            chan.exec_command(command)
+            server = SFTPServer(chan, "sftp", paramiko.ServerInterface(), HostFolderSftp, root=self.host_path)
+            self._chan = chan
+            self._fsname = fsname
+            self._thread = threading.Thread(target=self._serve, args=(server, chan), name="sftp-share",
+                                            daemon=True)
+            self._thread.start()
+            self._wait_mounted(chan, fsname)
+        except BaseException:
+            # Ends sshfs (EOF on its stdin) and with it any half-made mount.
+            chan.close()
+            raise
         self.mount_count += 1
         log.info("shared %s at %s in the guest (sftp)", self.host_path, self.guest_path)
 
@@ -254,9 +280,14 @@ class SftpShare:
                     self._stopping.wait(self.remount_backoff_s)
 
     def _clear_stale_mount(self) -> None:
-        # A FUSE mount whose daemon died answers ENOTCONN until detached.
+        # A FUSE mount whose daemon died answers ENOTCONN until detached;
+        # normally sshfs unmounts as it exits and there is nothing to do.
+        if self._fsname is None:
+            return
         gp = shlex.quote(self.guest_path)
-        self.link.run(f"mountpoint -q {gp} || [ ! -e {gp} ] || exit 0; umount -l {gp}")
+        # -c: no canonicalising, which would stat() into the mount.
+        self.link.run(f"{self._mounted_check(self._fsname)} || exit 0; "
+                      f"umount -l -c {gp} 2>/dev/null || umount -l {gp}", timeout=self.unmount_timeout_s)
 
     @staticmethod
     def _serve(server: SFTPServer, chan: paramiko.Channel) -> None:
@@ -266,11 +297,13 @@ class SftpShare:
             # sshfs exited before the SFTP handshake; _wait_mounted reports why.
             log.debug("sftp share channel ended early: %r", exc)
         finally:
-            server.finish_subsystem()
+            server.finish_subsystem()  # closes the channel, so sshfs does not wait on a dead server
 
-    def _wait_mounted(self, chan: paramiko.Channel) -> None:
+    def _wait_mounted(self, chan: paramiko.Channel, fsname: str) -> None:
+        # sshfs mounts only after its SFTP handshake and a stat of "/" were
+        # answered, so the mount showing up in /proc means it is served.
         deadline = time.monotonic() + self.mount_timeout_s
-        check = f"mountpoint -q {shlex.quote(self.guest_path)}"
+        check = self._mounted_check(fsname)
         while True:
             if chan.exit_status_ready() or chan.closed:
                 detail = b""
@@ -278,35 +311,56 @@ class SftpShare:
                     detail += chan.recv_stderr(65536)
                 raise LinkError(f"sshfs in the guest exited before mounting {self.guest_path}: "
                                 f"{detail.decode(errors='replace').strip() or 'no message'}")
-            if self.link.run(check)[0] == 0:
-                return
-            if time.monotonic() > deadline:
-                chan.close()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopping.is_set():
                 raise LinkError(f"{self.guest_path} was not mounted in the guest within {self.mount_timeout_s} s")
-            # Each check is already a guest process start (~0.2 s under TCG).
-            time.sleep(0.1)
+            try:
+                # Never longer than the mount timeout, even if the guest hangs.
+                if self.link.run(check, timeout=max(remaining, 1.0))[0] == 0:
+                    return
+            except LinkError as exc:
+                raise LinkError(f"{self.guest_path} was not mounted in the guest within "
+                                f"{self.mount_timeout_s} s: {exc}") from None
+            # Each check is already a guest process start (~0.2 s under TCG);
+            # the pause ends early if sshfs exits.
+            chan.status_event.wait(0.1)
 
     def stop(self) -> None:
-        """Unmount in the guest and end the SFTP server."""
+        """Unmount in the guest and end the SFTP server; bounded in time even if the guest hangs."""
         self._stopping.set()
         chan = self._chan
         if chan is not None:
             gp = shlex.quote(self.guest_path)
+            unmounted = False
             try:
                 if not chan.exit_status_ready() and not chan.closed:
-                    rc, _, err = self.link.run(f"fusermount3 -u {gp} 2>/dev/null || fusermount -u {gp} 2>/dev/null "
-                                               f"|| umount {gp}")
+                    # A clean unmount while sshfs is still served. Not
+                    # fusermount: it stat()s the mount point first and so
+                    # hangs with a server that stopped answering; umount -c
+                    # fails at once instead (EBUSY if a reader is stuck).
+                    rc, _, err = self.link.run(f"umount -c {gp}", timeout=self.unmount_timeout_s)
+                    unmounted = rc == 0
                     if rc != 0:
-                        log.warning("unmounting %s in the guest failed: %s", self.guest_path,
-                                    err.decode(errors="replace"))
+                        log.warning("unmounting %s in the guest failed (%s); detaching it", self.guest_path,
+                                    err.decode(errors="replace").strip())
             except LinkError as exc:
                 log.warning("could not unmount %s in the guest: %s", self.guest_path, exc)
             finally:
-                chan.close()
+                chan.close()  # sshfs reads EOF and exits
+            if not unmounted:
+                # Busy, or its server stopped answering: detach it, so that
+                # nothing later (a directory walk, a cleanup) hangs on it.
+                try:
+                    self._clear_stale_mount()
+                except LinkError as exc:
+                    log.warning("could not detach %s in the guest: %s", self.guest_path, exc)
+        # Both end as soon as the channel is closed, unless a host file
+        # operation is stuck; they are daemon threads, so do not wait long.
+        deadline = time.monotonic() + 5
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(5)
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
-            self._supervisor.join(10)
+            self._supervisor.join(max(deadline - time.monotonic(), 0.1))
         self._chan = None
         self._thread = None
         self._supervisor = None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from desktop.host_socket import HostSocket
 from desktop.ssh_link import SshLink
-from tests.support.sshd import start_sshd
+from tests.link.sshd_env import start_link_sshd
 
 PING = b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        sshd = start_sshd(base / "sshd")
+        sshd = start_link_sshd(base / "sshd")
         stop_far = None
         if args.agent:
             from tests.support.agent import start_agent

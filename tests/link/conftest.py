@@ -6,12 +6,12 @@ import pytest
 
 from desktop.ssh_link import SshLink
 from tests.link.far_end import FarEnd
-from tests.support.sshd import start_sshd
+from tests.link.sshd_env import start_link_sshd
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    running = start_sshd(tmp_path_factory.mktemp("sshd"))
+    running = start_link_sshd(tmp_path_factory.mktemp("sshd"))
     yield running
     running.stop()
 

@@ -7,12 +7,42 @@ here; all guest-side actions still go through commands over the link.
 from __future__ import annotations
 
 import shlex
+import subprocess
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from desktop.sftp_share import HostFolderSftp, SftpShare
 from desktop.ssh_link import LinkError
+
+
+def _fuse_mounts_under(root: Path) -> list[str]:
+    """FUSE mount points at or below `root`, from /proc (never stat()ing them)."""
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split(" ")
+        point = (fields[1].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+                 .replace("\\134", "\\"))
+        if fields[2].startswith("fuse") and (point == str(root) or point.startswith(f"{root}/")):
+            found.append(point)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_mount_left_behind(tmp_path):
+    """Fail a test that leaves a FUSE mount behind, and detach it.
+
+    The "guest" mounts land in this machine's pytest temp dirs: a mount
+    whose server is gone would otherwise wedge whatever walks them later
+    (pytest's own cleanup of old temp dirs included).
+    """
+    yield
+    left = _fuse_mounts_under(tmp_path)
+    for point in left:
+        subprocess.run(["umount", "-l", "-c", point], timeout=10, check=False)
+    assert not left, f"FUSE mounts left behind (now detached): {left}"
 
 
 @pytest.fixture
@@ -118,3 +148,36 @@ def test_share_comes_back_after_the_link_drops(link, share, sshd):
     assert link.transport() is not old
     _guest(link, f"echo after > {gp}/after.txt")
     assert (share.host_path / "after.txt").read_text() == "after\n"
+
+
+def test_a_server_that_stopped_answering_cannot_wedge_stop(link, tmp_path, monkeypatch):
+    host = tmp_path / "h"
+    host.mkdir()
+    (host / "f").write_text("x\n")
+    entered, release = threading.Event(), threading.Event()
+    real_open = HostFolderSftp.open
+
+    def stuck_open(self, path, flags, attr):
+        entered.set()
+        release.wait(60)
+        return real_open(self, path, flags, attr)
+
+    monkeypatch.setattr(HostFolderSftp, "open", stuck_open)
+    gp = str(tmp_path / "m")
+    sh = SftpShare(link, host, gp, unmount_timeout_s=10)
+    sh.start()
+    try:
+        reader = link.open_session()
+        reader.exec_command(f"cat {shlex.quote(gp)}/f")  # hangs inside the FUSE mount
+        assert entered.wait(30)
+        t0 = time.monotonic()
+        sh.stop()
+        assert time.monotonic() - t0 < 25
+        assert _fuse_mounts_under(tmp_path) == []
+        # The reader stuck in the mount was let go with an error.
+        assert reader.status_event.wait(30)
+        assert reader.recv_exit_status() != 0
+        reader.close()
+    finally:
+        release.set()
+        sh.stop()
