@@ -1,5 +1,12 @@
 """`dockyard-agent serve`: the Docker Engine API on a unix socket, in the foreground.
 
+Start-up order (a TCG guest runs python 8-16x slower than a host, so the order matters):
+the socket is bound and listening first and answers `_ping` and `version` at once; the
+engine is imported and made in a background thread, which then recovers its state and
+sets up the network in two more threads (Engine.start(background=True)). Other requests
+wait for the full API (StartupRouter); the engine makes those that need containers wait
+for recovery, and container starts for the network.
+
 SIGTERM/SIGINT stop accepting connections, stop running containers through
 engine.shutdown() (their state stays on disk) and exit 0.
 """
@@ -10,12 +17,14 @@ import argparse
 import faulthandler
 import logging
 import os
+import select
 import signal
 import socket
 import stat
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("dockyard-agent")
 
@@ -56,13 +65,102 @@ def prepare_socket_path(path: Path) -> None:
     raise SystemExit(f"dockyard-agent: another agent is already serving on {path}")
 
 
-def serve(args: argparse.Namespace) -> int:
-    from runtime.engine import Engine
+class StartupRouter:
+    """Routes requests while the engine starts: a few engine-free routes at once, the rest
+    (same router semantics: 404/405, HEAD falling back to GET) once the full API is set."""
 
-    from .app import build_router
-    from .http_server import UnixHTTPServer
+    def __init__(self, early: Any) -> None:
+        self._early = early
+        self._full: Any = None
+        self._failure = ""
+        self._ready = threading.Event()
+
+    def set_full(self, router: Any) -> None:
+        self._full = router
+        self._ready.set()
+
+    def fail(self, message: str) -> None:
+        """The engine could not start: waiting requests get a 500 with `message`."""
+        self._failure = message
+        self._ready.set()
+
+    def resolve(self, method: str, path: str) -> tuple[Any, dict[str, str], bool]:
+        handler, params, path_known = self._early.resolve(method, path)
+        if handler is not None:
+            return handler, params, path_known
+        self._ready.wait()
+        if self._full is None:
+            return self._unavailable, {}, True
+        return self._full.resolve(method, path)
+
+    def _unavailable(self, request: Any) -> Any:
+        from runtime.errors import RuntimeFailure
+        raise RuntimeFailure(f"the engine failed to start: {self._failure}")
+
+
+class _Waker:
+    """Wakes the main thread from any thread, and on any signal (set_wakeup_fd).
+
+    A signal is delivered to whichever thread does not block it; when that is not the main
+    thread, a main thread asleep in Event.wait() only notices at its timeout (Python runs
+    handlers in the main thread). Sleeping in select() on the wakeup fd avoids that.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+
+    def wake(self) -> None:
+        try:
+            os.write(self._w, b"\0")
+        except BlockingIOError:
+            pass   # a wake-up is pending anyway
+
+    def sleep(self) -> None:
+        select.select([self._r], [], [])
+        try:
+            while os.read(self._r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self._r)
+        os.close(self._w)
+
+
+def _start_engine(args: argparse.Namespace, router: StartupRouter, holder: dict[str, Any],
+                  failed: threading.Event, waker: _Waker) -> None:
+    """Background: import and make the engine, start it, then hand the full API to the router."""
+    try:
+        from runtime.engine import Engine
+
+        from .app import build_router
+
+        engine = Engine(args.root, insecure_registries=args.insecure_registry)
+        holder["engine"] = engine
+        engine.start(background=True)
+        router.set_full(build_router(engine, str(args.root), args.insecure_registry))
+        # As before the rework, an engine that cannot load its state ends the agent; a failed
+        # network set-up does not (container starts report and retry it).
+        engine.wait_recovered()
+        log.info("engine state recovered")
+        engine.wait_started()
+        log.info("engine started")
+    except BaseException as err:   # noqa: BLE001 - reported, then the agent exits 1
+        log.exception("the engine failed to start")
+        router.fail(str(err) or type(err).__name__)
+        failed.set()
+        waker.wake()
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .http_server import Router, UnixHTTPServer
+    from .routes_system import register_startup_routes
 
     stop = threading.Event()
+    failed = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
@@ -73,6 +171,7 @@ def serve(args: argparse.Namespace) -> int:
         log.info("received %s, shutting down", name)
         stop.set()
 
+    waker = _Waker()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     # `kill -USR1 <agent>` dumps every thread's stack to the log: the way to see a hang.
@@ -80,17 +179,22 @@ def serve(args: argparse.Namespace) -> int:
 
     prepare_socket_path(args.socket)
     args.root.mkdir(parents=True, exist_ok=True)
-    engine = Engine(args.root, insecure_registries=args.insecure_registry)
-    engine.start()
-    server = UnixHTTPServer(str(args.socket), build_router(engine, str(args.root), args.insecure_registry))
+    early = Router()
+    register_startup_routes(early)
+    router = StartupRouter(early)
+    server = UnixHTTPServer(str(args.socket), router)
     # serve_forever runs in a thread so the main thread can wait for the signal and then
     # call shutdown(), which must not run on the serving thread.
     serving = threading.Thread(target=server.serve_forever, name="http-accept", daemon=True)
     serving.start()
     log.info("Dockyard agent serving the Docker API on unix://%s (root %s)", args.socket, args.root)
+    holder: dict[str, Any] = {}
+    starter = threading.Thread(target=_start_engine, args=(args, router, holder, failed, waker),
+                               name="engine-start", daemon=True)
+    starter.start()
     try:
-        while not stop.wait(timeout=3600):
-            pass
+        while not stop.is_set() and not failed.is_set():
+            waker.sleep()
     finally:
         server.shutdown()
         server.server_close()
@@ -98,10 +202,14 @@ def serve(args: argparse.Namespace) -> int:
             args.socket.unlink()
         except FileNotFoundError:
             pass
-        log.info("stopping containers")
-        engine.shutdown()
+        starter.join()   # an engine still being made is shut down like a started one
+        engine = holder.get("engine")
+        if engine is not None:
+            log.info("stopping containers")
+            engine.shutdown()
         log.info("stopped")
-    return 0
+        waker.close()
+    return 1 if failed.is_set() else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,16 +5,16 @@ Pure functions: no engine calls, so every shape can be checked on its own.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 from runtime.image_store import Image
+from runtime.lazy_re import lazy_compile
 from runtime.models import Container, Event, ExecInstance, NetworkAttachment, Volume
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
-_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
+_RFC3339 = lazy_compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
 
 
 # --------------------------------------------------------------------------- time

@@ -46,8 +46,6 @@ MAX_BODY = 16 * 1024 * 1024
 # How long a hijacked stream waits for the client to read the 101 before writing output.
 HEADER_READ_WAIT = 2.0
 
-_VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
-
 
 # --------------------------------------------------------------------------- requests
 
@@ -246,11 +244,51 @@ def json_lines(objects: Iterable[Any]) -> Iterable[bytes]:
 # --------------------------------------------------------------------------- routing
 
 
-@dataclass
 class _Route:
-    method: str
-    pattern: re.Pattern[str]
-    handler: Handler
+    """One route; its regex is built on the first path that could match it (start-up cost)."""
+
+    __slots__ = ("method", "pattern", "handler", "prefix", "literal", "_regex")
+
+    def __init__(self, method: str, pattern: str, handler: Handler) -> None:
+        self.method = method
+        self.pattern = pattern
+        self.handler = handler
+        brace = pattern.find("{")
+        # Every match starts with the text before the first parameter; a pattern without
+        # parameters matches itself, with or without a trailing slash.
+        self.prefix = pattern if brace < 0 else pattern[:brace]
+        self.literal = brace < 0
+        self._regex: re.Pattern[str] | None = None
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """The raw (still quoted) parameters if `path` matches, else None."""
+        if self.literal:
+            return {} if path == self.prefix or path == self.prefix + "/" else None
+        if not path.startswith(self.prefix):
+            return None
+        if self._regex is None:
+            self._regex = _route_regex(self.pattern)
+        m = self._regex.match(path)
+        return m.groupdict() if m else None
+
+
+def _route_regex(pattern: str) -> re.Pattern[str]:
+    """`{name}` matches one segment, `{name:path}` one or more; an optional trailing slash."""
+    regex = "^"
+    pos = 0
+    while True:
+        start = pattern.find("{", pos)
+        if start < 0:
+            break
+        end = pattern.index("}", start)
+        name, _, kind = pattern[start + 1:end].partition(":")
+        if not name.isidentifier() or kind not in ("", "path"):
+            raise ValueError(f"invalid route parameter {pattern[start:end + 1]!r} in {pattern!r}")
+        regex += re.escape(pattern[pos:start])
+        regex += f"(?P<{name}>.+)" if kind else f"(?P<{name}>[^/]+)"
+        pos = end + 1
+    regex += re.escape(pattern[pos:]) + "/?$"
+    return re.compile(regex)
 
 
 class Router:
@@ -260,14 +298,7 @@ class Router:
         self._routes: list[_Route] = []
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
-        regex = "^"
-        pos = 0
-        for m in re.finditer(r"\{(\w+)(:path)?\}", pattern):
-            regex += re.escape(pattern[pos:m.start()])
-            regex += f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)"
-            pos = m.end()
-        regex += re.escape(pattern[pos:]) + "/?$"
-        self._routes.append(_Route(method.upper(), re.compile(regex), handler))
+        self._routes.append(_Route(method.upper(), pattern, handler))
 
     def get(self, pattern: str, handler: Handler) -> None:
         self.add("GET", pattern, handler)
@@ -288,21 +319,28 @@ class Router:
         """(handler, params, path_known): path_known tells 405 from 404 when no handler matched."""
         path_known = False
         for route in self._routes:
-            m = route.pattern.match(path)
-            if not m:
+            params = route.match(path)
+            if params is None:
                 continue
             if route.method == method:
-                return route.handler, {k: unquote(v) for k, v in m.groupdict().items()}, True
+                return route.handler, {k: unquote(v) for k, v in params.items()}, True
             path_known = True
         return None, {}, path_known
 
 
 def split_version(path: str) -> tuple[str, tuple[int, int] | None]:
     """Strip an optional /v1.NN prefix; InvalidArgument when the version is out of range."""
-    m = _VERSION_PREFIX.match(path)
-    if not m:
+    # "/v<digits>.<digits>/rest" (parsed by hand: no regex to compile before the first request)
+    if not path.startswith("/v"):
         return path, None
-    version = (int(m.group(1)), int(m.group(2)))
+    slash = path.find("/", 2)
+    if slash < 0:
+        return path, None
+    major, dot, minor = path[2:slash].partition(".")
+    if not (dot and major.isdecimal() and minor.isdecimal()):
+        return path, None
+    version = (int(major), int(minor))
+    rest = path[slash:]
     if version > MAX_ACCEPTED_API_VERSION:
         raise InvalidArgument(
             f"client version {version[0]}.{version[1]} is too new. "
@@ -311,7 +349,7 @@ def split_version(path: str) -> tuple[str, tuple[int, int] | None]:
         raise InvalidArgument(
             f"client version {version[0]}.{version[1]} is too old. "
             f"Minimum supported API version is {MIN_API_VERSION}, please upgrade your client")
-    return m.group(3), version
+    return rest, version
 
 
 # --------------------------------------------------------------------------- server

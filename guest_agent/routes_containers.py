@@ -10,7 +10,7 @@ from typing import Any, Iterator
 from runtime.engine import Engine
 from runtime.errors import InvalidArgument
 
-from . import container_stats, docker_json
+from . import docker_json
 from .api_errors import NotImplementedByDockyard
 from .http_server import (MULTIPLEXED_STREAM, RAW_STREAM, HijackedConnection, HijackResponse,
                           Request, Response, Router, StreamResponse, empty_response, json_response)
@@ -138,6 +138,7 @@ class ContainerRoutes:
         return empty_response(204)
 
     def stats(self, request: Request) -> Response | StreamResponse:
+        from . import container_stats   # cgroup and syscall modules: not needed to start serving
         ref = request.params["id"]
         container = self.engine.get_container(ref)
         if not request.bool_arg("stream", True) or request.bool_arg("one-shot"):

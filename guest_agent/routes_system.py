@@ -1,4 +1,9 @@
-"""System endpoints: _ping, version, info, events, system df, and the read-only default networks."""
+"""System endpoints: _ping, version, info, events, system df, and the read-only default networks.
+
+_ping and version need no engine: the agent serves them (register_startup_routes) while
+the engine is still being imported and its state recovered, so this module imports
+nothing heavy at the top.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,21 @@ import json
 import os
 import platform
 import socket
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from runtime import engine as engine_module
-from runtime.engine import Engine
 from runtime.errors import NotFound
+from runtime.version import SERVER_VERSION
 
-from . import docker_json
 from .api_errors import NotImplementedByDockyard
 from .http_server import (API_VERSION, MIN_API_VERSION, Request, Response, Router, StreamResponse,
                           json_response)
-from .registry_login import check_login, login_response, parse_login_body
+
+if TYPE_CHECKING:
+    from runtime.engine import Engine
 
 # The engine names the Docker version it behaves like; /version and /info must agree on it.
-AGENT_VERSION = getattr(engine_module, "SERVER_VERSION", "0.1.0")
+AGENT_VERSION = SERVER_VERSION
+ZERO_TIME = "0001-01-01T00:00:00Z"   # docker_json.ZERO_TIME, without importing docker_json
 
 _PING_HEADERS = {
     "Cache-Control": "no-cache, no-store, must-revalidate",
@@ -63,12 +69,39 @@ def _go_arch() -> str:
 
 def _network_json(name: str, driver: str, scope: str) -> dict[str, Any]:
     return {
-        "Name": name, "Id": name, "Created": docker_json.ZERO_TIME, "Scope": scope,
+        "Name": name, "Id": name, "Created": ZERO_TIME, "Scope": scope,
         "Driver": driver, "EnableIPv6": False, "Internal": False, "Attachable": False,
         "Ingress": False, "IPAM": {"Driver": "default", "Options": None, "Config": []},
         "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {}, "Options": {},
         "Labels": {},
     }
+
+
+def ping(request: Request) -> Response:
+    return Response(status=200, body=b"OK", content_type="text/plain; charset=utf-8",
+                    headers=dict(_PING_HEADERS))
+
+
+def version(request: Request) -> Response:
+    kernel = platform.release()
+    details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
+               "Arch": _go_arch(), "KernelVersion": kernel, "GitCommit": "dockyard",
+               "GoVersion": f"python{platform.python_version()}", "BuildTime": "",
+               "Experimental": "false"}
+    return json_response({
+        "Platform": {"Name": "Dockyard Engine"},
+        "Components": [{"Name": "Engine", "Version": AGENT_VERSION, "Details": details}],
+        "Version": AGENT_VERSION, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "dockyard", "GoVersion": details["GoVersion"], "Os": "linux",
+        "Arch": _go_arch(), "KernelVersion": kernel, "BuildTime": "",
+    })
+
+
+def register_startup_routes(router: Router) -> None:
+    """The endpoints that answer without an engine: `docker version` works from the first moment."""
+    router.get("/_ping", ping)
+    router.head("/_ping", ping)
+    router.get("/version", version)
 
 
 class SystemRoutes:
@@ -81,9 +114,7 @@ class SystemRoutes:
         self.insecure_registries = list(insecure_registries or [])
 
     def register(self, router: Router) -> None:
-        router.get("/_ping", self.ping)
-        router.head("/_ping", self.ping)
-        router.get("/version", self.version)
+        register_startup_routes(router)
         router.get("/info", self.info)
         router.get("/events", self.events)
         router.get("/system/df", self.system_df)
@@ -99,25 +130,11 @@ class SystemRoutes:
             raise NotImplementedByDockyard(f"{what} is not implemented by Dockyard yet")
         return handler
 
-    def ping(self, request: Request) -> Response:
-        return Response(status=200, body=b"OK", content_type="text/plain; charset=utf-8",
-                        headers=dict(_PING_HEADERS))
-
-    def version(self, request: Request) -> Response:
-        kernel = platform.release()
-        details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
-                   "Arch": _go_arch(), "KernelVersion": kernel, "GitCommit": "dockyard",
-                   "GoVersion": f"python{platform.python_version()}", "BuildTime": "",
-                   "Experimental": "false"}
-        return json_response({
-            "Platform": {"Name": "Dockyard Engine"},
-            "Components": [{"Name": "Engine", "Version": AGENT_VERSION, "Details": details}],
-            "Version": AGENT_VERSION, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
-            "GitCommit": "dockyard", "GoVersion": details["GoVersion"], "Os": "linux",
-            "Arch": _go_arch(), "KernelVersion": kernel, "BuildTime": "",
-        })
+    ping = staticmethod(ping)
+    version = staticmethod(version)
 
     def info(self, request: Request) -> Response:
+        from . import docker_json
         facts = dict(self.engine.info())
         defaults: dict[str, Any] = {
             "ID": socket.gethostname(), "Containers": 0, "ContainersRunning": 0,
@@ -152,6 +169,7 @@ class SystemRoutes:
     def events(self, request: Request) -> StreamResponse:
         since = request.float_arg("since", 0.0) or None
         until = request.float_arg("until", 0.0) or None
+        from . import docker_json
         subscription = self.engine.subscribe_events(since=since, until=until,
                                                     filters=request.filters())
 
@@ -166,10 +184,12 @@ class SystemRoutes:
 
     def auth(self, request: Request) -> Response:
         """docker login: the registry must accept the credentials."""
+        from .registry_login import check_login, login_response, parse_login_body
         check_login(parse_login_body(request.json(default={})), self.insecure_registries)
         return json_response(login_response())
 
     def system_df(self, request: Request) -> Response:
+        from . import docker_json
         images = self.engine.images.list()
         containers = self.engine.list_containers(all=True)
         volumes = self.engine.list_volumes()

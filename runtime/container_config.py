@@ -18,11 +18,12 @@ from typing import Any, Callable
 
 from .container_spec import DEFAULT_CAPABILITIES, Limits
 from .errors import InvalidArgument
+from .lazy_re import lazy_compile
 from .models import PortMapping
 from .restart_policy import RestartPolicy
 from .volume_store import validate_volume_name
 
-NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+NAME_RE = lazy_compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 NETWORK_MODES = ("bridge", "host", "none")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MIN_MEMORY = 6 * 1024 * 1024
@@ -252,7 +253,7 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
 # logging --------------------------------------------------------------------
 # json-file options dockerd knows; those other than max-size/max-file change nothing here.
 _LOG_OPTS = {"max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag"}
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+_SIZE_RE = lazy_compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 
 
 def parse_size(text: str) -> int:

@@ -39,13 +39,13 @@ from .image_store import Image, ImageStore
 from .log_store import LogFile, LogRecord, now_rfc3339
 from .models import Container, ExecInstance, Volume
 from .restart_policy import Backoff, RestartPolicy
+from .version import SERVER_VERSION
 from .volume_store import VolumeStore, populate_from_layers
 
 __all__ = ["Engine", "AttachSession", "WaitHandle", "EventSubscription", "LogRecord"]
 
 log = logging.getLogger(__name__)
 
-SERVER_VERSION = "28.2.2"
 DEFAULT_STOP_TIMEOUT = 10
 SHUTDOWN_STOP_CAP = 10
 DRAIN_TIMEOUT = 5.0
@@ -200,6 +200,17 @@ class Engine:
         self._execs: dict[str, _ExecRecord] = {}
         self._shutting_down = False
         self._started = False
+        # Set while nothing is pending: an engine that was never started has no state to wait
+        # for. start() clears them; requests that need containers wait for recovery, container
+        # starts also for the network (see start()).
+        self._recovered = threading.Event()
+        self._recovered.set()
+        self._recovery_error: BaseException | None = None
+        self._network_ready = threading.Event()
+        self._network_ready.set()
+        self._network_error: BaseException | None = None
+        self._network_lock = threading.Lock()   # serialises set-up retries after a failure
+        self._start_threads: list[threading.Thread] = []
         self.id = self._engine_id()
 
     def _engine_id(self) -> str:
@@ -213,9 +224,94 @@ class Engine:
             return value
 
     # lifecycle -----------------------------------------------------------
-    def start(self) -> None:
-        """Load state; mark containers that were running as exited; apply restart policies."""
-        self.network.setup()
+    def start(self, background: bool = False) -> None:
+        """Load state; mark containers that were running as exited; apply restart policies.
+
+        Two parts: network set-up (bridge, ip_forward, NAT) and state recovery (records
+        loaded, containers the last engine left running marked exited and cleaned up, restart
+        policies applied). By default both run here, network first, and errors are raised.
+        With background=True both run in threads at once and start() returns immediately (the
+        agent serves /_ping meanwhile): every request that needs containers waits for
+        recovery, every container start also waits for the network (events, no polling). A
+        recovery error is then raised to those requests; a network error to container starts,
+        each of which tries the (idempotent) set-up again first.
+        """
+        self._recovered.clear()
+        self._network_ready.clear()
+        if background:
+            self._start_threads = [
+                threading.Thread(target=self._setup_network, name="network-setup", daemon=True),
+                threading.Thread(target=self._recover, name="engine-recovery", daemon=True),
+            ]
+            for t in self._start_threads:
+                t.start()
+            return
+        self._setup_network()
+        if self._network_error is not None:
+            self._recovered.set()   # nothing will be recovered; do not leave waiters hanging
+            raise self._network_error
+        self._recover()
+        if self._recovery_error is not None:
+            raise self._recovery_error
+
+    def _setup_network(self) -> None:
+        try:
+            self.network.setup()
+        except BaseException as err:   # noqa: BLE001 - kept for the waiters
+            self._network_error = err
+            log.error("network set-up failed (container starts will retry it): %s", err)
+        finally:
+            self._network_ready.set()
+
+    def _await_network(self) -> None:
+        """Block until network set-up finished; retry it once more if it had failed."""
+        self._network_ready.wait()
+        if self._network_error is None:
+            return
+        with self._network_lock:
+            if self._network_error is None:
+                return
+            try:
+                self.network.setup()
+            except Exception as err:   # noqa: BLE001
+                self._network_error = err
+                raise RuntimeFailure(f"container networking is not available: {err}") from err
+            self._network_error = None
+
+    def _await_recovery(self) -> None:
+        """Block until the containers of the last run are loaded and reconciled (start())."""
+        self._recovered.wait()
+        if self._recovery_error is not None:
+            raise RuntimeFailure(f"the engine could not load its state: {self._recovery_error}")
+
+    def wait_recovered(self) -> None:
+        """Block until state recovery is over; RuntimeFailure if it failed."""
+        self._await_recovery()
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """True once state recovery and network set-up are over (successfully or not)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for event in (self._recovered, self._network_ready):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not event.wait(remaining):
+                return False
+        return True
+
+    def _recover(self) -> None:
+        try:
+            to_restart = self._load_state()
+        except BaseException as err:   # noqa: BLE001 - kept for the waiters
+            self._recovery_error = err
+            log.error("loading the engine state failed: %s", err)
+            return
+        finally:
+            self._recovered.set()
+        if to_restart:
+            threading.Thread(target=self._restart_at_boot, args=(to_restart,),
+                             name="restart-at-boot", daemon=True).start()
+
+    def _load_state(self) -> list[_Live]:
+        """The containers of the last run, reconciled; returns those to restart by policy."""
         to_restart: list[_Live] = []
         for c, extra in self.store.load_all():
             live = _Live(c, stopped_by_user=bool(extra.get("stopped_by_user")))
@@ -240,9 +336,7 @@ class Engine:
             if c.host_config.get("AutoRemove") and st.status == "exited" and st.error == "engine restarted":
                 threading.Thread(target=self._auto_remove, args=(live,), daemon=True).start()
         self._started = True
-        if to_restart:
-            threading.Thread(target=self._restart_at_boot, args=(to_restart,),
-                             name="restart-at-boot", daemon=True).start()
+        return to_restart
 
     def _restart_at_boot(self, lives: list[_Live]) -> None:
         for live in lives:
@@ -264,6 +358,9 @@ class Engine:
     def shutdown(self) -> None:
         """Stop running containers (state kept on disk); called on SIGTERM/SIGINT."""
         self._shutting_down = True
+        # A start-up still in progress finishes first (its threads use the network manager).
+        for t in self._start_threads:
+            t.join()
         with self._lock:
             lives = list(self._containers.values())
         threads = []
@@ -293,6 +390,7 @@ class Engine:
 
     def info(self) -> dict[str, Any]:
         """Counts and host facts for `GET /info` (Containers, ContainersRunning, Images, NCPU, MemTotal, ...)."""
+        self._await_recovery()
         with self._lock:
             states = [l.c.state for l in self._containers.values()]
         running = sum(1 for s in states if s.running and not s.paused)
@@ -337,6 +435,7 @@ class Engine:
 
     # lookups ---------------------------------------------------------------
     def _live(self, ref: str) -> _Live:
+        self._await_recovery()
         ref = ref or ""
         with self._lock:
             live = self._containers.get(ref)
@@ -377,6 +476,7 @@ class Engine:
     def create_container(self, name: str | None, config: dict[str, Any], host_config: dict[str, Any],
                          networking_config: dict[str, Any] | None = None) -> Container:
         """Raises NotFound("No such image: X") so the CLI pulls, Conflict on a taken name."""
+        self._await_recovery()   # names of recovered containers are taken
         config = dict(config or {})
         ref = config.get("Image") or ""
         if not ref:
@@ -443,6 +543,7 @@ class Engine:
 
     def list_containers(self, all: bool = False, filters: dict[str, list[str]] | None = None,
                         limit: int = -1) -> list[Container]:
+        self._await_recovery()
         with self._lock:
             lives = list(self._containers.values())
         containers = sorted((l.c for l in lives), key=lambda c: c.created, reverse=True)
@@ -508,6 +609,7 @@ class Engine:
 
     def _start(self, live: _Live, manual: bool, from_policy: bool = False) -> None:
         c = live.c
+        self._await_network()
         with live.lock:
             if from_policy and not c.state.restarting:
                 return   # a stop, kill or remove cancelled the restart after its timer fired
@@ -1181,6 +1283,7 @@ class Engine:
 
     def volume_users(self, name: str) -> list[str]:
         """Ids of containers that mount the volume."""
+        self._await_recovery()
         with self._lock:
             lives = list(self._containers.values())
         return [l.c.id for l in lives
@@ -1188,10 +1291,12 @@ class Engine:
 
     # images (in-use bookkeeping for the image store) ------------------------
     def _image_users(self, image_id: str) -> list[str]:
+        self._await_recovery()
         with self._lock:
             return [l.c.id for l in self._containers.values() if l.c.image_id == image_id]
 
     def _images_in_use(self) -> set[str]:
+        self._await_recovery()
         with self._lock:
             return {l.c.image_id for l in self._containers.values()}
 

@@ -31,17 +31,19 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .blob_store import BlobStore
 from .errors import Conflict, InvalidArgument, NotFound, RegistryError
 from .image_index import ImageIndex, ImageRecord
 from .layer_store import LayerStore, chain_ids
 from .reference import Reference, is_sha256_hex, parse_reference
-from .registry_client import DialMap, RegistryClient, ResolvedImage, dial_map_from_env
+
+if TYPE_CHECKING:
+    # Imported on the first pull (http.client, ssl, ...): not needed to start the engine.
+    from .registry_client import DialMap, RegistryClient, ResolvedImage
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +150,10 @@ class ImageStore:
         self.blobs = BlobStore(self.root)
         self.layers = LayerStore(self.root)
         self.index = ImageIndex(self.root)
-        self.client = RegistryClient(insecure_registries,
-                                     dial_map=dial_map if dial_map is not None else dial_map_from_env())
+        self._insecure_registries = insecure_registries
+        self._dial_map = dial_map
+        self._client: RegistryClient | None = None
+        self._client_lock = threading.Lock()
         self._lock = threading.RLock()
         self.blobs.clean_temp()
         self.layers.recover()
@@ -158,6 +162,23 @@ class ImageStore:
             if not all(self.layers.has(c) for c in record.chain_ids):
                 log.warning("image %s lost a layer; dropping its record", record.id)
                 self.index.delete(record.id)
+
+    @property
+    def client(self) -> RegistryClient:
+        """The registry client, made on first use (pulls only)."""
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    from .registry_client import RegistryClient, dial_map_from_env
+                    dial_map = self._dial_map if self._dial_map is not None else dial_map_from_env()
+                    self._client = RegistryClient(self._insecure_registries, dial_map=dial_map)
+                client = self._client
+        return client
+
+    @client.setter
+    def client(self, value: RegistryClient) -> None:
+        self._client = value
 
     @property
     def layers_root(self) -> Path:
@@ -238,6 +259,7 @@ class ImageStore:
         if len(todo) == 1:
             fetch(todo[0])
         elif todo:
+            from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(max_workers=min(PULL_PARALLELISM, len(todo)),
                                     thread_name_prefix="pull") as pool:
                 for future in [pool.submit(fetch, i) for i in todo]:

@@ -36,7 +36,6 @@ from typing import Callable, Iterator
 from .atomic_file import write_json_atomic
 from .blob_store import digest_hex, pid_alive
 from .errors import RegistryError
-from .layer_unpack import unpack_layer
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +170,7 @@ class LayerStore:
                                     dir=self.layers_dir))
         try:
             os.chmod(tmp, 0o755)
+            from .layer_unpack import unpack_layer   # tarfile & co.: only needed by pulls
             result = unpack_layer(blob, tmp, on_progress)
             if result.diff_id != diff_id:
                 raise RegistryError(f"layer diff id mismatch: expected {diff_id}, got {result.diff_id}")

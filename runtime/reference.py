@@ -10,10 +10,10 @@ strings, which map one-to-one onto canonical ones.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .errors import InvalidArgument
+from .lazy_re import lazy_compile
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
@@ -21,13 +21,13 @@ OFFICIAL_REPO_PREFIX = "library/"
 DEFAULT_TAG = "latest"
 
 # The grammar of github.com/distribution/reference.
-_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+_PATH_COMPONENT = lazy_compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = re.compile(
+_DOMAIN = lazy_compile(
     rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?\Z")
-_TAG = re.compile(r"[\w][\w.-]{0,127}\Z")
-_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}\Z")
-_SHA256_HEX = re.compile(r"[a-f0-9]{64}\Z")
+_TAG = lazy_compile(r"[\w][\w.-]{0,127}\Z")
+_DIGEST = lazy_compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}\Z")
+_SHA256_HEX = lazy_compile(r"[a-f0-9]{64}\Z")
 _MAX_NAME_LENGTH = 255
 
 

@@ -29,17 +29,19 @@ import logging
 import os
 import platform
 import re
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from .host_loopback import HOST_LOOPBACK_ENV as LOOPBACK_GATEWAY_ENV
 from .errors import RegistryAuthError, RegistryError, RegistryNotFound
 from .reference import Reference
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,21 @@ class RegistryClient:
         self.platform = platform_ or host_platform()
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._lock = threading.Lock()
-        self._ssl = ssl.create_default_context()
+        # Made on the first HTTPS request: loading the CA bundle costs ~0.4 s in a TCG guest,
+        # and plain-HTTP (loopback, insecure) registries never need it.
+        self._ssl_context: ssl.SSLContext | None = None
+        self._ssl_lock = threading.Lock()
+
+    @property
+    def _ssl(self) -> ssl.SSLContext:
+        context = self._ssl_context
+        if context is None:
+            with self._ssl_lock:
+                if self._ssl_context is None:
+                    import ssl
+                    self._ssl_context = ssl.create_default_context()
+                context = self._ssl_context
+        return context
 
     # --- addresses -----------------------------------------------------------
     def endpoint(self, domain: str) -> str:

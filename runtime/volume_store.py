@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import stat
 import shutil
@@ -17,12 +16,13 @@ from pathlib import Path
 
 from .atomic_file import read_json, write_json_atomic
 from .errors import Conflict, InvalidArgument, NotFound
+from .lazy_re import lazy_compile
 from .log_store import now_rfc3339
 from .models import Volume
 
 log = logging.getLogger(__name__)
 
-VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+VOLUME_NAME_RE = lazy_compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 # Docker (23+) marks volumes it created for `-v /path` and image VOLUMEs with this label.
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 

@@ -7,9 +7,10 @@ import os
 import socket
 import stat
 import subprocess
+import threading
 import uuid
 
-from tests.support.agent import start_agent
+from tests.support.agent import http_request, start_agent
 
 from .waiting import poll
 
@@ -91,3 +92,125 @@ def test_sigterm_stops_containers_and_a_new_agent_restores_state(tmp_path, test_
         assert result.returncode == 0, result.stderr
     finally:
         agent.stop()
+
+
+class _WatchedEvent(threading.Event):
+    """An Event that tells when somebody started waiting on it while it was clear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited_on = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.is_set():
+            self.waited_on.set()
+        return super().wait(timeout)
+
+
+class _GatedNetwork:
+    """The real NetworkManager whose setup() only runs once the test opens `gate`."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.gate = threading.Event()
+
+    def setup(self) -> None:
+        assert self.gate.wait(60), "test never opened the network gate"
+        self._real.setup()
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+
+def test_start_up_serves_ping_at_once_and_container_requests_wait_for_recovery_and_network(
+        tmp_path, test_images, serve_router):
+    """The agent's start-up order, in process so each phase can be held open without sleeps:
+    _ping answers while network set-up has not run; a container start issued during state
+    recovery waits for it (finding the recovered container), then for the network, then works."""
+    from guest_agent.app import build_router
+    from guest_agent.cli import StartupRouter
+    from guest_agent.http_server import Router
+    from guest_agent.routes_system import register_startup_routes
+    from runtime.engine import Engine
+    from runtime.network import NetworkManager
+
+    root = tmp_path / "root"
+    name = f"recovered-{uuid.uuid4().hex[:6]}"
+    first = Engine(root)
+    first.start()
+    try:
+        first.images.pull(test_images["busybox"])
+        cid = first.create_container(name, {"Image": test_images["busybox"], "Cmd": ["sleep", "1000"],
+                                            "StopTimeout": 0}, {"NetworkMode": "none"}).id
+    finally:
+        first.shutdown()
+
+    network = _GatedNetwork(NetworkManager(root / "network"))
+    engine = Engine(root, network=network)
+    recovery_gate = threading.Event()
+    real_load_all = engine.store.load_all
+
+    def gated_load_all():
+        assert recovery_gate.wait(60), "test never opened the recovery gate"
+        return real_load_all()
+
+    engine.store.load_all = gated_load_all
+    engine._recovered = recovered = _WatchedEvent()
+    engine._network_ready = network_ready = _WatchedEvent()
+
+    early = Router()
+    register_startup_routes(early)
+    router = StartupRouter(early)
+    sock = serve_router(router)
+    try:
+        engine.start(background=True)
+        router.set_full(build_router(engine, str(root)))
+        # Neither recovery nor network set-up has run: _ping and version answer anyway.
+        assert http_request(sock, "GET", "/_ping")[0] == 200
+        assert http_request(sock, "HEAD", "/_ping")[0] == 200
+        status, _, body = http_request(sock, "GET", "/v1.45/version")
+        assert status == 200 and json.loads(body)["ApiVersion"] == "1.45"
+
+        result: dict[str, int] = {}
+        starter = threading.Thread(
+            target=lambda: result.update(status=http_request(sock, "POST", f"/containers/{name}/start",
+                                                             timeout=60)[0]))
+        starter.start()
+        assert recovered.waited_on.wait(30), "the start request did not wait for recovery"
+        assert starter.is_alive() and "status" not in result
+        recovery_gate.set()
+        # Recovered: the container is known (not 404) and the start now waits for the network.
+        assert network_ready.waited_on.wait(30), "the start request did not wait for the network"
+        status, _, body = http_request(sock, "GET", f"/containers/{name}/json")
+        assert status == 200 and json.loads(body)["State"]["Status"] == "created"
+        assert starter.is_alive() and "status" not in result
+        network.gate.set()
+        starter.join(60)
+        assert result.get("status") == 204, result
+        assert engine.get_container(cid).state.running
+    finally:
+        recovery_gate.set()
+        network.gate.set()
+        try:
+            engine.remove_container(cid, force=True)
+        finally:
+            engine.shutdown()
+
+
+def test_requests_waiting_for_an_engine_that_failed_to_start_get_500(serve_router):
+    from guest_agent.cli import StartupRouter
+    from guest_agent.http_server import Router
+    from guest_agent.routes_system import register_startup_routes
+
+    early = Router()
+    register_startup_routes(early)
+    router = StartupRouter(early)
+    sock = serve_router(router)
+    result: dict[str, tuple] = {}
+    waiter = threading.Thread(target=lambda: result.update(r=http_request(sock, "GET", "/containers/json")))
+    waiter.start()
+    assert http_request(sock, "GET", "/_ping")[0] == 200
+    router.fail("cannot load state")
+    waiter.join(30)
+    status, _, body = result["r"]
+    assert status == 500 and "cannot load state" in json.loads(body)["message"]
