@@ -66,8 +66,6 @@ _NAMESPACES_TO_JOIN = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
                        ("net", sc.CLONE_NEWNET), ("cgroup", sc.CLONE_NEWCGROUP),
                        ("mnt", sc.CLONE_NEWNS))
 _CGROUP2_MOUNT_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RELATIME
-_ALL_SIGNALS = tuple(s for s in signal.valid_signals()
-                     if s not in (signal.SIGKILL, signal.SIGSTOP))
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
 _MAX_FD = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1 << 20
@@ -464,11 +462,7 @@ def _child_main(pipes: _ChildPipes, stdio: Stdio, child_main: Callable[[_ChildPi
         gc.disable()
         _close_fds_except({stdio.stdin, stdio.stdout, stdio.stderr, *pipes.keep()})
         signal.set_wakeup_fd(-1)
-        for sig in _ALL_SIGNALS:
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
+        sc.reset_all_signal_dispositions()
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         child_main(pipes)
     except _StartFailure as err:

@@ -62,8 +62,8 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # Syscalls glibc does not wrap, by machine.
 _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
-    "x86_64": {"pivot_root": 155},
-    "aarch64": {"pivot_root": 41},
+    "x86_64": {"pivot_root": 155, "rt_sigaction": 13},
+    "aarch64": {"pivot_root": 41, "rt_sigaction": 134},
 }
 
 
@@ -120,6 +120,29 @@ def pivot_root(new_root: str | bytes | os.PathLike, put_old: str | bytes | os.Pa
     """pivot_root(2) through syscall(2): glibc has no wrapper."""
     number = _syscall_number("pivot_root")
     _check(_libc.syscall(ctypes.c_long(number), _b(new_root), _b(put_old)), "pivot_root")
+
+
+class _KernelSigaction(ctypes.Structure):
+    _fields_ = [("handler", ctypes.c_ulong), ("flags", ctypes.c_ulong),
+                ("restorer", ctypes.c_ulong), ("mask", ctypes.c_uint64)]
+
+
+_SIG_DFL_ACTION = _KernelSigaction(0, 0, 0, 0)
+_NSIG = 64
+
+
+def reset_all_signal_dispositions() -> None:
+    """Every signal back to SIG_DFL with the raw syscall, for a child about to exec.
+
+    Ignored signals survive exec. glibc's sigaction refuses its internal signals
+    (32, 33), so a disposition set on them by anything in the engine's process
+    would leak into containers; the raw rt_sigaction has no such exception.
+    Errors (SIGKILL, SIGSTOP) are expected and skipped.
+    """
+    number = _syscall_number("rt_sigaction")
+    action = ctypes.byref(_SIG_DFL_ACTION)
+    for sig in range(1, _NSIG + 1):
+        _libc.syscall(ctypes.c_long(number), ctypes.c_int(sig), action, None, ctypes.c_size_t(8))
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

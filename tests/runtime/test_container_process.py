@@ -636,3 +636,24 @@ def test_impossible_limit_is_a_clear_error_and_leaves_no_cgroup(make_spec):
     with pytest.raises(RuntimeFailure, match="cgroup: cannot write"):
         run(spec)
     assert not any(d.exists() for d in cgroups.container_cgroup(spec.id).dirs)
+
+
+def test_signals_ignored_in_the_engine_do_not_reach_the_container(make_spec):
+    # glibc refuses sigaction on its internal signals (32, 33), yet a raw syscall in
+    # the engine's process can still set them ignored, and ignored survives exec.
+    import ctypes
+
+    from runtime import linux_syscalls
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    number = linux_syscalls._syscall_number("rt_sigaction")
+    ignore = linux_syscalls._KernelSigaction(1, 0, 0, 0)  # SIG_IGN
+    old = linux_syscalls._KernelSigaction()
+    assert libc.syscall(ctypes.c_long(number), ctypes.c_int(32), ctypes.byref(ignore),
+                        ctypes.byref(old), ctypes.c_size_t(8)) == 0
+    try:
+        result = run(make_spec(["grep", "-E", "^SigIgn", "/proc/self/status"]))
+    finally:
+        libc.syscall(ctypes.c_long(number), ctypes.c_int(32), ctypes.byref(old), None, ctypes.c_size_t(8))
+    assert result.code == 0, result.err
+    assert status_field(result.out, "SigIgn") == "0000000000000000"
