@@ -37,8 +37,12 @@ def test_on_failure_restarts_exactly_max_times(engine, busybox):
 
 
 def test_on_failure_does_not_restart_on_success(engine, busybox):
-    cid = start_background(engine, busybox, ["true"], host_config={"RestartPolicy": {"Name": "on-failure"}})
-    engine.wait_container(cid, "next-exit").result(10)
+    c = engine.create_container(None, {"Image": busybox, "Cmd": ["true"]},
+                                {"NetworkMode": "none", "RestartPolicy": {"Name": "on-failure"}})
+    waiter = engine.wait_container(c.id, "next-exit")  # before start: `true` may exit at once
+    engine.start_container(c.id)
+    waiter.result(10)
+    cid = c.id
     live = engine._live(cid)
     assert live.c.state.status == "exited" and live.restart_timer is None and live.c.restart_count == 0
 
