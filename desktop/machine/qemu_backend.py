@@ -52,7 +52,9 @@ def qemu_argv(spec: LaunchSpec, qemu: str, qmp_socket: Path, pidfile: Path, daem
         "-drive", f"file={_opt(spec.data_disk)},if=none,id=data,format=qcow2,discard=unmap",
         "-device", "virtio-blk-pci,drive=data",
         "-netdev", f"user,id={NETDEV_ID},hostfwd={spec.hostfwd_ssh()}",
-        "-device", f"virtio-net-pci,netdev={NETDEV_ID}",
+        # romfile= (empty): no iPXE option ROM for SeaBIOS to load and run at
+        # every boot; we boot the kernel directly, never from the network.
+        "-device", f"virtio-net-pci,netdev={NETDEV_ID},romfile=",
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",
         "-chardev", f"socket,id=ready,path={_opt(spec.ready_socket)},server=on,wait=off",

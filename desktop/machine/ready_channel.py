@@ -1,7 +1,10 @@
 """Reads the guest's ready announcement from the virtio-serial channel's unix socket.
 
 QEMU listens on the socket (server=on, wait=off); the host connects right after
-the VM starts and the guest writes JSON lines once sshd and the agent answer:
+the VM starts and the guest writes JSON lines: first, from newer images,
+`{"event": "sshd-ready", "host_keys": {...}, "timings": {...}}` as soon as sshd
+listens (the host may connect its SSH link while the agent still starts), then
+once sshd and the agent answer
 `{"event": "ready", "host_keys": {...}, "timings": {...}, "agent_socket": ...}`.
 Reading blocks on the socket itself, so there is no polling: a guest that dies
 during boot closes the socket and the read ends at once.
@@ -107,8 +110,13 @@ class ReadyChannel:
             if isinstance(event, dict):
                 return event
 
-    def wait_ready(self, timeout: float, console_log: Path | None = None) -> ReadyEvent:
-        """Block until the guest says ready; clear errors on timeout or a VM that died."""
+    def wait_ready(self, timeout: float, console_log: Path | None = None,
+                   on_sshd_ready: Callable[[ReadyEvent], None] | None = None) -> ReadyEvent:
+        """Block until the guest says ready; clear errors on timeout or a VM that died.
+
+        `on_sshd_ready` is called (in this thread, so it must not block) with the
+        guest's early "sshd-ready" event, if one comes before "ready".
+        """
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -122,6 +130,13 @@ class ReadyChannel:
             if event.get("event") == "ready":
                 return parse_ready(event)
             log.info("guest event during boot: %s", event)
+            if event.get("event") == "sshd-ready" and on_sshd_ready is not None:
+                try:
+                    early = parse_ready(event)
+                except RuntimeFailure as err:
+                    log.info("ignoring a malformed sshd-ready event: %s", err)
+                    continue
+                on_sshd_ready(early)
 
     def follow(self, on_event: Callable[[dict[str, Any]], None]) -> None:
         """Deliver later events (e.g. agent-exited) until the VM closes the channel."""

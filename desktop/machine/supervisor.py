@@ -3,7 +3,10 @@
 Started detached by `MachineManager.start`. It reads the guest's ready line
 from the inherited ready-channel socket (or, when re-attaching to a running
 VM, reuses the pinned host key), connects the SSH link, serves the host Docker
-socket, follows published ports and keeps the guest clock in step. It reports
+socket, follows published ports and keeps the guest clock in step. The SSH
+link is connected as soon as the guest announces sshd ("sshd-ready"), while
+its agent still starts, so that "ready" finds it up (a connect costs ~0.5-1 s
+under TCG); a guest without that event gets it after "ready". It reports
 "OK" or "ERROR <message>" as one line on stdout, then runs until:
 
 * SIGTERM/SIGINT: stop the host-side services and exit (the VM keeps running);
@@ -46,6 +49,9 @@ class Supervisor:
         self.link: Any = None
         self.services: list[Any] = []
         self.ready_channel: Any = None
+        # The link being connected in the background after "sshd-ready", and its thread.
+        self._early_link: Any = None
+        self._early_thread: threading.Thread | None = None
 
     def _udp_forward(self, proto: str, host_port: int, guest_port: int, add: bool) -> None:
         backend = self.manager.backend(self.config)
@@ -58,9 +64,16 @@ class Supervisor:
         from desktop.machine.ready_channel import ReadyChannel
 
         state = self.manager.state()
+        # paramiko & co. take ~0.1 s to import: do it while the guest boots, not
+        # once it is ready.
+        import desktop.host_socket  # noqa: F401
+        import desktop.ssh_link  # noqa: F401
+
         if ready_fd is not None:
             self.ready_channel = ReadyChannel.from_fd(ready_fd)
-            ready = self.ready_channel.wait_ready(timeout, self.manager.console_log)
+            ready = self.ready_channel.wait_ready(
+                timeout, self.manager.console_log,
+                on_sshd_ready=lambda early: self._connect_early(state.ssh_port, early, timeout))
             state.host_key = ready.host_key_line()
             state.guest_timings = ready.timings
             state.ready_s = time.time() - state.booted_at if state.booted_at else 0.0
@@ -80,15 +93,69 @@ class Supervisor:
         ssh_keys.write_known_hosts(self.manager.known_hosts, state.ssh_port, state.host_key)
         self._connect(state, timeout)
 
-    def _connect(self, state: MachineState, timeout: float) -> None:
-        from desktop.host_socket import HostSocket
+    def _new_link(self, port: int, host_key: str) -> Any:
         from desktop.ssh_link import SshLink
 
-        self.link = SshLink("127.0.0.1", state.ssh_port, "root", self.manager.key_path, state.host_key)
-        self.link.connect(timeout=min(timeout, 30))
+        # No TCP_NODELAY pty session yet: it is a process start in the guest,
+        # which would compete with the agent's start-up (see _connect).
+        return SshLink("127.0.0.1", port, "root", self.manager.key_path, host_key, server_nodelay=False)
+
+    def _connect_early(self, port: int, event: Any, timeout: float) -> None:
+        """On "sshd-ready": connect the SSH link in a thread while the guest agent starts."""
+        if self._early_thread is not None:
+            return
+        try:
+            link = self._new_link(port, event.host_key_line())
+        except Exception as err:  # noqa: BLE001 - "ready" decides; this is only a head start
+            log.info("not connecting early: %s", err)
+            return
+
+        def run() -> None:
+            t0 = time.monotonic()
+            try:
+                link.connect(timeout=min(timeout, 30))
+            except Exception as err:  # noqa: BLE001 - _connect tries again after "ready"
+                log.info("early SSH connect failed (%s): connecting after ready instead", err)
+                link.close()
+                return
+            log.info("SSH link up %.2f s after sshd-ready", time.monotonic() - t0)
+
+        self._early_link = link
+        self._early_thread = threading.Thread(target=run, name="ssh-early-connect", daemon=True)
+        self._early_thread.start()
+
+    def _take_early_link(self, host_key: str, timeout: float) -> Any:
+        """The early link if it connected with the key "ready" pinned, else None (closed)."""
+        link, thread = self._early_link, self._early_thread
+        self._early_link = self._early_thread = None
+        if link is None or thread is None:
+            return None
+        thread.join(min(timeout, 30))
+        if not thread.is_alive() and link.is_connected and \
+                f"{link.host_key_type} {link.host_key_b64}" == " ".join(host_key.split()[:2]):
+            return link
+        if thread.is_alive():
+            # close() would wait for the hanging connect to give up: not on the start path.
+            log.warning("the early SSH connect is still hanging: connecting again")
+            threading.Thread(target=link.close, name="ssh-early-close", daemon=True).start()
+        else:
+            link.close()
+        return None
+
+    def _connect(self, state: MachineState, timeout: float) -> None:
+        from desktop.host_socket import HostSocket
+
+        self.link = self._take_early_link(state.host_key, timeout)
+        if self.link is None:
+            self.link = self._new_link(state.ssh_port, state.host_key)
+            self.link.connect(timeout=min(timeout, 30))
         status, _headers, body = self.link.request("GET", "/_ping", timeout=30)
         if status != 200:
             raise RuntimeError(f"the guest engine answered _ping with {status}: {body[:200]!r}")
+        # Now the agent runs: make sshd drop Nagle on this connection (and on
+        # every reconnect), off the start path.
+        self.link.server_nodelay = True
+        threading.Thread(target=self.link.request_server_nodelay, name="ssh-nodelay", daemon=True).start()
         host_socket = HostSocket(self.manager.host_socket, self.link)
         host_socket.start()
         self.services.append(host_socket)
@@ -154,6 +221,8 @@ class Supervisor:
             except Exception as err:  # noqa: BLE001 - keep stopping the others
                 log.warning("stopping %s failed: %s", type(svc).__name__, err)
         self.services.clear()
+        if self._early_link is not None and not (self._early_thread and self._early_thread.is_alive()):
+            self._early_link.close()  # one still connecting dies with this process
         if self.link is not None:
             self.link.close()
         if self.ready_channel is not None:

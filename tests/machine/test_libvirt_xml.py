@@ -69,8 +69,18 @@ def test_xml_content(tmp_path):
     assert label.findtext("label") == "+0:+0"
     args = [a.get("value") for a in root.find(f"{{{QEMU_NS}}}commandline")]
     assert args == ["-netdev", "user,id=dynet,hostfwd=tcp:127.0.0.1:40222-:22",
-                    "-device", "virtio-net-pci,netdev=dynet,bus=pcie.0,addr=0x10"]
+                    "-device", "virtio-net-pci,netdev=dynet,bus=pcie.0,addr=0x10,romfile="]
     assert ssh_port_from_xml(domain_xml(spec)) == 40222
+
+
+def test_no_firmware_work_for_devices_we_do_not_boot_from(tmp_path):
+    """Boot-time settings: no NIC option ROM, no USB controller, no balloon, no video."""
+    root = ET.fromstring(domain_xml(make_spec(tmp_path)))
+    args = [a.get("value") for a in root.find(f"{{{QEMU_NS}}}commandline")]
+    assert args[args.index("-device") + 1].endswith(",romfile=")
+    assert root.find("devices/controller[@type='usb']").get("model") == "none"
+    assert root.find("devices/memballoon").get("model") == "none"
+    assert root.find("devices/video/model").get("type") == "none"
 
 
 def test_virtiofs_uses_shared_memfd_and_virtiofsd(tmp_path):

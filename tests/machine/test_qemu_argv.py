@@ -22,6 +22,9 @@ def test_argv_9p(tmp_path):
     assert drives[0].startswith(f"file={spec.rootfs},") and "readonly=on" in drives[0] and "format=raw" in drives[0]
     assert drives[1].startswith(f"file={spec.data_disk},") and "format=qcow2" in drives[1]
     assert "user,id=dynet,hostfwd=tcp:127.0.0.1:40222-:22" in _pairs(argv, "-netdev")
+    # Boot-time settings: no iPXE ROM on the NIC, no default devices, no VGA.
+    assert "virtio-net-pci,netdev=dynet,romfile=" in _pairs(argv, "-device")
+    assert {"-nodefaults", "-no-user-config"} <= set(argv) and _pairs(argv, "-vga") == ["none"]
     chardevs = _pairs(argv, "-chardev")
     assert f"socket,id=ready,path={spec.ready_socket},server=on,wait=off" in chardevs
     assert "virtserialport,chardev=ready,name=org.dockyard.guest.0" in _pairs(argv, "-device")

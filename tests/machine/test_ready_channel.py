@@ -38,6 +38,21 @@ def test_ready_after_noise_and_other_events():
     assert events == [{"event": "agent-exited", "code": 1}]
 
 
+def test_sshd_ready_is_passed_on_before_ready_and_a_bad_one_is_ignored():
+    chan, guest = _pair()
+    early = {"event": "sshd-ready", "host_keys": {"ssh-ed25519": "AAAAC3Nz"}, "timings": {"sshd_s": 3.2}}
+    for event in ({"event": "sshd-ready", "host_keys": "nope"}, early, READY):
+        guest.sendall(json.dumps(event).encode() + b"\n")
+    seen = []
+    ready = chan.wait_ready(timeout=5, on_sshd_ready=lambda ev: seen.append((ev.host_key_line(), ev.timings)))
+    assert seen == [("ssh-ed25519 AAAAC3Nz", {"sshd_s": 3.2})]
+    assert ready.host_key_line() == "ssh-ed25519 AAAAC3Nz"
+    # Without a callback (or from an older guest without the event) "ready" alone still does.
+    chan, guest = _pair()
+    guest.sendall(json.dumps(early).encode() + b"\n" + json.dumps(READY).encode() + b"\n")
+    assert chan.wait_ready(timeout=5).timings == {"kernel_s": 1.5}
+
+
 def test_vm_that_dies_during_boot_fails_at_once_with_console_hint(tmp_path):
     console = tmp_path / "console.log"
     console.write_text("[ 1.0] booting\n[ 3.0] Kernel panic - not syncing: Attempted to kill init!\n[ 3.1] CPU: 1\n")

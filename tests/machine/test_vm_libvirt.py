@@ -42,6 +42,12 @@ def test_start_prints_docker_host_and_docker_cli_works(machine):
     assert version.stdout.strip().endswith("linux")
 
 
+def test_ssh_link_was_connected_on_sshd_ready(machine):
+    # The guest announces sshd before its agent answers; the link is opened then, not after "ready".
+    log = machine.dockyard("logs", "--supervisor").stdout
+    assert "SSH link up" in log and "after sshd-ready" in log
+
+
 def test_domain_is_visible_in_virsh(machine):
     out = subprocess.run(["virsh", "list"], capture_output=True, text=True, check=True).stdout
     assert re.search(r"\bdockyard-vmt\s+running", out)

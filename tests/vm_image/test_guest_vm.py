@@ -30,6 +30,14 @@ def test_ready_message_carries_host_key_socket_and_timings(vm):
     assert ready["errors"] == []
 
 
+def test_sshd_ready_comes_first_with_the_same_host_key(vm):
+    names = [e.get("event") for e in vm.guest.events]
+    assert names.index("sshd-ready") < names.index("ready")
+    early = vm.guest.events[names.index("sshd-ready")]
+    assert early["host_keys"] == vm.ready["host_keys"]
+    assert early["timings"]["sshd_s"] == vm.ready["timings"]["sshd_s"]
+
+
 def test_ssh_with_key_and_pinned_host_key(vm):
     with vm.ssh() as client:
         status, out, _ = run(client, "hostname; id -u")

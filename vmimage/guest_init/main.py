@@ -2,8 +2,9 @@
 
 Order matters for boot time: only what sshd and the agent need (clock, data
 disk, keys) runs before they are spawned; shares are mounted while they start.
-Readiness is reported on the virtio-serial channel once sshd listens and the
-agent answers /_ping.
+Readiness is reported on the virtio-serial channel: `sshd-ready` as soon as
+sshd listens (so the host connects while the agent starts), then `ready` once
+the agent answers /_ping too.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class Init:
         """Record when sshd and the agent first answer; send `ready` once both did."""
         if "sshd_s" not in self.timings and tcp_listening(22):
             self.timings["sshd_s"] = now()
+            self.announce_sshd()
         if "agent_s" not in self.timings and unix_listening(AGENT_SOCKET):
             from . import probes  # socket is costly to import; only needed from here on
             if probes.agent_answers(AGENT_SOCKET):
@@ -158,6 +160,20 @@ class Init:
                 pass
             log.info("ready: %s", self.ready_message["timings"])
             self._spawn_helper(["modprobe", "-a", *NETWORK_MODULES], f"{RUN_DIR}/modprobe.log")
+
+    def announce_sshd(self) -> None:
+        """Tell the host that sshd listens (with the host key to pin), ahead of `ready`.
+
+        The host opens its SSH connection meanwhile, while the agent is still
+        starting, instead of after `ready`. Informative only: `ready` still
+        follows with the same keys, and a host that ignores this event loses nothing.
+        """
+        if not self.host_keys:
+            return  # nothing to pin: the host has to wait for `ready` (and its errors)
+        if self.channel.fd is None:
+            self.channel = channel.Channel(channel.find_port())
+        self.channel.send({"event": "sshd-ready", "host_keys": self.host_keys,
+                           "timings": {"sshd_s": round(self.timings["sshd_s"], 3)}})
 
     def _spawn_helper(self, argv: list[str], log_path: str) -> None:
         try:
