@@ -18,6 +18,17 @@ HOST_LOOPBACK_IN_GUEST = "10.0.2.2"
 NETDEV_ID = "dynet"
 
 
+# qboot: QEMU's minimal firmware for direct kernel boots. Under TCG it reaches
+# the kernel ~0.1 s sooner than SeaBIOS (0.10-0.11 s vs 0.17-0.32 s measured
+# from `virDomainCreate` returning to the guest clock's zero).
+QBOOT_PATHS = (Path("/usr/share/qemu/qboot.rom"), Path("/usr/share/qemu-kvm/qboot.rom"))
+
+
+def minimal_firmware() -> Path | None:
+    """QEMU's qboot ROM when installed (Debian's qemu-system-data has it), else None: SeaBIOS."""
+    return next((p for p in QBOOT_PATHS if p.is_file()), None)
+
+
 class VmState(str, enum.Enum):
     """Coarse VM state as seen by the host."""
 
@@ -59,6 +70,8 @@ class LaunchSpec:
     # carry the owner of the shared folders instead of libvirt-qemu.
     run_as_uid: int | None = None
     run_as_gid: int | None = None
+    # x86 firmware to use instead of QEMU's default SeaBIOS (see minimal_firmware()).
+    firmware: Path | None = None
 
     @property
     def domain_name(self) -> str:

@@ -76,6 +76,8 @@ def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR, uuid: str | N
         _sub(backing, "access", mode="shared")
     os_el = _sub(dom, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
+    if spec.firmware is not None:
+        _sub(os_el, "loader", str(spec.firmware), type="rom")
     _sub(os_el, "kernel", str(spec.kernel))
     _sub(os_el, "initrd", str(spec.initrd))
     _sub(os_el, "cmdline", spec.cmdline)

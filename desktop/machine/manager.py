@@ -28,7 +28,8 @@ from urllib.parse import quote
 
 from desktop import paths
 from desktop.machine import ssh_keys
-from desktop.machine.backend import HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState
+from desktop.machine.backend import (HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState,
+                                     minimal_firmware)
 from desktop.machine.config import (
     MachineConfig,
     MachineState,
@@ -277,6 +278,7 @@ class MachineManager:
             shares=[ShareMount(s.tag, Path(s.host_path)) for s in config.shares],
             run_as_uid=run_as[0],
             run_as_gid=run_as[1],
+            firmware=minimal_firmware(),
         )
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> StartResult:

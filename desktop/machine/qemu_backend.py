@@ -46,6 +46,7 @@ def qemu_argv(spec: LaunchSpec, qemu: str, qmp_socket: Path, pidfile: Path, daem
         "-no-reboot",
         "-cpu", "host" if spec.accel in ("kvm", "hvf") else "max",
         "-smp", str(spec.cpus),
+        *(["-bios", str(spec.firmware)] if spec.firmware is not None else []),
         "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.cmdline,
         "-drive", f"file={_opt(spec.rootfs)},if=none,id=rootfs,format=raw,readonly=on",
         "-device", "virtio-blk-pci,drive=rootfs",

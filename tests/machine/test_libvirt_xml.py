@@ -83,6 +83,16 @@ def test_no_firmware_work_for_devices_we_do_not_boot_from(tmp_path):
     assert root.find("devices/video/model").get("type") == "none"
 
 
+def test_minimal_firmware_is_the_domain_loader_when_given(tmp_path):
+    spec = make_spec(tmp_path)
+    assert ET.fromstring(domain_xml(spec)).find("os/loader") is None  # QEMU's default SeaBIOS
+    spec.firmware = Path("/usr/share/qemu/qboot.rom")
+    xml = domain_xml(spec)
+    validate(xml, tmp_path)
+    loader = ET.fromstring(xml).find("os/loader")
+    assert loader.get("type") == "rom" and loader.text == "/usr/share/qemu/qboot.rom"
+
+
 def test_virtiofs_uses_shared_memfd_and_virtiofsd(tmp_path):
     root = ET.fromstring(domain_xml(make_spec(tmp_path, "virtiofs")))
     assert root.find("memoryBacking/source").get("type") == "memfd"

@@ -35,6 +35,14 @@ def test_argv_9p(tmp_path):
     assert _pairs(argv, "-pidfile") == [str(tmp_path / "qemu.pid")]
 
 
+def test_minimal_firmware_replaces_seabios_when_given(tmp_path):
+    spec = make_spec(tmp_path, "9p")
+    assert "-bios" not in qemu_argv(spec, "qemu-system-x86_64", tmp_path / "qmp.sock", tmp_path / "qemu.pid")
+    spec.firmware = Path("/usr/share/qemu/qboot.rom")
+    argv = qemu_argv(spec, "qemu-system-x86_64", tmp_path / "qmp.sock", tmp_path / "qemu.pid")
+    assert _pairs(argv, "-bios") == ["/usr/share/qemu/qboot.rom"]
+
+
 def test_argv_virtiofs(tmp_path):
     spec = make_spec(tmp_path, "virtiofs")
     argv = qemu_argv(spec, "qemu-system-x86_64", Path("q"), Path("p"), daemonize=False)
