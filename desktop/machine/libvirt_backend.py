@@ -301,14 +301,15 @@ class LibvirtBackend(Backend):
         import libvirt
 
         try:
-            code = self._domain().state()[0]
+            dom = self._domain()
         except NotFound:
             return VmState.UNDEFINED
-        if code in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
-            return VmState.RUNNING
+        code = dom.state()[0]
         if code in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
             return VmState.PAUSED
-        return VmState.STOPPED
+        # VIR_DOMAIN_SHUTDOWN means "being shut down": QEMU is still running and
+        # starting the domain again fails until it has exited, so it counts as running.
+        return VmState.RUNNING if dom.isActive() else VmState.STOPPED
 
     def remove(self) -> None:
         import libvirt
