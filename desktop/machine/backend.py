@@ -86,6 +86,11 @@ class Backend(ABC):
 
     name: str = "abstract"
 
+    def __init__(self, domain_name: str, run_dir: Path, console_log: Path) -> None:
+        self.domain_name = domain_name
+        self.run_dir = run_dir
+        self._console_log = console_log
+
     @abstractmethod
     def define(self, spec: LaunchSpec) -> None:
         """Record how to boot (libvirt domain definition / saved argv); does not start."""
@@ -115,14 +120,14 @@ class Backend(ABC):
         """Run a QEMU human-monitor (HMP) command, e.g. hostfwd_add; returns its output."""
 
     @property
-    @abstractmethod
     def console_log_path(self) -> Path:
         """File receiving the guest's serial console."""
+        return self._console_log
 
     @property
-    @abstractmethod
     def ready_channel_path(self) -> Path:
         """Unix socket of the virtio-serial ready channel (QEMU listens, host connects)."""
+        return self.run_dir / "ready.sock"
 
     @property
     @abstractmethod

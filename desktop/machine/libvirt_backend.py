@@ -209,9 +209,7 @@ class LibvirtBackend(Backend):
     name = "libvirt"
 
     def __init__(self, domain_name: str, run_dir: Path, console_log: Path, uri: str | None = None) -> None:
-        self.domain_name = domain_name
-        self.run_dir = run_dir
-        self._console_log = console_log
+        super().__init__(domain_name, run_dir, console_log)
         self.uri = uri or default_uri()
         self._conn: Any = None
         self._ssh_port = 0
@@ -338,14 +336,6 @@ class LibvirtBackend(Backend):
 
     def xml(self) -> str:
         return self._domain().XMLDesc(0)
-
-    @property
-    def console_log_path(self) -> Path:
-        return self._console_log
-
-    @property
-    def ready_channel_path(self) -> Path:
-        return self.run_dir / "ready.sock"
 
     @property
     def ssh_port(self) -> int:

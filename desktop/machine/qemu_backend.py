@@ -130,11 +130,6 @@ class QemuBackend(Backend):
 
     name = "qemu"
 
-    def __init__(self, domain_name: str, run_dir: Path, console_log: Path) -> None:
-        self.domain_name = domain_name
-        self.run_dir = run_dir
-        self._console_log = console_log
-
     @property
     def pidfile(self) -> Path:
         return self.run_dir / "qemu.pid"
@@ -250,14 +245,6 @@ class QemuBackend(Backend):
             return
         with qmp:
             qmp.wait_closed()
-
-    @property
-    def console_log_path(self) -> Path:
-        return self._console_log
-
-    @property
-    def ready_channel_path(self) -> Path:
-        return self.run_dir / "ready.sock"
 
     @property
     def ssh_port(self) -> int:
