@@ -14,10 +14,8 @@ Needs root (the agent sets up its bridge and iptables chain, as in the VM).
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +24,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from desktop.machine.engine_ping import UnixHTTPConnection  # noqa: E402
+
 POLL = 0.001
 TIMEOUT = 60.0
 STOP_WAIT = 10.0
@@ -35,20 +37,8 @@ class _KilledFromOutside(RuntimeError):
     pass
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=TIMEOUT)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 def _get(sock: Path, path: str) -> int:
-    conn = _UnixConnection(sock)
+    conn = UnixHTTPConnection(sock, TIMEOUT)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()

@@ -7,7 +7,9 @@ import socket
 from pathlib import Path
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a unix socket (the engine's API socket)."""
+
     def __init__(self, path: Path, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = str(path)
@@ -21,7 +23,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 def ping(socket_path: Path, timeout: float = 10.0) -> str | None:
     """None when GET /_ping answers 200 "OK", else a short reason."""
-    conn = _UnixHTTPConnection(socket_path, timeout)
+    conn = UnixHTTPConnection(socket_path, timeout)
     try:
         conn.request("GET", "/_ping", headers={"Host": "api.moby.localhost"})
         resp = conn.getresponse()
