@@ -7,6 +7,7 @@ directory, which tests and side-by-side installs use to stay isolated.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -47,8 +48,15 @@ def runtime_dir() -> Path:
     runtime dir (e.g. /run/user/UID) cannot be created.
     """
     home = _home_override()
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    fallback = Path(tempfile.gettempdir()) / f"{APP_NAME}-{uid}"
     if home:
         candidate = home / "run"
+    elif sys.platform.startswith("linux") and not os.environ.get("XDG_RUNTIME_DIR"):
+        # Without a login session (CI, sudo, ssh -T) there is no XDG_RUNTIME_DIR;
+        # platformdirs would warn and pick /tmp/runtime-UID: choose ourselves, quietly.
+        session_dir = Path(f"/run/user/{uid}")
+        candidate = session_dir / APP_NAME if session_dir.is_dir() else fallback
     else:
         import platformdirs
 
@@ -56,8 +64,7 @@ def runtime_dir() -> Path:
     try:
         return ensure_private_dir(candidate)
     except OSError:
-        uid = os.getuid() if hasattr(os, "getuid") else 0
-        return ensure_private_dir(Path(tempfile.gettempdir()) / f"{APP_NAME}-{uid}")
+        return ensure_private_dir(fallback)
 
 
 def image_cache_dir() -> Path | None:

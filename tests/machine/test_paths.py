@@ -39,3 +39,15 @@ def test_runtime_dir_falls_back_when_the_platform_dir_is_unusable(tmp_path, monk
     run = paths.runtime_dir()
     assert run == tmp_path / f"dockyard-{os.getuid()}"
     assert stat.S_IMODE(os.stat(run).st_mode) == 0o700
+
+
+def test_runtime_dir_without_a_login_session_is_private_and_quiet(tmp_path, monkeypatch, recwarn):
+    # CI and `sudo` shells have no XDG_RUNTIME_DIR: no platformdirs warning, a 0700 dir.
+    monkeypatch.delenv("DOCKYARD_HOME", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(paths.tempfile, "gettempdir", lambda: str(tmp_path))
+    run = paths.runtime_dir()
+    assert not [w for w in recwarn if "XDG_RUNTIME_DIR" in str(w.message)]
+    assert stat.S_IMODE(os.stat(run).st_mode) == 0o700
+    if not os.path.isdir(f"/run/user/{os.getuid()}"):
+        assert run == tmp_path / f"dockyard-{os.getuid()}"
