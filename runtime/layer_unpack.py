@@ -191,29 +191,24 @@ class _Extractor:
             below = tuple(parent) + (name,)
             if self._cached is not None and self._cached[0][:len(below)] == below:
                 self._drop_cache()
-            dfd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-            try:
-                _rmtree_fd(dfd)
-            finally:
-                os.close(dfd)
-            os.rmdir(name, dir_fd=pfd)
+            _remove_tree_at(pfd, name)
         else:
             os.unlink(name, dir_fd=pfd)
         return False
 
 
-def _rmtree_fd(dfd: int) -> None:
-    for entry in os.listdir(dfd):
-        st = os.lstat(entry, dir_fd=dfd)
-        if stat.S_ISDIR(st.st_mode):
-            sub = os.open(entry, _DIR_FLAGS, dir_fd=dfd)
-            try:
-                _rmtree_fd(sub)
-            finally:
-                os.close(sub)
-            os.rmdir(entry, dir_fd=dfd)
-        else:
-            os.unlink(entry, dir_fd=dfd)
+def _remove_tree_at(pfd: int, name: str) -> None:
+    """Remove directory `name` under `pfd` and all it holds, never following symlinks."""
+    dfd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+    try:
+        for entry in os.listdir(dfd):
+            if stat.S_ISDIR(os.lstat(entry, dir_fd=dfd).st_mode):
+                _remove_tree_at(dfd, entry)
+            else:
+                os.unlink(entry, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    os.rmdir(name, dir_fd=pfd)
 
 
 def _apply_xattrs(target: int | str, info: tarfile.TarInfo) -> None:

@@ -116,7 +116,9 @@ def test_later_member_replaces_earlier(area) -> None:
     unpack(area, [
         member("x", tarfile.DIRTYPE),
         member("x/inner", data=b"1"),
-        member("x", data=b"now a file"),          # a file replaces the directory
+        member("x/sub", tarfile.DIRTYPE),
+        member("x/sub/deep", data=b"2"),
+        member("x", data=b"now a file"),          # a file replaces the directory tree
         member("y", data=b"old"),
         member("y", data=b"new"),
     ])
