@@ -40,6 +40,7 @@ from .errors import Conflict, InvalidArgument, NotFound, RegistryError
 from .image_index import ImageIndex, ImageRecord
 from .layer_store import LayerStore, chain_ids
 from .reference import Reference, is_sha256_hex, parse_reference
+from .registry_credentials import RegistryCredentials
 
 if TYPE_CHECKING:
     # Imported on the first pull (http.client, ssl, ...): not needed to start the engine.
@@ -49,16 +50,6 @@ log = logging.getLogger(__name__)
 
 PULL_PARALLELISM = 3              # Docker's default max-concurrent-downloads
 PROGRESS_STEP = 512 << 10         # emit a progress message at most every 512 KiB
-
-
-@dataclass
-class RegistryCredentials:
-    """Credentials from the client's X-Registry-Auth header (or a config)."""
-
-    username: str = ""
-    password: str = ""
-    identity_token: str = ""
-    registry_token: str = ""
 
 
 @dataclass

@@ -39,6 +39,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 from .host_loopback import HOST_LOOPBACK_ENV as LOOPBACK_GATEWAY_ENV
 from .errors import RegistryAuthError, RegistryError, RegistryNotFound
 from .reference import Reference
+from .registry_credentials import RegistryCredentials as Credentials
 
 if TYPE_CHECKING:
     import ssl
@@ -66,33 +67,6 @@ _CHUNK = 256 << 10
 
 DialMap = Mapping[str, str] | Callable[[str], str]
 BlobProgress = Callable[[int, int | None], None]
-
-
-@dataclass
-class Credentials:
-    """What we may authenticate with (same fields as image_store.RegistryCredentials)."""
-
-    username: str = ""
-    password: str = ""
-    identity_token: str = ""
-    registry_token: str = ""
-
-    @classmethod
-    def from_any(cls, creds: Any) -> "Credentials":
-        if creds is None:
-            return cls()
-        return cls(getattr(creds, "username", "") or "", getattr(creds, "password", "") or "",
-                   getattr(creds, "identity_token", "") or "",
-                   getattr(creds, "registry_token", "") or "")
-
-    @property
-    def present(self) -> bool:
-        return bool(self.username or self.identity_token or self.registry_token)
-
-    def key(self) -> str:
-        """A cache key that does not keep the secret itself in memory as a dict key."""
-        raw = "\0".join((self.username, self.password, self.identity_token, self.registry_token))
-        return hashlib.sha256(raw.encode()).hexdigest()
 
 
 @dataclass
