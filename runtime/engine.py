@@ -40,7 +40,7 @@ from .log_store import LogFile, LogRecord, now_rfc3339
 from .models import Container, ExecInstance, Volume
 from .restart_policy import Backoff, RestartPolicy
 from .version import SERVER_VERSION
-from .volume_store import VolumeStore, populate_from_layers
+from .volume_store import VolumeStore, directory_size, populate_from_layers
 
 __all__ = ["Engine", "AttachSession", "WaitHandle", "EventSubscription", "LogRecord"]
 
@@ -1053,7 +1053,7 @@ class Engine:
                 continue
             if until and not _created_before(c.created, until[0]):
                 continue
-            size = _dir_size(self.store.dir(c.id) / "diff")
+            size = directory_size(self.store.dir(c.id) / "diff")
             try:
                 self.remove_container(c.id)
             except DockyardError as err:
@@ -1340,17 +1340,6 @@ def _created_before(created: str, until: str) -> bool:
     except ValueError:
         limit = parse_time_ns(until) / 1e9
     return parse_time_ns(created) / 1e9 < limit
-
-
-def _dir_size(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def _apply_dns_options(resolv_conf: bytes, host_config: dict[str, Any]) -> bytes:

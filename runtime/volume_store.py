@@ -129,14 +129,19 @@ class VolumeStore:
 
     def usage(self, name: str) -> int:
         """Bytes used under the volume's _data (for prune and `system df`)."""
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.root / name / "_data"):
-            for f in files:
-                try:
-                    total += os.lstat(os.path.join(dirpath, f)).st_size
-                except OSError:
-                    pass
-        return total
+        return directory_size(self.root / name / "_data")
+
+
+def directory_size(path: Path) -> int:
+    """Sum of the sizes of the files below `path`; files vanishing meanwhile count 0."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
 
 
 # Copying the image's content into a fresh volume ------------------------------------
