@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 SYSTEM_SOCKET = Path("/var/run/libvirt/libvirt-sock")
+VIRTLOGD_SOCKET = Path("/var/run/libvirt/virtlogd-sock")
 DEFAULT_EMULATOR = "/usr/bin/qemu-system-x86_64"
 NIC_PCI_SLOT = "0x10"
 
@@ -158,21 +160,39 @@ def ssh_port_from_xml(xml: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def socket_is_live(path: Path) -> bool:
+    """True when something accepts connections on the unix socket at `path`.
+
+    A socket file alone proves nothing: a daemon killed without cleanup (a
+    container restart, a machine snapshot) leaves it behind, and then every
+    connect fails with "Connection refused".
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def ensure_system_daemons(deadline_s: float = 20.0) -> bool:
     """Start virtlogd and libvirtd when running as root without them (no systemd here).
 
-    Returns True when this call started them.
+    Both daemons replace a stale socket file themselves when they bind.
+    Returns True when this call started libvirtd.
     """
-    if SYSTEM_SOCKET.exists() or os.getuid() != 0 or not shutil.which("libvirtd"):
+    if os.getuid() != 0 or not shutil.which("libvirtd") or socket_is_live(SYSTEM_SOCKET):
         return False
     log.info("libvirtd is not running: starting virtlogd and libvirtd")
-    if shutil.which("virtlogd") and not Path("/var/run/libvirt/virtlogd-sock").exists():
+    if shutil.which("virtlogd") and not socket_is_live(VIRTLOGD_SOCKET):
         subprocess.run(["virtlogd", "-d"], check=False)
     subprocess.run(["libvirtd", "-d"], check=False)
     end = time.monotonic() + deadline_s
-    while not SYSTEM_SOCKET.exists():
+    while not socket_is_live(SYSTEM_SOCKET):
         if time.monotonic() > end:
-            raise RuntimeFailure(f"libvirtd did not create {SYSTEM_SOCKET} within {deadline_s:.0f} s")
+            raise RuntimeFailure(f"libvirtd did not listen on {SYSTEM_SOCKET} within {deadline_s:.0f} s")
         time.sleep(0.05)
     return True
 
