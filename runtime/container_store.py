@@ -94,14 +94,21 @@ class ContainerStore:
         return result
 
     def delete(self, container_id: str) -> None:
-        """Remove the record directory (rename first: a crash never leaves half a record)."""
+        """Remove the record directory (rename first: a crash never leaves half a record).
+
+        The rename is the removal; the tree (the container's writable layer,
+        logs) is deleted by a background thread, because `docker run --rm`
+        waits for the removal and a large upper layer can take a while. A
+        tree left by a crash is swept by `load_all` at the next start.
+        """
         d = self.dir(container_id)
         doomed = self.root / f".removing-{container_id}"
         try:
             os.rename(d, doomed)
         except FileNotFoundError:
             return
-        shutil.rmtree(doomed, ignore_errors=True)
+        threading.Thread(target=shutil.rmtree, args=(doomed,), kwargs={"ignore_errors": True},
+                         name=f"rm-{container_id[:12]}", daemon=True).start()
 
     # names -----------------------------------------------------------------
     def reserve_name(self, name: str, container_id: str) -> None:
