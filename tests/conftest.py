@@ -37,3 +37,50 @@ def agent(tmp_path_factory):
     running = start_agent(socket=base / "docker.sock", root=base / "root")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def guest_image():
+    """The current guest image (built on first use: ~40 s, then cached)."""
+    from tests.support.guest_vm import IMAGE_CACHE
+    from vmimage.guest_image import ensure_image
+
+    return ensure_image(IMAGE_CACHE)
+
+
+@pytest.fixture(scope="session")
+def vm_files(tmp_path_factory):
+    """A client key pair, a blank data disk and a host folder to share."""
+    import subprocess
+
+    from tests.support import qemu_boot
+
+    base = tmp_path_factory.mktemp("vm")
+    key_path = base / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_path)], check=True)
+    share = base / "share"
+    share.mkdir()
+    disk = qemu_boot.create_data_disk(base / "data.qcow2")
+    return base, key_path, share, disk
+
+
+@pytest.fixture(scope="session")
+def vm(guest_image, vm_files):
+    """The bare guest, booted once for the whole session on a blank data disk.
+
+    The guest-image tests (tests/vm_image) and the SSH link tests (tests/link)
+    share it; the test that powers it off is moved to the end of the session.
+    """
+    from tests.support.guest_vm import boot_guest
+
+    base, key_path, share, disk = vm_files
+    booted = boot_guest(guest_image, base / "boot1", disk, key_path, share)
+    yield booted
+    booted.guest.kill()
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `powers_off_vm` stop the session's bare guest: run them after everything else."""
+    last = [item for item in items if item.get_closest_marker("powers_off_vm")]
+    if last:
+        items[:] = [item for item in items if item not in last] + last

@@ -1,14 +1,13 @@
 """The SSH link against the real Dockyard guest under QEMU (TCG): marked `vm`, slow.
 
-Boots the guest image once for the module with the kernel arguments the
-machine manager appends, pins the host key from the ready message, and
+Uses the session's bare guest (the `vm` fixture, booted with the kernel
+arguments the machine manager appends), pins the host key from its ready message, and
 drives the real guest sshd and dockyard-agent through SshLink, HostSocket,
 PortForwarder and ClockSync.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import shlex
 import socket
@@ -29,10 +28,7 @@ from tests.support.sshd import _keygen
 
 pytestmark = pytest.mark.vm
 
-IMAGE_CACHE = Path(os.environ.get("DOCKYARD_TEST_CACHE",
-                                  Path.home() / ".cache" / "dockyard-tests")) / "vm-images"
 AGENT_SOCKET = "/run/dockyard/docker.sock"
-READY_TIMEOUT_S = 240.0
 GUEST_PING_SCRIPT = """
 import socket, statistics, time
 PING = b"GET /_ping HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
@@ -75,23 +71,8 @@ class Guest:
 
 
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory):
-    from vmimage.guest_image import ensure_image
-
-    image = ensure_image(IMAGE_CACHE)
-    base = tmp_path_factory.mktemp("vmlink")
-    key_path = base / "id_ed25519"
-    _keygen(key_path)
-    disk = qemu_boot.create_data_disk(base / "data.qcow2")
-    key = base64.b64encode(key_path.with_suffix(".pub").read_bytes().strip()).decode()
-    cmdline = (f"{image.cmdline} dockyard.key={key} dockyard.sharefs=none "
-               f"dockyard.hostloop=10.0.2.2 dockyard.time={int(time.time())}")
-    booted = qemu_boot.boot(image.kernel, image.initrd, image.rootfs, disk, cmdline, base / "boot")
-    try:
-        ready = booted.wait_for("ready", READY_TIMEOUT_S)
-        yield Guest(booted, ready, key_path)
-    finally:
-        booted.kill()
+def guest(vm):
+    return Guest(vm.guest, vm.ready, vm.key_path)
 
 
 @pytest.fixture

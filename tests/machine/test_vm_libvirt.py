@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -176,7 +177,14 @@ def test_published_port_is_reachable_from_the_host(machine, test_images):
         machine.docker("rm", "-f", "web", check=False)
 
 
+def _pinned_host_key(machine) -> str:
+    return json.loads((machine.home / "data" / "machines" / machine.name / "state.json").read_text())["host_key"]
+
+
 def test_named_volume_survives_stop_and_start(machine, test_images):
+    """The data disk (volumes, the guest's SSH host keys) outlives a stop and start."""
+    host_key = _pinned_host_key(machine)
+    assert host_key.startswith("ssh-ed25519 ")
     machine.docker("volume", "create", "keep")
     machine.docker("run", "--rm", "-v", "keep:/data", test_images["busybox"],
                    "sh", "-c", "echo persisted > /data/f")
@@ -188,3 +196,4 @@ def test_named_volume_survives_stop_and_start(machine, test_images):
     assert start.stdout.strip() == f"export DOCKER_HOST={machine.docker_host}"
     out = machine.docker("run", "--rm", "-v", "keep:/data", test_images["busybox"], "cat", "/data/f")
     assert out.stdout == "persisted\n"
+    assert _pinned_host_key(machine) == host_key   # generated once, kept on the data disk

@@ -11,7 +11,7 @@ import paramiko
 import pytest
 
 from tests.support import qemu_boot
-from tests.vm_image.conftest import READY_TIMEOUT_S, WRONG_RTC, GuestVM, guest_cmdline, run
+from tests.support.guest_vm import READY_TIMEOUT_S, WRONG_RTC, GuestVM, guest_cmdline, run
 
 pytestmark = pytest.mark.vm
 

@@ -1,8 +1,9 @@
 """The real guest under QEMU/TCG: readiness, SSH, code, shares, clock, supervision, power off.
 
-One boot serves the whole module (TCG is slow and the machine shared); the
-power-off test runs last because it stops that guest, then boots the same data
-disk again to check what must persist.
+The session's one bare guest (the `vm` fixture) serves this module and the
+link tests; the power-off test runs last in the session because it stops it.
+What must persist across boots (data disk, host keys) is checked through the
+machine manager's stop/start in tests/machine/test_vm_libvirt.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 import paramiko
 import pytest
 
-from tests.vm_image.conftest import boot_guest, run
+from tests.support.guest_vm import run
 
 pytestmark = pytest.mark.vm
 
@@ -145,24 +146,12 @@ def test_agent_is_restarted_when_it_dies(vm):
     assert out.strip() == "up", err
 
 
-def test_poweroff_stops_qemu_and_the_data_disk_persists(vm, guest_image, vm_files):
-    """Last: powers the session guest off, then boots the same disk again."""
+@pytest.mark.powers_off_vm
+def test_poweroff_in_the_guest_stops_qemu_cleanly(vm):
+    """Last in the session (see tests/conftest.py): it powers the shared guest off."""
     with vm.ssh() as client:
         status, _, err = run(client, "echo kept > /var/lib/dockyard/persist.txt && sync")
         assert status == 0, err
         client.exec_command("poweroff")
     assert vm.guest.wait_for("shutdown", 30)
     assert vm.guest.wait_exit(timeout=60) == 0
-    vm.guest.kill()
-
-    base, key_path, share, disk = vm_files
-    second = boot_guest(guest_image, base / "boot2", disk, key_path, share)
-    try:
-        assert second.ready["data_disk"] == "mounted"
-        assert second.ready["host_keys"] == vm.ready["host_keys"]  # generated once, kept
-        assert "early_spawn_s" in second.ready["timings"]  # agent started by early.sh
-        with second.ssh() as client:
-            _, out, _ = run(client, "cat /var/lib/dockyard/persist.txt; findmnt -n -o SOURCE /var/lib/dockyard")
-        assert out.split() == ["kept", "/dev/vdb"]
-    finally:
-        second.guest.kill()

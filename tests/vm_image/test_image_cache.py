@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tests.vm_image.conftest import IMAGE_CACHE
+from tests.support.guest_vm import IMAGE_CACHE
 from vmimage import guest_image as guest_image_module
 from vmimage import initramfs
 from vmimage.cpio import read_newc

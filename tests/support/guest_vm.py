@@ -1,18 +1,19 @@
-"""Fixtures that build the guest image (cached) and boot it once per session under TCG."""
+"""The bare guest image booted under plain QEMU (no machine manager), for guest and link tests.
+
+The session's `vm` fixture (tests/conftest.py) boots it once; tests that need
+a boot of their own (a late host, virtiofs) use `boot_guest` or qemu_boot.
+"""
 
 from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import paramiko
-import pytest
-
 from tests.support import qemu_boot
 
 IMAGE_CACHE = Path(os.environ.get("DOCKYARD_TEST_CACHE",
@@ -76,32 +77,3 @@ def boot_guest(image, workdir: Path, data_disk: Path, key_path: Path, share_dir:
         guest.kill()
         raise
     return GuestVM(guest, ready, key_path, share_dir, data_disk, cmdline, workdir)
-
-
-@pytest.fixture(scope="session")
-def guest_image():
-    """The current guest image (built on first use: ~40 s, then cached)."""
-    from vmimage.guest_image import ensure_image
-
-    return ensure_image(IMAGE_CACHE)
-
-
-@pytest.fixture(scope="session")
-def vm_files(tmp_path_factory):
-    """A client key pair, a blank data disk and a host folder to share."""
-    base = tmp_path_factory.mktemp("vm")
-    key_path = base / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_path)], check=True)
-    share = base / "share"
-    share.mkdir()
-    disk = qemu_boot.create_data_disk(base / "data.qcow2")
-    return base, key_path, share, disk
-
-
-@pytest.fixture(scope="session")
-def vm(guest_image, vm_files):
-    """The guest booted once for the session on a blank data disk."""
-    base, key_path, share, disk = vm_files
-    booted = boot_guest(guest_image, base / "boot1", disk, key_path, share)
-    yield booted
-    booted.guest.kill()
