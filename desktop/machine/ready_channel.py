@@ -22,6 +22,10 @@ from typing import Any, Callable
 
 from runtime.errors import RuntimeFailure
 
+
+class GuestNotReady(RuntimeFailure):
+    """The VM runs but its guest sent no "ready" in time: a stalled boot, worth one more try."""
+
 log = logging.getLogger(__name__)
 
 
@@ -123,7 +127,7 @@ class ReadyChannel:
                 event = self.next_event(deadline)
             except TimeoutError:
                 hint = _console_hint(console_log)
-                raise RuntimeFailure(f"the guest did not report ready within {timeout:.0f} s{hint}") from None
+                raise GuestNotReady(f"the guest did not report ready within {timeout:.0f} s{hint}") from None
             except EOFError:
                 hint = _console_hint(console_log)
                 raise RuntimeFailure(f"the VM closed its ready channel during boot (it stopped){hint}") from None

@@ -7,7 +7,8 @@ socket, follows published ports and keeps the guest clock in step. The SSH
 link is connected as soon as the guest announces sshd ("sshd-ready"), while
 its agent still starts, so that "ready" finds it up (a connect costs ~0.5-1 s
 under TCG); a guest without that event gets it after "ready". It reports
-"OK" or "ERROR <message>" as one line on stdout, then runs until:
+"OK", "ERROR <message>" or (the guest never said ready) "NOTREADY <message>"
+as one line on stdout, then runs until:
 
 * SIGTERM/SIGINT: stop the host-side services and exit (the VM keeps running);
 * SIGUSR1: power the guest off over SSH first, then exit;
@@ -28,6 +29,7 @@ from typing import Any
 
 from desktop.machine import ssh_keys
 from desktop.machine.config import MachineState, save_state
+from desktop.machine.ready_channel import GuestNotReady, ReadyChannel
 from desktop.machine.manager import MachineManager
 
 log = logging.getLogger("dockyard.supervisor")
@@ -61,8 +63,6 @@ class Supervisor:
             backend.remove_hostfwd(proto, host_port)
 
     def boot(self, ready_fd: int | None, timeout: float) -> None:
-        from desktop.machine.ready_channel import ReadyChannel
-
         state = self.manager.state()
         # paramiko & co. take ~0.1 s to import: do it while the guest boots, not
         # once it is ready.
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("start failed")
         supervisor.shutdown()
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        _report(f"ERROR {message}")
+        _report(f"{'NOTREADY' if isinstance(err, GuestNotReady) else 'ERROR'} {message}")
         manager.supervisor_pidfile.unlink(missing_ok=True)
         return 1
     supervisor.follow_events(lambda: os.kill(os.getpid(), signal.SIGTERM))
