@@ -199,10 +199,12 @@ class ContainerRoutes:
         stdout, stderr = request.bool_arg("stdout"), request.bool_arg("stderr")
         if not (stdout or stderr):
             raise InvalidArgument("Bad parameters: you must choose at least one stream")
+        follow = request.bool_arg("follow")
+        gone = threading.Event()
         records = self.engine.container_logs(
-            container.id, stdout=stdout, stderr=stderr, follow=request.bool_arg("follow"),
+            container.id, stdout=stdout, stderr=stderr, follow=follow,
             since=request.float_arg("since"), until=request.float_arg("until"),
-            tail=_tail(request.arg("tail")))
+            tail=_tail(request.arg("tail")), cancel=gone)
         timestamps = request.bool_arg("timestamps")
 
         def body() -> Iterator[bytes]:
@@ -215,8 +217,11 @@ class ContainerRoutes:
                 else:
                     yield frame(2 if record.stream == "stderr" else 1, data)
 
-        return StreamResponse(chunks=body(),
-                              content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
+        # `docker logs -f` ended with Ctrl-C: release the follower at once instead of
+        # when the container next writes or exits.
+        on_gone = (lambda: self.engine.cancel_logs(container.id, gone)) if follow else None
+        return StreamResponse(chunks=body(), content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM,
+                              on_client_gone=on_gone)
 
 
 def split_create_body(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any]:

@@ -1077,10 +1077,21 @@ class Engine:
         return session
 
     def container_logs(self, ref: str, stdout: bool = True, stderr: bool = True, follow: bool = False,
-                       since: float = 0, until: float = 0, tail: int | None = None) -> Iterator[LogRecord]:
+                       since: float = 0, until: float = 0, tail: int | None = None,
+                       cancel: threading.Event | None = None) -> Iterator[LogRecord]:
+        """The container's log records; with `follow`, `cancel_logs(ref, cancel)` ends the wait."""
         live = self._live(ref)
         return live.log.read(stdout=stdout, stderr=stderr, since=since, until=until, tail=tail,
-                             follow=follow)
+                             follow=follow, cancel=cancel)
+
+    def cancel_logs(self, ref: str, cancel: threading.Event) -> None:
+        """Release a follower of `container_logs` (its client went away)."""
+        try:
+            live = self._live(ref)
+        except NotFound:
+            cancel.set()   # removed: its log ended anyway
+            return
+        live.log.cancel_follow(cancel)
 
     def resize_container_tty(self, ref: str, height: int, width: int) -> None:
         live = self._live(ref)

@@ -179,9 +179,11 @@ class LogFile:
 
     # reading ---------------------------------------------------------------
     def read(self, stdout: bool = True, stderr: bool = True, since: float = 0, until: float = 0,
-             tail: int | None = None, follow: bool = False) -> Iterator[LogRecord]:
+             tail: int | None = None, follow: bool = False,
+             cancel: threading.Event | None = None) -> Iterator[LogRecord]:
         """Records in order; `tail` keeps the last N matching ones; `follow` waits for more
-        until the current run ends. `since`/`until` are unix seconds (0 = unbounded)."""
+        until the current run ends, or until `cancel` is set through `cancel_follow`.
+        `since`/`until` are unix seconds (0 = unbounded)."""
         since_ns = int(since * 1e9) if since else 0
         until_ns = int(until * 1e9) if until else 0
         streams = {s for s, want in (("stdout", stdout), ("stderr", stderr)) if want}
@@ -228,22 +230,30 @@ class LogFile:
                         if keep(rec):
                             yield to_record(rec)
             if live is not None:
-                yield from (to_record(r) for r in self._follow(live, until_ns) if keep(r))
+                yield from (to_record(r) for r in self._follow(live, until_ns, cancel) if keep(r))
         finally:
             if live is not None:
                 live.close()
 
-    def _follow(self, f, until_ns: int) -> Iterator[dict]:
+    def cancel_follow(self, cancel: threading.Event) -> None:
+        """End a `read(follow=True, cancel=cancel)` now (its client went away)."""
+        with self.changed:
+            cancel.set()
+            self.changed.notify_all()
+
+    def _follow(self, f, until_ns: int, cancel: threading.Event | None) -> Iterator[dict]:
         """New records from `f` on, switching to the new file after a rotation."""
         try:
-            yield from self._follow_file(f, until_ns)
+            yield from self._follow_file(f, until_ns, cancel)
         finally:
             f.close()
 
-    def _follow_file(self, f, until_ns: int) -> Iterator[dict]:
+    def _follow_file(self, f, until_ns: int, cancel: threading.Event | None) -> Iterator[dict]:
         pending = b""
         while True:
             with self.changed:
+                if cancel is not None and cancel.is_set():
+                    return
                 data = f.read()
                 if not data:
                     try:

@@ -72,6 +72,30 @@ def test_follow_yields_new_lines_and_stops_when_run_ends(tmp_path):
     assert got == [b"first\n", b"second\n", b"partial"]
 
 
+def test_a_cancelled_follower_ends_while_the_run_goes_on(tmp_path):
+    """`docker logs -f` then Ctrl-C: the follower must not wait for the container's next line."""
+    log = LogFile(tmp_path / "l.log")
+    log.begin_run()
+    log.write("stdout", b"first\n")
+    cancel = threading.Event()
+    got: list[bytes] = []
+    seen_first = threading.Event()
+
+    def reader():
+        for rec in log.read(follow=True, cancel=cancel):
+            got.append(rec.data)
+            seen_first.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    assert seen_first.wait(10)
+    log.cancel_follow(cancel)
+    t.join(30)   # without the cancel it follows until the run ends, i.e. forever here
+    assert not t.is_alive()
+    assert got == [b"first\n"]
+    log.end_run()
+
+
 def test_follow_on_finished_log_returns_at_once(tmp_path):
     log = LogFile(tmp_path / "l.log")
     log.begin_run()
