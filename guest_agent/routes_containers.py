@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any, Iterator
 
 from runtime.engine import Engine
@@ -62,11 +63,14 @@ class ContainerRoutes:
         containers = self.engine.list_containers(all=request.bool_arg("all"),
                                                  filters=request.filters(),
                                                  limit=request.int_arg("limit", -1) or -1)
-        return json_response([docker_json.container_summary(c) for c in containers])
+        if not request.bool_arg("size"):
+            return json_response([docker_json.container_summary(c) for c in containers])
+        return json_response([docker_json.container_summary(c, size=self.engine.container_size(c.id))
+                              for c in containers])
 
     def inspect(self, request: Request) -> Response:
         container = self.engine.get_container(request.params["id"])
-        size = (0, 0) if request.bool_arg("size") else None
+        size = self.engine.container_size(container.id) if request.bool_arg("size") else None
         return json_response(docker_json.container_inspect(container, size))
 
     def top(self, request: Request) -> Response:
@@ -141,8 +145,17 @@ class ContainerRoutes:
         from . import container_stats   # cgroup and syscall modules: not needed to start serving
         ref = request.params["id"]
         container = self.engine.get_container(ref)
-        if not request.bool_arg("stream", True) or request.bool_arg("one-shot"):
+        if request.bool_arg("one-shot") or not container.state.running:
             return json_response(container_stats.sample(container))
+        if not request.bool_arg("stream", True):
+            # As dockerd: two samples one period apart, so `docker stats --no-stream`
+            # shows the CPU use of that second, not 0 % for want of a previous sample.
+            first = container_stats.sample(container)
+            time.sleep(STATS_INTERVAL)
+            stats = container_stats.sample(self.engine.get_container(ref))
+            if stats["cpu_stats"]["system_cpu_usage"]:
+                stats["precpu_stats"], stats["preread"] = first["cpu_stats"], first["read"]
+            return json_response(stats)
         gone = threading.Event()
 
         def body() -> Iterator[bytes]:

@@ -528,6 +528,31 @@ def test_stats_from_cgroups(agent, busybox):
     ok(agent.docker("rm", "-f", name))
 
 
+def test_stats_no_stream_shows_the_cpu_use_of_a_busy_container(agent, busybox):
+    name = unique("busy")
+    ok(agent.docker("run", "-d", "--name", name, busybox, "sh", "-c", "while :; do :; done"))
+    try:
+        out = ok(agent.docker("stats", "--no-stream", "--format", "{{.CPUPerc}}", name))
+        # One core spinning: ~100 % as docker counts (per core); 0.00 % without a previous sample.
+        assert float(out.strip().rstrip("%")) > 20, out
+    finally:
+        ok(agent.docker("rm", "-f", name))
+
+
+def test_sizes_count_the_writable_layer(agent, busybox):
+    name = unique("size")
+    ok(agent.docker("run", "--name", name, busybox, "dd", "if=/dev/zero", "of=/blob", "bs=1024", "count=3072"))
+    try:
+        data = json.loads(ok(agent.docker("inspect", "--size", name)))[0]
+        image_size = json.loads(ok(agent.docker("image", "inspect", busybox)))[0]["Size"]
+        assert 3 << 20 <= data["SizeRw"] < 4 << 20, data["SizeRw"]
+        assert data["SizeRootFs"] == data["SizeRw"] + image_size
+        listed = ok(agent.docker("ps", "-a", "-s", "--filter", f"name={name}", "--format", "{{.Size}}"))
+        assert listed.startswith("3.1") and "MB" in listed, listed   # "3.15MB (virtual 4.2MB)"
+    finally:
+        ok(agent.docker("rm", "-f", name))
+
+
 def test_isolation(agent, busybox):
     out = ok(agent.docker("run", "--rm", busybox, "ps", "-o", "pid,comm"))
     lines = out.strip().splitlines()[1:]
