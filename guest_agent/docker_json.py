@@ -193,12 +193,13 @@ def port_list(container: Container) -> list[dict[str, Any]]:
     return result
 
 
-def container_summary(container: Container, now: float | None = None) -> dict[str, Any]:
-    """One entry of GET /containers/json."""
+def container_summary(container: Container, now: float | None = None,
+                      size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """One entry of GET /containers/json; `size` (SizeRw, SizeRootFs) when asked for."""
     argv = command_line(container.config)
     name = network_name(container)
     a = container.network if container.state.running else None
-    return {
+    result = {
         "Id": container.id,
         "Names": ["/" + container.name],
         "Image": container.config.get("Image") or container.image,
@@ -213,6 +214,9 @@ def container_summary(container: Container, now: float | None = None) -> dict[st
         "NetworkSettings": {"Networks": {name: _endpoint(a, name)}},
         "Mounts": container.mounts,
     }
+    if size is not None:
+        result["SizeRw"], result["SizeRootFs"] = size
+    return result
 
 
 # --------------------------------------------------------------------------- execs

@@ -199,7 +199,7 @@ class SystemRoutes:
         return json_response({
             "LayersSize": sum(i.size for i in images),
             "Images": [docker_json.image_summary(i, counts.get(i.id, 0)) for i in images],
-            "Containers": [dict(docker_json.container_summary(c), SizeRw=0, SizeRootFs=0)
+            "Containers": [docker_json.container_summary(c, size=self.engine.container_size(c.id))
                            for c in containers],
             "Volumes": [docker_json.volume_json(v, len(self.engine.volume_users(v.name)))
                         for v in volumes],

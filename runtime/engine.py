@@ -1084,6 +1084,22 @@ class Engine:
         return live.log.read(stdout=stdout, stderr=stderr, since=since, until=until, tail=tail,
                              follow=follow, cancel=cancel)
 
+    def container_size(self, ref: str) -> tuple[int, int]:
+        """(SizeRw, SizeRootFs): bytes in the container's writable layer, and that plus its image.
+
+        (0, 0) for a container removed meanwhile: listings ask for each entry in turn.
+        """
+        try:
+            c = self._live(ref).c
+        except NotFound:
+            return 0, 0
+        rw = directory_size(self.store.dir(c.id) / "diff")
+        try:
+            image_size = self._image_store.get(c.image_id).size
+        except NotFound:
+            image_size = 0
+        return rw, rw + image_size
+
     def cancel_logs(self, ref: str, cancel: threading.Event) -> None:
         """Release a follower of `container_logs` (its client went away)."""
         try:
