@@ -242,12 +242,17 @@ class NetlinkSocket:
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, ignore=(errno.EEXIST,))
 
     def create_veth(self, name: str, peer_name: str, peer_netns_fd: int | None = None,
-                    master: int = 0, up: bool = False) -> None:
-        """One veth pair: `name` here (optionally enslaved and up), `peer_name` in `peer_netns_fd`."""
+                    master: int = 0, up: bool = False, mtu: int = 0) -> None:
+        """One veth pair: `name` here (optionally enslaved and up), `peer_name` in `peer_netns_fd`;
+        both ends get `mtu` when it is given."""
         peer_attrs = attr_str(IFLA_IFNAME, peer_name)
         if peer_netns_fd is not None:
             peer_attrs += attr_u32(IFLA_NET_NS_FD, peer_netns_fd)
+        if mtu:
+            peer_attrs += attr_u32(IFLA_MTU, mtu)
         body = ifinfo(flags=IFF_UP if up else 0, change=IFF_UP if up else 0) + attr_str(IFLA_IFNAME, name)
+        if mtu:
+            body += attr_u32(IFLA_MTU, mtu)
         if master:
             body += attr_u32(IFLA_MASTER, master)
         body += attr_nested(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, "veth"),

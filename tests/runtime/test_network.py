@@ -158,6 +158,19 @@ def test_bridge_container_reaches_gateway_and_host_server(manager, attached):
         assert peer_ip == att.ip_address
 
 
+def test_container_mtu_matches_the_uplink(manager, attached):
+    """Behind a small uplink (1400 on this host) a 1500 veth black-holes large packets."""
+    route = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True).stdout.split()
+    uplink = route[route.index("dev") + 1]
+    expected = min(1500, int(Path(f"/sys/class/net/{uplink}/mtu").read_text()))
+    _cid_, att = attached()
+    # Through netlink in the namespace (its /sys/class/net would still be the host's).
+    out = in_ns(att.netns_path, "ip", "-o", "link", "show", "eth0").stdout.split()
+    assert int(out[out.index("mtu") + 1]) == expected, out
+    host_end = manager.host_veth(_cid_)
+    assert int(Path(f"/sys/class/net/{host_end}/mtu").read_text()) == expected
+
+
 def test_two_containers_reach_each_other(attached):
     _a, att_a = attached()
     _b, att_b = attached()
