@@ -53,7 +53,7 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--network", default="bridge", choices=["bridge", "none"])
     args = ap.parse_args()
 
