@@ -5,6 +5,13 @@ Every client connection on the host unix socket gets its own
 piped both ways unchanged, so the hijacked streams of `docker attach/exec/run
 -i` work: a client half-close (shutdown(SHUT_WR)) becomes a channel EOF and
 the agent's EOF becomes a half-close towards the client.
+
+Opening a channel costs a round trip to the guest's sshd and its connect to
+the agent (~7 ms under TCG here, a `docker run` opens three), so a few
+channels are kept open ahead of use: a new client takes one at once and a
+background thread opens its replacement. The agent keeps an idle connection
+open, and a channel the far end has closed meanwhile (agent restart, link
+reconnect) is never handed out.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from runtime.errors import DockyardError
 log = logging.getLogger(__name__)
 
 CHUNK = 65536
+WARM_CHANNELS = 3   # `docker run` opens three connections in quick succession
 
 
 class HostSocketError(DockyardError):
@@ -99,10 +107,15 @@ class ChannelPipe:
 class HostSocket:
     """Listens on a host unix socket (0600 in a 0700 directory) and pipes to the guest."""
 
-    def __init__(self, socket_path: Path, link: SshLink, remote_socket: str = "/run/dockyard/docker.sock") -> None:
+    def __init__(self, socket_path: Path, link: SshLink, remote_socket: str = "/run/dockyard/docker.sock",
+                 warm_channels: int = WARM_CHANNELS) -> None:
         self.socket_path = Path(socket_path)
         self.link = link
         self.remote_socket = remote_socket
+        self._warm_target = warm_channels
+        self._warm: list[paramiko.Channel] = []
+        self._warm_lock = threading.Lock()
+        self._refilling = False
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._pipes: set[ChannelPipe] = set()
@@ -113,6 +126,12 @@ class HostSocket:
     def active_connections(self) -> int:
         with self._pipes_lock:
             return len(self._pipes)
+
+    @property
+    def warm_channels(self) -> int:
+        """Channels opened ahead of use that are still usable."""
+        with self._warm_lock:
+            return sum(1 for chan in self._warm if self._usable(chan))
 
     def start(self) -> None:
         """Create the socket and begin accepting connections."""
@@ -136,6 +155,7 @@ class HostSocket:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._accept_loop, name="hostsock-accept", daemon=True)
         self._thread.start()
+        self._refill_soon()
         log.info("Docker socket %s -> guest %s", self.socket_path, self.remote_socket)
 
     def _remove_stale_socket(self) -> None:
@@ -168,9 +188,61 @@ class HostSocket:
             # Opening the channel may reconnect (seconds): never block accept on it.
             threading.Thread(target=self._serve, args=(client,), name="hostsock-open", daemon=True).start()
 
-    def _serve(self, client: socket.socket) -> None:
+    # -- channels opened ahead of use --------------------------------------
+    @staticmethod
+    def _usable(chan: paramiko.Channel) -> bool:
+        transport = chan.get_transport()
+        return (chan.active and not chan.closed and not chan.eof_received
+                and transport is not None and transport.is_active())
+
+    def _take_warm(self) -> paramiko.Channel | None:
+        with self._warm_lock:
+            while self._warm:
+                chan = self._warm.pop(0)
+                if self._usable(chan):
+                    return chan
+                chan.close()
+        return None
+
+    def _refill_soon(self) -> None:
+        with self._warm_lock:
+            if self._refilling or self._warm_target <= 0 or self._stopping.is_set():
+                return
+            self._refilling = True
+        threading.Thread(target=self._refill, name="hostsock-warm", daemon=True).start()
+
+    def _refill(self) -> None:
         try:
-            chan = self.link.open_streamlocal(self.remote_socket)
+            while not self._stopping.is_set():
+                with self._warm_lock:
+                    if len(self._warm) >= self._warm_target:
+                        return
+                try:
+                    chan = self.link.open_streamlocal(self.remote_socket)
+                except LinkError as exc:
+                    log.debug("no warm channel to the guest engine for now: %s", exc)
+                    return   # tried again at the next connection
+                with self._warm_lock:
+                    if self._stopping.is_set():
+                        chan.close()
+                        return
+                    self._warm.append(chan)
+        finally:
+            with self._warm_lock:
+                self._refilling = False
+
+    def _close_warm(self) -> None:
+        with self._warm_lock:
+            chans, self._warm = self._warm, []
+        for chan in chans:
+            chan.close()
+
+    def _serve(self, client: socket.socket) -> None:
+        chan = self._take_warm()
+        self._refill_soon()
+        try:
+            if chan is None:
+                chan = self.link.open_streamlocal(self.remote_socket)
         except LinkError as exc:
             log.warning("cannot reach the guest engine: %s", exc)
             self._answer_unavailable(client, str(exc))
@@ -228,6 +300,7 @@ class HostSocket:
             pipes = list(self._pipes)
         for pipe in pipes:
             pipe.abort()
+        self._close_warm()
         try:
             self.socket_path.unlink()
         except FileNotFoundError:

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from desktop.host_socket import HostSocket, HostSocketError
+from desktop.host_socket import WARM_CHANNELS, HostSocket, HostSocketError
+from desktop.ssh_link import LinkError
 
 
 def _wait_for(cond, timeout=10.0, what="condition"):
@@ -123,8 +124,23 @@ def test_docker_cli_through_the_socket(host_socket):
     assert out.stdout.strip() == "far-end-1.0"
 
 
+def test_connections_take_channels_opened_ahead(host_socket, monkeypatch):
+    _wait_for(lambda: host_socket.warm_channels == WARM_CHANNELS, what="the channels opened ahead")
+
+    def refuse(*_args, **_kwargs):
+        raise LinkError("no new channel in this test")
+
+    monkeypatch.setattr(host_socket.link, "open_streamlocal", refuse)
+    for _ in range(WARM_CHANNELS):   # served without opening a channel
+        assert _http(host_socket, b"GET /_ping HTTP/1.1\r\nConnection: close\r\n\r\n").endswith(b"OK")
+    reply = _http(host_socket, b"GET /_ping HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 503"), reply
+
+
 def test_survives_a_killed_ssh_connection(host_socket, sshd):
     assert _http(host_socket, b"GET /_ping HTTP/1.1\r\nConnection: close\r\n\r\n").endswith(b"OK")
+    # The channels opened ahead die with the connection: none may be handed out.
+    _wait_for(lambda: host_socket.warm_channels == WARM_CHANNELS, what="the channels opened ahead")
     old = host_socket.link.transport()
     sshd.kill_sessions()
     _wait_for(lambda: not old.is_active(), what="the transport to die")
