@@ -156,39 +156,8 @@ def main() -> int:
                         help="measure only the cold boots (with each boot's timings), not runs or shares")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    started_daemons = start_libvirt_if_needed() if args.backend == "libvirt" else []
-    try:
-        return run(args)
-    finally:
-        stop_daemons(started_daemons)
-
-
-def start_libvirt_if_needed() -> list[Path]:
-    """Start virtlogd/libvirtd (no systemd here) when absent; returns the pidfiles to stop afterwards."""
-    if Path("/var/run/libvirt/libvirt-sock").exists() or os.getuid() != 0:
-        return []
-    started = []
-    if not Path("/var/run/libvirt/virtlogd-sock").exists():
-        subprocess.run(["virtlogd", "-d"], check=True)
-        started.append(Path("/var/run/virtlogd.pid"))
-    subprocess.run(["libvirtd", "-d"], check=True)
-    started.append(Path("/var/run/libvirtd.pid"))
-    deadline = time.monotonic() + 30
-    while not Path("/var/run/libvirt/libvirt-sock").exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError("libvirtd did not start")
-        time.sleep(0.05)
-    return started
-
-
-def stop_daemons(pidfiles: list[Path]) -> None:
-    import signal
-
-    for pidfile in reversed(pidfiles):
-        try:
-            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
+    # libvirtd, when needed, is started by the dockyard CLI itself (as for users).
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
