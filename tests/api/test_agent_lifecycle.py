@@ -12,7 +12,7 @@ import uuid
 
 from tests.support.agent import http_request, start_agent
 
-from .waiting import poll
+from tests.support.waiting import poll
 
 
 def _inspect(agent, name: str) -> dict:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .waiting import poll
+from tests.support.waiting import poll
 
 
 def unique(prefix: str) -> str:

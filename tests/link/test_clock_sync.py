@@ -7,9 +7,8 @@ command whose output shows exactly which time would have been set.
 
 from __future__ import annotations
 
-import time
-
 from desktop.clock_sync import SET_CLOCK_COMMAND, ClockSync
+from tests.support.waiting import poll
 
 PRINT_COMMAND = "date -u -d @{seconds} +%s.%N"
 
@@ -29,14 +28,6 @@ class FakeClocks:
 def _clock_sync(link, clocks, **kw):
     return ClockSync(link, wall_clock=lambda: clocks.wall, monotonic=lambda: clocks.mono,
                      command_template=PRINT_COMMAND, **kw)
-
-
-def _wait_for(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_default_command_sets_the_clock():
@@ -86,9 +77,9 @@ def test_reconnect_triggers_sync_in_background(link, sshd):
     try:
         old = link.transport()
         sshd.kill_sessions()
-        _wait_for(lambda: not old.is_active(), what="the transport to die")
+        poll(lambda: not old.is_active(), what="the transport to die")
         assert link.run("true")[0] == 0  # reconnects, which wakes the clock thread
-        _wait_for(lambda: cs.sync_count == 1, what="a clock sync after the reconnect")
+        poll(lambda: cs.sync_count == 1, what="a clock sync after the reconnect")
         assert cs.last_result.reason == "SSH link reconnected"
         assert cs.last_result.output.decode().strip() == f"{clocks.wall:.9f}"
     finally:
@@ -101,7 +92,7 @@ def test_background_thread_detects_a_jump(link):
     cs.start()
     try:
         clocks.advance(1, suspended=120)
-        _wait_for(lambda: cs.sync_count >= 1, what="the periodic check to sync")
+        poll(lambda: cs.sync_count >= 1, what="the periodic check to sync")
         assert "jumped +120.0 s" in cs.last_result.reason
     finally:
         cs.stop()
@@ -112,7 +103,7 @@ def test_start_syncs_once(link):
     cs = _clock_sync(link, clocks, check_interval_s=3600)
     cs.start()
     try:
-        _wait_for(lambda: cs.sync_count == 1, what="the initial sync")
+        poll(lambda: cs.sync_count == 1, what="the initial sync")
         assert cs.last_result.reason == "clock sync started"
         assert cs.last_result.output.decode().strip() == f"{clocks.wall:.9f}"
     finally:

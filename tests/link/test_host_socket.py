@@ -7,20 +7,12 @@ import socket
 import stat
 import subprocess
 import threading
-import time
 
 import pytest
 
 from desktop.host_socket import WARM_CHANNELS, HostSocket, HostSocketError
 from desktop.ssh_link import LinkError
-
-
-def _wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from tests.support.waiting import poll
 
 
 @pytest.fixture
@@ -89,7 +81,7 @@ def test_hijacked_stream_with_half_close(host_socket):
         s.shutdown(socket.SHUT_WR)
         rest = _recv_all(s)
         assert rest.endswith(b"EOF-SEEN:13")
-    _wait_for(lambda: host_socket.active_connections == 0, what="the pipe to be released")
+    poll(lambda: host_socket.active_connections == 0, what="the pipe to be released")
 
 
 def test_many_concurrent_connections(host_socket):
@@ -125,7 +117,7 @@ def test_docker_cli_through_the_socket(host_socket):
 
 
 def test_connections_take_channels_opened_ahead(host_socket, monkeypatch):
-    _wait_for(lambda: host_socket.warm_channels == WARM_CHANNELS, what="the channels opened ahead")
+    poll(lambda: host_socket.warm_channels == WARM_CHANNELS, what="the channels opened ahead")
 
     def refuse(*_args, **_kwargs):
         raise LinkError("no new channel in this test")
@@ -140,10 +132,10 @@ def test_connections_take_channels_opened_ahead(host_socket, monkeypatch):
 def test_survives_a_killed_ssh_connection(host_socket, sshd):
     assert _http(host_socket, b"GET /_ping HTTP/1.1\r\nConnection: close\r\n\r\n").endswith(b"OK")
     # The channels opened ahead die with the connection: none may be handed out.
-    _wait_for(lambda: host_socket.warm_channels == WARM_CHANNELS, what="the channels opened ahead")
+    poll(lambda: host_socket.warm_channels == WARM_CHANNELS, what="the channels opened ahead")
     old = host_socket.link.transport()
     sshd.kill_sessions()
-    _wait_for(lambda: not old.is_active(), what="the transport to die")
+    poll(lambda: not old.is_active(), what="the transport to die")
     assert _http(host_socket, b"GET /_ping HTTP/1.1\r\nConnection: close\r\n\r\n").endswith(b"OK")
     assert host_socket.link.connect_count == 2
 
@@ -205,7 +197,7 @@ def test_connection_opening_while_stopping_does_not_deadlock(link, far_end, tmp_
     assert entered.wait(30)
     stopper = threading.Thread(target=hs.stop)
     stopper.start()
-    _wait_for(hs._stopping.is_set, what="stop() to begin")
+    poll(hs._stopping.is_set, what="stop() to begin")
     gate.set()
     stopper.join(30)
     assert not stopper.is_alive(), "stop() deadlocked with the late connection"

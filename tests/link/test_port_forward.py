@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
 from desktop.port_forward import PortForwarder, PublishedPort, published_ports
+from tests.support.waiting import poll
 
 HOST_BIND = "127.0.0.2"
-
-
-def _wait_for(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class EchoService:
@@ -109,14 +101,14 @@ def test_forwards_follow_container_events(link, far_end, service):
     fwd.start()
     try:
         # Containers already running when the forwarder starts are picked up.
-        _wait_for(lambda: _connectable(service.port), what="the TCP forward")
+        poll(lambda: _connectable(service.port), what="the TCP forward")
         assert _roundtrip(service.port, b"hello through ssh") == b"HELLO THROUGH SSHBYE"
         assert udp_calls == [("udp", udp_port, udp_port, True)]
 
         # The container dies: forwards go away.
         far_end.state.containers = []
         far_end.state.publish({"Type": "container", "Action": "die", "Actor": {"ID": "c1"}})
-        _wait_for(lambda: not fwd.active, what="the forwards to be removed")
+        poll(lambda: not fwd.active, what="the forwards to be removed")
         assert not _connectable(service.port)
         assert udp_calls[-1] == ("udp", udp_port, udp_port, False)
 
@@ -125,7 +117,7 @@ def test_forwards_follow_container_events(link, far_end, service):
         far_end.state.publish({"Type": "container", "Action": "exec_start: sh", "Actor": {"ID": "c1"}})
         far_end.state.containers = [_container("c2", tcp=service.port)]
         far_end.state.publish({"Type": "container", "Action": "start", "Actor": {"ID": "c2"}})
-        _wait_for(lambda: _connectable(service.port), what="the forward for c2")
+        poll(lambda: _connectable(service.port), what="the forward for c2")
         assert fwd.reconcile_count == before + 1
     finally:
         fwd.stop()
@@ -136,15 +128,15 @@ def test_resubscribes_after_the_link_dies(link, far_end, service, sshd):
     fwd = PortForwarder(link, bind_address=HOST_BIND, socket_path=str(far_end.path), retry_s=0.1)
     fwd.start()
     try:
-        _wait_for(lambda: fwd.reconcile_count == 1, what="the first reconcile")
+        poll(lambda: fwd.reconcile_count == 1, what="the first reconcile")
         old = link.transport()
         sshd.kill_sessions()
-        _wait_for(lambda: not old.is_active(), what="the transport to die")
+        poll(lambda: not old.is_active(), what="the transport to die")
         # The event stream broke; the forwarder reconnects and reconciles again.
-        _wait_for(lambda: fwd.reconcile_count >= 2, what="a reconcile after reconnect")
+        poll(lambda: fwd.reconcile_count >= 2, what="a reconcile after reconnect")
         far_end.state.containers = [_container("c3", tcp=service.port)]
         far_end.state.publish({"Type": "container", "Action": "start", "Actor": {"ID": "c3"}})
-        _wait_for(lambda: _connectable(service.port), what="the forward after reconnect")
+        poll(lambda: _connectable(service.port), what="the forward after reconnect")
         assert _roundtrip(service.port, b"x") == b"XBYE"
     finally:
         fwd.stop()
@@ -156,7 +148,7 @@ def test_busy_host_port_is_reported_not_fatal(link, far_end, service):
     fwd = PortForwarder(link, bind_address=HOST_BIND, socket_path=str(far_end.path))
     fwd.start()
     try:
-        _wait_for(lambda: fwd.failed, what="the failure to be recorded")
+        poll(lambda: fwd.failed, what="the failure to be recorded")
         assert "in use" in fwd.failed[PublishedPort("tcp", service.port, service.port)]
         assert fwd.active == set()
     finally:
@@ -174,11 +166,11 @@ def test_failing_udp_callback_is_reported_not_fatal(link, far_end, service):
     fwd = PortForwarder(link, broken_backend, bind_address=HOST_BIND, socket_path=str(far_end.path))
     fwd.start()
     try:
-        _wait_for(lambda: fwd.failed and _connectable(service.port), what="tcp up, udp failure recorded")
+        poll(lambda: fwd.failed and _connectable(service.port), what="tcp up, udp failure recorded")
         assert "QEMU monitor unavailable" in fwd.failed[PublishedPort("udp", udp_port, udp_port)]
         # The forwarder keeps following events.
         far_end.state.containers = []
         far_end.state.publish({"Type": "container", "Action": "die", "Actor": {"ID": "c1"}})
-        _wait_for(lambda: not fwd.active and not fwd.failed, what="the forwards to be removed")
+        poll(lambda: not fwd.active and not fwd.failed, what="the forwards to be removed")
     finally:
         fwd.stop()

@@ -7,21 +7,13 @@ import os
 import signal
 import socket
 import threading
-import time
 
 import paramiko
 import pytest
 
 from desktop.ssh_link import ChannelOpenRefused, HostKeyMismatch, LinkError, SshLink
 from tests.support.sshd import _keygen
-
-
-def _wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from tests.support.waiting import poll
 
 
 def test_connect_run_and_exit_status(link):
@@ -108,7 +100,7 @@ def test_killed_connection_reconnects_transparently(link, sshd, far_end):
     old = link.transport()
     # Kill the server side of the TCP connection for real.
     assert sshd.kill_sessions() >= 1
-    _wait_for(lambda: not old.is_active(), what="the transport to notice the dead connection")
+    poll(lambda: not old.is_active(), what="the transport to notice the dead connection")
     status, _, body = link.request("GET", "/_ping", socket_path=str(far_end.path))
     assert (status, body) == (200, b"OK")
     assert link.connect_count == 2 and reconnects == [True]

@@ -7,25 +7,13 @@ process launcher (namespaces, overlayfs, cgroups) and the real network manager.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from runtime.engine import Engine
-
-
-def poll_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Re-check `condition` until it is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from tests.support.waiting import poll as poll_until  # noqa: F401 - used by the engine tests
 
 
 def make_engine(root: Path) -> Engine:
