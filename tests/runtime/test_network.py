@@ -68,6 +68,17 @@ class NsServer:
         self.proc.wait()
 
 
+def tcp_echo(att: NetworkAttachment, payload: bytes) -> bytes:
+    """What SERVER, started now on port 8080 in the container, answers through its published port."""
+    server = NsServer(att.netns_path, "tcp", 8080)
+    try:
+        with socket.create_connection(("127.0.0.1", att.ports[0].host_port), timeout=10) as client:
+            client.sendall(payload)
+            return client.recv(100)
+    finally:
+        server.stop()
+
+
 def _cid() -> str:
     return uuid.uuid4().hex + uuid.uuid4().hex
 
@@ -187,13 +198,7 @@ def test_published_tcp_port_reaches_server_started_later(attached):
             assert early.recv(10) == b""
         except ConnectionResetError:
             pass
-    server = NsServer(att.netns_path, "tcp", 8080)
-    try:
-        with socket.create_connection(("127.0.0.1", published.host_port), timeout=10) as client:
-            client.sendall(b"hello")
-            assert client.recv(100) == b"pong:hello"
-    finally:
-        server.stop()
+    assert tcp_echo(att, b"hello") == b"pong:hello"
 
 
 def test_published_udp_port_echoes(attached):
@@ -257,13 +262,9 @@ def test_back_to_back_containers_are_reachable_through_their_published_port(mana
     for _ in range(40):
         cid = _cid()
         att = manager.attach(cid, "bridge", [PortMapping(container_port=8080, host_ip="127.0.0.1")])
-        server = NsServer(att.netns_path, "tcp", 8080)
         try:
-            with socket.create_connection(("127.0.0.1", att.ports[0].host_port), timeout=10) as client:
-                client.sendall(b"hello")
-                assert client.recv(100) == b"pong:hello"
+            assert tcp_echo(att, b"hello") == b"pong:hello"
         finally:
-            server.stop()
             manager.detach(cid)
 
 
@@ -381,13 +382,9 @@ def test_shutdown_frees_ports_and_setup_again_works(manager, tmp_path):
     nm.setup()
     assert Path(att.netns_path).exists()  # attached before the stop: not stale
     att2 = nm.attach(second, "bridge", [PortMapping(container_port=8080, protocol="tcp", host_ip="127.0.0.1")])
-    server = NsServer(att2.netns_path, "tcp", 8080)
     try:
-        with socket.create_connection(("127.0.0.1", att2.ports[0].host_port), timeout=10) as client:
-            client.sendall(b"back")
-            assert client.recv(100) == b"pong:back"
+        assert tcp_echo(att2, b"back") == b"pong:back"
     finally:
-        server.stop()
         nm.detach(first)
         nm.detach(second)
         nm.shutdown()
