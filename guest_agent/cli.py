@@ -13,7 +13,6 @@ engine.shutdown() (their state stays on disk) and exit 0.
 
 from __future__ import annotations
 
-import argparse
 import faulthandler
 import logging
 import os
@@ -23,42 +22,96 @@ import socket
 import stat
 import sys
 import threading
-from pathlib import Path
-from typing import Any
+
+if False:  # annotation-only: typing and argparse cost ~0.2 s each of a TCG guest's boot
+    import argparse
+    from typing import Any
 
 log = logging.getLogger("dockyard-agent")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+class ServeArgs:
+    """The options of `dockyard-agent serve`."""
+
+    command = "serve"
+
+    def __init__(self, socket: str, root: str, insecure_registry: list[str], log_level: str) -> None:
+        self.socket = socket   # plain strings: pathlib is one more import before the socket is up
+        self.root = root
+        self.insecure_registry = insecure_registry
+        self.log_level = log_level
+
+
+def _parse_serve_fast(argv: list[str]) -> ServeArgs | None:
+    """The agent's own command line (`serve --socket S --root R ...`) without argparse;
+    None for anything else (help, mistakes), which argparse then explains."""
+    if not argv or argv[0] != "serve":
+        return None
+    values: dict[str, str] = {}
+    insecure: list[str] = []
+    words = argv[1:]
+    i = 0
+    while i < len(words):
+        flag, eq, value = words[i].partition("=")
+        if not eq:
+            if i + 1 >= len(words):
+                return None
+            value = words[i + 1]
+            i += 1
+        i += 1
+        if flag == "--insecure-registry":
+            insecure.append(value)
+        elif flag in ("--socket", "--root", "--log-level") and flag not in values:
+            values[flag] = value
+        else:
+            return None
+    if "--socket" not in values or "--root" not in values:
+        return None
+    if values.get("--log-level", "info") not in _LOG_LEVELS:
+        return None
+    return ServeArgs(values["--socket"], values["--root"], insecure, values.get("--log-level", "info"))
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace | ServeArgs:
+    fast = _parse_serve_fast(sys.argv[1:] if argv is None else argv)
+    if fast is not None:
+        return fast
+    import argparse
+
     parser = argparse.ArgumentParser(prog="dockyard-agent",
                                      description="Dockyard's Docker Engine API agent")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the Docker Engine API on a unix socket")
-    serve.add_argument("--socket", required=True, type=Path, help="unix socket path to listen on")
-    serve.add_argument("--root", required=True, type=Path, help="engine state directory")
+    serve.add_argument("--socket", required=True, help="unix socket path to listen on")
+    serve.add_argument("--root", required=True, help="engine state directory")
     serve.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                        help="registry reached over plain HTTP (repeatable)")
-    serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", default="info", choices=list(_LOG_LEVELS))
     return parser.parse_args(argv)
 
 
-def prepare_socket_path(path: Path) -> None:
+def prepare_socket_path(path: str | os.PathLike[str]) -> None:
     """Create the parent (0700) if missing; remove a stale socket; refuse a live one."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True)
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent and not os.path.exists(parent):
+        os.makedirs(parent, mode=0o700)
     try:
-        st = path.lstat()
+        st = os.lstat(path)
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise SystemExit(f"dockyard-agent: {path} exists and is not a socket; refusing to replace it")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(str(path))
+        probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
         log.info("removing stale socket %s", path)
-        path.unlink(missing_ok=True)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
         return
     finally:
         probe.close()
@@ -178,11 +231,11 @@ def serve(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     prepare_socket_path(args.socket)
-    args.root.mkdir(parents=True, exist_ok=True)
+    os.makedirs(args.root, exist_ok=True)
     early = Router()
     register_startup_routes(early)
     router = StartupRouter(early)
-    server = UnixHTTPServer(str(args.socket), router)
+    server = UnixHTTPServer(args.socket, router)
     # serve_forever runs in a thread so the main thread can wait for the signal and then
     # call shutdown(), which must not run on the serving thread.
     serving = threading.Thread(target=server.serve_forever, name="http-accept", daemon=True)
@@ -199,7 +252,7 @@ def serve(args: argparse.Namespace) -> int:
         server.shutdown()
         server.server_close()
         try:
-            args.socket.unlink()
+            os.unlink(args.socket)
         except FileNotFoundError:
             pass
         starter.join()   # an engine still being made is shut down like a started one
