@@ -8,8 +8,8 @@ the agent's EOF becomes a half-close towards the client.
 
 Opening a channel costs a round trip to the guest's sshd and its connect to
 the agent (~7 ms under TCG here, a `docker run` opens three), so a few
-channels are kept open ahead of use: a new client takes one at once and a
-background thread opens its replacement. The agent keeps an idle connection
+channels are kept open ahead of use, from the first client on: a new client
+takes one at once and a background thread opens its replacement. The agent keeps an idle connection
 open, and a channel the far end has closed meanwhile (agent restart, link
 reconnect) is never handed out.
 """
@@ -155,7 +155,6 @@ class HostSocket:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._accept_loop, name="hostsock-accept", daemon=True)
         self._thread.start()
-        self._refill_soon()
         log.info("Docker socket %s -> guest %s", self.socket_path, self.remote_socket)
 
     def _remove_stale_socket(self) -> None:
@@ -239,7 +238,6 @@ class HostSocket:
 
     def _serve(self, client: socket.socket) -> None:
         chan = self._take_warm()
-        self._refill_soon()
         try:
             if chan is None:
                 chan = self.link.open_streamlocal(self.remote_socket)
@@ -259,6 +257,9 @@ class HostSocket:
             pipe.close()
             return
         pipe.start()
+        # Replacements are opened once this client is served, not at start: right
+        # after a boot the guest is busy enough (agent still loading the engine).
+        self._refill_soon()
 
     @staticmethod
     def _answer_unavailable(client: socket.socket, reason: str) -> None:

@@ -117,6 +117,8 @@ def test_docker_cli_through_the_socket(host_socket):
 
 
 def test_connections_take_channels_opened_ahead(host_socket, monkeypatch):
+    assert host_socket.warm_channels == 0   # none at start: the guest may still be booting
+    assert _http(host_socket, b"GET /_ping HTTP/1.1\r\nConnection: close\r\n\r\n").endswith(b"OK")
     poll(lambda: host_socket.warm_channels == WARM_CHANNELS, what="the channels opened ahead")
 
     def refuse(*_args, **_kwargs):

@@ -104,11 +104,15 @@ class Init:
             if service.pid is None:
                 service.start()
         self.timings["init_s"] = now()
+        # sshd is often listening by now (early.sh started it): say so before mounting the
+        # shares (~0.25 s under TCG), so the host's SSH handshake overlaps them and the agent.
+        self.check_sshd()
         mounted, errors = self._guarded(
             "shares", lambda: shares.mount_shares(self.opts.sharefs, self.opts.shares), ([], []))
         self.status["shares"] = mounted
         self.errors.extend(errors)
-        self.channel = channel.Channel(channel.find_port())
+        if self.channel.fd is None:   # check_sshd may have opened it already
+            self.channel = channel.Channel(channel.find_port())
         self.power_button = powerbutton.open_power_button()
 
     def _guarded(self, what: str, func, fallback):
@@ -133,9 +137,7 @@ class Init:
     # -- readiness ------------------------------------------------------------
     def check_ready(self) -> None:
         """Record when sshd and the agent first answer; send `ready` once both did."""
-        if "sshd_s" not in self.timings and tcp_listening(22):
-            self.timings["sshd_s"] = now()
-            self.announce_sshd()
+        self.check_sshd()
         if "agent_s" not in self.timings and unix_listening(AGENT_SOCKET):
             from . import probes  # socket is costly to import; only needed from here on
             if probes.agent_answers(AGENT_SOCKET):
@@ -160,6 +162,12 @@ class Init:
                 pass
             log.info("ready: %s", self.ready_message["timings"])
             self._spawn_helper(["modprobe", "-a", *NETWORK_MODULES], f"{RUN_DIR}/modprobe.log")
+
+    def check_sshd(self) -> None:
+        """Announce sshd the first time it is found listening."""
+        if "sshd_s" not in self.timings and tcp_listening(22):
+            self.timings["sshd_s"] = now()
+            self.announce_sshd()
 
     def announce_sshd(self) -> None:
         """Tell the host that sshd listens (with the host key to pin), ahead of `ready`.
