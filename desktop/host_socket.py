@@ -194,13 +194,21 @@ class HostSocket:
         return (chan.active and not chan.closed and not chan.eof_received
                 and transport is not None and transport.is_active())
 
+    @staticmethod
+    def _discard(chan: paramiko.Channel) -> None:
+        """Close a spare channel; its transport may be gone already (reconnect, stop)."""
+        try:
+            chan.close()
+        except Exception as exc:  # noqa: BLE001 - paramiko raises EOFError, SSHException, OSError
+            log.debug("closing a spare channel: %s", exc)
+
     def _take_warm(self) -> paramiko.Channel | None:
         with self._warm_lock:
             while self._warm:
                 chan = self._warm.pop(0)
                 if self._usable(chan):
                     return chan
-                chan.close()
+                self._discard(chan)
         return None
 
     def _refill_soon(self) -> None:
@@ -223,7 +231,7 @@ class HostSocket:
                     return   # tried again at the next connection
                 with self._warm_lock:
                     if self._stopping.is_set():
-                        chan.close()
+                        self._discard(chan)
                         return
                     self._warm.append(chan)
         finally:
@@ -234,7 +242,7 @@ class HostSocket:
         with self._warm_lock:
             chans, self._warm = self._warm, []
         for chan in chans:
-            chan.close()
+            self._discard(chan)
 
     def _serve(self, client: socket.socket) -> None:
         chan = self._take_warm()
