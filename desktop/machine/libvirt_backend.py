@@ -22,12 +22,12 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 from desktop.machine.backend import NETDEV_ID, READY_CHANNEL_NAME, Backend, LaunchSpec, VmState
+from desktop.machine.processes import wait_until
 from runtime.errors import Conflict, NotFound, RuntimeFailure
 
 log = logging.getLogger(__name__)
@@ -189,11 +189,8 @@ def ensure_system_daemons(deadline_s: float = 20.0) -> bool:
     if shutil.which("virtlogd") and not socket_is_live(VIRTLOGD_SOCKET):
         subprocess.run(["virtlogd", "-d"], check=False)
     subprocess.run(["libvirtd", "-d"], check=False)
-    end = time.monotonic() + deadline_s
-    while not socket_is_live(SYSTEM_SOCKET):
-        if time.monotonic() > end:
-            raise RuntimeFailure(f"libvirtd did not listen on {SYSTEM_SOCKET} within {deadline_s:.0f} s")
-        time.sleep(0.05)
+    if not wait_until(lambda: socket_is_live(SYSTEM_SOCKET), deadline_s):
+        raise RuntimeFailure(f"libvirtd did not listen on {SYSTEM_SOCKET} within {deadline_s:.0f} s")
     return True
 
 

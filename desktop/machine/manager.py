@@ -39,6 +39,7 @@ from desktop.machine.config import (
     save_state,
 )
 from desktop.machine.engine_ping import ping
+from desktop.machine.processes import pid_alive, wait_until
 from desktop.machine.ready_channel import GuestNotReady, ReadyChannel
 from runtime.errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
 
@@ -69,38 +70,6 @@ def free_local_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def pid_alive(pid: int, marker: str | None = None) -> bool:
-    """Whether `pid` runs (and, when /proc exists, has `marker` in its command line)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        if marker is not None:
-            return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        pass
-    return True
-
-
-def wait_until(condition, deadline_s: float, interval: float = 0.05) -> bool:
-    """Poll `condition` until true or the deadline passes; returns its last value."""
-    end = time.monotonic() + deadline_s
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(interval)
 
 
 class MachineManager:

@@ -15,10 +15,10 @@ import platform
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from desktop.machine.backend import NETDEV_ID, READY_CHANNEL_NAME, Backend, LaunchSpec, VmState
+from desktop.machine.processes import pid_alive, wait_until
 from desktop.machine.qmp import QmpClient
 from runtime.atomic_file import read_json, write_json_atomic
 from runtime.errors import Conflict, NotFound, RuntimeFailure
@@ -100,29 +100,9 @@ def virtiofs_socket(run_dir: Path, tag: str) -> Path:
     return run_dir / f"virtiofs-{tag}.sock"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (our own unreaped child) is not running.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _wait_for(condition, deadline_s: float, what: str) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise RuntimeFailure(f"timed out after {deadline_s:.0f} s waiting for {what}")
-        time.sleep(0.02)
+def _wait_for(condition, deadline_s: float, what: str, interval: float = 0.02) -> None:
+    if not wait_until(condition, deadline_s, interval):
+        raise RuntimeFailure(f"timed out after {deadline_s:.0f} s waiting for {what}")
 
 
 class QemuBackend(Backend):
@@ -205,20 +185,20 @@ class QemuBackend(Backend):
 
     def force_stop(self) -> None:
         pid = self._pid()
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return
         try:
             with QmpClient(self.qmp_socket, timeout=5) as qmp:
                 qmp.execute("quit")
         except RuntimeFailure:
             os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda: not _pid_alive(pid), 15, f"QEMU (pid {pid}) to exit")
+        _wait_for(lambda: not pid_alive(pid), 15, f"QEMU (pid {pid}) to exit")
 
     def state(self) -> VmState:
         if not self.launch_file.exists():
             return VmState.UNDEFINED
         pid = self._pid()
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return VmState.STOPPED
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
