@@ -60,19 +60,12 @@ class Headers:
     """Request headers: `get` is case-insensitive and gives the first of repeated ones."""
 
     def __init__(self, items: list[tuple[str, str]]) -> None:
-        self._items = items
         self._first: dict[str, str] = {}
         for name, value in items:
             self._first.setdefault(name.lower(), value)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self._first.get(name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._first
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
 
 
 class Request:
