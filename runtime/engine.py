@@ -1053,7 +1053,7 @@ class Engine:
                 continue
             if until and not _created_before(c.created, until[0]):
                 continue
-            size = directory_size(self.store.dir(c.id) / "diff")
+            size = self._rw_size(c)
             try:
                 self.remove_container(c.id)
             except DockyardError as err:
@@ -1093,12 +1093,16 @@ class Engine:
             c = self._live(ref).c
         except NotFound:
             return 0, 0
-        rw = directory_size(self.store.dir(c.id) / "diff")
+        rw = self._rw_size(c)
         try:
             image_size = self._image_store.get(c.image_id).size
         except NotFound:
             image_size = 0
         return rw, rw + image_size
+
+    def _rw_size(self, c: Container) -> int:
+        """Bytes in the container's writable layer (its overlay upper directory)."""
+        return directory_size(self.store.dir(c.id) / "diff")
 
     def cancel_logs(self, ref: str, cancel: threading.Event) -> None:
         """Release a follower of `container_logs` (its client went away)."""
