@@ -147,27 +147,29 @@ class ContainerRoutes:
         container = self.engine.get_container(ref)
         if request.bool_arg("one-shot") or not container.state.running:
             return json_response(container_stats.sample(container))
+
+        def sample(previous: dict | None) -> tuple[dict, bool]:
+            """A stats object (with `previous` as what CPU% is computed against), and whether it runs."""
+            current = self.engine.get_container(ref)
+            stats = container_stats.sample(current)
+            if previous is not None:
+                stats["precpu_stats"], stats["preread"] = previous["cpu_stats"], previous["read"]
+            return stats, current.state.running
+
         if not request.bool_arg("stream", True):
             # As dockerd: two samples one period apart, so `docker stats --no-stream`
             # shows the CPU use of that second, not 0 % for want of a previous sample.
-            first = container_stats.sample(container)
+            first, _ = sample(None)
             time.sleep(STATS_INTERVAL)
-            stats = container_stats.sample(self.engine.get_container(ref))
-            if stats["cpu_stats"]["system_cpu_usage"]:
-                stats["precpu_stats"], stats["preread"] = first["cpu_stats"], first["read"]
-            return json_response(stats)
+            return json_response(sample(first)[0])
         gone = threading.Event()
 
         def body() -> Iterator[bytes]:
             previous: dict | None = None
             while not gone.is_set():
-                current = self.engine.get_container(ref)
-                stats = container_stats.sample(current)
-                if previous is not None:
-                    stats["precpu_stats"] = previous["cpu_stats"]
-                    stats["preread"] = previous["read"]
+                stats, running = sample(previous)
                 yield json.dumps(stats).encode() + b"\n"
-                if not current.state.running:
+                if not running:
                     return
                 previous = stats
                 gone.wait(STATS_INTERVAL)  # the sampling period of the stream, as dockerd's
