@@ -26,7 +26,7 @@ from typing import Callable
 
 import paramiko
 
-from desktop.ssh_link import LinkError, SshLink
+from desktop.ssh_link import LinkError, SshLink, close_channel
 from runtime.errors import DockyardError
 
 log = logging.getLogger(__name__)
@@ -89,17 +89,14 @@ class ChannelPipe:
 
     def abort(self) -> None:
         """Tear down both sides (one side failed, or the socket is stopping)."""
-        for closer in (lambda: self.client.shutdown(socket.SHUT_RDWR), self.chan.close):
-            try:
-                closer()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
+        try:
+            self.client.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        close_channel(self.chan)
 
     def close(self) -> None:
-        try:
-            self.chan.close()
-        except (OSError, EOFError, paramiko.SSHException):
-            pass  # the transport is already gone, and the channel with it
+        close_channel(self.chan)
         self.client.close()
         self._on_done(self)
 
@@ -194,21 +191,13 @@ class HostSocket:
         return (chan.active and not chan.closed and not chan.eof_received
                 and transport is not None and transport.is_active())
 
-    @staticmethod
-    def _discard(chan: paramiko.Channel) -> None:
-        """Close a spare channel; its transport may be gone already (reconnect, stop)."""
-        try:
-            chan.close()
-        except Exception as exc:  # noqa: BLE001 - paramiko raises EOFError, SSHException, OSError
-            log.debug("closing a spare channel: %s", exc)
-
     def _take_warm(self) -> paramiko.Channel | None:
         with self._warm_lock:
             while self._warm:
                 chan = self._warm.pop(0)
                 if self._usable(chan):
                     return chan
-                self._discard(chan)
+                close_channel(chan)
         return None
 
     def _refill_soon(self) -> None:
@@ -231,7 +220,7 @@ class HostSocket:
                     return   # tried again at the next connection
                 with self._warm_lock:
                     if self._stopping.is_set():
-                        self._discard(chan)
+                        close_channel(chan)
                         return
                     self._warm.append(chan)
         finally:
@@ -242,7 +231,7 @@ class HostSocket:
         with self._warm_lock:
             chans, self._warm = self._warm, []
         for chan in chans:
-            self._discard(chan)
+            close_channel(chan)
 
     def _serve(self, client: socket.socket) -> None:
         chan = self._take_warm()

@@ -24,7 +24,7 @@ import paramiko
 
 from desktop.host_socket import ChannelPipe
 from desktop.http_over_channel import HttpExchange, decode_json, iter_lines
-from desktop.ssh_link import LinkError, SshLink
+from desktop.ssh_link import LinkError, SshLink, close_channel
 from runtime.errors import DockyardError
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class PortForwarder:
         self._stop.set()
         chan = self._events_chan
         if chan is not None:
-            chan.close()  # wakes the blocked event read
+            close_channel(chan)  # wakes the blocked event read
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
@@ -155,7 +155,7 @@ class PortForwarder:
                 chan = self.link.open_streamlocal(self.socket_path)
                 self._events_chan = chan
                 if self._stop.is_set():
-                    chan.close()
+                    close_channel(chan)
                     return
                 ex = HttpExchange(chan)
                 ex.send("GET", EVENTS_PATH)
@@ -180,7 +180,7 @@ class PortForwarder:
                 self._stop.wait(self.retry_s)
             finally:
                 if self._events_chan is not None:
-                    self._events_chan.close()
+                    close_channel(self._events_chan)
                     self._events_chan = None
 
     def reconcile(self) -> None:

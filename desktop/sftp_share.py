@@ -26,7 +26,7 @@ from paramiko.sftp_handle import SFTPHandle
 from paramiko.sftp_server import SFTPServer
 from paramiko.sftp_si import SFTPServerInterface
 
-from desktop.ssh_link import LinkError, SshLink
+from desktop.ssh_link import LinkError, SshLink, close_channel
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class SftpShare:
             self._wait_mounted(chan, fsname)
         except BaseException:
             # Ends sshfs (EOF on its stdin) and with it any half-made mount.
-            chan.close()
+            close_channel(chan)
             raise
         self.mount_count += 1
         log.info("shared %s at %s in the guest (sftp)", self.host_path, self.guest_path)
@@ -346,7 +346,7 @@ class SftpShare:
             except LinkError as exc:
                 log.warning("could not unmount %s in the guest: %s", self.guest_path, exc)
             finally:
-                chan.close()  # sshfs reads EOF and exits
+                close_channel(chan)  # sshfs reads EOF and exits
             if not unmounted:
                 # Busy, or its server stopped answering: detach it, so that
                 # nothing later (a directory walk, a cleanup) hangs on it.

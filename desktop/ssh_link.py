@@ -84,6 +84,15 @@ class _QuickAckSocket(socket.socket):
         return data
 
 
+def close_channel(chan: paramiko.Channel) -> None:
+    """Close a channel whose transport may already be gone (reconnect, stop): paramiko then
+    raises from close(), which must not mask a finally block's exception or kill a thread."""
+    try:
+        chan.close()
+    except (OSError, EOFError, SSHException) as exc:
+        log.debug("closing a channel of a dead transport: %s", exc)
+
+
 def parse_host_key(line: str) -> tuple[str, str]:
     """Split a pinned "ssh-ed25519 AAAA... [comment]" line into (type, base64)."""
     parts = line.split()
@@ -259,7 +268,7 @@ class SshLink:
             log.debug("pty session for TCP_NODELAY failed: %s", exc)
             return -1
         finally:
-            chan.close()
+            close_channel(chan)
 
     # -- channels ------------------------------------------------------
 
@@ -369,7 +378,7 @@ class SshLink:
         except TimeoutError:
             raise LinkError(f"guest command {command!r} did not finish within {timeout} s") from None
         finally:
-            chan.close()
+            close_channel(chan)
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 socket_path: str = "/run/dockyard/docker.sock",
@@ -385,7 +394,7 @@ class SshLink:
         except TimeoutError:
             raise LinkError(f"the guest agent did not answer {method} {path} within {timeout} s") from None
         finally:
-            chan.close()
+            close_channel(chan)
 
     def stream(self, path: str, socket_path: str = "/run/dockyard/docker.sock") -> Iterator[bytes]:
         """GET `path` and yield the body line by line as it arrives (for /events).
@@ -401,7 +410,7 @@ class SshLink:
                 raise LinkError(f"GET {path} on the guest agent answered {resp.status}: {ex.read_body()[:200]!r}")
             yield from iter_lines(ex.iter_body())
         finally:
-            chan.close()
+            close_channel(chan)
 
 
 def open_streamlocal_channel(t: paramiko.Transport, path: str, timeout: float | None = None) -> paramiko.Channel:
