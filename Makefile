@@ -5,11 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 
-# Debian packages the project, its tests and its VM image build need.
+# Debian packages the project, its tests and its VM image build need. docker.io brings
+# the docker CLI (/usr/bin/docker) and the reference dockerd of the differential tests.
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
 	busybox-static docker-registry skopeo umoci mmdebstrap zstd \
 	iptables iproute2 procps e2fsprogs apache2-utils \
-	qemu-system-x86 qemu-utils libvirt-daemon-system openssh-client openssh-server sshfs libxml2-utils
+	qemu-system-x86 qemu-utils libvirt-daemon-system openssh-client openssh-server sshfs libxml2-utils \
+	docker.io tini libseccomp2
 
 ENGINE_SOCKET ?= /run/dockyard/docker.sock
 ENGINE_ROOT ?= /var/lib/dockyard

@@ -161,7 +161,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.reference_dockerd import Dockerd
+    from tests.support.dockerd import Dockerd
     from tests.support.registry import start_registry
     from tests.support.test_images import push_test_images
 

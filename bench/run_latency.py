@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.reference_dockerd import Dockerd  # noqa: E402
+from tests.support.dockerd import Dockerd  # noqa: E402
 from tests.support.agent import start_agent  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
 from tests.support.test_images import push_test_images  # noqa: E402

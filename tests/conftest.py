@@ -84,3 +84,14 @@ def pytest_collection_modifyitems(items):
     last = [item for item in items if item.get_closest_marker("powers_off_vm")]
     if last:
         items[:] = [item for item in items if item not in last] + last
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory):
+    """Debian's dockerd, the reference for differential tests (no bridge, no iptables rules:
+    scenarios run with `--network none`, so it never shares a bridge or NAT with ours)."""
+    from tests.support.dockerd import Dockerd
+
+    daemon = Dockerd(tmp_path_factory.mktemp("dockerd"), ["--bridge", "none", "--iptables=false"])
+    yield daemon
+    daemon.stop()

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.support.agent import DOCKER_CLI
 from tests.support.waiting import poll
 
 
@@ -374,7 +375,7 @@ def _run_in_pty(argv: list[str], env: dict[str, str], script: list[bytes | tuple
 
 
 def test_interactive_tty(agent, busybox):
-    argv = ["/usr/local/bin/docker", "run", "-it", "--rm", busybox, "sh"]
+    argv = [DOCKER_CLI, "run", "-it", "--rm", busybox, "sh"]
     code, output = _run_in_pty(argv, agent.docker_env(), [
         b"echo typed-$((40+2))\r", b"tty\r", b"stty size\r",
         # The CLI forwards a resize asynchronously: the shell waits for it to arrive.
@@ -393,7 +394,7 @@ def test_interactive_tty(agent, busybox):
 def test_exec_interactive_tty(agent, busybox):
     name = unique("exectty")
     ok(agent.docker("run", "-d", "--name", name, busybox, "sleep", "300"))
-    argv = ["/usr/local/bin/docker", "exec", "-it", name, "sh"]
+    argv = [DOCKER_CLI, "exec", "-it", name, "sh"]
     code, output = _run_in_pty(argv, agent.docker_env(), [
         b"echo in-exec-$((6*7))\r", b"stty size\r", b"exit 4\r"], rows=29, cols=97)
     text = output.decode(errors="replace")
@@ -631,7 +632,7 @@ def test_events_since_until(agent, busybox):
 
 
 def test_events_stream_live(agent, busybox):
-    proc = subprocess.Popen(["/usr/local/bin/docker", "events", "--format", "{{.Type}} {{.Action}}"],
+    proc = subprocess.Popen([DOCKER_CLI, "events", "--format", "{{.Type}} {{.Action}}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=agent.docker_env(),
                             bufsize=0)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-DOCKER_CLI = os.environ.get("DOCKYARD_TEST_DOCKER", "/usr/local/bin/docker")
+# The docker CLI on PATH (Debian's docker.io puts it at /usr/bin/docker; the set-up installs it).
+DOCKER_CLI = os.environ.get("DOCKYARD_TEST_DOCKER") or shutil.which("docker") or "docker"
 START_TIMEOUT = 30.0
 
 
