@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any, Iterator
 
+from runtime.container_config import keeps_logs
+from runtime.container_schema import check_create
 from runtime.engine import Engine
 from runtime.errors import InvalidArgument
 
@@ -81,6 +83,8 @@ class ContainerRoutes:
     # -- lifecycle ------------------------------------------------------------
     def create(self, request: Request) -> Response:
         body, host_config, networking = split_create_body(request.json_object())
+        # Types first, as dockerd's JSON decoding: nothing below sees a value of the wrong type.
+        body, host_config = check_create(body, host_config)
         if not body.get("Image"):
             raise InvalidArgument("config cannot be empty in order to create a container")
         name = request.arg("name") or None
@@ -210,6 +214,8 @@ class ContainerRoutes:
 
     def logs(self, request: Request) -> StreamResponse:
         container = self.engine.get_container(request.params["id"])
+        if not keeps_logs(container.host_config):
+            raise NotImplementedByDockyard("configured logging driver does not support reading")
         tty = bool(container.config.get("Tty"))
         stdout, stderr = request.bool_arg("stdout"), request.bool_arg("stderr")
         if not (stdout or stderr):
@@ -239,9 +245,15 @@ class ContainerRoutes:
                               on_client_gone=on_gone)
 
 
-def split_create_body(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """(Config, HostConfig, NetworkingConfig) from a create request body."""
+def split_create_body(body: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+    """(Config, HostConfig, NetworkingConfig) from a create request body (keys matched as Go does)."""
     body = dict(body)
-    host_config = body.pop("HostConfig", None) or {}
-    networking = body.pop("NetworkingConfig", None)
+    host_config: Any = {}
+    networking = None
+    for key in list(body):
+        if key.lower() == "hostconfig":
+            host_config = body.pop(key)
+            host_config = {} if host_config is None else host_config
+        elif key.lower() == "networkingconfig":
+            networking = body.pop(key)
     return body, host_config, networking

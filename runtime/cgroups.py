@@ -1,7 +1,7 @@
 """Per-container cgroups on cgroup v1, v2, or the hybrid of both.
 
 The layout is detected at runtime from /proc/self/mountinfo: every mounted v1
-controller we use (memory, pids, cpu, cpuacct, freezer, devices) gets a
+controller we use (memory, pids, cpu, cpuacct, cpuset, freezer, devices) gets a
 directory `<mount>/dockyard/<container id>`, and so does the v2 hierarchy when
 it is mounted. A limit goes to v1 when that controller is mounted there (a
 hybrid host's v2 tree usually lacks memory and pids), otherwise to v2; device
@@ -26,7 +26,7 @@ from .errors import RuntimeFailure
 log = logging.getLogger(__name__)
 
 DEFAULT_PARENT = "dockyard"
-V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer", "devices")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "freezer", "devices")
 CFS_PERIOD_US = 100_000
 
 # Docker's default device rules (moby oci/defaults.go): mknod anything, use only these.
@@ -111,6 +111,8 @@ class ContainerCgroup:
     pids: Path | None = None
     cpu: Path | None = None
     cpu_v2: bool = False
+    cpuset: Path | None = None
+    cpuset_v2: bool = False
     freezer: Path | None = None
     devices: Path | None = None
     unified: Path | None = None
@@ -150,6 +152,10 @@ def container_cgroup(container_id: str, layout: CgroupLayout | None = None,
         cg.cpu = seen[layout.v1["cpu"]]
     elif layout.uses_v2("cpu"):
         cg.cpu, cg.cpu_v2 = cg.unified, True
+    if "cpuset" in layout.v1:
+        cg.cpuset = seen[layout.v1["cpuset"]]
+    elif layout.uses_v2("cpuset"):
+        cg.cpuset, cg.cpuset_v2 = cg.unified, True
     if "freezer" in layout.v1:
         cg.freezer = seen[layout.v1["freezer"]]
     if "devices" in layout.v1:
@@ -191,9 +197,13 @@ def create(cg: ContainerCgroup, limits: Limits, privileged: bool = False,
     if layout.unified is not None and cg.unified is not None:
         (layout.unified / parent).mkdir(exist_ok=True)
         _enable_v2_controllers(layout, parent,
-                               {c for c in ("memory", "pids", "cpu") if layout.uses_v2(c)})
+                               {c for c in ("memory", "pids", "cpu", "cpuset") if layout.uses_v2(c)})
+    if cg.cpuset is not None and not cg.cpuset_v2:
+        # A new v1 cpuset starts empty and takes no process: fill the parent from the root.
+        _inherit_cpuset(cg.cpuset.parent)
     for directory in cg.dirs:
         directory.mkdir(parents=True, exist_ok=True)
+    _apply_cpuset(cg, limits)
     _apply_memory(cg, limits)
     if cg.pids is not None and limits.pids_limit is not None:
         _write(cg.pids / "pids.max", str(limits.pids_limit) if limits.pids_limit > 0 else "max")
@@ -216,7 +226,32 @@ def _restrict_devices(cg: ContainerCgroup) -> None:
                                  f"{err.strerror}") from err
 
 
+def _inherit_cpuset(directory: Path) -> None:
+    """Create a v1 cpuset directory (if needed) with its parent's CPUs and memory nodes."""
+    directory.mkdir(exist_ok=True)
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not (directory / name).read_text().strip():
+            _write(directory / name, (directory.parent / name).read_text().strip())
+
+
+def _apply_cpuset(cg: ContainerCgroup, limits: Limits) -> None:
+    """--cpuset-cpus/--cpuset-mems; on v1 a container without them gets all of its parent's."""
+    if cg.cpuset is None:
+        if limits.cpuset_cpus or limits.cpuset_mems:
+            raise RuntimeFailure("cgroup: this machine has no cpuset controller for --cpuset-cpus/--cpuset-mems")
+        return
+    if not cg.cpuset_v2:
+        _inherit_cpuset(cg.cpuset)
+    if limits.cpuset_cpus:
+        _write(cg.cpuset / "cpuset.cpus", limits.cpuset_cpus)
+    if limits.cpuset_mems:
+        _write(cg.cpuset / "cpuset.mems", limits.cpuset_mems)
+
+
 def _apply_memory(cg: ContainerCgroup, limits: Limits) -> None:
+    if cg.memory is not None and limits.memory_reservation_bytes:
+        _write(cg.memory / ("memory.low" if cg.memory_v2 else "memory.soft_limit_in_bytes"),
+               str(limits.memory_reservation_bytes))
     memory = limits.memory_bytes
     if cg.memory is None or not memory or memory <= 0:
         return

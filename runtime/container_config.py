@@ -16,7 +16,9 @@ import signal as signal_mod
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .container_spec import DEFAULT_CAPABILITIES, Limits
+from . import container_init, cpuset, sysctls, ulimits
+from .container_schema import check_create
+from .container_spec import DEFAULT_CAPABILITIES, BindMount, Limits
 from .errors import InvalidArgument
 from .lazy_re import lazy_compile
 from .models import PortMapping
@@ -27,6 +29,8 @@ NAME_RE = lazy_compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 NETWORK_MODES = ("bridge", "host", "none")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MIN_MEMORY = 6 * 1024 * 1024
+DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+LOG_DRIVERS = ("json-file", "none")
 
 # Every Linux capability (linux/capability.h up to 6.x).
 ALL_CAPABILITIES: tuple[str, ...] = (
@@ -142,6 +146,13 @@ def parse_signal(sig: str | int | None, default: int = signal_mod.SIGTERM) -> in
 
 
 # environment ----------------------------------------------------------------
+def merge_image_env(image_env: list[str], request_env: list[str]) -> list[str]:
+    """Config.Env as dockerd stores it: the request's entries as given (a bare "NAME"
+    included), then each image entry whose name the request does not mention."""
+    named = {e.partition("=")[0] for e in request_env}
+    return list(request_env) + [e for e in image_env if e.partition("=")[0] not in named]
+
+
 def merge_env(defaults: list[str], overrides: list[str]) -> list[str]:
     """Docker's ReplaceOrAppendEnvValues: overrides replace same-named entries in place,
     new ones are appended, and a bare "NAME" removes NAME."""
@@ -177,8 +188,7 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     `image_config` is the image's runtime config (the "config" object of the image JSON).
     Returns (Config, HostConfig) ready to persist; raises InvalidArgument.
     """
-    cfg = copy.deepcopy(config or {})
-    hc = copy.deepcopy(host_config or {})
+    cfg, hc = check_create(copy.deepcopy(config or {}), copy.deepcopy(host_config or {}))
     img = image_config or {}
 
     # Entrypoint/Cmd: an explicit Entrypoint drops the image's Cmd as well.
@@ -196,7 +206,7 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     cfg["Entrypoint"] = entrypoint or None
     cfg["Cmd"] = cmd or None
 
-    cfg["Env"] = merge_env(list(img.get("Env") or []), list(cfg.get("Env") or []))
+    cfg["Env"] = merge_image_env(list(img.get("Env") or []), list(cfg.get("Env") or []))
     for key in ("User", "WorkingDir", "StopSignal"):
         if not cfg.get(key) and img.get(key):
             cfg[key] = img[key]
@@ -234,9 +244,9 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
         raise InvalidArgument("conflicting options: cannot specify both --restart and --rm")
 
     log_type = (hc.get("LogConfig") or {}).get("Type") or "json-file"
-    if log_type != "json-file":
-        raise InvalidArgument(f"logging driver \"{log_type}\" is not supported; only json-file is")
-    hc["LogConfig"] = {"Type": "json-file", "Config": (hc.get("LogConfig") or {}).get("Config") or {}}
+    if log_type not in LOG_DRIVERS:
+        raise InvalidArgument(f"logging driver \"{log_type}\" is not supported; only json-file and none are")
+    hc["LogConfig"] = {"Type": log_type, "Config": (hc.get("LogConfig") or {}).get("Config") or {}}
     log_rotation(hc)
 
     parse_mounts(cfg, hc)          # validation only; the engine resolves them at create
@@ -245,8 +255,11 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     capabilities(hc)
     for entry in hc.get("ExtraHosts") or []:
         parse_extra_host(entry)
-    for key in ("Privileged", "ReadonlyRootfs", "PublishAllPorts"):
+    process_options(hc)
+    for key in ("Privileged", "ReadonlyRootfs", "PublishAllPorts", "Init"):
         hc[key] = bool(hc.get(key))
+    if not hc.get("ShmSize"):
+        hc["ShmSize"] = DEFAULT_SHM_SIZE
     return cfg, hc
 
 
@@ -265,8 +278,19 @@ def parse_size(text: str) -> int:
     return int(number * 1024 ** " kmgt".index(unit or " "))
 
 
+def keeps_logs(host_config: dict[str, Any]) -> bool:
+    """False for `--log-driver none`: output goes to attached clients only."""
+    return ((host_config.get("LogConfig") or {}).get("Type") or "json-file") != "none"
+
+
 def log_rotation(host_config: dict[str, Any]) -> tuple[int, int]:
-    """(max size in bytes or 0, max files) from LogConfig.Config; InvalidArgument on bad options."""
+    """(max size in bytes or 0, max files) from LogConfig.Config; InvalidArgument on bad options.
+
+    As dockerd's json-file driver, max-file without max-size is accepted and changes
+    nothing (files rotate only by size). The none driver takes any options (dockerd's does).
+    """
+    if not keeps_logs(host_config):
+        return 0, 1
     opts = (host_config.get("LogConfig") or {}).get("Config") or {}
     for key in opts:
         if key not in _LOG_OPTS:
@@ -277,9 +301,7 @@ def log_rotation(host_config: dict[str, Any]) -> tuple[int, int]:
         if not str(opts["max-file"]).isdigit() or int(opts["max-file"]) < 1:
             raise InvalidArgument("max-file cannot be less than 1")
         max_files = int(opts["max-file"])
-    if max_files > 1 and not max_size:
-        raise InvalidArgument("max-file cannot be set without max-size")
-    return max_size, max_files
+    return max_size, max_files if max_size else 1
 
 
 # mounts ---------------------------------------------------------------------
@@ -425,6 +447,11 @@ def limits(host_config: dict[str, Any], ncpu: int | None = None) -> Limits:
     if swap > 0 and memory and swap < memory:
         raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, "
                               "see usage for details")
+    reservation = int(host_config.get("MemoryReservation") or 0)
+    if memory and reservation and memory < reservation:
+        raise InvalidArgument("Minimum memory limit can not be less than memory reservation limit, see usage")
+    if reservation and reservation < MIN_MEMORY:
+        raise InvalidArgument("Minimum memory reservation allowed is 6MB")
     nano = int(host_config.get("NanoCpus") or 0)
     quota = int(host_config.get("CpuQuota") or 0)
     period = int(host_config.get("CpuPeriod") or 0)
@@ -435,12 +462,36 @@ def limits(host_config: dict[str, Any], ncpu: int | None = None) -> Limits:
     ncpu = ncpu or os.cpu_count() or 1
     if nano < 0 or nano > ncpu * 1_000_000_000:
         raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+    cpus, mems = host_config.get("CpusetCpus") or "", host_config.get("CpusetMems") or ""
+    cpuset.validate(cpus, mems)
     pids = host_config.get("PidsLimit")
     pids = int(pids) if pids else 0
     shares = int(host_config.get("CpuShares") or 0)
+    if shares < 0:
+        raise InvalidArgument(f"invalid CPU shares ({shares}): value must be a positive integer")
     return Limits(memory_bytes=memory or None, memory_swap_bytes=swap if swap else None,
                   nano_cpus=nano or None, cpu_shares=shares or None,
-                  pids_limit=pids if pids > 0 else None)
+                  pids_limit=pids if pids > 0 else None,
+                  memory_reservation_bytes=reservation or None,
+                  cpuset_cpus=cpus or None, cpuset_mems=mems or None)
+
+
+def process_options(host_config: dict[str, Any]) -> None:
+    """Check the options that shape the container's processes, with dockerd's messages."""
+    shm = int(host_config.get("ShmSize") or 0)
+    if shm < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+    oom = int(host_config.get("OomScoreAdj") or 0)
+    if not -1000 <= oom <= 1000:
+        raise InvalidArgument(f"Invalid value {oom}, range for oom score adj is [-1000, 1000]")
+    ulimits.parse(host_config.get("Ulimits"))
+    sysctls.validate(host_config.get("Sysctls"), host_config.get("NetworkMode") or "",
+                     host_config.get("IpcMode") or "")
+    for group in host_config.get("GroupAdd") or []:
+        if not group:
+            raise InvalidArgument("invalid GroupAdd: an empty group name")
+    if host_config.get("Init"):
+        container_init.init_binary()
 
 
 def _cap_name(cap: str) -> str:
@@ -490,9 +541,33 @@ def parse_extra_host(entry: str) -> tuple[str, str]:
 
 
 # the process ----------------------------------------------------------------
-def process_args(config: dict[str, Any]) -> list[str]:
-    """Entrypoint followed by Cmd."""
-    return list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+def process_args(config: dict[str, Any], host_config: dict[str, Any] | None = None) -> list[str]:
+    """Entrypoint followed by Cmd; under `/sbin/docker-init --` with `--init`."""
+    args = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+    if host_config and host_config.get("Init"):
+        return container_init.wrap(args)
+    return args
+
+
+def process_extras(host_config: dict[str, Any]) -> dict[str, Any]:
+    """ProcessSpec fields every process of the container shares (its first one and execs)."""
+    return {"group_add": tuple(host_config.get("GroupAdd") or ()),
+            "rlimits": ulimits.parse(host_config.get("Ulimits")),
+            "oom_score_adj": int(host_config.get("OomScoreAdj") or 0)}
+
+
+def init_mount(host_config: dict[str, Any]) -> BindMount | None:
+    """With `--init`, tini bound read-only where Docker puts docker-init."""
+    if not host_config.get("Init"):
+        return None
+    return BindMount(container_init.init_binary(), container_init.INIT_PATH, readonly=True)
+
+
+def container_extras(host_config: dict[str, Any]) -> dict[str, Any]:
+    """ContainerSpec fields from HostConfig beyond mounts, network and limits."""
+    return {"shm_size": int(host_config.get("ShmSize") or DEFAULT_SHM_SIZE),
+            "sysctls": sysctls.validate(host_config.get("Sysctls"), host_config.get("NetworkMode") or "",
+                                        host_config.get("IpcMode") or "")}
 
 
 def process_env(config: dict[str, Any]) -> list[str]:

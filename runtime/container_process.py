@@ -44,11 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from . import cgroups
+from . import cgroups, sysctls, ulimits
 from . import linux_syscalls as sc
 from .container_rootfs import RootfsError, setup_rootfs
 from .container_spec import ContainerSpec, ProcessSpec, Stdio
-from .container_user import UserLookupError, resolve_user
+from .container_user import UserLookupError, resolve_groups, resolve_user
 from .errors import Conflict, ContainerStartError, InvalidArgument, RuntimeFailure
 
 log = logging.getLogger(__name__)
@@ -231,6 +231,7 @@ def launch(spec: ContainerSpec, stdio: Stdio,
         sc.unshare(ns_flags)
         if ns_flags & sc.CLONE_NEWNET:
             _loopback_up()
+        _apply_sysctls(spec.sysctls)
         _setup_stdio(stdio, pipes)
         try:
             pty = setup_rootfs(spec, mountpoint, spec.process.tty, want_console)
@@ -523,6 +524,13 @@ def _loopback_up() -> None:
         fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _IFF_UP_LOOPBACK_RUNNING))
 
 
+def _apply_sysctls(settings: dict[str, str]) -> None:
+    try:
+        sysctls.apply(settings)
+    except OSError as err:
+        raise _StartFailure(f"cannot set sysctl: {_os_error_text(err)}") from None
+
+
 def _find_program(name: str, env: list[str]) -> str:
     """Go's exec.LookPath inside the container's root: the first executable regular file in PATH."""
     if "/" in name:
@@ -559,6 +567,10 @@ def _finish_and_exec(plan: _ExecPlan, pipes: _ChildPipes) -> NoReturn:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     try:
         user = resolve_user(process.user)
+        if process.group_add:
+            # As runc: the primary group leads the supplementary list, then the added ones.
+            user.groups = list(dict.fromkeys([*(user.groups or [user.gid]),
+                                              *resolve_groups(process.group_add)]))
     except UserLookupError as err:
         raise _StartFailure(str(err)) from None
     env = list(process.env)
@@ -580,11 +592,16 @@ def _finish_and_exec(plan: _ExecPlan, pipes: _ChildPipes) -> NoReturn:
         except OSError as err:
             raise _StartFailure(f"cannot mount /sys/fs/cgroup: {_os_error_text(err)}") from None
     try:
-        # Do not inherit the engine's OOM protection (raising it needs no privilege).
+        # Never the engine's own OOM protection: the container's value (0 unless --oom-score-adj).
         with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("0")
-    except OSError:
-        pass
+            f.write(str(process.oom_score_adj))
+    except OSError as err:
+        if process.oom_score_adj:
+            raise _StartFailure(f"cannot set oom_score_adj: {_os_error_text(err)}") from None
+    try:
+        ulimits.apply(process.rlimits)
+    except (OSError, ValueError) as err:
+        raise _StartFailure(f"error setting rlimits: {err}") from None
     program = _find_program(process.args[0], env)
 
     bounding = plan.keep_caps

@@ -142,7 +142,7 @@ def _open_console(dev: str) -> tuple[int, int]:
     return master, slave
 
 
-def _mount_dev(root: str, tty: bool, console: bool) -> tuple[int, int] | None:
+def _mount_dev(root: str, tty: bool, console: bool, shm_size: int) -> tuple[int, int] | None:
     dev = root + "/dev"
     _ensure_dir(dev)
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
@@ -157,7 +157,7 @@ def _mount_dev(root: str, tty: bool, console: bool) -> tuple[int, int] | None:
     sc.mount("devpts", dev + "/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
              "newinstance,ptmxmode=0666,mode=0620,gid=5")
     os.mkdir(dev + "/shm", 0o1777)
-    sc.mount("shm", dev + "/shm", "tmpfs", _PROC_FLAGS, "mode=1777,size=65536k")
+    sc.mount("shm", dev + "/shm", "tmpfs", _PROC_FLAGS, f"mode=1777,size={shm_size}")
     os.mkdir(dev + "/mqueue", 0o755)
     sc.mount("mqueue", dev + "/mqueue", "mqueue", _PROC_FLAGS)
     for target, name in _DEV_SYMLINKS:
@@ -264,7 +264,7 @@ def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool,
     privileged = spec.process.privileged
     root = mount_overlay(spec.lower_dirs, spec.upper_dir, spec.work_dir, mountpoint)
     _mount_proc_sys(root, privileged)
-    pty = _mount_dev(root, tty, console)   # the child exits on failure: nothing to close
+    pty = _mount_dev(root, tty, console, spec.shm_size)   # the child exits on failure: nothing to close
     if privileged:
         _copy_host_devices(root + "/dev")
     for path, source in spec.etc_files.items():

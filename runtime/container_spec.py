@@ -53,6 +53,9 @@ class Limits:
     nano_cpus: int | None = None
     cpu_shares: int | None = None
     pids_limit: int | None = None
+    memory_reservation_bytes: int | None = None
+    cpuset_cpus: str | None = None     # Docker's list syntax, "0-2,5"
+    cpuset_mems: str | None = None
 
 
 @dataclass
@@ -67,6 +70,9 @@ class ProcessSpec:
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     privileged: bool = False
     no_new_privileges: bool = True
+    group_add: tuple[str, ...] = ()   # extra groups: names (looked up in the container's /etc/group) or gids
+    rlimits: tuple[tuple[int, int, int], ...] = ()   # (resource, soft, hard) for setrlimit
+    oom_score_adj: int = 0
 
 
 @dataclass
@@ -85,6 +91,8 @@ class ContainerSpec:
     netns_path: str | None = None   # join this net namespace (bridge mode)
     host_network: bool = False      # share the host's; if neither, a fresh one with only loopback
     readonly_rootfs: bool = False
+    shm_size: int = 64 * 1024 * 1024   # bytes of the /dev/shm tmpfs
+    sysctls: dict[str, str] = field(default_factory=dict)   # written in the container's namespaces
     limits: Limits = field(default_factory=Limits)
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS

@@ -95,3 +95,21 @@ def resolve_user(spec: str, passwd_path: str = "/etc/passwd",
                 if gid is not None and gid not in result.groups:
                     result.groups.append(gid)
     return result
+
+
+def resolve_groups(names: tuple[str, ...] | list[str], group_path: str = "/etc/group") -> list[int]:
+    """`--group-add`: numbers as given, names looked up in the container's /etc/group."""
+    if not names:
+        return []
+    by_name = {e[0]: gid for e in _read_entries(group_path)
+               if len(e) >= 3 and (gid := _as_id(e[2])) is not None}
+    gids: list[int] = []
+    for name in names:
+        gid = _as_id(name)
+        if gid is None:
+            gid = by_name.get(name)
+        if gid is None:
+            raise UserLookupError(f"Unable to find group {name}: no matching entries in group file")
+        if gid not in gids:
+            gids.append(gid)
+    return gids

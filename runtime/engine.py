@@ -102,7 +102,7 @@ class _Live:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         max_size, max_files = cc.log_rotation(c.host_config)
-        self.log = LogFile(Path(c.log_path), max_size, max_files)
+        self.log = LogFile(Path(c.log_path), max_size, max_files, keep=cc.keeps_logs(c.host_config))
         cfg = c.config
         self.hub = StreamHub(bool(cfg.get("Tty")), bool(cfg.get("OpenStdin")),
                              bool(cfg.get("StdinOnce")), self.log)
@@ -507,7 +507,7 @@ class Engine:
                     populate_from_layers(layers, m.target, Path(record["Source"]))
             c = Container(id=cid, name=name, created=now_rfc3339(), image=ref, image_id=image.id,
                           config=cfg, host_config=hc, mounts=mounts,
-                          log_path=str(cdir / f"{cid}-json.log"))
+                          log_path=str(cdir / f"{cid}-json.log") if cc.keeps_logs(hc) else "")
             # No state.json yet: a record without one is "created" (saves an fsync per run).
             self.store.save_config(c)
             live = _Live(c)
@@ -701,17 +701,18 @@ class Engine:
             host_file = cdir / os.path.basename(target)
             host_file.write_bytes(content)
             etc_files[target] = host_file
+        init = cc.init_mount(hc)
         spec = ContainerSpec(
             id=c.id, lower_dirs=list(lower), upper_dir=upper, work_dir=work,
             process=ProcessSpec(
-                args=cc.process_args(cfg), env=cc.process_env(cfg), cwd=cfg.get("WorkingDir") or "/",
+                args=cc.process_args(cfg, hc), env=cc.process_env(cfg), cwd=cfg.get("WorkingDir") or "/",
                 user=cfg.get("User") or "", tty=bool(cfg.get("Tty")),
                 capabilities=cc.capabilities(hc), privileged=bool(hc.get("Privileged")),
-                no_new_privileges=not hc.get("Privileged")),
+                no_new_privileges=not hc.get("Privileged"), **cc.process_extras(hc)),
             hostname=cfg.get("Hostname", ""), domainname=cfg.get("Domainname", ""),
-            mounts=mounts, etc_files=etc_files, netns_path=attachment.netns_path,
+            mounts=mounts + ([init] if init else []), etc_files=etc_files, netns_path=attachment.netns_path,
             host_network=attachment.mode == "host", readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
-            limits=cc.limits(hc))
+            limits=cc.limits(hc), **cc.container_extras(hc))
         console = hc.get("ConsoleSize") or []
         if cfg.get("Tty") and len(console) == 2:
             # The CLI sends its terminal size at create and resizes after start; starting
@@ -1212,7 +1213,7 @@ class Engine:
             user=inst.user or c.config.get("User") or "",
             tty=inst.tty,
             capabilities=cc.ALL_CAPABILITIES if privileged else cc.capabilities(c.host_config),
-            privileged=privileged, no_new_privileges=not privileged)
+            privileged=privileged, no_new_privileges=not privileged, **cc.process_extras(c.host_config))
         ptmx = f"/proc/{container_proc.pid}/root/dev/pts/ptmx" if inst.tty else None
         stdio = rec.hub.prepare_run(ptmx)
         try:

@@ -60,10 +60,13 @@ class LogFile:
     Readers that follow wait on `changed`, which is notified after every append and
     when the current run of the container ends, so `logs -f` never polls. With
     `max_size` the file rotates like dockerd's (<path>.1 is the newest old file).
+    With `keep` False (Docker's `none` log driver) output is dropped: no file is
+    written and a read finds nothing.
     """
 
-    def __init__(self, path: Path, max_size: int = 0, max_files: int = 1) -> None:
+    def __init__(self, path: Path, max_size: int = 0, max_files: int = 1, keep: bool = True) -> None:
         self.path = Path(path)
+        self.keep = keep
         self.max_size = max_size
         self.max_files = max(1, max_files)
         self.changed = threading.Condition()
@@ -76,7 +79,8 @@ class LogFile:
     def begin_run(self) -> None:
         """A process started writing (container start); followers now wait for more."""
         with self.changed:
-            self._open()
+            if self.keep:
+                self._open()
             self._active = True
             self.changed.notify_all()
 
@@ -87,7 +91,7 @@ class LogFile:
 
     def write(self, stream: str, data: bytes) -> None:
         """Append output; complete lines become records at once, the rest waits for its newline."""
-        if not data:
+        if not data or not self.keep:
             return
         with self.changed:
             buf = self._partial[stream]
@@ -174,6 +178,8 @@ class LogFile:
 
     def files(self) -> list[Path]:
         """Existing log files, oldest first (rotated ones, then the current one)."""
+        if not self.keep:
+            return []
         old = [self._rotated(i) for i in range(self.max_files - 1, 0, -1)]
         return [p for p in old if p.exists()] + [self.path]
 
@@ -209,7 +215,7 @@ class LogFile:
             files = self.files()
             ends = [_complete_size(p) for p in files]
             live = None
-            if follow and active:
+            if follow and active and files:
                 try:
                     live = open(self.path, "rb")
                     live.seek(ends[-1])

@@ -36,10 +36,11 @@ class Recipe:
     # container networking; e2fsprogs: formatting the data disk; kmod: module
     # autoloading (veth, bridge, nf_tables) when the runtime asks the kernel;
     # ca-certificates: TLS to registries; procps: `docker top`; sshfs: the
-    # host's reverse-SFTP shared-folder fallback (desktop/sftp_share.py).
+    # host's reverse-SFTP shared-folder fallback (desktop/sftp_share.py); tini:
+    # `docker run --init` (its static build, runtime/container_init.py).
     packages: tuple[str, ...] = (
         "openssh-server", "python3", "iproute2", "iptables", "e2fsprogs",
-        "kmod", "ca-certificates", "procps", "sshfs",
+        "kmod", "ca-certificates", "procps", "sshfs", "tini",
     )
     # The generic flavour: the cloud one lacks 9p (see docs/REFERENCE).
     kernel_meta_package: str = "linux-image-amd64"

@@ -217,3 +217,37 @@ def test_device_rules_compile_to_straight_line_code():
     assert len(code) % 8 == 0
     # head (6) + rule 1 (3 tests + ja) + rule 2 (type test + 3 access insns + ja) + rule 3 (ja) + 4 exits
     assert len(code) // 8 == 6 + 4 + 5 + 1 + 4
+
+
+def test_v2_cpuset_and_memory_reservation_files(tmp_path):
+    """The guest's pure v2: --cpuset-cpus/--cpuset-mems land in the leaf, the controller delegated."""
+    root = tmp_path / "cgroup"
+    layout = cgroups.CgroupLayout(v1={}, unified=root,
+                                  unified_controllers=frozenset({"cpuset"}))
+    cg = cgroups.container_cgroup("c1", layout)
+    assert cg.cpuset == cg.unified and cg.cpuset_v2
+    for directory in (root, root / "dockyard", cg.unified):
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in ("cgroup.subtree_control", "cpuset.cpus", "cpuset.mems"):
+            (directory / name).touch()
+    cgroups.create(cg, Limits(cpuset_cpus="1", cpuset_mems="0"), privileged=True, layout=layout)
+    assert (cg.unified / "cpuset.cpus").read_text() == "1"
+    assert (cg.unified / "cpuset.mems").read_text() == "0"
+    assert "+cpuset" in (root / "dockyard" / "cgroup.subtree_control").read_text()
+
+
+def test_v1_cpuset_on_the_host(host_cgroup):
+    """A v1 cpuset starts empty; the container's gets its CPUs (all of its parent's by default)."""
+    cg = host_cgroup
+    if cg.cpuset is None or cg.cpuset_v2:
+        pytest.skip("no v1 cpuset hierarchy on this machine (the v2 case is checked above)")
+    cgroups.create(cg, Limits(cpuset_cpus="0", memory_bytes=64 << 20, memory_reservation_bytes=32 << 20))
+    assert (cg.cpuset / "cpuset.cpus").read_text().strip() == "0"
+    assert int((cg.memory / "memory.soft_limit_in_bytes").read_text()) == 32 << 20
+    assert (cg.cpuset / "cpuset.mems").read_text().strip() != ""
+    other = cgroups.container_cgroup("test-" + uuid.uuid4().hex[:12])
+    try:
+        cgroups.create(other, Limits())
+        assert (other.cpuset / "cpuset.cpus").read_text() == (other.cpuset.parent.parent / "cpuset.cpus").read_text()
+    finally:
+        cgroups.remove(other)

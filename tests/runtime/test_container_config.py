@@ -26,7 +26,7 @@ def build(config=None, host_config=None, image=IMAGE):
 def test_image_defaults_fill_the_config():
     cfg, hc = build({"Labels": {"both": "req"}, "Env": ["A=2", "B=3"]})
     assert cfg["Entrypoint"] == ["/entry"] and cfg["Cmd"] == ["serve", "--x"]
-    assert cfg["Env"] == ["PATH=/usr/bin:/bin", "A=2", "B=3"]
+    assert cfg["Env"] == ["A=2", "B=3", "PATH=/usr/bin:/bin"]   # as dockerd stores it
     assert cfg["WorkingDir"] == "/app" and cfg["User"] == "app" and cfg["StopSignal"] == "SIGQUIT"
     assert cfg["Labels"] == {"img": "yes", "both": "req"}
     assert cfg["Hostname"] == CID[:12]
@@ -149,7 +149,9 @@ def test_log_options():
     assert parse_size("10m") == 10 << 20 and parse_size("512k") == 512 << 10 and parse_size("100") == 100
     assert log_rotation({"LogConfig": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "3"}}}) == (1 << 20, 3)
     assert log_rotation({}) == (0, 1)
+    # As dockerd's json-file: max-file alone is accepted and rotates nothing.
+    assert log_rotation({"LogConfig": {"Type": "json-file", "Config": {"max-file": "3"}}}) == (0, 1)
     for opts, message in (({"max-size": "lots"}, "invalid size"), ({"bogus": "1"}, "unknown log opt"),
-                          ({"max-file": "2"}, "without max-size")):
+                          ({"max-file": "0"}, "less than 1")):
         with pytest.raises(InvalidArgument, match=message):
             build({}, {"LogConfig": {"Type": "json-file", "Config": opts}})
