@@ -256,8 +256,9 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     for entry in hc.get("ExtraHosts") or []:
         parse_extra_host(entry)
     process_options(hc)
-    for key in ("Privileged", "ReadonlyRootfs", "PublishAllPorts", "Init"):
+    for key in ("Privileged", "ReadonlyRootfs", "PublishAllPorts"):
         hc[key] = bool(hc.get(key))
+    hc["Init"] = hc.get("Init")    # null, as dockerd keeps it, unless --init/--init=false
     if not hc.get("ShmSize"):
         hc["ShmSize"] = DEFAULT_SHM_SIZE
     return cfg, hc
@@ -299,7 +300,7 @@ def log_rotation(host_config: dict[str, Any]) -> tuple[int, int]:
     max_files = 1
     if opts.get("max-file"):
         if not str(opts["max-file"]).isdigit() or int(opts["max-file"]) < 1:
-            raise InvalidArgument("max-file cannot be less than 1")
+            raise InvalidArgument("failed to initialize logging driver: max-file cannot be less than 1")
         max_files = int(opts["max-file"])
     return max_size, max_files if max_size else 1
 
@@ -565,9 +566,17 @@ def init_mount(host_config: dict[str, Any]) -> BindMount | None:
 
 def container_extras(host_config: dict[str, Any]) -> dict[str, Any]:
     """ContainerSpec fields from HostConfig beyond mounts, network and limits."""
-    return {"shm_size": int(host_config.get("ShmSize") or DEFAULT_SHM_SIZE),
-            "sysctls": sysctls.validate(host_config.get("Sysctls"), host_config.get("NetworkMode") or "",
-                                        host_config.get("IpcMode") or "")}
+    extras: dict[str, Any] = {
+        "shm_size": int(host_config.get("ShmSize") or DEFAULT_SHM_SIZE),
+        "sysctls": sysctls.validate(host_config.get("Sysctls"), host_config.get("NetworkMode") or "",
+                                    host_config.get("IpcMode") or "")}
+    # Given (even empty, as `--security-opt systempaths=unconfined` sends them), they replace
+    # Docker's defaults; absent, the defaults apply.
+    if host_config.get("MaskedPaths") is not None:
+        extras["masked_paths"] = tuple(host_config["MaskedPaths"])
+    if host_config.get("ReadonlyPaths") is not None:
+        extras["readonly_paths"] = tuple(host_config["ReadonlyPaths"])
+    return extras
 
 
 def process_env(config: dict[str, Any]) -> list[str]:

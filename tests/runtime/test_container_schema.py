@@ -114,7 +114,7 @@ def test_out_of_range_values_get_dockers_message(host_config, message):
 
 def test_defaults_as_dockerd_stores_them():
     _, hc = build()
-    assert hc["ShmSize"] == 64 << 20 and hc["Init"] is False
+    assert hc["ShmSize"] == 64 << 20 and hc["Init"] is None
     _, hc = build({}, {"LogConfig": {"Type": "none"}})
     assert hc["LogConfig"] == {"Type": "none", "Config": {}}
 
