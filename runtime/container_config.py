@@ -465,6 +465,9 @@ def limits(host_config: dict[str, Any], ncpu: int | None = None) -> Limits:
         raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
     cpus, mems = host_config.get("CpusetCpus") or "", host_config.get("CpusetMems") or ""
     cpuset.validate(cpus, mems)
+    if (cpus or mems) and not _has_cpuset_controller():
+        raise InvalidArgument(f"HostConfig.{'CpusetCpus' if cpus else 'CpusetMems'} is not supported "
+                              "on this machine: it has no cpuset cgroup controller")
     pids = host_config.get("PidsLimit")
     pids = int(pids) if pids else 0
     shares = int(host_config.get("CpuShares") or 0)
@@ -475,6 +478,12 @@ def limits(host_config: dict[str, Any], ncpu: int | None = None) -> Limits:
                   pids_limit=pids if pids > 0 else None,
                   memory_reservation_bytes=reservation or None,
                   cpuset_cpus=cpus or None, cpuset_mems=mems or None)
+
+
+def _has_cpuset_controller() -> bool:
+    from .cgroups import host_layout    # reads mountinfo: only when a cpuset is asked for
+    layout = host_layout()
+    return layout.uses_v1("cpuset") or layout.uses_v2("cpuset")
 
 
 def process_options(host_config: dict[str, Any]) -> None:

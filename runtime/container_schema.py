@@ -18,6 +18,7 @@ case-insensitively, as Go's do, and come out in their canonical spelling.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -333,8 +334,8 @@ def _is_default(value: Any, f: Field) -> bool:
 def _refuse_unhonoured(values: dict[str, Any], fields: dict[str, Field], prefix: str) -> None:
     for name, f in fields.items():
         if not f.honoured and name in values and not _is_default(values[name], f):
-            raise InvalidArgument(f"{prefix}{name} is not supported by Dockyard (got {values[name]!r}); "
-                                  "remove this option")
+            raise InvalidArgument(f"{prefix}{name} is not supported by Dockyard "
+                                  f"(got {json.dumps(values[name])}); remove this option")
 
 
 def check_create(config: dict[str, Any], host_config: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -236,18 +236,23 @@ def test_v2_cpuset_and_memory_reservation_files(tmp_path):
     assert "+cpuset" in (root / "dockyard" / "cgroup.subtree_control").read_text()
 
 
-def test_v1_cpuset_on_the_host(host_cgroup):
-    """A v1 cpuset starts empty; the container's gets its CPUs (all of its parent's by default)."""
+def test_cpuset_and_soft_memory_limit_on_the_host(host_cgroup):
+    """On this machine's real hierarchies (v1 here, v2 on a pure-v2 host)."""
     cg = host_cgroup
-    if cg.cpuset is None or cg.cpuset_v2:
-        pytest.skip("no v1 cpuset hierarchy on this machine (the v2 case is checked above)")
+    assert cg.cpuset is not None, "no cpuset controller on this machine"
     cgroups.create(cg, Limits(cpuset_cpus="0", memory_bytes=64 << 20, memory_reservation_bytes=32 << 20))
     assert (cg.cpuset / "cpuset.cpus").read_text().strip() == "0"
-    assert int((cg.memory / "memory.soft_limit_in_bytes").read_text()) == 32 << 20
-    assert (cg.cpuset / "cpuset.mems").read_text().strip() != ""
-    other = cgroups.container_cgroup("test-" + uuid.uuid4().hex[:12])
-    try:
-        cgroups.create(other, Limits())
-        assert (other.cpuset / "cpuset.cpus").read_text() == (other.cpuset.parent.parent / "cpuset.cpus").read_text()
-    finally:
-        cgroups.remove(other)
+    soft = "memory.low" if cg.memory_v2 else "memory.soft_limit_in_bytes"
+    assert int((cg.memory / soft).read_text()) == 32 << 20
+    if not cg.cpuset_v2:
+        # A new v1 cpuset is empty and takes no process: without --cpuset-* the
+        # container gets all of the engine's CPUs and memory nodes.
+        assert (cg.cpuset / "cpuset.mems").read_text().strip() != ""
+        other = cgroups.container_cgroup("test-" + uuid.uuid4().hex[:12])
+        try:
+            cgroups.create(other, Limits())
+            assert other.cpuset is not None
+            root = other.cpuset.parent.parent
+            assert (other.cpuset / "cpuset.cpus").read_text() == (root / "cpuset.cpus").read_text()
+        finally:
+            cgroups.remove(other)
