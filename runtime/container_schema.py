@@ -293,11 +293,11 @@ def _decode_value(value: Any, kind: GoType, struct: str, path: str) -> Any:
             raise _mismatch(value, kind.go)
         if kind.length is not None:
             value = (value + [0] * kind.length)[:kind.length]   # Go fills or drops
-        return [_decode(v, kind.elem, struct, path) for v in value]
+        return [_element(v, kind.elem, struct, path) for v in value]
     if isinstance(kind, MapOf):
         if not isinstance(value, dict):
             raise _mismatch(value, kind.go)
-        return {k: _decode(v, kind.value, struct, path) for k, v in value.items()}
+        return {k: _element(v, kind.value, struct, path) for k, v in value.items()}
     if isinstance(kind, Struct):
         if not isinstance(value, dict):
             raise _mismatch(value, kind.go)
@@ -305,6 +305,13 @@ def _decode_value(value: Any, kind: GoType, struct: str, path: str) -> Any:
             return {}
         return _decode_struct(value, kind, path)
     raise AssertionError(f"unknown schema type {kind!r}")
+
+
+def _element(value: Any, kind: GoType, struct: str, path: str) -> Any:
+    """An array element or map value: null becomes the element type's zero value, as in Go."""
+    if value is None and isinstance(kind, (Scalar, Integer)):
+        return False if kind.go == "bool" else ("" if isinstance(kind, Scalar) else 0)
+    return _decode(value, kind, struct, path)
 
 
 def _canonical_keys(value: dict[str, Any], fields: dict[str, Field]) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runtime import container_schema
 from runtime.container_config import build_config, merge_image_env, process_env
@@ -45,9 +47,10 @@ def test_wrong_types_get_gos_message(config, host_config, message):
 
 
 def test_null_is_the_zero_value_and_keys_match_as_in_go():
-    cfg, hc = check_create({"image": "x", "Env": None, "Bogus": 1}, {"memory": 7 << 20, "ShmSize": None})
-    assert cfg == {"Image": "x", "Env": None}      # unknown keys dropped, as Go's decoder does
-    assert hc == {"Memory": 7 << 20, "ShmSize": None}
+    cfg, hc = check_create({"image": "x", "Env": None, "Bogus": 1, "Labels": {"a": None}},
+                           {"memory": 7 << 20, "ShmSize": None, "Binds": [None]})
+    assert cfg == {"Image": "x", "Env": None, "Labels": {"a": ""}}   # unknown keys dropped, as Go's decoder does
+    assert hc == {"Memory": 7 << 20, "ShmSize": None, "Binds": [""]}
 
 
 @pytest.mark.parametrize("field, value", [
@@ -128,3 +131,22 @@ def test_env_without_value_is_kept_as_dockerd_does():
     env = process_env({"Env": ["FOO", "BAR=1"], "Hostname": "h"})
     assert "FOO" not in env and "BAR=1" in env
     assert not any(e.startswith("PATH=") for e in process_env({"Env": ["PATH"], "Hostname": "h"}))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
+_config_keys = st.sampled_from(sorted(container_schema.CONFIG_FIELDS))
+_host_keys = st.sampled_from(sorted(HOST_CONFIG_FIELDS))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=st.dictionaries(_config_keys, _json, max_size=4),
+       host_config=st.dictionaries(_host_keys, _json, max_size=4))
+def test_any_json_is_accepted_or_refused_with_invalid_argument(config, host_config):
+    """Whatever the values, a create request is either valid or an InvalidArgument (a 400), never a crash."""
+    try:
+        build(config, host_config)
+    except InvalidArgument:
+        pass
