@@ -279,6 +279,10 @@ def test_published_ports_follow_the_real_engine(link, tmp_path, test_images):
     registry_port = int(test_images["busybox"].split("/")[0].rsplit(":", 1)[1])
     _reverse_forward(link, registry_port)
     try:
+        # Containers inherit the engine's open-files limit, which the guest raises to the
+        # kernel's maximum, as Docker Desktop's and Debian's dockerd run with it.
+        nofile = docker("run", "--rm", test_images["busybox"], "sh", "-c", "ulimit -Sn; ulimit -Hn").stdout.split()
+        assert nofile == ["1048576", "1048576"]
         docker("run", "-d", "--name", "web", "-p", f"{tcp_port}:8080", "-p", f"{udp_port}:53/udp",
                test_images["busybox"], "httpd", "-f", "-p", "8080", "-h", "/etc")
         deadline = time.monotonic() + 120

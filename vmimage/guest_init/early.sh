@@ -5,6 +5,9 @@
 # the Python init's own start-up; then becomes the Python init, which adopts
 # them. On a first boot the Python init formats the disk and starts them.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+# Every process inherits this: containers get the kernel's maximum of open files, as
+# under Docker Desktop (dockerd runs with LimitNOFILE=infinity), not the boot default of 1024.
+ulimit -n 1048576
 hostloop=10.0.2.2
 initnice=@INIT_NICE@
 for word in $(cat /proc/cmdline); do
