@@ -8,7 +8,7 @@ here starts a Python interpreter and there is a single fork per process:
                    setns(own pid namespace)     (the thread is back to normal)
     child:         setns(net) or unshare(mnt, uts, ipc [, net]); stdio, setsid;
                    overlay rootfs + pivot_root; hostname; user; cgroups;
-                   capabilities; execve
+                   capabilities and seccomp; execve
 
 The container process is the engine's direct child, so `wait()` is a plain
 waitpid and a pidfd pins its identity for signals. The child reports setup
@@ -25,6 +25,8 @@ sees /dev/pts/0 as under Docker.
 
 The children are forks of a multi-threaded process: between fork and exec they
 only make syscalls (os.*, ctypes) and never log, print or take a lock.
+The seccomp filter is compiled in the parent (`seccomp_filter.program_for`,
+cached); the child only installs the ready BPF program.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Callable, NoReturn
 
 from . import cgroups, sysctls, ulimits
 from . import linux_syscalls as sc
+from . import seccomp_filter
 from .container_rootfs import RootfsError, setup_rootfs
 from .container_spec import ContainerSpec, ProcessSpec, Stdio
 from .container_user import UserLookupError, resolve_groups, resolve_user
@@ -92,6 +95,7 @@ class _ExecPlan:
     keep_caps: int
     last_cap: int
     new_cgroup_namespace: bool = False   # container init only: own cgroupns + /sys/fs/cgroup
+    seccomp: seccomp_filter.SeccompProgram | None = None   # compiled in the engine, loaded by the child
 
 
 @dataclass
@@ -306,7 +310,9 @@ def _plan(spec: ContainerSpec, process: ProcessSpec) -> _ExecPlan:
                 else sc.capability_mask(process.capabilities))
     except ValueError as err:
         raise InvalidArgument(str(err)) from None
-    return _ExecPlan(process=process, keep_caps=keep, last_cap=last_cap)
+    program = (seccomp_filter.program_for(process.seccomp, process.capabilities)
+               if process.seccomp is not None else None)
+    return _ExecPlan(process=process, keep_caps=keep, last_cap=last_cap, seccomp=program)
 
 
 def _fork_into_pid_namespace(join_fd: int | None) -> int:
@@ -560,6 +566,13 @@ def _env_mapping(env: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _install_seccomp(program: seccomp_filter.SeccompProgram) -> None:
+    try:
+        program.install()
+    except OSError as err:
+        raise _StartFailure(f"cannot start the container process: {err.strerror}") from None
+
+
 def _finish_and_exec(plan: _ExecPlan, pipes: _ChildPipes) -> NoReturn:
     """In the container's root: tty, user, cwd, cgroups, capabilities, then execve."""
     process = plan.process
@@ -612,8 +625,14 @@ def _finish_and_exec(plan: _ExecPlan, pipes: _ChildPipes) -> NoReturn:
         sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError:
         pass  # kernels before 4.3 have no ambient set
+    seccomp = plan.seccomp
     if process.no_new_privileges:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    elif seccomp is not None:
+        # As runc: without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so it
+        # goes in before setuid/capset drop it (the profile allows every call below).
+        _install_seccomp(seccomp)
+        seccomp = None
     os.setgroups(user.groups)
     os.setgid(user.gid)
     os.setuid(user.uid)
@@ -621,6 +640,8 @@ def _finish_and_exec(plan: _ExecPlan, pipes: _ChildPipes) -> NoReturn:
         _, permitted, _ = sc.capget()
         sc.capset(bounding & permitted, bounding & permitted, 0)
     os.umask(0o022)
+    if seccomp is not None:
+        _install_seccomp(seccomp)   # with no_new_privs: as late as possible, as runc does
     try:
         os.execve(program, process.args, _env_mapping(env))
     except OSError as err:

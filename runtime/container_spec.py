@@ -58,6 +58,24 @@ class Limits:
     cpuset_mems: str | None = None
 
 
+# The profile name dockerd uses for its built-in default (`--security-opt seccomp=builtin`).
+BUILTIN_SECCOMP_PROFILE = "builtin"
+
+
+@dataclass(frozen=True)
+class SeccompPolicy:
+    """Which seccomp filter a process gets (compiled by `seccomp_filter`).
+
+    `profile` is Docker's default ("builtin") or a custom profile's JSON text.
+    `capabilities` is the bounding set its capability conditions are resolved
+    against: None means the process's own; an exec passes its container's, as
+    runc applies the container's filter to every process it starts there.
+    """
+
+    profile: str = BUILTIN_SECCOMP_PROFILE
+    capabilities: tuple[str, ...] | None = None
+
+
 @dataclass
 class ProcessSpec:
     """The process to exec inside the container (pid 1 of a container, or an exec)."""
@@ -69,7 +87,8 @@ class ProcessSpec:
     tty: bool = False
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     privileged: bool = False
-    no_new_privileges: bool = True
+    no_new_privileges: bool = False     # Docker sets it only for --security-opt no-new-privileges
+    seccomp: SeccompPolicy | None = field(default_factory=SeccompPolicy)   # None: unconfined
     group_add: tuple[str, ...] = ()   # extra groups: names (looked up in the container's /etc/group) or gids
     rlimits: tuple[tuple[int, int, int], ...] = ()   # (resource, soft, hard) for setrlimit
     oom_score_adj: int = 0

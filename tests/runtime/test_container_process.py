@@ -175,7 +175,8 @@ def test_root_gets_docker_default_capabilities(make_spec):
     assert status_field(result.out, "CapPrm") == DOCKER_DEFAULT_CAPS
     assert status_field(result.out, "CapBnd") == DOCKER_DEFAULT_CAPS
     assert status_field(result.out, "CapInh") == "0000000000000000"
-    assert status_field(result.out, "NoNewPrivs") == "1"
+    assert status_field(result.out, "NoNewPrivs") == "0"     # Docker sets it only when asked
+    assert status_field(result.out, "Seccomp") == "2"
 
 
 def test_non_root_user_has_no_effective_capabilities(make_spec):
