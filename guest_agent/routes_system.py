@@ -161,7 +161,7 @@ class SystemRoutes:
                       "ControlAvailable": False, "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": False, "Isolation": "", "InitBinary": "",
             "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
-            "SecurityOptions": ["name=seccomp,profile=unconfined"], "Warnings": None,
+            "SecurityOptions": [], "Warnings": None,
         }
         for key, value in defaults.items():
             facts.setdefault(key, value)

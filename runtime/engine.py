@@ -39,6 +39,8 @@ from .image_store import Image, ImageStore
 from .log_store import LogFile, LogRecord, now_rfc3339
 from .models import Container, ExecInstance, Volume
 from .restart_policy import Backoff, RestartPolicy
+from .seccomp_filter import security_options as seccomp_security_options
+from .security_options import check_host_config as check_security_options, parse_security_options
 from .version import SERVER_VERSION
 from .volume_store import VolumeStore, directory_size, populate_from_layers
 
@@ -428,7 +430,7 @@ class Engine:
             "CpuCfsQuota": True,
             "PidsLimit": True,
             "IndexServerAddress": "https://index.docker.io/v1/",
-            "SecurityOptions": [],
+            "SecurityOptions": seccomp_security_options(),
             "Labels": [],
             "Debug": False,
         }
@@ -486,6 +488,7 @@ class Engine:
         name = cc.validate_container_name(name) if name else cc.generate_name(self.store.name_taken)
         runtime_cfg = image.config.get("config") or {}
         cfg, hc = cc.build_config(cid, config, host_config or {}, runtime_cfg)
+        check_security_options(hc, cc.capabilities(hc))
         requests = cc.parse_mounts(cfg, hc)
         for m in requests:
             if m.type == "bind" and not m.create_source and not os.path.exists(m.source):
@@ -702,13 +705,16 @@ class Engine:
             host_file.write_bytes(content)
             etc_files[target] = host_file
         init = cc.init_mount(hc)
+        caps, privileged = cc.capabilities(hc), bool(hc.get("Privileged"))
+        security = parse_security_options(hc.get("SecurityOpt"))
         spec = ContainerSpec(
             id=c.id, lower_dirs=list(lower), upper_dir=upper, work_dir=work,
             process=ProcessSpec(
                 args=cc.process_args(cfg, hc), env=cc.process_env(cfg), cwd=cfg.get("WorkingDir") or "/",
                 user=cfg.get("User") or "", tty=bool(cfg.get("Tty")),
-                capabilities=cc.capabilities(hc), privileged=bool(hc.get("Privileged")),
-                no_new_privileges=not hc.get("Privileged"), **cc.process_extras(hc)),
+                capabilities=caps, privileged=privileged,
+                no_new_privileges=security.no_new_privileges,
+                seccomp=security.seccomp_policy(caps, privileged), **cc.process_extras(hc)),
             hostname=cfg.get("Hostname", ""), domainname=cfg.get("Domainname", ""),
             mounts=mounts + ([init] if init else []), etc_files=etc_files, netns_path=attachment.netns_path,
             host_network=attachment.mode == "host", readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
@@ -1206,14 +1212,20 @@ class Engine:
         if not detach:
             session = rec.hub.attach(inst.attach_stdin, inst.attach_stdout, inst.attach_stderr)
         privileged = inst.privileged or bool(c.host_config.get("Privileged"))
+        container_caps = cc.capabilities(c.host_config)
+        security = parse_security_options(c.host_config.get("SecurityOpt"))
+        # As runc: an exec keeps its container's no_new_privs and seccomp filter (built
+        # for the container's capabilities), even with `exec --privileged`.
         process = ProcessSpec(
             args=list(inst.cmd),
             env=cc.merge_env(cc.process_env(c.config), inst.env),
             cwd=inst.working_dir or c.config.get("WorkingDir") or "/",
             user=inst.user or c.config.get("User") or "",
             tty=inst.tty,
-            capabilities=cc.ALL_CAPABILITIES if privileged else cc.capabilities(c.host_config),
-            privileged=privileged, no_new_privileges=not privileged, **cc.process_extras(c.host_config))
+            capabilities=cc.ALL_CAPABILITIES if privileged else container_caps,
+            privileged=privileged, no_new_privileges=security.no_new_privileges,
+            seccomp=security.seccomp_policy(container_caps, bool(c.host_config.get("Privileged"))),
+            **cc.process_extras(c.host_config))
         ptmx = f"/proc/{container_proc.pid}/root/dev/pts/ptmx" if inst.tty else None
         stdio = rec.hub.prepare_run(ptmx)
         try:
