@@ -37,10 +37,12 @@ class Recipe:
     # autoloading (veth, bridge, nf_tables) when the runtime asks the kernel;
     # ca-certificates: TLS to registries; procps: `docker top`; sshfs: the
     # host's reverse-SFTP shared-folder fallback (desktop/sftp_share.py); tini:
-    # `docker run --init` (its static build, runtime/container_init.py).
+    # `docker run --init` (its static build, runtime/container_init.py); libseccomp2:
+    # the runtime compiles containers' seccomp filters with it (runtime/seccomp_filter.py),
+    # named here rather than left to apt's own dependency on it.
     packages: tuple[str, ...] = (
         "openssh-server", "python3", "iproute2", "iptables", "e2fsprogs",
-        "kmod", "ca-certificates", "procps", "sshfs", "tini",
+        "kmod", "ca-certificates", "procps", "sshfs", "tini", "libseccomp2",
     )
     # The generic flavour: the cloud one lacks 9p (see docs/REFERENCE).
     kernel_meta_package: str = "linux-image-amd64"
