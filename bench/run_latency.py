@@ -4,7 +4,12 @@ Both engines are started by this script in the same run, fed the same busybox im
 from a local registry, and driven by the same docker CLI. Prints p50/p90 for each
 and the ratio ours/dockerd (target: <= 0.15).
 
+`--security-opt` is passed to every `docker run` of both engines, so the cost of
+the seccomp filter shows as the difference between a default run and one with
+`--security-opt seccomp=unconfined`; `--compare-seccomp` measures both in one go.
+
 Usage: .venv/bin/python bench/run_latency.py [--runs N] [--network bridge|none]
+                                             [--security-opt OPT]... [--compare-seccomp]
 Needs Debian's docker.io for the reference (installed with apt if missing).
 """
 
@@ -30,11 +35,14 @@ from tests.support.test_images import push_test_images  # noqa: E402
 CACHE_DIR = Path(os.environ.get("DOCKYARD_TEST_CACHE", Path.home() / ".cache" / "dockyard-tests"))
 
 
-def time_runs(docker_host: str, image: str, runs: int, network: str) -> list[float]:
+def time_runs(docker_host: str, image: str, runs: int, network: str,
+              security_opts: tuple[str, ...] = ()) -> list[float]:
     env = {**os.environ, "DOCKER_HOST": docker_host}
     cmd = ["docker", "run", "--rm"]
     if network != "bridge":
         cmd += ["--network", network]
+    for opt in security_opts:
+        cmd += ["--security-opt", opt]
     cmd += [image, "true"]
     times = []
     for _ in range(runs):
@@ -51,11 +59,29 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
+def report(label: str, results: dict[str, list[float]]) -> None:
+    print(f"docker run --rm busybox true ({label}, {len(results['dockyard'])} runs each)")
+    for name, values in results.items():
+        print(f"  {name:9s} p50 {pct(values, 0.5) * 1000:7.1f} ms   p90 {pct(values, 0.9) * 1000:7.1f} ms"
+              f"   mean {statistics.mean(values) * 1000:7.1f} ms")
+    ratio = pct(results["dockyard"], 0.5) / pct(results["dockerd"], 0.5)
+    ratio90 = pct(results["dockyard"], 0.9) / pct(results["dockerd"], 0.9)
+    print(f"  ratio dockyard/dockerd: p50 {ratio:.3f}  p90 {ratio90:.3f}  (target <= 0.15)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--network", default="bridge", choices=["bridge", "none"])
+    ap.add_argument("--security-opt", action="append", default=[], dest="security_opts",
+                    help="passed to every docker run (e.g. seccomp=unconfined); repeatable")
+    ap.add_argument("--compare-seccomp", action="store_true",
+                    help="measure the default profile and seccomp=unconfined, interleaved")
     args = ap.parse_args()
+    variants: dict[str, tuple[str, ...]] = {"default": tuple(args.security_opts)}
+    if args.compare_seccomp:
+        variants = {"seccomp default": tuple(args.security_opts),
+                    "seccomp=unconfined": (*args.security_opts, "seccomp=unconfined")}
 
     with tempfile.TemporaryDirectory(prefix="dockyard-bench-") as tmp:
         base = Path(tmp)
@@ -68,12 +94,15 @@ def main() -> int:
             engines = {"dockyard": agent.docker_host, "dockerd": dockerd.host}
             for host in engines.values():
                 subprocess.run(["docker", "-H", host, "pull", "-q", image], check=True, capture_output=True)
-                time_runs(host, image, 3, args.network)  # warm caches on both sides
-            results: dict[str, list[float]] = {name: [] for name in engines}
-            # Interleave in rounds so background noise hits both engines alike.
+                for opts in variants.values():
+                    time_runs(host, image, 3, args.network, opts)  # warm caches on both sides
+            results: dict[str, dict[str, list[float]]] = {
+                variant: {name: [] for name in engines} for variant in variants}
+            # Interleave in rounds so background noise hits both engines (and variants) alike.
             for _ in range(max(1, args.runs // 5)):
-                for name, host in engines.items():
-                    results[name] += time_runs(host, image, 5, args.network)
+                for variant, opts in variants.items():
+                    for name, host in engines.items():
+                        results[variant][name] += time_runs(host, image, 5, args.network, opts)
         finally:
             if dockerd:
                 dockerd.stop()
@@ -81,13 +110,13 @@ def main() -> int:
                 agent.stop()
             registry.stop()
 
-    print(f"docker run --rm busybox true (network={args.network}, {len(results['dockyard'])} runs each)")
-    for name, values in results.items():
-        print(f"  {name:9s} p50 {pct(values, 0.5) * 1000:7.1f} ms   p90 {pct(values, 0.9) * 1000:7.1f} ms"
-              f"   mean {statistics.mean(values) * 1000:7.1f} ms")
-    ratio = pct(results["dockyard"], 0.5) / pct(results["dockerd"], 0.5)
-    ratio90 = pct(results["dockyard"], 0.9) / pct(results["dockerd"], 0.9)
-    print(f"  ratio dockyard/dockerd: p50 {ratio:.3f}  p90 {ratio90:.3f}  (target <= 0.15)")
+    for variant, opts in variants.items():
+        report(f"network={args.network}" + "".join(f" --security-opt {o}" for o in opts), results[variant])
+    if args.compare_seccomp:
+        for name in ("dockyard", "dockerd"):
+            cost = (pct(results["seccomp default"][name], 0.5)
+                    - pct(results["seccomp=unconfined"][name], 0.5))
+            print(f"  seccomp cost on {name}: {cost * 1000:+.1f} ms at p50")
     return 0
 
 
