@@ -1,7 +1,8 @@
 """Compile seccomp profiles to BPF with libseccomp (through ctypes) and load them in a child.
 
 The engine compiles each distinct (profile, capability set) once and keeps the
-BPF program in memory (`program_for`). A forked container child then only
+BPF program in memory (`program_for`), with runc's ENOSYS prologue for syscalls
+newer than the profile (`seccomp_bpf`). A forked container child then only
 makes one syscall to install it (`SeccompProgram.install`): nothing between
 fork and exec may take locks or allocate through libseccomp.
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 from .container_spec import BUILTIN_SECCOMP_PROFILE, SeccompPolicy
 from .errors import RuntimeFailure
+from .seccomp_bpf import enosys_prologue
 from .seccomp_default import DEFAULT_PROFILE
 from .seccomp_profile import (FILTER_FLAGS, SeccompProfile, SeccompProfileError, applicable_rules,
                               architectures, docker_arch, kernel_version, parse_profile)
@@ -85,6 +87,10 @@ class _LibSeccomp:
         lib.seccomp_arch_add.restype = ctypes.c_int
         lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
         lib.seccomp_syscall_resolve_name.restype = ctypes.c_int
+        lib.seccomp_syscall_resolve_name_arch.argtypes = [ctypes.c_uint32, ctypes.c_char_p]
+        lib.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
+        lib.seccomp_arch_native.argtypes = []
+        lib.seccomp_arch_native.restype = ctypes.c_uint32
         lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                                ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
         lib.seccomp_rule_add_array.restype = ctypes.c_int
@@ -225,12 +231,16 @@ def _compile(lib: _LibSeccomp, profile: SeccompProfile, caps: frozenset[str]) ->
         raise RuntimeFailure("seccomp_init failed")
     try:
         arch = docker_arch(_MACHINE)
+        arch_tokens = {lib.lib.seccomp_arch_native()}
         for name in architectures(profile, arch):
-            result = lib.lib.seccomp_arch_add(ctx, _arch_token(lib, name))
+            token = _arch_token(lib, name)
+            result = lib.lib.seccomp_arch_add(ctx, token)
             if result < 0 and result != -errno.EEXIST:
                 raise SeccompProfileError(f"cannot add seccomp architecture {name}: "
                                           f"{os.strerror(-result)}")
-        for rule in applicable_rules(profile, caps, arch, kernel_version()):
+            arch_tokens.add(token)
+        rules = applicable_rules(profile, caps, arch, kernel_version())
+        for rule in rules:
             action = _action_value(rule.action, rule.errno_ret)
             if action == default:
                 continue    # libseccomp refuses rules that repeat the default action
@@ -253,6 +263,9 @@ def _compile(lib: _LibSeccomp, profile: SeccompProfile, caps: frozenset[str]) ->
         bpf = _export(lib, ctx)
     finally:
         lib.lib.seccomp_release(ctx)
+    if profile.default_action not in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG"):
+        names = {name for rule in rules for name in rule.names}
+        bpf = enosys_prologue(_last_syscalls(lib, arch_tokens, names)) + bpf
     count = len(bpf) // _SOCK_FILTER_SIZE
     if not 0 < count <= _MAX_INSTRUCTIONS:
         raise SeccompProfileError(f"the seccomp profile compiles to {count} BPF instructions "
@@ -263,6 +276,17 @@ def _compile(lib: _LibSeccomp, profile: SeccompProfile, caps: frozenset[str]) ->
     for flag in profile.flags:
         flags |= FILTER_FLAGS[flag]
     return SeccompProgram(instructions=count, flags=flags, _buffer=buffer, _fprog=fprog)
+
+
+def _last_syscalls(lib: _LibSeccomp, arch_tokens: set[int], names: set[str]) -> dict[int, int]:
+    """Per architecture, the highest syscall number among `names` (as runc computes it)."""
+    last: dict[int, int] = {}
+    for token in arch_tokens:
+        numbers = [lib.lib.seccomp_syscall_resolve_name_arch(token, name.encode()) for name in names]
+        known = [n for n in numbers if n >= 0]    # negative: unknown here, or a multiplexed pseudo-call
+        if known:
+            last[token] = max(known)
+    return last
 
 
 def _export(lib: _LibSeccomp, ctx: int) -> bytes:

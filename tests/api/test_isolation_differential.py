@@ -161,6 +161,16 @@ def test_exec_gets_the_container_filter(engines, test_images):
     assert "Seccomp:\t2" in seen["dockyard"] and "refused" in seen["dockyard"]
 
 
+def test_unknown_new_syscalls_get_enosys(engines, test_images):
+    """Syscalls newer than both profiles (452 fchmodat2, 460, 1000) give ENOSYS, so libc
+    falls back; old ones outside the profile (keyctl, unshare) stay EPERM."""
+    script = 'for $n (452, 460, 1000, 250, 272) { syscall($n, -1, 0, 0, 0); print "$n=", $!+0, "\\n" }'
+    outputs = {name: _ok(docker("run", "--rm", "--network", "none", test_images["debian"],
+                                "perl", "-e", script))
+               for name, docker in engines.items()}
+    assert outputs["dockyard"] == outputs["dockerd"] == "452=38\n460=38\n1000=38\n250=1\n272=1\n", outputs
+
+
 def test_setuid_works_unless_no_new_privileges(engines, test_images):
     debian = test_images["debian"]
     for options, euid_root in (((), True), (("--security-opt", "no-new-privileges"), False)):

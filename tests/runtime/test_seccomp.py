@@ -149,6 +149,22 @@ def test_default_profile_allows_ordinary_work():
                                                      for name in ORDINARY}
 
 
+def test_syscalls_newer_than_the_profile_get_enosys():
+    """As under runc: libc falls back from a new syscall only on ENOSYS (not EPERM)."""
+    probes = {str(nr): (lambda nr=nr: syscall_number(nr)) for nr in (452, 460, 1000)}
+    probes["kexec_load"] = lambda: syscall_number(246)            # old, not allowed: EPERM
+    probes["x32_getpid"] = lambda: syscall_number(0x40000000 | 39)   # x32 ABI, not in the profile
+    results = filtered(default_program(), probes)
+    assert results == {"452": -errno.ENOSYS, "460": -errno.ENOSYS, "1000": -errno.ENOSYS,
+                       "kexec_load": -errno.EPERM, "x32_getpid": results["x32_getpid"]}, results
+    assert results["x32_getpid"] != 0, results   # the x32 ABI stays confined too
+
+
+def syscall_number(nr: int) -> int:
+    result = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(0), 0, 0, 0)
+    return -ctypes.get_errno() if result == -1 else result
+
+
 def test_ptrace_follows_the_kernel_version_rule():
     # From kernel 4.8 ptrace can no longer bypass seccomp, so Docker allows it there.
     results = filtered(default_program(), {"ptrace": lambda: syscall("ptrace", 0x4242, 0, 0, 0)})
