@@ -97,10 +97,19 @@ def parse_security_options(opts: Any) -> SecurityOptions:
 
 def check_host_config(host_config: dict[str, Any], capabilities: tuple[str, ...]) -> SecurityOptions:
     """Parse SecurityOpt at create; a custom profile is compiled now, so libseccomp's own
-    refusals are a 400 at create too (and the start finds it compiled)."""
+    refusals are a 400 at create too (and the start finds it compiled).
+
+    As dockerd, a container sharing the host's pid or ipc namespace, or a privileged
+    one, is recorded with `label=disable` unless it names a label itself.
+    """
     from .seccomp_filter import program_for
 
     options = parse_security_options(host_config.get("SecurityOpt"))
+    opts = list(host_config.get("SecurityOpt") or [])
+    shares_host = host_config.get("PidMode") == "host" or host_config.get("IpcMode") == "host"
+    if (host_config.get("Privileged") or shares_host) and not any(
+            _split(o)[0] == "label" for o in opts if o not in ("no-new-privileges", "disable")):
+        host_config["SecurityOpt"] = [*opts, "label=disable"]
     policy = options.seccomp_policy(capabilities, bool(host_config.get("Privileged")))
     if policy is not None and policy.profile != BUILTIN_SECCOMP_PROFILE:
         program_for(policy, capabilities)

@@ -216,3 +216,16 @@ def test_bad_profile_is_a_400_at_create(engines, agent, test_images):
 def test_info_reports_seccomp(agent):
     info = json.loads(_ok(agent.docker("info", "--format", "{{json .SecurityOptions}}")))
     assert "name=seccomp,profile=builtin" in info
+
+
+@pytest.mark.parametrize("options", [("--privileged",), ("--security-opt", "seccomp=unconfined"),
+                                     ("--privileged", "--security-opt", "label=disable")])
+def test_inspect_security_opt_as_dockerd(engines, test_images, options):
+    seen = {}
+    for name, docker in engines.items():
+        cid = _ok(docker("create", "--network", "none", *options, test_images["busybox"], "true")).strip()
+        try:
+            seen[name] = _ok(docker("inspect", "--format", "{{json .HostConfig.SecurityOpt}}", cid))
+        finally:
+            docker("rm", "-f", cid)
+    assert seen["dockyard"] == seen["dockerd"], seen

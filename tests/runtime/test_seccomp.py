@@ -13,6 +13,8 @@ import errno
 import json
 import os
 import platform
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -335,3 +337,30 @@ def test_unshare_refused_in_a_default_container(run_status):
     code, _, text = run_status(["unshare", "-Urm", "true"], seccomp=None)
     assert code == 0, text
 
+
+
+def _loaded_libseccomp() -> str:
+    seccomp_filter.available()      # loads it into this process
+    with open("/proc/self/maps") as f:
+        paths = {line.split()[-1] for line in f if "libseccomp.so" in line}
+    assert len(paths) == 1, paths
+    return os.path.realpath(paths.pop())
+
+
+def test_without_libseccomp_a_filter_is_refused_never_skipped():
+    """In a mount namespace where libseccomp is an empty file: no filter can be built,
+    asking for one is a clear error, and docker info claims no seccomp."""
+    check = (
+        "from runtime import seccomp_filter as f\n"
+        "from runtime.container_spec import SeccompPolicy, DEFAULT_CAPABILITIES\n"
+        "assert not f.available() and f.security_options() == []\n"
+        "try:\n"
+        "    f.program_for(SeccompPolicy(), DEFAULT_CAPABILITIES)\n"
+        "except f.SeccompUnavailable as err:\n"
+        "    print(err)\n"
+    )
+    script = 'mount --bind /dev/null "$1" && exec "$2" -c "$3"'
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", _loaded_libseccomp(),
+                             sys.executable, check], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "cannot load libseccomp.so.2" in result.stdout and "seccomp=unconfined" in result.stdout
