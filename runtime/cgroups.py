@@ -1,7 +1,8 @@
 """Per-container cgroups on cgroup v1, v2, or the hybrid of both.
 
 The layout is detected at runtime from /proc/self/mountinfo: every mounted v1
-controller we use (memory, pids, cpu, cpuacct, cpuset, freezer, devices) gets a
+controller we use (memory, pids, cpu, cpuacct, cpuset, freezer, devices; blkio and
+systemd's named hierarchy without limits, for /sys/fs/cgroup in the container) gets a
 directory `<mount>/dockyard/<container id>`, and so does the v2 hierarchy when
 it is mounted. A limit goes to v1 when that controller is mounted there (a
 hybrid host's v2 tree usually lacks memory and pids), otherwise to v2; device
@@ -26,7 +27,9 @@ from .errors import RuntimeFailure
 log = logging.getLogger(__name__)
 
 DEFAULT_PARENT = "dockyard"
-V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "freezer", "devices")
+# blkio and systemd's named hierarchy hold no limits of ours, but a container is placed in
+# its own cgroup there too, so its /sys/fs/cgroup shows only itself (as under Docker).
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "freezer", "devices", "blkio", "name=systemd")
 CFS_PERIOD_US = 100_000
 
 # Docker's default device rules (moby oci/defaults.go): mknod anything, use only these.
@@ -44,6 +47,13 @@ class CgroupLayout:
     v1: dict[str, Path]                 # controller -> mount point
     unified: Path | None                # cgroup2 mount point
     unified_controllers: frozenset[str] = frozenset()
+    # Every cgroup v1 hierarchy (also those we set no limits in) and its mount options.
+    v1_mounts: tuple[tuple[Path, frozenset[str]], ...] = ()
+
+    @property
+    def pure_v2(self) -> bool:
+        """cgroup v2 only (no v1 hierarchy mounted), as on a stock Debian 12 or our VM."""
+        return self.unified is not None and not self.v1_mounts
 
     def uses_v1(self, controller: str) -> bool:
         return controller in self.v1
@@ -69,6 +79,7 @@ def _unescape(field_text: str) -> str:
 def parse_layout(mountinfo: str) -> CgroupLayout:
     """Build the layout from the text of a /proc/<pid>/mountinfo file."""
     v1: dict[str, Path] = {}
+    v1_mounts: dict[Path, frozenset[str]] = {}
     unified: Path | None = None
     for line in mountinfo.splitlines():
         pre, sep, post = line.partition(" - ")
@@ -81,6 +92,7 @@ def parse_layout(mountinfo: str) -> CgroupLayout:
         if fstype == "cgroup2" and unified is None:
             unified = mount_point
         elif fstype == "cgroup":
+            v1_mounts.setdefault(mount_point, frozenset(tail[2].split(",")))
             for option in tail[2].split(","):
                 if option in V1_CONTROLLERS and option not in v1:
                     v1[option] = mount_point
@@ -90,7 +102,7 @@ def parse_layout(mountinfo: str) -> CgroupLayout:
             controllers = frozenset((unified / "cgroup.controllers").read_text().split())
         except OSError:
             controllers = frozenset()
-    return CgroupLayout(v1=v1, unified=unified, unified_controllers=controllers)
+    return CgroupLayout(v1=v1, unified=unified, unified_controllers=controllers, v1_mounts=tuple(v1_mounts.items()))
 
 
 @lru_cache(maxsize=1)

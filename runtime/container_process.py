@@ -42,15 +42,15 @@ import stat
 import struct
 import termios
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from . import cgroups, sysctls, ulimits
+from . import cgroup_mounts, cgroups, sysctls, ulimits
 from . import linux_syscalls as sc
 from . import seccomp_filter
-from .container_rootfs import RootfsError, setup_rootfs
-from .container_spec import ContainerSpec, ProcessSpec, Stdio
+from .container_rootfs import RootfsError, resolve_in_root, setup_rootfs
+from .container_spec import ContainerSpec, ProcessSpec, SharedNamespaces, Stdio
 from .container_user import UserLookupError, resolve_groups, resolve_user
 from .errors import Conflict, ContainerStartError, InvalidArgument, RuntimeFailure
 
@@ -68,7 +68,8 @@ EXIT_START_FAILED = 128
 _NAMESPACES_TO_JOIN = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
                        ("net", sc.CLONE_NEWNET), ("cgroup", sc.CLONE_NEWCGROUP),
                        ("mnt", sc.CLONE_NEWNS))
-_CGROUP2_MOUNT_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RELATIME
+# _spawn's "pid namespace to join" for --pid host: fork in the engine's own.
+HOST_PID_NAMESPACE = -1
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
 _MAX_FD = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1 << 20
@@ -94,7 +95,7 @@ class _ExecPlan:
     process: ProcessSpec
     keep_caps: int
     last_cap: int
-    new_cgroup_namespace: bool = False   # container init only: own cgroupns + /sys/fs/cgroup
+    cgroup_view: cgroup_mounts.CgroupView = field(default_factory=cgroup_mounts.CgroupView)  # container init only
     seccomp: seccomp_filter.SeccompProgram | None = None   # compiled in the engine, loaded by the child
 
 
@@ -213,24 +214,35 @@ def launch(spec: ContainerSpec, stdio: Stdio,
     want_console = console and spec.process.tty
     size = console_size if console_size and console_size[0] > 0 and console_size[1] > 0 else None
     plan = _plan(spec, spec.process)
+    shared = spec.namespaces
     cg = cgroups.container_cgroup(spec.id)
     try:
         cgroups.create(cg, spec.limits, privileged=spec.process.privileged)
+        plan.cgroup_view = cgroup_mounts.plan(cgroups.host_layout(), cg, shared.private_cgroupns,
+                                              spec.process.privileged)
+        if shared.shm_own_dir:
+            _mount_shareable_shm(shared.shm_own_dir, spec.shm_size)
     except (RuntimeFailure, OSError):
-        _quiet_cleanup(cg)
+        _quiet_cleanup(cg, shared)
         raise
-    plan.new_cgroup_namespace = _private_cgroup_namespace()
     oom_baseline = cgroups.oom_kill_count(cg)
     os.makedirs(rootfs_mountpoint, exist_ok=True)
     mountpoint = os.fspath(rootfs_mountpoint)
-    ns_flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+    ns_flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS
     if not spec.host_network and not spec.netns_path:
         ns_flags |= sc.CLONE_NEWNET
+    if not shared.ipc_host and not shared.ipc_path:
+        ns_flags |= sc.CLONE_NEWIPC
+    joins = [(path, flag) for path, flag in ((spec.netns_path, sc.CLONE_NEWNET),
+                                             (shared.ipc_path, sc.CLONE_NEWIPC)) if path]
+
+    def before_pivot(root: str) -> None:
+        cgroup_mounts.mount_before_pivot(plan.cgroup_view, root, resolve_in_root)
 
     def container_init(pipes: _ChildPipes) -> NoReturn:
-        if spec.netns_path:
-            fd = _open_namespace(spec.netns_path)
-            sc.setns(fd, sc.CLONE_NEWNET)
+        for path, flag in joins:
+            fd = _open_namespace(path)
+            sc.setns(fd, flag)
             os.close(fd)
         sc.unshare(ns_flags)
         if ns_flags & sc.CLONE_NEWNET:
@@ -238,7 +250,7 @@ def launch(spec: ContainerSpec, stdio: Stdio,
         _apply_sysctls(spec.sysctls)
         _setup_stdio(stdio, pipes)
         try:
-            pty = setup_rootfs(spec, mountpoint, spec.process.tty, want_console)
+            pty = setup_rootfs(spec, mountpoint, spec.process.tty, want_console, before_pivot)
         except RootfsError as err:
             raise _StartFailure(str(err)) from None
         except OSError as err:
@@ -252,10 +264,18 @@ def launch(spec: ContainerSpec, stdio: Stdio,
         _finish_and_exec(plan, pipes)
 
     try:
-        pid, master = _spawn(stdio, None, container_init, cg.procs_files(), want_console)
+        pid_ns = _pid_namespace_to_join(shared)
+    except _StartFailure as err:
+        _quiet_cleanup(cg, shared)
+        raise Conflict(str(err)) from None
+    try:
+        pid, master = _spawn(stdio, pid_ns, container_init, cg.procs_files(), want_console)
     except (ContainerStartError, RuntimeFailure):
-        _quiet_cleanup(cg)
+        _quiet_cleanup(cg, shared)
         raise
+    finally:
+        if pid_ns is not None and pid_ns != HOST_PID_NAMESPACE:
+            os.close(pid_ns)
     log.debug("container %s started as pid %d", spec.id[:12], pid)
     return ContainerProcess(pid, cg, oom_baseline, master)
 
@@ -289,8 +309,10 @@ def exec_in(container: ContainerProcess | int, spec: ContainerSpec, process: Pro
 
 
 def cleanup(spec: ContainerSpec) -> None:
-    """Remove the container's cgroups after it exited (kills leftovers). Idempotent."""
+    """Remove the container's cgroups and shareable /dev/shm after it exited (kills leftovers). Idempotent."""
     cgroups.remove(cgroups.container_cgroup(spec.id))
+    if spec.namespaces.shm_own_dir:
+        _unmount_shareable_shm(spec.namespaces.shm_own_dir)
 
 
 def container_pids(spec: ContainerSpec) -> list[int]:
@@ -315,13 +337,46 @@ def _plan(spec: ContainerSpec, process: ProcessSpec) -> _ExecPlan:
     return _ExecPlan(process=process, keep_caps=keep, last_cap=last_cap, seccomp=program)
 
 
+def _pid_namespace_to_join(shared: SharedNamespaces) -> int | None:
+    """For _spawn: None (a new pid namespace), HOST_PID_NAMESPACE, or an open namespace fd."""
+    if shared.pid_host:
+        return HOST_PID_NAMESPACE
+    if shared.pid_path:
+        return _open_namespace(shared.pid_path)
+    return None
+
+
+def _mount_shareable_shm(directory: str, size: int) -> None:
+    """--ipc shareable: /dev/shm is a tmpfs on the host, so joiners can bind the same one."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.path.ismount(directory):
+        return
+    try:
+        sc.mount("shm", directory, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                 f"mode=1777,size={size}")
+    except OSError as err:
+        raise RuntimeFailure(f"cannot mount the shareable /dev/shm: {_os_error_text(err)}") from None
+
+
+def _unmount_shareable_shm(directory: str) -> None:
+    # Joiners still running keep their own reference to the tmpfs; detach ours.
+    if os.path.ismount(directory):
+        try:
+            sc.umount2(directory, sc.MNT_DETACH)
+        except OSError as err:
+            log.warning("cannot unmount %s: %s", directory, err)
+
+
 def _fork_into_pid_namespace(join_fd: int | None) -> int:
     """os.fork() with the child in a new pid namespace (join_fd None) or in the given one.
 
     The pid namespace for children is per thread: only this thread switches,
     and it is switched back before returning, so the child is the container's
     pid 1 (or a member of its namespace) and the engine's direct child.
+    HOST_PID_NAMESPACE (--pid host) forks without switching.
     """
+    if join_fd == HOST_PID_NAMESPACE:
+        return os.fork()
     if join_fd is None:
         sc.unshare(sc.CLONE_NEWPID)
     else:
@@ -423,11 +478,13 @@ def _parse_error(data: bytes) -> tuple[int, str] | None:
     return body[0], body[1:].decode("utf-8", "replace")
 
 
-def _quiet_cleanup(cg: cgroups.ContainerCgroup) -> None:
+def _quiet_cleanup(cg: cgroups.ContainerCgroup, shared: SharedNamespaces | None = None) -> None:
     try:
         cgroups.remove(cg)
     except RuntimeFailure as err:
         log.warning("%s", err)
+    if shared is not None and shared.shm_own_dir:
+        _unmount_shareable_shm(shared.shm_own_dir)
 
 
 def _docker_exit_code(status: int) -> int:
@@ -512,12 +569,6 @@ def _open_namespace(path: str) -> int:
         raise _StartFailure(f"namespace {path} does not exist (is the container running?)") from None
 
 
-def _private_cgroup_namespace() -> bool:
-    """Containers get a cgroup namespace and a cgroup2 mount on pure cgroup v2 hosts (our VM)."""
-    layout = cgroups.host_layout()
-    return layout.unified is not None and not layout.v1
-
-
 def _await_cgroups(syncr: int) -> None:
     """Block until the parent has put this process into the container's cgroups."""
     if os.read(syncr, 1) != b"1":
@@ -596,14 +647,11 @@ def _finish_and_exec(plan: _ExecPlan, pipes: _ChildPipes) -> NoReturn:
     except OSError as err:
         raise _StartFailure(f"cannot use working directory {cwd}: {err.strerror}") from None
     _await_cgroups(pipes.syncr)
-    if plan.new_cgroup_namespace:
-        # As Docker on cgroup v2: the container sees its own cgroup as the root.
-        sc.unshare(sc.CLONE_NEWCGROUP)
-        try:
-            sc.mount("cgroup", "/sys/fs/cgroup", "cgroup2",
-                     _CGROUP2_MOUNT_FLAGS & ~(0 if not process.privileged else sc.MS_RDONLY))
-        except OSError as err:
-            raise _StartFailure(f"cannot mount /sys/fs/cgroup: {_os_error_text(err)}") from None
+    try:
+        # As Docker: with its own cgroup namespace the container sees its cgroup as the root.
+        cgroup_mounts.enter_namespace(plan.cgroup_view)
+    except OSError as err:
+        raise _StartFailure(f"cannot mount /sys/fs/cgroup: {_os_error_text(err)}") from None
     try:
         # Never the engine's own OOM protection: the container's value (0 unless --oom-score-adj).
         with open("/proc/self/oom_score_adj", "w") as f:

@@ -16,6 +16,8 @@ import stat
 import struct
 
 from . import linux_syscalls as sc
+from typing import Callable
+
 from .container_spec import BindMount, ContainerSpec, TmpfsMount
 from .overlay_mount import mount_overlay
 
@@ -142,7 +144,17 @@ def _open_console(dev: str) -> tuple[int, int]:
     return master, slave
 
 
-def _mount_dev(root: str, tty: bool, console: bool, shm_size: int) -> tuple[int, int] | None:
+def _mount_shm(dev: str, source: str | None, size: int) -> None:
+    """/dev/shm: a tmpfs of its own, or the host's or a shareable container's (--ipc)."""
+    os.mkdir(dev + "/shm", 0o1777)
+    if source is None:
+        sc.mount("shm", dev + "/shm", "tmpfs", _PROC_FLAGS, f"mode=1777,size={size}")
+    else:
+        sc.mount(source, dev + "/shm", None, sc.MS_BIND | sc.MS_REC)
+
+
+def _mount_dev(root: str, tty: bool, console: bool, shm_size: int, shm: str | None = None,
+               no_shm: bool = False) -> tuple[int, int] | None:
     dev = root + "/dev"
     _ensure_dir(dev)
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
@@ -156,8 +168,8 @@ def _mount_dev(root: str, tty: bool, console: bool, shm_size: int) -> tuple[int,
     os.mkdir(dev + "/pts", 0o755)
     sc.mount("devpts", dev + "/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
              "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    os.mkdir(dev + "/shm", 0o1777)
-    sc.mount("shm", dev + "/shm", "tmpfs", _PROC_FLAGS, f"mode=1777,size={shm_size}")
+    if not no_shm:
+        _mount_shm(dev, shm, shm_size)
     os.mkdir(dev + "/mqueue", 0o755)
     sc.mount("mqueue", dev + "/mqueue", "mqueue", _PROC_FLAGS)
     for target, name in _DEV_SYMLINKS:
@@ -252,19 +264,22 @@ def _pivot(root: str) -> None:
     os.chdir("/")
 
 
-def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool,
-                 console: bool = False) -> tuple[int, int] | None:
+def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool, console: bool = False,
+                 before_pivot: Callable[[str], None] | None = None) -> tuple[int, int] | None:
     """Build the container's root under `mountpoint` and pivot into it.
 
     Expects to run in a fresh mount namespace (and pid namespace for /proc).
     With `console`, a pty is opened in the container's own devpts and its slave
-    bound at /dev/console: returns (master, slave), else None.
+    bound at /dev/console: returns (master, slave), else None. `before_pivot`
+    gets the root's path last, while host paths can still be bound.
     """
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     privileged = spec.process.privileged
     root = mount_overlay(spec.lower_dirs, spec.upper_dir, spec.work_dir, mountpoint)
     _mount_proc_sys(root, privileged)
-    pty = _mount_dev(root, tty, console, spec.shm_size)   # the child exits on failure: nothing to close
+    namespaces = spec.namespaces
+    # The child exits on failure: nothing to close.
+    pty = _mount_dev(root, tty, console, spec.shm_size, namespaces.shm_source, namespaces.no_shm)
     if privileged:
         _copy_host_devices(root + "/dev")
     for path, source in spec.etc_files.items():
@@ -274,6 +289,8 @@ def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool,
     if not privileged:
         # Docker masks nothing for privileged containers, whatever the lists say.
         _mask_paths(root, spec.masked_paths, spec.readonly_paths)
+    if before_pivot is not None:
+        before_pivot(root)
     _pivot(root)
     if spec.readonly_rootfs:
         _remount_readonly("/")

@@ -77,6 +77,20 @@ class SeccompPolicy:
 
 
 @dataclass
+class SharedNamespaces:
+    """Which namespaces a container shares instead of getting its own (--pid, --ipc, --cgroupns)."""
+
+    pid_host: bool = False
+    pid_path: str | None = None        # join this pid namespace (--pid container:X)
+    ipc_host: bool = False
+    ipc_path: str | None = None        # join this ipc namespace (--ipc container:X)
+    shm_source: str | None = None      # host directory bound at /dev/shm; None: a tmpfs of its own
+    shm_own_dir: str | None = None     # --ipc shareable: the launcher mounts the tmpfs here first
+    no_shm: bool = False               # --ipc none: no /dev/shm at all
+    private_cgroupns: bool = True      # own cgroup namespace (Docker's default on cgroup v2)
+
+
+@dataclass
 class ProcessSpec:
     """The process to exec inside the container (pid 1 of a container, or an exec)."""
 
@@ -115,6 +129,7 @@ class ContainerSpec:
     limits: Limits = field(default_factory=Limits)
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS
+    namespaces: SharedNamespaces = field(default_factory=SharedNamespaces)
 
 
 @dataclass

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import container_config as cc
+from . import namespace_modes
 from .container_io import AttachSession, StreamHub
-from .container_spec import BindMount, ContainerSpec, ProcessSpec, TmpfsMount
+from .container_spec import BindMount, ContainerSpec, ProcessSpec, SharedNamespaces, TmpfsMount
 from .container_store import ContainerStore
 from .errors import (Conflict, ContainerStartError, DockyardError, InvalidArgument, NotFound,
                      NotModified, RuntimeFailure)
@@ -489,6 +490,7 @@ class Engine:
         runtime_cfg = image.config.get("config") or {}
         cfg, hc = cc.build_config(cid, config, host_config or {}, runtime_cfg)
         check_security_options(hc, cc.capabilities(hc))
+        namespace_modes.validate(hc, self._donor, _pure_cgroup_v2())
         requests = cc.parse_mounts(cfg, hc)
         for m in requests:
             if m.type == "bind" and not m.create_source and not os.path.exists(m.source):
@@ -527,6 +529,13 @@ class Engine:
             self._containers[cid] = live
         self._emit(c, "create")
         return c
+
+    def _donor(self, ref: str) -> namespace_modes.Donor:
+        """A container another joins (--pid/--ipc container:REF): its init pid and shareable /dev/shm."""
+        c = self._live(ref).c
+        shareable = c.host_config.get("IpcMode") == "shareable"
+        return namespace_modes.Donor(c.id, c.state.pid if c.state.running else 0,
+                                     self.store.dir(c.id) / "shm" if shareable else None)
 
     def _mount_record(self, m: cc.MountRequest, created: list[str]) -> dict[str, Any]:
         """Docker's inspect "Mounts" entry; volumes are created now, as dockerd does."""
@@ -718,7 +727,8 @@ class Engine:
             hostname=cfg.get("Hostname", ""), domainname=cfg.get("Domainname", ""),
             mounts=mounts + ([init] if init else []), etc_files=etc_files, netns_path=attachment.netns_path,
             host_network=attachment.mode == "host", readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
-            limits=cc.limits(hc), **cc.container_extras(hc))
+            limits=cc.limits(hc), **cc.container_extras(hc),
+            namespaces=namespace_modes.resolve(hc, self._donor, cdir / "shm", _pure_cgroup_v2()))
         console = hc.get("ConsoleSize") or []
         if cfg.get("Tty") and len(console) == 2:
             # The CLI sends its terminal size at create and resizes after start; starting
@@ -1148,8 +1158,10 @@ class Engine:
 
     def _bare_spec(self, c: Container) -> ContainerSpec:
         cdir = self.store.dir(c.id)
+        # The shareable /dev/shm is named so that cleaning up leftovers unmounts it too.
+        shm = str(cdir / "shm") if c.host_config.get("IpcMode") == "shareable" else None
         return ContainerSpec(id=c.id, lower_dirs=[], upper_dir=cdir / "diff", work_dir=cdir / "work",
-                             process=ProcessSpec(args=[]))
+                             process=ProcessSpec(args=[]), namespaces=SharedNamespaces(shm_own_dir=shm))
 
     # exec ----------------------------------------------------------------
     def create_exec(self, ref: str, cmd: list[str], env: list[str] | None = None, user: str = "",
@@ -1351,6 +1363,12 @@ class Engine:
 
 
 # helpers --------------------------------------------------------------------
+def _pure_cgroup_v2() -> bool:
+    """Whether this host has cgroup v2 only (it decides Docker's default --cgroupns)."""
+    from .cgroups import host_layout
+    return host_layout().pure_v2
+
+
 def _wait_exit(proc: Any) -> int:
     """The process's exit code, once it exited.
 

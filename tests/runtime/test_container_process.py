@@ -611,7 +611,10 @@ def test_cgroup_namespace_and_mount(make_spec, monkeypatch):
     # On a pure cgroup v2 host (our VM) each container gets its own cgroup namespace
     # with cgroup2 at /sys/fs/cgroup. This host is hybrid; its cgroup2 tree is real
     # enough to exercise the same calls, so force the choice.
-    monkeypatch.setattr(container_process, "_private_cgroup_namespace", lambda: True)
+    from runtime.cgroup_mounts import CgroupView
+
+    monkeypatch.setattr(container_process.cgroup_mounts, "plan",
+                        lambda *args: CgroupView(namespace=True, fresh_v2=True))
     spec = make_spec(["sh", "-c", "grep '^0::' /proc/self/cgroup; grep ' /sys/fs/cgroup ' /proc/mounts; "
                                   "echo READY; sleep 100"])
     container, out_r, err_r = start(spec)
