@@ -203,8 +203,13 @@ def _enable_v2_controllers(layout: CgroupLayout, parent: str, wanted: set[str]) 
 
 
 def create(cg: ContainerCgroup, limits: Limits, privileged: bool = False,
-           layout: CgroupLayout | None = None, parent: str = DEFAULT_PARENT) -> None:
-    """Make the container's directories and write its limits (before any process joins)."""
+           layout: CgroupLayout | None = None, parent: str = DEFAULT_PARENT,
+           device_rules: list[str] | tuple[str, ...] = ()) -> None:
+    """Make the container's directories and write its limits (before any process joins).
+
+    `device_rules` (devices.allow lines from --device and --device-cgroup-rule)
+    are allowed on top of Docker's defaults.
+    """
     layout = layout or host_layout()
     if layout.unified is not None and cg.unified is not None:
         (layout.unified / parent).mkdir(exist_ok=True)
@@ -221,18 +226,19 @@ def create(cg: ContainerCgroup, limits: Limits, privileged: bool = False,
         _write(cg.pids / "pids.max", str(limits.pids_limit) if limits.pids_limit > 0 else "max")
     _apply_cpu(cg, limits)
     if not privileged:
-        _restrict_devices(cg)
+        _restrict_devices(cg, device_rules)
 
 
-def _restrict_devices(cg: ContainerCgroup) -> None:
-    """Docker's device allow-list: v1 devices controller, else an eBPF program on v2."""
+def _restrict_devices(cg: ContainerCgroup, extra: list[str] | tuple[str, ...] = ()) -> None:
+    """Docker's device allow-list plus `extra`: v1 devices controller, else an eBPF program on v2."""
+    rules = list(DEFAULT_DEVICE_RULES) + list(extra)
     if cg.devices is not None:
         _write(cg.devices / "devices.deny", "a")
-        for rule in DEFAULT_DEVICE_RULES:
+        for rule in rules:
             _write(cg.devices / "devices.allow", rule)
     elif cg.unified is not None:
         try:
-            device_filter.attach(cg.unified, [device_filter.DeviceRule.parse(r) for r in DEFAULT_DEVICE_RULES])
+            device_filter.attach(cg.unified, [device_filter.DeviceRule.parse(r) for r in rules])
         except OSError as err:
             raise RuntimeFailure(f"cgroup: cannot attach the device filter to {cg.unified}: "
                                  f"{err.strerror}") from err

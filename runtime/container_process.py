@@ -52,6 +52,7 @@ from . import seccomp_filter
 from .container_rootfs import RootfsError, resolve_in_root, setup_rootfs
 from .container_spec import ContainerSpec, ProcessSpec, SharedNamespaces, Stdio
 from .container_user import UserLookupError, resolve_groups, resolve_user
+from .device_rules import allow_rules
 from .errors import Conflict, ContainerStartError, InvalidArgument, RuntimeFailure
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,8 @@ def launch(spec: ContainerSpec, stdio: Stdio,
     shared = spec.namespaces
     cg = cgroups.container_cgroup(spec.id)
     try:
-        cgroups.create(cg, spec.limits, privileged=spec.process.privileged)
+        cgroups.create(cg, spec.limits, privileged=spec.process.privileged,
+                       device_rules=allow_rules(spec.devices, spec.device_rules))
         plan.cgroup_view = cgroup_mounts.plan(cgroups.host_layout(), cg, shared.private_cgroupns,
                                               spec.process.privileged)
         if shared.shm_own_dir:

@@ -18,7 +18,7 @@ import struct
 from . import linux_syscalls as sc
 from typing import Callable
 
-from .container_spec import BindMount, ContainerSpec, TmpfsMount
+from .container_spec import BindMount, ContainerSpec, DeviceNode, TmpfsMount
 from .overlay_mount import mount_overlay
 
 
@@ -153,6 +153,23 @@ def _mount_shm(dev: str, source: str | None, size: int) -> None:
         sc.mount(source, dev + "/shm", None, sc.MS_BIND | sc.MS_REC)
 
 
+def _make_devices(root: str, nodes: list[DeviceNode]) -> None:
+    """--device nodes at their paths in the container, owned and moded as on the host."""
+    for node in nodes:
+        path = resolve_in_root(root, node.path)
+        _ensure_dir(os.path.dirname(path))
+        if os.path.lexists(path):
+            os.unlink(path)
+        kind = stat.S_IFBLK if node.kind == "b" else stat.S_IFCHR
+        try:
+            os.mknod(path, kind | node.mode, os.makedev(node.major, node.minor))
+        except PermissionError:
+            bind(node.host_path, path, readonly=False)
+            continue
+        os.chmod(path, node.mode)   # mknod applies the umask
+        os.chown(path, node.uid, node.gid)
+
+
 def _mount_dev(root: str, tty: bool, console: bool, shm_size: int, shm: str | None = None,
                no_shm: bool = False) -> tuple[int, int] | None:
     dev = root + "/dev"
@@ -282,6 +299,7 @@ def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool, console: bool 
     pty = _mount_dev(root, tty, console, spec.shm_size, namespaces.shm_source, namespaces.no_shm)
     if privileged:
         _copy_host_devices(root + "/dev")
+    _make_devices(root, spec.devices)
     for path, source in spec.etc_files.items():
         bind(os.fspath(source), resolve_in_root(root, path), readonly=False)
     for mount in spec.mounts:

@@ -90,6 +90,21 @@ class SharedNamespaces:
     private_cgroupns: bool = True      # own cgroup namespace (Docker's default on cgroup v2)
 
 
+@dataclass(frozen=True)
+class DeviceNode:
+    """A host device made available in the container (--device): node and cgroup access."""
+
+    path: str            # inside the container
+    host_path: str       # bound instead when the node cannot be made (no CAP_MKNOD)
+    kind: str            # "c" or "b"
+    major: int
+    minor: int
+    mode: int            # permission bits of the host node
+    uid: int
+    gid: int
+    access: str          # cgroup access, a subset of "rwm"
+
+
 @dataclass
 class ProcessSpec:
     """The process to exec inside the container (pid 1 of a container, or an exec)."""
@@ -130,6 +145,8 @@ class ContainerSpec:
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS
     namespaces: SharedNamespaces = field(default_factory=SharedNamespaces)
+    devices: list[DeviceNode] = field(default_factory=list)
+    device_rules: list[str] = field(default_factory=list)   # extra devices.allow rules ("c 1:3 rwm")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import container_config as cc
-from . import namespace_modes
+from . import device_rules, namespace_modes
 from .container_io import AttachSession, StreamHub
 from .container_spec import BindMount, ContainerSpec, ProcessSpec, SharedNamespaces, TmpfsMount
 from .container_store import ContainerStore
@@ -490,7 +490,7 @@ class Engine:
         runtime_cfg = image.config.get("config") or {}
         cfg, hc = cc.build_config(cid, config, host_config or {}, runtime_cfg)
         check_security_options(hc, cc.capabilities(hc))
-        namespace_modes.validate(hc, self._donor, _pure_cgroup_v2())
+        self._check_sharing_and_devices(hc)
         requests = cc.parse_mounts(cfg, hc)
         for m in requests:
             if m.type == "bind" and not m.create_source and not os.path.exists(m.source):
@@ -529,6 +529,14 @@ class Engine:
             self._containers[cid] = live
         self._emit(c, "create")
         return c
+
+    def _check_sharing_and_devices(self, hc: dict[str, Any]) -> None:
+        """--pid/--ipc/--cgroupns, --device and --device-cgroup-rule values, with dockerd's messages."""
+        namespace_modes.validate(hc, self._donor, _pure_cgroup_v2())
+        if hc.get("Devices") is not None:
+            hc["Devices"] = device_rules.validate_devices(hc["Devices"])
+        if hc.get("DeviceCgroupRules") is not None:
+            hc["DeviceCgroupRules"] = device_rules.validate_rules(hc["DeviceCgroupRules"])
 
     def _donor(self, ref: str) -> namespace_modes.Donor:
         """A container another joins (--pid/--ipc container:REF): its init pid and shareable /dev/shm."""
@@ -728,7 +736,9 @@ class Engine:
             mounts=mounts + ([init] if init else []), etc_files=etc_files, netns_path=attachment.netns_path,
             host_network=attachment.mode == "host", readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
             limits=cc.limits(hc), **cc.container_extras(hc),
-            namespaces=namespace_modes.resolve(hc, self._donor, cdir / "shm", _pure_cgroup_v2()))
+            namespaces=namespace_modes.resolve(hc, self._donor, cdir / "shm", _pure_cgroup_v2()),
+            devices=device_rules.gather(hc.get("Devices") or []),
+            device_rules=list(hc.get("DeviceCgroupRules") or []))
         console = hc.get("ConsoleSize") or []
         if cfg.get("Tty") and len(console) == 2:
             # The CLI sends its terminal size at create and resizes after start; starting

@@ -1,5 +1,5 @@
-"""Namespace modes and the /sys/fs/cgroup plan per host layout: the parts that decide,
-without starting a container (the API tests run them for real)."""
+"""Namespace modes, the /sys/fs/cgroup plan per host layout and device values: the parts
+that decide, without starting a container (the API tests run them for real)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cgroup_mounts, namespace_modes
+from runtime import cgroup_mounts, device_rules, namespace_modes
 from runtime.cgroups import CgroupLayout, container_cgroup
 from runtime.errors import Conflict, InvalidArgument, NotFound
 
@@ -104,3 +104,16 @@ def test_cgroup_view_on_v1_binds_each_hierarchy(tmp_path):
     assert binds["net_cls"].startswith(str(root / "net_cls"))
     assert view.links == (("cpu", "cpu,cpuacct"), ("cpuacct", "cpu,cpuacct"))
     assert cgroup_mounts.plan(layout, cg, True, False).namespace
+
+
+def test_device_values():
+    assert device_rules.validate_devices([{"PathOnHost": "/dev/fuse"}]) == [
+        {"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rwm"}]
+    assert device_rules.validate_rules(["c 10:229 rwm", "a *:* m", "b 8:* r"]) == ["c 10:229 rwm", "a *:* m", "b 8:* r"]
+    for bad in (["c 1:3"], ["c 1:3 rwx"], ["x 1:3 r"], [""]):
+        with pytest.raises(InvalidArgument, match="invalid device cgroup rule format"):
+            device_rules.validate_rules(bad)
+    node = device_rules.gather([{"PathOnHost": "/dev/null", "PathInContainer": "/dev/mynull",
+                                 "CgroupPermissions": "rw"}])
+    assert [(n.path, n.kind, n.major, n.minor, n.access) for n in node] == [("/dev/mynull", "c", 1, 3, "rw")]
+    assert device_rules.allow_rules(node, ["b 8:0 r"]) == ["c 1:3 rw", "b 8:0 r"]
