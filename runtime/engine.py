@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import container_config as cc
-from . import device_rules, namespace_modes
+from . import device_rules, namespace_modes, volumes_from
 from .container_io import AttachSession, StreamHub
 from .container_spec import BindMount, ContainerSpec, ProcessSpec, SharedNamespaces, TmpfsMount
 from .container_store import ContainerStore
@@ -491,7 +491,9 @@ class Engine:
         cfg, hc = cc.build_config(cid, config, host_config or {}, runtime_cfg)
         check_security_options(hc, cc.capabilities(hc))
         self._check_sharing_and_devices(hc)
-        requests = cc.parse_mounts(cfg, hc)
+        requests = volumes_from.merge(cc.parse_mounts(cfg, hc),
+                                      volumes_from.inherited_requests(hc.get("VolumesFrom"),
+                                                                      lambda ref: self._live(ref).c.mounts), hc)
         for m in requests:
             if m.type == "bind" and not m.create_source and not os.path.exists(m.source):
                 raise InvalidArgument(f'invalid mount config for type "bind": '
@@ -537,6 +539,8 @@ class Engine:
             hc["Devices"] = device_rules.validate_devices(hc["Devices"])
         if hc.get("DeviceCgroupRules") is not None:
             hc["DeviceCgroupRules"] = device_rules.validate_rules(hc["DeviceCgroupRules"])
+        for entry in hc.get("VolumesFrom") or []:
+            volumes_from.parse(entry)
 
     def _donor(self, ref: str) -> namespace_modes.Donor:
         """A container another joins (--pid/--ipc container:REF): its init pid and shareable /dev/shm."""
@@ -755,7 +759,8 @@ class Engine:
     def _resolve_mounts(self, c: Container) -> list[BindMount | TmpfsMount]:
         volume_by_target = {m["Destination"]: m.get("Name", "") for m in c.mounts if m.get("Type") == "volume"}
         result: list[BindMount | TmpfsMount] = []
-        for m in cc.parse_mounts(c.config, c.host_config):
+        requests = volumes_from.at_start(cc.parse_mounts(c.config, c.host_config), c.mounts, c.host_config)
+        for m in requests:
             if m.type == "bind":
                 if not os.path.exists(m.source):
                     if not m.create_source:

@@ -1,5 +1,5 @@
-"""Namespace modes, the /sys/fs/cgroup plan per host layout and device values: the parts
-that decide, without starting a container (the API tests run them for real)."""
+"""Namespace modes, the /sys/fs/cgroup plan per host layout, device values and --volumes-from
+merging: the parts that decide, without starting a container (the API tests run them for real)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cgroup_mounts, device_rules, namespace_modes
+from runtime import cgroup_mounts, device_rules, namespace_modes, volumes_from
 from runtime.cgroups import CgroupLayout, container_cgroup
+from runtime.container_config import MountRequest
 from runtime.errors import Conflict, InvalidArgument, NotFound
 
 DONOR_ID = "d" * 64
@@ -117,3 +118,21 @@ def test_device_values():
                                  "CgroupPermissions": "rw"}])
     assert [(n.path, n.kind, n.major, n.minor, n.access) for n in node] == [("/dev/mynull", "c", 1, 3, "rw")]
     assert device_rules.allow_rules(node, ["b 8:0 r"]) == ["c 1:3 rw", "b 8:0 r"]
+
+
+def test_volumes_from_merging():
+    own = [MountRequest("bind", "/mine", "/src"), MountRequest("volume", "/img", ""),
+           MountRequest("volume", "/other", "")]
+    lent = [MountRequest("volume", "/img", "lent"), MountRequest("volume", "/mine", "ignored")]
+    merged = volumes_from.merge(own, lent, {"Binds": ["/src:/mine"]})
+    assert [(m.target, m.source) for m in merged] == [("/mine", "/src"), ("/img", "lent"), ("/other", "")]
+    with pytest.raises(InvalidArgument, match="^invalid mode: xx$"):
+        volumes_from.parse("name:xx")
+    records = [{"Type": "volume", "Name": "v", "Destination": "/a/b", "RW": False},
+               {"Type": "bind", "Source": "/src", "Destination": "/mine", "RW": True},
+               {"Type": "volume", "Name": "w", "Destination": "/a", "RW": True}]
+    at_start = volumes_from.at_start([MountRequest("bind", "/mine", "/src", create_source=True)], records,
+                                     {"Binds": ["/src:/mine"]})
+    assert [(m.target, m.source, m.readonly) for m in at_start] == [
+        ("/mine", "/src", False), ("/a", "w", False), ("/a/b", "v", True)]
+    assert at_start[0].create_source    # the user's own mount keeps what parse_mounts says
