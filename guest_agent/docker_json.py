@@ -5,10 +5,12 @@ Pure functions: no engine calls, so every shape can be checked on its own.
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import datetime, timezone
 from typing import Any
 
+from runtime.detach_keys import parse_detach_keys
 from runtime.image_store import Image
 from runtime.lazy_re import lazy_compile
 from runtime.models import Container, Event, ExecInstance, NetworkAttachment, Volume
@@ -235,7 +237,9 @@ def exec_inspect(ex: ExecInstance) -> dict[str, Any]:
         "OpenStdin": ex.attach_stdin, "OpenStderr": ex.attach_stderr, "OpenStdout": ex.attach_stdout,
         "CanRemove": False,
         "ContainerID": ex.container_id,
-        "DetachKeys": "",
+        # Go's JSON of the parsed []byte: base64, empty when none were given.
+        "DetachKeys": base64.b64encode(parse_detach_keys(ex.detach_keys)).decode()
+        if ex.detach_keys else "",
         "Pid": ex.pid,
     }
 

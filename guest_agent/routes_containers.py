@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 from runtime.container_config import keeps_logs
 from runtime.container_schema import check_create
+from runtime.detach_keys import parse_detach_keys
 from runtime.engine import Engine
 from runtime.errors import InvalidArgument
 
@@ -203,12 +204,15 @@ class ContainerRoutes:
         container = self.engine.get_container(request.params["id"])
         tty = bool(container.config.get("Tty"))
         want_stdin = request.bool_arg("stdin")
+        # Checked before the upgrade, as dockerd does; only a TTY session looks for them.
+        detach_keys = parse_detach_keys(request.arg("detachKeys") or "", "detach")
         session = self.engine.attach_container(
             container.id, stdin=want_stdin, stdout=request.bool_arg("stdout"),
             stderr=request.bool_arg("stderr"), logs=request.bool_arg("logs"))
 
         def run(conn: HijackedConnection) -> None:
-            pump_session(conn, session, multiplexed=not tty, forward_stdin=want_stdin)
+            pump_session(conn, session, multiplexed=not tty, forward_stdin=want_stdin,
+                         detach_keys=detach_keys if tty else None)
 
         return HijackResponse(run=run, content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from runtime.detach_keys import parse_detach_keys
 from runtime.engine import Engine
 from runtime.errors import InvalidArgument
 
@@ -26,6 +27,23 @@ def _string_list(value: object, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidArgument(f"invalid {what}: expected a list of strings")
     return list(value)
+
+
+def _optional_string(value: object, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"invalid {what}: expected a string")
+    return value
+
+
+def _field(body: dict, name: str) -> object:
+    """A body field matched case-insensitively, as Go's JSON decoding does (docker-py sends
+    "detachKeys")."""
+    if name in body:
+        return body[name]
+    lowered = name.lower()
+    return next((v for k, v in body.items() if k.lower() == lowered), None)
 
 
 class ExecRoutes:
@@ -51,7 +69,8 @@ class ExecRoutes:
             tty=bool(body.get("Tty")), attach_stdin=bool(body.get("AttachStdin")),
             attach_stdout=bool(body.get("AttachStdout", True)),
             attach_stderr=bool(body.get("AttachStderr", True)),
-            privileged=bool(body.get("Privileged")))
+            privileged=bool(body.get("Privileged")),
+            detach_keys=_optional_string(_field(body, "DetachKeys"), "DetachKeys"))
         return json_response({"Id": ex.id}, 201)
 
     def start(self, request: Request) -> Response | HijackResponse:
@@ -59,7 +78,11 @@ class ExecRoutes:
         exec_id = request.params["id"]
         ex = self.engine.get_exec(exec_id)
         detach = bool(body.get("Detach"))
-        tty = bool(body.get("Tty", ex.tty)) or ex.tty
+        # As dockerd, the start request's Tty chooses the framing (the process keeps the pty
+        # its create asked for): docker-py's exec_start(tty=False) of a Tty exec gets frames.
+        tty = bool(body.get("Tty", ex.tty))
+        # Only a TTY exec looks for detach keys (stdin without one is binary data).
+        detach_keys = parse_detach_keys(ex.detach_keys, "escape") if ex.tty else None
         session = self.engine.start_exec(exec_id, detach=detach)
         console = body.get("ConsoleSize")
         if tty and isinstance(console, list) and len(console) == 2 and all(console):
@@ -78,7 +101,7 @@ class ExecRoutes:
 
         def run(conn: HijackedConnection) -> None:
             pump_session(conn, session, multiplexed=not tty, forward_stdin=ex.attach_stdin,
-                         before_close=exit_code_final)
+                         before_close=exit_code_final, detach_keys=detach_keys)
 
         return HijackResponse(run=run, content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
 

@@ -10,6 +10,7 @@ import logging
 import threading
 from typing import Callable, Iterable
 
+from runtime.detach_keys import DetachScanner
 from runtime.engine import AttachSession
 
 from .http_server import HijackedConnection
@@ -30,32 +31,50 @@ def encode_output(chunks: Iterable[tuple[int, bytes]], multiplexed: bool) -> Ite
             yield frame(stream, data) if multiplexed else data
 
 
-def _forward_stdin(conn: HijackedConnection, session: AttachSession) -> None:
-    """Client bytes → the process's stdin; the client's half-close (EOF) closes stdin."""
+def _forward_stdin(conn: HijackedConnection, session: AttachSession,
+                   detach_keys: bytes | None, detached: threading.Event) -> None:
+    """Client bytes → the process's stdin; the client's half-close (EOF) closes stdin.
+
+    With `detach_keys`, that sequence ends the session instead: the process keeps running
+    with its stdin open, and the connection closes (what dockerd does on a TTY).
+    """
+    scanner = DetachScanner(detach_keys) if detach_keys else None
     try:
         while True:
             data = conn.read()
             if not data:
                 break
+            if scanner is not None:
+                data, detach = scanner.feed(data)
+                if data:
+                    session.write_stdin(data)
+                if detach:
+                    log.debug("attach session detached by its detach keys")
+                    detached.set()
+                    session.close()   # ends the output side, which closes the connection
+                    return
+                continue
             session.write_stdin(data)
     except Exception as err:  # the process may be gone; the output side finishes the session
         log.debug("stdin forwarding stopped: %s", err)
-    finally:
-        try:
-            session.close_stdin()
-        except Exception as err:
-            log.debug("close_stdin failed: %s", err)
+    try:
+        session.close_stdin()
+    except Exception as err:
+        log.debug("close_stdin failed: %s", err)
 
 
 def pump_session(conn: HijackedConnection, session: AttachSession, multiplexed: bool,
-                 forward_stdin: bool, before_close: Callable[[], None] | None = None) -> None:
+                 forward_stdin: bool, before_close: Callable[[], None] | None = None,
+                 detach_keys: bytes | None = None) -> None:
     """Run a full-duplex attach until the process's output ends or the client leaves.
 
     `before_close` runs after the last output byte and before the connection closes:
     clients read the exit code right after the stream ends, so it must be final by then.
+    It is skipped when the client detached (`detach_keys` typed): the process runs on.
     """
+    detached = threading.Event()
     if forward_stdin:
-        threading.Thread(target=_forward_stdin, args=(conn, session),
+        threading.Thread(target=_forward_stdin, args=(conn, session, detach_keys, detached),
                          name="attach-stdin", daemon=True).start()
     try:
         for chunk in encode_output(session.output(), multiplexed):
@@ -68,7 +87,7 @@ def pump_session(conn: HijackedConnection, session: AttachSession, multiplexed: 
         log.exception("attach output failed")
         session.close()
         return
-    if before_close is not None:
+    if before_close is not None and not detached.is_set():
         try:
             before_close()
         except Exception as err:

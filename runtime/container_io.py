@@ -301,6 +301,11 @@ class StreamHub:
             self._run = None
         self.end_sessions()
 
+    def fail_run(self, message: bytes) -> None:
+        """The launch failed: attached sessions get `message` on stdout, then end (run_failed)."""
+        self._fan_out(STDOUT, message)
+        self.run_failed()
+
     def wait_drained(self, timeout: float) -> bool:
         """After the process exited: wait until its output is pumped; force the end otherwise.
 

@@ -33,6 +33,7 @@ from . import device_rules, namespace_modes, volumes_from
 from .container_io import AttachSession, StreamHub
 from .container_spec import BindMount, ContainerSpec, ProcessSpec, SharedNamespaces, TmpfsMount
 from .container_store import ContainerStore
+from .detach_keys import parse_detach_keys
 from .errors import (Conflict, ContainerStartError, DockyardError, InvalidArgument, NotFound,
                      NotModified, RuntimeFailure)
 from .event_bus import EventBus, EventSubscription
@@ -54,6 +55,8 @@ SHUTDOWN_STOP_CAP = 10
 DRAIN_TIMEOUT = 5.0
 KILL_WAIT = 30.0
 NULL_TIME = "0001-01-01T00:00:00Z"
+# dockerd's exit code of an exec whose process could not be started (missing or not executable).
+EXEC_START_FAILED = 126
 
 
 def _launcher():
@@ -1182,12 +1185,14 @@ class Engine:
     def create_exec(self, ref: str, cmd: list[str], env: list[str] | None = None, user: str = "",
                     working_dir: str = "", tty: bool = False, attach_stdin: bool = False,
                     attach_stdout: bool = True, attach_stderr: bool = True,
-                    privileged: bool = False) -> ExecInstance:
-        """Conflict if the container is not running."""
+                    privileged: bool = False, detach_keys: str = "") -> ExecInstance:
+        """Conflict if the container is not running; InvalidArgument for malformed detach keys."""
         live = self._live(ref)
         c = live.c
         if not cmd:
             raise InvalidArgument("No exec command specified")
+        if detach_keys:
+            parse_detach_keys(detach_keys, "escape")
         if working_dir and not working_dir.startswith("/"):
             raise InvalidArgument(f"the working directory '{working_dir}' is invalid, "
                                   "it needs to be an absolute path")
@@ -1199,7 +1204,8 @@ class Engine:
             inst = ExecInstance(id=secrets.token_hex(32), container_id=c.id, cmd=list(cmd),
                                 env=list(env or []), user=user, working_dir=working_dir, tty=tty,
                                 attach_stdin=attach_stdin, attach_stdout=attach_stdout,
-                                attach_stderr=attach_stderr, privileged=privileged)
+                                attach_stderr=attach_stderr, privileged=privileged,
+                                detach_keys=detach_keys)
             c.exec_ids.append(inst.id)
         with self._lock:
             self._execs[inst.id] = _ExecRecord(inst)
@@ -1245,7 +1251,8 @@ class Engine:
         # for the container's capabilities), even with `exec --privileged`.
         process = ProcessSpec(
             args=list(inst.cmd),
-            env=cc.merge_env(cc.process_env(c.config), inst.env),
+            # As dockerd: TERM=xterm follows the exec's own TTY, not the container's.
+            env=cc.merge_env(cc.process_env({**c.config, "Tty": inst.tty}), inst.env),
             cwd=inst.working_dir or c.config.get("WorkingDir") or "/",
             user=inst.user or c.config.get("User") or "",
             tty=inst.tty,
@@ -1257,9 +1264,21 @@ class Engine:
         stdio = rec.hub.prepare_run(ptmx)
         try:
             proc = _launcher().exec_in(container_proc, spec, process, stdio)
-        except BaseException as err:
+        except ContainerStartError as err:
+            # As dockerd: an attached client gets the runtime's message on the stream and the
+            # exec exits 126; only a detached start has no stream to say it on.
+            inst.exit_code = EXEC_START_FAILED
+            if session is None:
+                rec.hub.run_failed()
+                rec.done.set()
+                raise
+            rec.hub.fail_run(f"OCI runtime exec failed: exec failed: unable to start container "
+                             f"process: {err.message}: unknown\r\n".encode())
+            rec.done.set()
+            return session
+        except BaseException:
             rec.hub.run_failed()
-            inst.exit_code = err.exit_code if isinstance(err, ContainerStartError) else 126
+            inst.exit_code = EXEC_START_FAILED
             rec.done.set()
             raise
         rec.hub.run_started()

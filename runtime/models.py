@@ -86,6 +86,7 @@ class ExecInstance:
     attach_stdout: bool = True
     attach_stderr: bool = True
     privileged: bool = False
+    detach_keys: str = ""           # as given at create ("" = the default, ctrl-p,ctrl-q)
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
