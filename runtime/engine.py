@@ -509,7 +509,7 @@ class Engine:
             mounts = []
             layers: list[Path] | None = None
             for m in requests:
-                record = self._mount_record(m, created_volumes)
+                record = self._mount_record(m, created_volumes, hc)
                 mounts.append(record)
                 if m.type == "volume" and not m.nocopy and not os.listdir(record["Source"]):
                     if layers is None:
@@ -552,10 +552,13 @@ class Engine:
         return namespace_modes.Donor(c.id, c.state.pid if c.state.running else 0,
                                      self.store.dir(c.id) / "shm" if shareable else None)
 
-    def _mount_record(self, m: cc.MountRequest, created: list[str]) -> dict[str, Any]:
+    def _mount_record(self, m: cc.MountRequest, created: list[str],
+                      hc: dict[str, Any]) -> dict[str, Any]:
         """Docker's inspect "Mounts" entry; volumes are created now, as dockerd does."""
         if m.type == "volume":
-            vol, new = self.volumes.create(m.source or None, anonymous=not m.source)
+            driver, options, labels = _volume_options(hc, m.target)
+            vol, new = self.volumes.create(m.source or None, driver, labels, options,
+                                           anonymous=not m.source)
             if new:
                 created.append(vol.name)
                 self.events.publish("volume", "create", vol.name, {"driver": "local"})
@@ -686,6 +689,7 @@ class Engine:
             self.network.detach(c.id)
         except Exception as detach_err:   # noqa: BLE001
             log.warning("network detach after failed start: %s", detach_err)
+        self.volumes.release(c.id)
         live.hub.run_failed()
         with live.lock:
             live.starting = False
@@ -776,7 +780,8 @@ class Engine:
                 vol, new = self.volumes.create(name or None, anonymous=not m.source)
                 if new:
                     self.events.publish("volume", "create", vol.name, {"driver": "local"})
-                result.append(BindMount(vol.mountpoint, m.target, m.readonly))
+                # A volume with driver options is mounted (tmpfs, bind ...) while in use.
+                result.append(BindMount(self.volumes.acquire(vol.name, c.id), m.target, m.readonly))
             else:
                 result.append(TmpfsMount(m.target, m.options))
         return result
@@ -802,6 +807,7 @@ class Engine:
             _launcher().cleanup(spec)
         except Exception as err:   # noqa: BLE001
             log.warning("cleanup of %s failed: %s", c.id[:12], err)
+        self.volumes.release(c.id)
         policy = RestartPolicy.from_host_config(c.host_config)
         auto_remove = bool(c.host_config.get("AutoRemove"))
         with live.lock:
@@ -1420,6 +1426,22 @@ def _wait_exit(proc: Any) -> int:
         except ChildProcessError:
             break
     return int(proc.wait())
+
+
+def _volume_options(hc: dict[str, Any], target: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(driver, driver options, labels) of `--mount type=volume,...` at `target`, for the
+    volume it creates (volume-driver, volume-opt, volume-label); "local" and none otherwise."""
+    for m in hc.get("Mounts") or []:
+        if not isinstance(m, dict) or m.get("Type") != "volume":
+            continue
+        if os.path.normpath(str(m.get("Target") or "")) != target:
+            continue
+        vo = m.get("VolumeOptions") or {}
+        driver_config = vo.get("DriverConfig") or {}
+        return (str(driver_config.get("Name") or "local"),
+                {str(k): str(v) for k, v in (driver_config.get("Options") or {}).items()},
+                {str(k): str(v) for k, v in (vo.get("Labels") or {}).items()})
+    return "local", {}, {}
 
 
 def _label_ok(labels: dict[str, str], spec: str) -> bool:

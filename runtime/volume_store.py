@@ -17,6 +17,7 @@ from pathlib import Path
 from .atomic_file import read_json, write_json_atomic
 from .errors import Conflict, InvalidArgument, NotFound
 from .lazy_re import lazy_compile
+from .local_volume import is_mounted, mount_volume, unmount_volume, validate_options
 from .log_store import now_rfc3339
 from .models import Volume
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 VOLUME_NAME_RE = lazy_compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 # Docker (23+) marks volumes it created for `-v /path` and image VOLUMEs with this label.
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
+_MAX_STACKED_MOUNTS = 16
 
 
 def validate_volume_name(name: str) -> None:
@@ -44,6 +46,7 @@ class VolumeStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._volumes: dict[str, Volume] = {}
+        self._users: dict[str, set[str]] = {}   # volume with driver options → running users
         self._load()
 
     def _load(self) -> None:
@@ -51,6 +54,8 @@ class VolumeStore:
             if entry.name.startswith(".removing-"):
                 shutil.rmtree(entry, ignore_errors=True)   # a removal the last run did not finish
                 continue
+            # A mount the last run left behind (its containers are gone): a fresh start.
+            self._unmount(entry / "_data")
             meta = read_json(entry / "metadata.json")
             if not isinstance(meta, dict) or not (entry / "_data").is_dir():
                 continue
@@ -68,15 +73,13 @@ class VolumeStore:
         """
         if driver not in ("", "local"):
             raise InvalidArgument(f"error looking up volume plugin {driver}: plugin \"{driver}\" not found")
-        if options:
-            # The local driver's mount options (type/device/o) would need mount(2) on
-            # every use; refuse clearly rather than create a volume that ignores them.
-            raise InvalidArgument(f"volume driver options are not supported: {sorted(options)}")
         labels = dict(labels or {})
+        options = dict(options or {})
         if not name:
             name = secrets.token_hex(32)
             anonymous = True
         validate_volume_name(name)
+        validate_options(name, options)
         if anonymous:
             labels.setdefault(ANONYMOUS_LABEL, "")
         with self._lock:
@@ -86,12 +89,48 @@ class VolumeStore:
             vol_dir = self.root / name
             (vol_dir / "_data").mkdir(parents=True, exist_ok=True)
             vol = Volume(name=name, mountpoint=str(vol_dir / "_data"), created_at=now_rfc3339(),
-                         driver="local", labels=labels, options={})
+                         driver="local", labels=labels, options=options)
             write_json_atomic(vol_dir / "metadata.json", {
                 "created_at": vol.created_at, "driver": vol.driver,
                 "labels": vol.labels, "options": vol.options})
             self._volumes[name] = vol
             return vol, True
+
+    # driver options: the mount each running user shares ---------------------------
+    def acquire(self, name: str, owner: str) -> str:
+        """The directory to bind into container `owner`; mounts the volume's filesystem
+        (driver options) on its first user, as dockerd's local driver does."""
+        vol = self.get(name)
+        opts = validate_options(name, vol.options)
+        if opts is None:
+            return vol.mountpoint
+        with self._lock:
+            users = self._users.setdefault(name, set())
+            if not users:
+                mount_volume(opts, vol.mountpoint)
+            users.add(owner)
+        return vol.mountpoint
+
+    def release(self, owner: str) -> None:
+        """`owner` stopped: unmount every volume it was the last user of. Idempotent."""
+        with self._lock:
+            for name, users in list(self._users.items()):
+                if owner not in users:
+                    continue
+                users.discard(owner)
+                if not users:
+                    del self._users[name]
+                    self._unmount(self.root / name / "_data")
+
+    @staticmethod
+    def _unmount(data_dir: Path) -> None:
+        try:
+            for _ in range(_MAX_STACKED_MOUNTS):   # stacked mounts come off one by one
+                if not is_mounted(str(data_dir)):
+                    return
+                unmount_volume(str(data_dir))
+        except OSError as err:
+            log.warning("unmounting volume %s failed: %s", data_dir.parent.name, err)
 
     def get(self, name: str) -> Volume:
         with self._lock:
@@ -109,12 +148,19 @@ class VolumeStore:
         if in_use_by:
             raise Conflict(f"remove {name}: volume is in use - [{', '.join(in_use_by)}]")
         with self._lock:
-            vol = self._volumes.pop(name, None)
+            vol = self._volumes.get(name)
         if vol is None:
             if force:
                 return
             raise NotFound(f"get {name}: no such volume")
         vol_dir = self.root / name
+        # Never delete through a mount: with o=bind that would be the user's own directory.
+        self._unmount(vol_dir / "_data")
+        if is_mounted(str(vol_dir / "_data")):
+            raise Conflict(f"remove {name}: its mount could not be undone")
+        with self._lock:
+            self._users.pop(name, None)
+            self._volumes.pop(name, None)
         # Rename first so a crash mid-delete never leaves a half-empty live volume.
         doomed = self.root / f".removing-{name}"
         try:

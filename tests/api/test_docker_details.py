@@ -284,3 +284,96 @@ def test_exec_tty_sets_term(engines, cleanup):
             "TERM=vt100" in ok(engine.docker("exec", "-t", "-e", "TERM=vt100", plain, "env")),
         ]
     assert seen["dockyard"] == seen["dockerd"] == [True, False, False, True], seen
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+@pytest.fixture
+def volumes(engines):
+    """Volume names to `docker volume rm -f` on every engine after the test."""
+    names: list[str] = []
+    yield names
+    for engine in engines:
+        if names:
+            engine.docker("volume", "rm", "-f", *names)
+
+
+def test_local_volume_tmpfs_and_bind_options(engines, cleanup, volumes, tmp_path):
+    """`docker volume create -o type=... -o device=... -o o=...` mounts as dockerd's local driver."""
+    seen = {}
+    for engine in engines:
+        tmpfs_vol, bind_vol = unique("tmpfsvol"), unique("bindvol")
+        volumes += [tmpfs_vol, bind_vol]
+        ok(engine.docker("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs",
+                         "-o", "o=size=10m,mode=0750", tmpfs_vol))
+        options = engine.inspect(tmpfs_vol)["Options"]
+        first = ok(engine.docker("run", "--rm", *engine.run_args, "-v", f"{tmpfs_vol}:/d",
+                                 engine.image, "sh", "-c",
+                                 "df -k /d | tail -1; stat -c %a /d; echo x > /d/f; ls /d"))
+        # Unmounted when its last user stopped: the next container starts on an empty tmpfs.
+        second = ok(engine.docker("run", "--rm", *engine.run_args, "-v", f"{tmpfs_vol}:/d",
+                                  engine.image, "ls", "/d"))
+        host_dir = tmp_path / engine.name
+        host_dir.mkdir()
+        (host_dir / "from-host").write_text("hello\n")
+        ok(engine.docker("volume", "create", "-o", "type=none", "-o", "o=bind",
+                         "-o", f"device={host_dir}", bind_vol))
+        bound = ok(engine.docker("run", "--rm", *engine.run_args, "-v", f"{bind_vol}:/d",
+                                 engine.image, "sh", "-c", "cat /d/from-host; echo back > /d/from-c"))
+        ok(engine.docker("volume", "rm", bind_vol))
+        # Removing the volume leaves the host directory and what the container wrote there.
+        kept = sorted(p.name for p in host_dir.iterdir())
+        seen[engine.name] = (options, first, second, bound, kept)
+    assert seen["dockyard"] == seen["dockerd"], seen
+    assert seen["dockerd"][1] == "tmpfs                    10240         0     10240   0% /d\n750\nf\n"
+
+
+def test_local_volume_options_refused_by_name(engines, volumes):
+    seen = {}
+    for engine in engines:
+        answers = []
+        for options in (["-o", "foo=bar"], ["-o", "size=10m"]):
+            name = unique("badvol")
+            volumes.append(name)
+            r = engine.docker("volume", "create", *options, name)
+            answers.append((r.returncode, r.stderr.replace(name, "NAME")))
+        # A mount option the kernel refuses shows up when a container first uses the volume.
+        name = unique("badsize")
+        volumes.append(name)
+        ok(engine.docker("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs",
+                         "-o", "o=size=bogus", name))
+        r = engine.docker("run", "--rm", *engine.run_args, "-v", f"{name}:/d", engine.image, "true")
+        answers.append((r.returncode, "failed to mount local volume" in r.stderr,
+                        "data: size=bogus: invalid argument" in r.stderr))
+        seen[engine.name] = answers
+    assert seen["dockyard"] == seen["dockerd"], seen
+    assert 'invalid option: "foo"' in seen["dockerd"][0][1]
+
+
+def test_mount_flag_volume_opt_and_label(engines, cleanup, volumes):
+    """`--mount type=volume,volume-opt=...,volume-label=...` creates the volume with them."""
+    seen = {}
+    for engine in engines:
+        name, container = unique("mountvol"), unique("mountopt")
+        volumes.append(name)
+        cleanup.append(container)
+        out = ok(engine.docker(
+            "run", "--name", container, *engine.run_args, "--mount",
+            f"type=volume,src={name},dst=/d,volume-opt=type=tmpfs,volume-opt=device=tmpfs,"
+            "volume-opt=o=size=5m,volume-label=team=blue,volume-label=tier=db",
+            engine.image, "sh", "-c", "df -k /d | tail -1"))
+        vol = engine.inspect(name)
+        # An anonymous volume takes the labels too (beside Docker's own anonymous label).
+        anon = unique("anonopt")
+        cleanup.append(anon)
+        ok(engine.docker("create", "--name", anon, *engine.run_args, "--mount",
+                         "type=volume,dst=/d,volume-label=team=green", engine.image))
+        anon_name = engine.inspect(anon)["Mounts"][0]["Name"]
+        volumes.append(anon_name)
+        anon_labels = engine.inspect(anon_name)["Labels"]
+        # Docker 23+ (and we) mark it anonymous; Debian's dockerd 20.10 predates that label.
+        anon_labels.pop("com.docker.volume.anonymous", None)
+        seen[engine.name] = (out, vol["Options"], vol["Labels"], anon_labels)
+    assert seen["dockyard"] == seen["dockerd"], seen
+    assert seen["dockerd"][2] == {"team": "blue", "tier": "db"}
