@@ -38,6 +38,7 @@ from .errors import (Conflict, ContainerStartError, DockyardError, InvalidArgume
                      NotModified, RuntimeFailure)
 from .event_bus import EventBus, EventSubscription
 from .image_store import Image, ImageStore
+from .links import LinkedContainer, hosts_line, link_env, parse_links
 from .log_store import LogFile, LogRecord, now_rfc3339
 from .models import Container, ExecInstance, Volume
 from .restart_policy import Backoff, RestartPolicy
@@ -123,6 +124,7 @@ class _Live:
         self.restart_timer: threading.Timer | None = None
         self.started_mono = 0.0
         self.volume_names: list[str] = []
+        self.link_env: list[str] = []      # of the current run's --link targets (execs get them too)
 
     def active(self) -> bool:
         """Running, starting or about to restart: a "not-running" wait must block."""
@@ -501,6 +503,7 @@ class Engine:
             if m.type == "bind" and not m.create_source and not os.path.exists(m.source):
                 raise InvalidArgument(f'invalid mount config for type "bind": '
                                       f"bind source path does not exist: {m.source}")
+        self._check_links(hc)
         self.store.reserve_name(name, cid)
         created_volumes: list[str] = []
         try:
@@ -635,7 +638,17 @@ class Engine:
 
     def start_container(self, ref: str) -> None:
         """NotModified if running; ContainerStartError if the process cannot start."""
-        self._start(self._live(ref), manual=True)
+        live = self._live(ref)
+        if not live.c.state.running:
+            try:
+                self._resolve_links(live.c)
+            except DockyardError:
+                # As dockerd: refused before anything ran, so no exit is recorded (a waiting
+                # `docker run` reports the start error alone), and --rm still removes it.
+                if live.c.host_config.get("AutoRemove"):
+                    self._auto_remove(live)
+                raise
+        self._start(live, manual=True)
 
     def _start(self, live: _Live, manual: bool, from_policy: bool = False) -> None:
         c = live.c
@@ -721,6 +734,7 @@ class Engine:
         mounts = self._resolve_mounts(c)
         attachment = self.network.attach(c.id, hc["NetworkMode"], cc.port_mappings(cfg, hc))
         c.network = attachment
+        link_hosts, live.link_env = self._resolve_links(c) if attachment.mode == "bridge" else ("", [])
         from .host_loopback import host_loopback_address
         from .resolv_conf import container_etc_files
         etc_files: dict[str, Path] = {}
@@ -729,6 +743,8 @@ class Engine:
                                                    host_loopback=host_loopback_address()).items():
             if target == "/etc/resolv.conf":
                 content = _apply_dns_options(content, hc)
+            if target == "/etc/hosts" and link_hosts:
+                content = _insert_link_hosts(content, link_hosts, attachment.ip_address)
             host_file = cdir / os.path.basename(target)
             host_file.write_bytes(content)
             etc_files[target] = host_file
@@ -738,7 +754,8 @@ class Engine:
         spec = ContainerSpec(
             id=c.id, lower_dirs=list(lower), upper_dir=upper, work_dir=work,
             process=ProcessSpec(
-                args=cc.process_args(cfg, hc), env=cc.process_env(cfg), cwd=cfg.get("WorkingDir") or "/",
+                args=cc.process_args(cfg, hc), env=cc.merge_env(live.link_env, cc.process_env(cfg)),
+                cwd=cfg.get("WorkingDir") or "/",
                 user=cfg.get("User") or "", tty=bool(cfg.get("Tty")),
                 capabilities=caps, privileged=privileged,
                 no_new_privileges=security.no_new_privileges,
@@ -762,6 +779,39 @@ class Engine:
         proc = _launcher().launch(spec, stdio, console=tty, console_size=live.hub.size)
         live.hub.run_started(proc.take_console())
         return spec, proc
+
+    def _check_links(self, hc: dict[str, Any]) -> None:
+        """At create, as dockerd: linked containers exist, and links need the bridge."""
+        requests = parse_links(hc.get("Links"))
+        if requests and hc.get("NetworkMode") == "host":
+            raise InvalidArgument("conflicting options: host type networking can't be used with "
+                                  "links. This would result in undefined behavior")
+        for link in requests:
+            try:
+                self._live(link.name)
+            except NotFound as err:
+                # Not a 404: the docker CLI would take that for a missing image and pull.
+                raise InvalidArgument(f"could not get container for {link.name}: {err}") from None
+
+    def _resolve_links(self, c: Container) -> tuple[str, list[str]]:
+        """(/etc/hosts lines, environment) of the container's links; the targets must run."""
+        hosts, env = "", []
+        for link in parse_links(c.host_config.get("Links")):
+            try:
+                child = self._live(link.name).c
+            except NotFound as err:
+                raise InvalidArgument(f"could not get container for {link.name}: {err}") from None
+            address = child.network.ip_address if child.network and child.state.running else ""
+            if not address:
+                raise Conflict(f"Cannot link to a non running container: /{child.name} AS "
+                               f"/{c.name}/{link.alias}")
+            target = LinkedContainer(name=child.name,
+                                     hostname=child.config.get("Hostname") or child.id[:12],
+                                     ip=address, exposed_ports=list(child.config.get("ExposedPorts") or {}),
+                                     env=list(child.config.get("Env") or []))
+            hosts += hosts_line(link.alias, target)
+            env += link_env(c.name, link.alias, target)
+        return hosts, env
 
     def _resolve_mounts(self, c: Container) -> list[BindMount | TmpfsMount]:
         volume_by_target = {m["Destination"]: m.get("Name", "") for m in c.mounts if m.get("Type") == "volume"}
@@ -1258,7 +1308,8 @@ class Engine:
         process = ProcessSpec(
             args=list(inst.cmd),
             # As dockerd: TERM=xterm follows the exec's own TTY, not the container's.
-            env=cc.merge_env(cc.process_env({**c.config, "Tty": inst.tty}), inst.env),
+            env=cc.merge_env(cc.merge_env(live.link_env, cc.process_env({**c.config, "Tty": inst.tty})),
+                             inst.env),
             cwd=inst.working_dir or c.config.get("WorkingDir") or "/",
             user=inst.user or c.config.get("User") or "",
             tty=inst.tty,
@@ -1458,6 +1509,15 @@ def _created_before(created: str, until: str) -> bool:
     except ValueError:
         limit = parse_time_ns(until) / 1e9
     return parse_time_ns(created) / 1e9 < limit
+
+
+def _insert_link_hosts(hosts: bytes, lines: str, own_address: str) -> bytes:
+    """Link lines go before the container's own entry (the last line), as in dockerd's file."""
+    text = hosts.decode()
+    head, sep, last = text.rstrip("\n").rpartition("\n")
+    if own_address and last.startswith(own_address + "\t"):
+        return (head + sep + lines + last + "\n").encode()
+    return (text + lines).encode()
 
 
 def _apply_dns_options(resolv_conf: bytes, host_config: dict[str, Any]) -> bytes:

@@ -377,3 +377,68 @@ def test_mount_flag_volume_opt_and_label(engines, cleanup, volumes):
         seen[engine.name] = (out, vol["Options"], vol["Labels"], anon_labels)
     assert seen["dockyard"] == seen["dockerd"], seen
     assert seen["dockerd"][2] == {"team": "blue", "tier": "db"}
+
+
+# --------------------------------------------------------------------------- links
+
+
+@pytest.fixture(scope="module")
+def bridged_dockerd(tmp_path_factory, test_images):
+    """A dockerd with a bridge for the link tests (the session's has none).
+
+    Its bridge is one we make here, with its own name and a 10.213.x.0/24 subnet, so it
+    clashes neither with ours (dockyard0, 172.29.0.0/16) nor with a benchmark's docker0;
+    `--iptables=false` leaves the host's NAT rules alone (links need no NAT).
+    """
+    from tests.support.dockerd import Dockerd
+
+    bridge = "dyl" + uuid.uuid4().hex[:8]
+    subnet = f"10.213.{uuid.uuid4().int % 200 + 20}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge], check=True)
+        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        daemon = Dockerd(tmp_path_factory.mktemp("dockerd-bridge"),
+                         ["--bridge", bridge, "--iptables=false", "--ip-masq=false"])
+        try:
+            ok(daemon.docker("pull", test_images["busybox"]))
+            yield Engine("dockerd", daemon, (), test_images["busybox"])
+        finally:
+            daemon.stop()
+    finally:
+        subprocess.run(["ip", "link", "delete", bridge], check=False)
+
+
+def test_legacy_links_hosts_and_environment(engines, bridged_dockerd, cleanup):
+    """`--link NAME:ALIAS` and `--link NAME` on the default bridge (dockerd with a bridge)."""
+    seen = {}
+    for engine in (engines[0], bridged_dockerd):
+        web = unique("web")
+        cleanup.append(web)
+        engine.run("--name", web, "-e", "SECRET=s1", "-e", "WITH=eq=x", "--expose", "80",
+                   "--expose", "8080", "--expose", "8081/udp", engine.image, "sleep", "300")
+        info = engine.inspect(web)
+        web_ip = info["NetworkSettings"]["IPAddress"]
+        out = ok(engine.docker("run", "--rm", "--link", f"{web}:db", "--link", web, engine.image,
+                               "sh", "-c", "cat /etc/hosts; echo ---; env | sort"))
+        out = out.replace(web_ip, "WEB_IP").replace(info["Id"][:12], "WEB_ID")
+        out = out.replace(web, "WEB").replace(web.upper().replace("-", "_"), "WEB")
+        hosts, _, env = out.partition("---\n")
+        link_hosts = [line for line in hosts.splitlines() if "WEB_IP" in line]
+        link_env = [line for line in env.splitlines() if line.startswith(("DB_", "WEB_"))]
+        # The linking container's own name is in *_NAME (a generated one): keep its shape.
+        link_env = [line.split("=/")[0] + "=/PARENT/" + line.rsplit("/", 1)[1]
+                    if "_NAME=/" in line else line for line in link_env]
+        # Errors: a missing target at create, host networking, a target that is not running.
+        stopped = unique("stopped")
+        cleanup.append(stopped)
+        ok(engine.docker("create", "--name", stopped, engine.image))
+        errors = [
+            engine.docker("create", "--link", "no-such-container:x", engine.image).stderr,
+            engine.docker("create", "--network", "host", "--link", f"{web}:db", engine.image).stderr,
+            engine.docker("run", "--rm", "--name", "linker-" + stopped, "--link", f"{stopped}:s",
+                          engine.image, "true").stderr.replace(stopped, "STOPPED"),
+        ]
+        seen[engine.name] = (link_hosts, link_env, [e.strip().splitlines()[0] for e in errors])
+    assert seen["dockyard"] == seen["dockerd"], seen
+    assert "DB_PORT_80_TCP_ADDR=WEB_IP" in seen["dockerd"][1] and "DB_ENV_SECRET=s1" in seen["dockerd"][1]
