@@ -60,6 +60,32 @@ def _host_memory() -> int:
     return 0
 
 
+_NET_DEV_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped")
+_NET_DEV_TX = ("tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
+
+
+def network_stats(pid: int) -> dict[str, dict[str, int]]:
+    """Per-interface counters of the network namespace `pid` lives in, loopback left out
+    (dockerd reports the interfaces of the container's endpoints: eth0)."""
+    try:
+        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return {}
+    result: dict[str, dict[str, int]] = {}
+    for line in lines:
+        name, _, counters = line.partition(":")
+        name = name.strip()
+        values = counters.split()
+        if name == "lo" or len(values) < 12:
+            continue
+        # /proc/net/dev: 8 receive columns (bytes packets errs drop fifo frame compressed
+        # multicast), then 8 transmit columns in the same order.
+        rx = [int(v) for v in values[0:4]]
+        tx = [int(v) for v in values[8:12]]
+        result[name] = {**dict(zip(_NET_DEV_FIELDS, rx)), **dict(zip(_NET_DEV_TX, tx))}
+    return result
+
+
 def sample(container: Container) -> dict[str, Any]:
     """One stats object in Docker's shape (precpu_stats left empty for the caller to fill)."""
     cg = container_cgroup(container.id)
@@ -88,7 +114,7 @@ def sample(container: Container) -> dict[str, Any]:
         limit = _read_int(cg.pids / "pids.max", 0)
         if limit:
             pids_stats["limit"] = limit
-    return {
+    stats: dict[str, Any] = {
         "read": now_rfc3339(),
         "preread": "0001-01-01T00:00:00Z",
         "id": container.id,
@@ -107,3 +133,10 @@ def sample(container: Container) -> dict[str, Any]:
         "blkio_stats": {"io_service_bytes_recursive": None},
         "storage_stats": {},
     }
+    network = container.network
+    if running and container.state.pid and network is not None and network.mode == "bridge":
+        # Only a container with its own endpoint has the key (none and host have not).
+        interfaces = network_stats(container.state.pid)
+        if interfaces:
+            stats["networks"] = interfaces
+    return stats

@@ -404,6 +404,9 @@ def bridged_dockerd(tmp_path_factory, test_images):
             ok(daemon.docker("pull", test_images["busybox"]))
             yield Engine("dockerd", daemon, (), test_images["busybox"])
         finally:
+            leftovers = daemon.docker("ps", "-aq").stdout.split()
+            if leftovers:
+                daemon.docker("rm", "-f", *leftovers)
             daemon.stop()
     finally:
         subprocess.run(["ip", "link", "delete", bridge], check=False)
@@ -442,3 +445,37 @@ def test_legacy_links_hosts_and_environment(engines, bridged_dockerd, cleanup):
         seen[engine.name] = (link_hosts, link_env, [e.strip().splitlines()[0] for e in errors])
     assert seen["dockyard"] == seen["dockerd"], seen
     assert "DB_PORT_80_TCP_ADDR=WEB_IP" in seen["dockerd"][1] and "DB_ENV_SECRET=s1" in seen["dockerd"][1]
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def test_stats_networks(engines, bridged_dockerd, cleanup):
+    """The `networks` key of stats (and the CLI's NET I/O): eth0 on a bridge, none without."""
+    seen = {}
+    cases = [(engines[0], ()), (bridged_dockerd, ()), (engines[1], ()),
+             (engines[0], ("--network", "none"))]
+    for engine, options in cases:
+        name = unique("netstats")
+        cleanup.append(name)
+        engine.run("--name", name, *options, engine.image, "sleep", "300")
+        gateway = engine.inspect(name)["NetworkSettings"]["Gateway"]
+        if gateway:
+            # Known traffic: 5 pings of 1000 bytes to the bridge, each way.
+            ok(engine.docker("exec", name, "ping", "-c", "5", "-s", "1000", gateway))
+        api = engine.api()
+        stats = api.stats(name, stream=False, one_shot=True)
+        api.close()
+        networks = stats.get("networks")
+        net_io = ok(engine.docker("stats", "--no-stream", "--format", "{{.NetIO}}", name)).strip()
+        if networks is None:
+            seen[engine.name + ("-bridge" if gateway else "")] = (None, net_io)
+            continue
+        eth0 = networks["eth0"]
+        seen[engine.name + "-bridge"] = (sorted(networks), sorted(eth0),
+                                         eth0["tx_packets"] >= 5 and eth0["rx_packets"] >= 5,
+                                         eth0["tx_bytes"] >= 5000 and eth0["rx_bytes"] >= 5000,
+                                         net_io != "0B / 0B")
+    assert seen["dockyard-bridge"] == seen["dockerd-bridge"], seen
+    assert seen["dockerd-bridge"][2:] == (True, True, True), seen
+    assert seen["dockyard"] == seen["dockerd"] == (None, "0B / 0B"), seen
