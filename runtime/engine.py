@@ -496,6 +496,7 @@ class Engine:
         cfg, hc = cc.build_config(cid, config, host_config or {}, runtime_cfg)
         check_security_options(hc, cc.capabilities(hc))
         self._check_sharing_and_devices(hc)
+        _set_mac_address(cfg, hc, networking_config)
         requests = volumes_from.merge(cc.parse_mounts(cfg, hc),
                                       volumes_from.inherited_requests(hc.get("VolumesFrom"),
                                                                       lambda ref: self._live(ref).c.mounts), hc)
@@ -732,7 +733,8 @@ class Engine:
         upper.mkdir(exist_ok=True)
         work.mkdir(exist_ok=True)
         mounts = self._resolve_mounts(c)
-        attachment = self.network.attach(c.id, hc["NetworkMode"], cc.port_mappings(cfg, hc))
+        attachment = self.network.attach(c.id, hc["NetworkMode"], cc.port_mappings(cfg, hc),
+                                         mac_address=cfg.get("MacAddress") or "")
         c.network = attachment
         link_hosts, live.link_env = self._resolve_links(c) if attachment.mode == "bridge" else ("", [])
         from .host_loopback import host_loopback_address
@@ -1477,6 +1479,25 @@ def _wait_exit(proc: Any) -> int:
         except ChildProcessError:
             break
     return int(proc.wait())
+
+
+def _set_mac_address(cfg: dict[str, Any], hc: dict[str, Any], networking: Any) -> None:
+    """Config.MacAddress, or (API 1.44+, what the CLI sends now) the endpoint's MacAddress
+    in NetworkingConfig: checked at create and kept in Config.MacAddress for the start."""
+    mac = cfg.get("MacAddress") or ""
+    endpoints = (networking or {}).get("EndpointsConfig") if isinstance(networking, dict) else None
+    for endpoint in (endpoints or {}).values():
+        if isinstance(endpoint, dict) and endpoint.get("MacAddress"):
+            mac = endpoint["MacAddress"]
+    if not mac:
+        return
+    if not isinstance(mac, str):
+        raise InvalidArgument("invalid MacAddress: expected a string")
+    if hc.get("NetworkMode") == "host":
+        raise InvalidArgument("conflicting options: mac-address and the network mode")
+    from .network import validate_mac   # the network module (netlink, proxies) loads lazily
+    validate_mac(mac)
+    cfg["MacAddress"] = mac
 
 
 def _volume_options(hc: dict[str, Any], target: str) -> tuple[str, dict[str, str], dict[str, str]]:

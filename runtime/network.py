@@ -66,6 +66,19 @@ def mac_for_ip(ip: str) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
+def validate_mac(mac: str) -> str:
+    """A MAC address a container's eth0 can take (unicast, 6 bytes), normalised to
+    lower case; InvalidArgument with dockerd's words otherwise."""
+    parts = mac.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(ch in "0123456789abcdefABCDEF" for ch in p)
+                                  for p in parts):
+        raise InvalidArgument(f"address {mac}: invalid MAC address")
+    if int(parts[0], 16) & 1:
+        # The kernel refuses a multicast address on an interface (dockerd fails at start).
+        raise InvalidArgument(f"address {mac}: invalid MAC address (a multicast address)")
+    return mac.lower()
+
+
 def _lease_alive(pool_path: str, owner: str) -> bool:
     """Another engine's address is in use while the owner's namespace is pinned next to its pool."""
     return netns.is_pinned(Path(pool_path).parent / "netns" / owner)
@@ -233,12 +246,14 @@ class NetworkManager:
             self._cond.notify_all()
 
     # containers ----------------------------------------------------------------------
-    def attach(self, container_id: str, mode: str, ports: list[PortMapping]) -> NetworkAttachment:
+    def attach(self, container_id: str, mode: str, ports: list[PortMapping],
+               mac_address: str = "") -> NetworkAttachment:
         """Prepare networking for a container about to start.
 
         mode "bridge": a new net namespace (bind-mounted at a path) with lo up and a veth on
         the bridge, an address from the pool, default route via the bridge; "none": a new
         namespace with only lo; "host": nothing (netns_path None).
+        `mac_address` (bridge only) replaces the address-derived 02:42:… MAC of eth0.
         Published ports are listened on at once (host_port 0 picks a free port) and forwarded
         to the container's address; the returned attachment has the real host ports.
         """
@@ -263,13 +278,14 @@ class NetworkManager:
                 os.close(fd)
             self._attached.add(container_id)
             return NetworkAttachment(mode="none", netns_path=str(path))
-        return self._attach_bridge(container_id, path, ports)
+        return self._attach_bridge(container_id, path, ports, mac_address)
 
-    def _attach_bridge(self, container_id: str, path: Path, ports: list[PortMapping]) -> NetworkAttachment:
+    def _attach_bridge(self, container_id: str, path: Path, ports: list[PortMapping],
+                       mac_address: str = "") -> NetworkAttachment:
         warm = self._take_warm()
         try:
             ip = self.pool.allocate(container_id)
-            mac = mac_for_ip(ip)
+            mac = validate_mac(mac_address) if mac_address else mac_for_ip(ip)
             nl = warm.nl
             nl.batch([
                 nl.set_link_msg(warm.eth0_index, up=True, mac=mac),

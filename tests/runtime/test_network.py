@@ -414,3 +414,12 @@ def test_concurrent_rule_installs_leave_one_jump():
     finally:
         nat_rules.uninstall(chain)
     assert not any(chain in rule for rule in nat_rules.rules("nat") + nat_rules.rules("filter"))
+
+
+def test_validate_mac():
+    from runtime.network import validate_mac
+
+    assert validate_mac("02:42:AC:11:00:99") == "02:42:ac:11:00:99"
+    for bad in ("zz", "02:42:ac:11:00", "02:42:ac:11:00:9", "02-42-ac-11-00-99", "01:00:5e:00:00:01"):
+        with pytest.raises(InvalidArgument, match="invalid MAC address"):
+            validate_mac(bad)
