@@ -1066,9 +1066,15 @@ class Engine:
             if live.removing:
                 raise Conflict(f"removal of container {c.id} is already in progress")
             running = c.state.running
-            if running and not force:
-                raise Conflict(f"You cannot remove a running container {c.id}. Stop the container "
-                               "before attempting removal or force remove")
+            # Between two policy restarts the container is not running, but it will be:
+            # dockerd counts it as running too.
+            restarting = c.state.restarting or live.restart_timer is not None
+            if (running or restarting) and not force:
+                state = "paused" if c.state.paused else "running" if running else "restarting"
+                procedure = "Stop the container before attempting removal or force remove"
+                if state == "paused":
+                    procedure = "Unpause and then stop the container before attempting removal or force remove"
+                raise Conflict(f"You cannot remove a {state} container {c.id}. {procedure}")
             live.removing = True
             self._cancel_restart(live)
             live.stopped_by_user = True

@@ -532,3 +532,34 @@ def test_mac_address_refused_at_create_with_a_400(engines):
             api.create_container(engines[0].image, "true", mac_address=bad)
         assert err.value.status_code == 400 and "invalid MAC address" in str(err.value), bad
     api.close()
+
+
+# --------------------------------------------------------------------------- remove
+
+
+def test_remove_without_force_refuses_live_containers(engines, cleanup):
+    """Running, paused, and restarting (`--restart always` between two runs) need -f."""
+    seen = {}
+    for engine in engines:
+        running, paused, flapping = unique("rmrun"), unique("rmpause"), unique("rmflap")
+        cleanup += [running, paused, flapping]
+        engine.run("--name", running, "--restart", "always", engine.image, "sleep", "300")
+        engine.run("--name", paused, engine.image, "sleep", "300")
+        ok(engine.docker("pause", paused))
+        engine.run("--name", flapping, "--restart", "always", engine.image, "sh", "-c", "exit 1")
+        # After a few restarts the back-off (0.1 s doubling) leaves a wide "restarting" window.
+        poll(lambda: engine.inspect(flapping)["RestartCount"] >= 3, what="three restarts")
+        poll(lambda: engine.inspect(flapping)["State"]["Status"] == "restarting", what="restarting")
+        answers = []
+        for name in (running, paused, flapping):
+            cid = engine.inspect(name)["Id"]
+            r = engine.docker("rm", name)
+            still_there = engine.docker("inspect", name).returncode == 0
+            answers.append((r.returncode, r.stderr.strip().replace(cid, "ID"), still_there))
+        engine.docker("unpause", paused)
+        engine.docker("rm", "-f", running, paused, flapping)
+        seen[engine.name] = answers
+    assert seen["dockyard"] == seen["dockerd"], seen
+    assert seen["dockerd"][2] == (1, "Error response from daemon: You cannot remove a restarting "
+                                     "container ID. Stop the container before attempting removal "
+                                     "or force remove", True), seen
