@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 
-from runtime.errors import NotFound
+from runtime.errors import InvalidArgument, NotFound
 from runtime.version import SERVER_VERSION
 
 from .api_errors import NotImplementedByDockyard
@@ -76,6 +76,41 @@ def _network_json(name: str, driver: str, scope: str) -> dict[str, Any]:
         "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {}, "Options": {},
         "Labels": {},
     }
+
+
+def _network_matches(name: str, driver: str, scope: str, filters: dict[str, list[str]]) -> bool:
+    """dockerd's `GET /networks` filters for the built-in networks (no labels, never dangling).
+
+    name and id match as unanchored regular expressions, as dockerd's filters.Match does.
+    """
+    import re
+    for key, values in filters.items():
+        if key in ("name", "id"):
+            try:
+                ok = any(re.search(v, name) for v in values)   # a built-in network's id is its name
+            except re.error as err:
+                raise InvalidArgument(f"invalid {key} filter: {err}") from None
+        elif key == "driver":
+            ok = driver in values
+        elif key == "scope":
+            ok = scope in values
+        elif key == "type":
+            for v in values:
+                if v not in ("custom", "builtin"):
+                    raise InvalidArgument(f"invalid filter: 'type'='{v}'")
+            ok = "builtin" in values
+        elif key == "label":
+            ok = False
+        elif key == "dangling":
+            if any(v.lower() not in ("true", "false", "1", "0") for v in values):
+                raise InvalidArgument(f"invalid filter 'dangling={values[0]}'")
+            # dockerd never lists the predefined networks as dangling.
+            ok = any(v.lower() in ("false", "0") for v in values)
+        else:
+            raise InvalidArgument(f"Invalid filter '{key}'")
+        if not ok:
+            return False
+    return True
 
 
 def ping(request: Request) -> Response:
@@ -208,7 +243,9 @@ class SystemRoutes:
         })
 
     def networks(self, request: Request) -> Response:
-        return json_response([_network_json(*n) for n in DEFAULT_NETWORKS])
+        filters = {k: v for k, v in request.filters().items() if v}
+        return json_response([_network_json(*n) for n in DEFAULT_NETWORKS
+                              if _network_matches(n[0], n[1], n[2], filters)])
 
     def network_inspect(self, request: Request) -> Response:
         name = request.params["name"]

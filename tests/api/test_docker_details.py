@@ -563,3 +563,33 @@ def test_remove_without_force_refuses_live_containers(engines, cleanup):
     assert seen["dockerd"][2] == (1, "Error response from daemon: You cannot remove a restarting "
                                      "container ID. Stop the container before attempting removal "
                                      "or force remove", True), seen
+
+
+# --------------------------------------------------------------------------- network filters
+
+
+def test_network_list_filters(engines, bridged_dockerd, cleanup):
+    """`docker network ls --filter` and `docker ps --filter network=` (dockerd with a bridge)."""
+    seen = {}
+    for engine in (engines[0], bridged_dockerd):
+        host_id = ok(engine.docker("network", "inspect", "-f", "{{.Id}}", "host")).strip()
+        listed = {}
+        for spec in ("name=bridge", "name=o", "name=^no", "driver=null", "driver=bridge",
+                     f"id={host_id[:12]}", "type=builtin", "type=custom", "scope=local",
+                     "dangling=false", "dangling=true", "label=a=b"):
+            out = ok(engine.docker("network", "ls", "--filter", spec, "--format", "{{.Name}}"))
+            listed[spec.replace(host_id[:12], "HOST_ID")] = sorted(out.split())
+        bad = [engine.docker("network", "ls", "--filter", spec).stderr.strip()
+               for spec in ("foo=bar", "type=other")]
+        on_bridge, on_none = unique("onbridge"), unique("onnone")
+        cleanup += [on_bridge, on_none]
+        engine.run("--name", on_bridge, engine.image, "sleep", "300")
+        engine.run("--name", on_none, "--network", "none", engine.image, "sleep", "300")
+        in_ps = {}
+        for network in ("bridge", "none", "host"):
+            names = ok(engine.docker("ps", "-a", "--filter", f"network={network}",
+                                     "--format", "{{.Names}}")).split()
+            in_ps[network] = (on_bridge in names, on_none in names)
+        seen[engine.name] = (listed, bad, in_ps)
+    assert seen["dockyard"] == seen["dockerd"], seen
+    assert seen["dockerd"][0]["name=o"] == ["host", "none"], seen
