@@ -128,7 +128,7 @@ def parse_signal(sig: str | int | None, default: int = signal_mod.SIGTERM) -> in
         number = sig
     else:
         text = sig.strip().upper()
-        if text.isdigit():
+        if text.isdecimal():
             number = int(text)
         else:
             if not text.startswith("SIG"):
@@ -136,7 +136,7 @@ def parse_signal(sig: str | int | None, default: int = signal_mod.SIGTERM) -> in
             try:
                 number = int(getattr(signal_mod.Signals, text))
             except AttributeError:
-                if text.startswith("SIGRTMIN+") and text[9:].isdigit():
+                if text.startswith("SIGRTMIN+") and text[9:].isdecimal():
                     number = int(signal_mod.SIGRTMIN) + int(text[9:])
                 else:
                     raise InvalidArgument(f"Invalid signal: {sig}") from None
@@ -299,7 +299,7 @@ def log_rotation(host_config: dict[str, Any]) -> tuple[int, int]:
     max_size = parse_size(opts["max-size"]) if opts.get("max-size") else 0
     max_files = 1
     if opts.get("max-file"):
-        if not str(opts["max-file"]).isdigit() or int(opts["max-file"]) < 1:
+        if not str(opts["max-file"]).isdecimal() or int(opts["max-file"]) < 1:
             raise InvalidArgument("failed to initialize logging driver: max-file cannot be less than 1")
         max_files = int(opts["max-file"])
     return max_size, max_files if max_size else 1
@@ -408,7 +408,7 @@ def parse_mounts(config: dict[str, Any], host_config: dict[str, Any]) -> list[Mo
 def _split_port(key: str) -> tuple[int, str]:
     port, _, proto = key.partition("/")
     proto = proto or "tcp"
-    if proto not in ("tcp", "udp", "sctp") or not port.isdigit() or not 0 < int(port) < 65536:
+    if proto not in ("tcp", "udp", "sctp") or not port.isdecimal() or not 0 < int(port) < 65536:
         raise InvalidArgument(f"invalid port specification: \"{key}\"")
     return int(port), proto
 
@@ -422,7 +422,7 @@ def port_mappings(config: dict[str, Any], host_config: dict[str, Any]) -> list[P
         bound.add((port, proto))
         for b in bindings or [{}]:
             host_port = str((b or {}).get("HostPort") or "0")
-            if not host_port.isdigit() or int(host_port) > 65535:
+            if not host_port.isdecimal() or int(host_port) > 65535:
                 raise InvalidArgument(f"invalid port specification: \"{host_port}\"")
             host_ip = (b or {}).get("HostIp") or "0.0.0.0"
             try:

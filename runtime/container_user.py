@@ -42,7 +42,7 @@ def _read_entries(path: str) -> list[list[str]]:
 
 
 def _as_id(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isdecimal() else None
 
 
 def resolve_user(spec: str, passwd_path: str = "/etc/passwd",

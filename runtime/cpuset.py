@@ -24,7 +24,7 @@ def parse_list(text: str) -> set[int]:
         return result
     for part in text.split(","):
         low, dash, high = part.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
+        if not low.isdecimal() or (dash and not high.isdecimal()):
             raise _BadList(f"invalid format: {text}")
         if not dash:
             result.add(int(low))

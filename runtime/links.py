@@ -53,7 +53,7 @@ def _sorted_ports(exposed: list[str]) -> list[tuple[int, str]]:
     ports = []
     for key in exposed:
         port, _, proto = key.partition("/")
-        if port.isdigit():
+        if port.isdecimal():
             ports.append((int(port), (proto or "tcp").lower()))
     # Lowest port first; on the same number tcp first (that one is ALIAS_PORT).
     return sorted(ports, key=lambda p: (p[0], p[1] != "tcp", p[1]))

@@ -142,7 +142,7 @@ def _split_hostport(netloc: str) -> tuple[str, int | None]:
         host, _, rest = netloc[1:].partition("]")
         return host, int(rest[1:]) if rest.startswith(":") else None
     host, sep, port = netloc.rpartition(":")
-    if sep and port.isdigit() and ":" not in host:
+    if sep and port.isdecimal() and ":" not in host:
         return host, int(port)
     return netloc, None
 
@@ -485,7 +485,7 @@ class RegistryClient:
                     hasher = hashlib.sha256()
                     have = 0
                 length = resp.getheader("Content-Length")
-                expected_end = have + int(length) if length and length.isdigit() else None
+                expected_end = have + int(length) if length and length.isdecimal() else None
                 while True:
                     chunk = resp.read(_CHUNK)
                     if not chunk:

@@ -128,8 +128,10 @@ def test_signals():
     assert parse_signal("KILL") == parse_signal("SIGKILL") == parse_signal("9") == signal.SIGKILL
     assert parse_signal("sighup") == signal.SIGHUP
     assert parse_signal(None) == signal.SIGTERM
-    with pytest.raises(InvalidArgument):
-        parse_signal("SIGNOPE")
+    # "²" passes str.isdigit() but not int(): it must be a client error, not a ValueError.
+    for bad in ("SIGNOPE", "²", "SIGRTMIN+²"):
+        with pytest.raises(InvalidArgument):
+            parse_signal(bad)
 
 
 def test_names():
