@@ -16,7 +16,7 @@ import signal as signal_mod
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import container_init, cpuset, sysctls, ulimits
+from . import container_init, cpuset, path_scope, sysctls, ulimits
 from .container_schema import check_create
 from .container_spec import DEFAULT_CAPABILITIES, BindMount, Limits
 from .errors import InvalidArgument
@@ -214,6 +214,8 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     if cfg["WorkingDir"] and not cfg["WorkingDir"].startswith("/"):
         raise InvalidArgument(f"the working directory '{cfg['WorkingDir']}' is invalid, "
                               "it needs to be an absolute path")
+    if cfg["WorkingDir"]:
+        cfg["WorkingDir"] = path_scope.clean(cfg["WorkingDir"])   # dockerd stores it cleaned
     if cfg["StopSignal"]:
         parse_signal(cfg["StopSignal"])
     labels = dict(img.get("Labels") or {})
@@ -329,16 +331,16 @@ def parse_bind(spec: str) -> MountRequest:
         if o not in _BIND_OPTIONS:
             raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mode: {opts}")
     readonly = "ro" in options
+    dst = path_scope.clean(dst)     # "/a/../../b" is "/b" inside the container, as in dockerd
     if not src:
-        return MountRequest("volume", os.path.normpath(dst), "", readonly)
+        return MountRequest("volume", dst, "", readonly)
     if src.startswith("/"):
         # The legacy -v creates a missing host directory (dockerd does too).
-        return MountRequest("bind", os.path.normpath(dst), os.path.normpath(src), readonly,
-                            create_source=True)
+        return MountRequest("bind", dst, os.path.normpath(src), readonly, create_source=True)
     if src.startswith("."):
         raise InvalidArgument(f"invalid volume specification: '{spec}': bind source must be an absolute path")
     validate_volume_name(src)
-    return MountRequest("volume", os.path.normpath(dst), src, readonly, nocopy="nocopy" in options)
+    return MountRequest("volume", dst, src, readonly, nocopy="nocopy" in options)
 
 
 def parse_mount(m: dict[str, Any]) -> MountRequest:
@@ -350,7 +352,7 @@ def parse_mount(m: dict[str, Any]) -> MountRequest:
         raise InvalidArgument(f"invalid mount config for type \"{mtype}\": invalid mount path: "
                               f"'{target}' mount path must be absolute")
     readonly = bool(m.get("ReadOnly"))
-    target = os.path.normpath(target)
+    target = path_scope.clean(target)
     if mtype == "bind":
         if not source.startswith("/"):
             raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: "
@@ -387,7 +389,7 @@ def parse_mounts(config: dict[str, Any], host_config: dict[str, Any]) -> list[Mo
     for target, opts in (host_config.get("Tmpfs") or {}).items():
         if not target.startswith("/"):
             raise InvalidArgument(f"invalid tmpfs mount path: '{target}' mount path must be absolute")
-        result.append(MountRequest("tmpfs", os.path.normpath(target), "", "ro" in (opts or "").split(","),
+        result.append(MountRequest("tmpfs", path_scope.clean(target), "", "ro" in (opts or "").split(","),
                                    options=opts or ""))
     seen: set[str] = set()
     for m in result:
@@ -397,7 +399,12 @@ def parse_mounts(config: dict[str, Any], host_config: dict[str, Any]) -> list[Mo
             raise InvalidArgument("invalid specification: destination can't be '/'")
         seen.add(m.target)
     for target in sorted((config.get("Volumes") or {}).keys()):
-        target = os.path.normpath(target)
+        # An image's (or a request's) VOLUME may be relative or climb with "..": dockerd
+        # keeps the Go-cleaned key as the Destination ("../x" stays "../x") and resolves
+        # it inside the container's root wherever it is used; so do we (path_scope).
+        if not isinstance(target, str) or path_scope.is_root(target):
+            raise InvalidArgument(f"invalid volume {target!r}: destination can't be '/'")
+        target = path_scope.go_clean(target)
         if target not in seen:
             seen.add(target)
             result.append(MountRequest("volume", target, ""))

@@ -14,10 +14,10 @@ import fcntl
 import os
 import stat
 import struct
-
-from . import linux_syscalls as sc
 from typing import Callable
 
+from . import linux_syscalls as sc
+from . import path_scope
 from .container_spec import BindMount, ContainerSpec, DeviceNode, TmpfsMount
 from .overlay_mount import mount_overlay
 
@@ -56,62 +56,91 @@ _KEPT_ON_REMOUNT = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME | s
 _ST_RELATIME = 4096
 
 
-def resolve_in_root(root: str, path: str, max_links: int = 40) -> str:
-    """Host path of `path` as seen from inside `root`, following symlinks without escaping it."""
-    pending = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root + "/" + "/".join(resolved + [part])
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > max_links:
-                raise RootfsError(f"too many levels of symbolic links resolving {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-            continue
-        resolved.append(part)
-    return root + "/" + "/".join(resolved) if resolved else root
+def _open_target(root_fd: int, path: str, create: str = "") -> int:
+    """An O_PATH fd of `path` inside the container's root (symlinks followed in scope)."""
+    try:
+        return path_scope.open_in_root(root_fd, path, create=create)
+    except path_scope.ScopeError as err:
+        raise RootfsError(f"invalid mount destination {path}: {err.strerror}") from None
 
 
-def _ensure_dir(path: str) -> None:
-    os.makedirs(path, mode=0o755, exist_ok=True)
+def resolve_in_root(root: str, path: str) -> str:
+    """The real path of directory `path` inside `root` (symlinks followed in scope; made
+    if missing), for callers that must mount by path string.
+
+    Only for places no one else can write (the kernel file systems under /sys):
+    a path string can be redirected by a symlink swapped in after this returns,
+    which is why the mounts above go through fds instead.
+    """
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _open_target(root_fd, path, "dir")
+    finally:
+        os.close(root_fd)
+    try:
+        return os.readlink(path_scope.fd_path(fd))
+    finally:
+        os.close(fd)
+
+
+def _refuse_root(root_fd: int, fd: int, path: str) -> None:
+    # An image symlink such as /data -> / would put a mount over the whole root.
+    st, root = os.fstat(fd), os.fstat(root_fd)
+    if (st.st_dev, st.st_ino) == (root.st_dev, root.st_ino):
+        raise RootfsError(f"invalid mount destination {path}: it resolves to / in the container")
+
+
+def _remount_readonly(path: str, extra: int = 0, fd: int | None = None) -> None:
+    flags = (os.fstatvfs(fd) if fd is not None else os.statvfs(path)).f_flag
+    kept = flags & _KEPT_ON_REMOUNT | (sc.MS_RELATIME if flags & _ST_RELATIME else 0)
+    sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | kept | extra)
+
+
+def _mount_in_root(root_fd: int, path: str, source: str | None, fstype: str | None,
+                   flags: int, data: str | None = None, create: str = "dir") -> os.stat_result:
+    """mount(2) at `path` inside the root, through an fd (a swapped symlink cannot redirect it).
+
+    Returns the stat of what the new mount covers.
+    """
+    fd = _open_target(root_fd, path, create)
+    try:
+        _refuse_root(root_fd, fd, path)
+        covered = os.fstat(fd)
+        sc.mount(source, path_scope.fd_path(fd), fstype, flags, data)
+        return covered
+    finally:
+        os.close(fd)
+
+
+def _bind_in_root(root_fd: int, path: str, source: str | None, readonly: bool) -> None:
+    """Bind `source` (a host file or directory; None: `path` itself) at `path` inside the root."""
+    target = _open_target(root_fd, path, "" if source is None else
+                          ("dir" if os.path.isdir(source) else "file"))
+    try:
+        _refuse_root(root_fd, target, path)
+        expected = os.fstat(target) if source is None else os.stat(source)
+        sc.mount(source or path_scope.fd_path(target), path_scope.fd_path(target), None,
+                 sc.MS_BIND | sc.MS_REC)
+    finally:
+        os.close(target)
+    if not readonly:
+        return
+    # The fd above still names the directory under the new mount: reach the mount by
+    # looking the path up again, and check it is the one just made before remounting.
+    mounted = _open_target(root_fd, path)
+    try:
+        st = os.fstat(mounted)
+        if (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
+            raise RootfsError(f"mount destination {path} changed while it was being mounted")
+        _remount_readonly(path_scope.fd_path(mounted), fd=mounted)
+    finally:
+        os.close(mounted)
 
 
 def _ensure_file(path: str) -> None:
     if os.path.lexists(path) and not os.path.isdir(path):
         return
-    _ensure_dir(os.path.dirname(path))
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-
-
-def _remount_readonly(path: str, extra: int = 0) -> None:
-    flags = os.statvfs(path).f_flag
-    kept = flags & _KEPT_ON_REMOUNT | (sc.MS_RELATIME if flags & _ST_RELATIME else 0)
-    sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | kept | extra)
-
-
-def bind(source: str, target: str, readonly: bool) -> None:
-    """Bind `source` (file or directory, recursively) onto `target`, creating the target."""
-    if os.path.isdir(source):
-        _ensure_dir(target)
-    else:
-        _ensure_file(target)
-    sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
-    if readonly:
-        _remount_readonly(target)
 
 
 def parse_mount_options(options: str, default_flags: int = 0) -> tuple[int, str]:
@@ -153,35 +182,61 @@ def _mount_shm(dev: str, source: str | None, size: int) -> None:
         sc.mount(source, dev + "/shm", None, sc.MS_BIND | sc.MS_REC)
 
 
-def _make_devices(root: str, nodes: list[DeviceNode]) -> None:
+def _make_devices(root_fd: int, nodes: list[DeviceNode]) -> None:
     """--device nodes at their paths in the container, owned and moded as on the host."""
     for node in nodes:
-        path = resolve_in_root(root, node.path)
-        _ensure_dir(os.path.dirname(path))
-        if os.path.lexists(path):
-            os.unlink(path)
-        kind = stat.S_IFBLK if node.kind == "b" else stat.S_IFCHR
+        parts = path_scope.components(node.path)
+        if not parts:
+            raise RootfsError(f"invalid device path {node.path}")
+        parent = _open_target(root_fd, "/".join(parts[:-1]), "dir")
         try:
-            os.mknod(path, kind | node.mode, os.makedev(node.major, node.minor))
-        except PermissionError:
-            bind(node.host_path, path, readonly=False)
-            continue
-        os.chmod(path, node.mode)   # mknod applies the umask
-        os.chown(path, node.uid, node.gid)
+            name = parts[-1]
+            try:
+                os.unlink(name, dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            kind = stat.S_IFBLK if node.kind == "b" else stat.S_IFCHR
+            try:
+                os.mknod(name, kind | node.mode, os.makedev(node.major, node.minor), dir_fd=parent)
+            except PermissionError:
+                _bind_in_root(root_fd, node.path, node.host_path, readonly=False)
+                continue
+            made = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                # Through the fd: mknod applies the umask, and the name is not trusted twice.
+                os.chmod(path_scope.fd_path(made), node.mode)
+                os.chown(path_scope.fd_path(made), node.uid, node.gid)
+            finally:
+                os.close(made)
+        finally:
+            os.close(parent)
 
 
-def _mount_dev(root: str, tty: bool, console: bool, shm_size: int, shm: str | None = None,
-               no_shm: bool = False) -> tuple[int, int] | None:
-    dev = root + "/dev"
-    _ensure_dir(dev)
-    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+def _mount_dev(root_fd: int, tty: bool, console: bool, privileged: bool, shm_size: int,
+               shm: str | None = None, no_shm: bool = False) -> tuple[int, int] | None:
+    covered = _mount_in_root(root_fd, "/dev", "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME,
+                             "mode=755,size=65536k")
+    # Everything below lives in that fresh tmpfs: reach it through an fd of its root,
+    # never through the image's path to it (which may be a symlink).
+    dev_fd = _open_target(root_fd, "/dev")
+    try:
+        if os.fstat(dev_fd).st_dev == covered.st_dev:
+            raise RootfsError("/dev changed while it was being mounted")
+        return _fill_dev(path_scope.fd_path(dev_fd), tty, console, privileged, shm_size, shm, no_shm)
+    finally:
+        os.close(dev_fd)
+
+
+def _fill_dev(dev: str, tty: bool, console: bool, privileged: bool, shm_size: int,
+              shm: str | None, no_shm: bool) -> tuple[int, int] | None:
     for name, major, minor in _DEVICES:
         path = f"{dev}/{name}"
         try:
             os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
         except PermissionError:
             # Without CAP_MKNOD (nested runtimes) a bind of the host node does the same job.
-            bind(f"/dev/{name}", path, readonly=False)
+            _ensure_file(path)
+            sc.mount(f"/dev/{name}", path, None, sc.MS_BIND)
     os.mkdir(dev + "/pts", 0o755)
     sc.mount("devpts", dev + "/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
              "newinstance,ptmxmode=0666,mode=0620,gid=5")
@@ -191,6 +246,8 @@ def _mount_dev(root: str, tty: bool, console: bool, shm_size: int, shm: str | No
     sc.mount("mqueue", dev + "/mqueue", "mqueue", _PROC_FLAGS)
     for target, name in _DEV_SYMLINKS:
         os.symlink(target, f"{dev}/{name}")
+    if privileged:
+        _copy_host_devices(dev)
     if console:
         return _open_console(dev)
     if tty:
@@ -218,51 +275,44 @@ def _copy_host_devices(dev: str) -> None:
             os.mknod(path, st.st_mode, st.st_rdev)
 
 
-def _mount_proc_sys(root: str, privileged: bool) -> None:
-    proc = resolve_in_root(root, "/proc")
-    _ensure_dir(proc)
-    sc.mount("proc", proc, "proc", _PROC_FLAGS)
-    sys_dir = resolve_in_root(root, "/sys")
-    _ensure_dir(sys_dir)
+def _mount_proc_sys(root_fd: int, privileged: bool) -> None:
+    _mount_in_root(root_fd, "/proc", "proc", "proc", _PROC_FLAGS)
     readonly = 0 if privileged else sc.MS_RDONLY
     try:
-        sc.mount("sysfs", sys_dir, "sysfs", _PROC_FLAGS | readonly)
+        _mount_in_root(root_fd, "/sys", "sysfs", "sysfs", _PROC_FLAGS | readonly)
     except PermissionError:
         # sysfs refuses a fresh mount when we do not own the net namespace; the host's will do.
-        sc.mount("/sys", sys_dir, None, sc.MS_BIND | sc.MS_REC)
-        if readonly:
-            _remount_readonly(sys_dir)
+        _bind_in_root(root_fd, "/sys", "/sys", readonly=bool(readonly))
 
 
-def _user_mount(root: str, mount: BindMount | TmpfsMount) -> None:
-    target = resolve_in_root(root, mount.target)
+def _user_mount(root_fd: int, mount: BindMount | TmpfsMount) -> None:
     if isinstance(mount, BindMount):
         if not os.path.exists(mount.source):
             raise RootfsError(f"invalid mount config: bind source path does not exist: {mount.source}")
-        bind(mount.source, target, mount.readonly)
+        _bind_in_root(root_fd, mount.target, mount.source, mount.readonly)
         return
     flags, data = parse_mount_options(mount.options, sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    _ensure_dir(target)
-    sc.mount("tmpfs", target, "tmpfs", flags, data or None)
+    _mount_in_root(root_fd, mount.target, "tmpfs", "tmpfs", flags, data or None)
 
 
-def _mask_paths(root: str, masked: tuple[str, ...], readonly: tuple[str, ...]) -> None:
+def _mask_paths(root_fd: int, masked: tuple[str, ...], readonly: tuple[str, ...]) -> None:
     for path in masked:
-        target = resolve_in_root(root, path)
         try:
-            is_dir = stat.S_ISDIR(os.stat(target).st_mode)
+            fd = _open_target(root_fd, path)
         except FileNotFoundError:
             continue
-        if is_dir:
-            sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY, None)
-        else:
-            sc.mount(root + "/dev/null", target, None, sc.MS_BIND)
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                sc.mount("tmpfs", path_scope.fd_path(fd), "tmpfs", sc.MS_RDONLY, None)
+            else:
+                sc.mount("/dev/null", path_scope.fd_path(fd), None, sc.MS_BIND)
+        finally:
+            os.close(fd)
     for path in readonly:
-        target = resolve_in_root(root, path)
-        if not os.path.exists(target):
+        try:
+            _bind_in_root(root_fd, path, None, readonly=True)
+        except FileNotFoundError:
             continue
-        sc.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
-        _remount_readonly(target)
 
 
 def _pivot(root: str) -> None:
@@ -293,20 +343,26 @@ def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool, console: bool 
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     privileged = spec.process.privileged
     root = mount_overlay(spec.lower_dirs, spec.upper_dir, spec.work_dir, mountpoint)
-    _mount_proc_sys(root, privileged)
-    namespaces = spec.namespaces
-    # The child exits on failure: nothing to close.
-    pty = _mount_dev(root, tty, console, spec.shm_size, namespaces.shm_source, namespaces.no_shm)
-    if privileged:
-        _copy_host_devices(root + "/dev")
-    _make_devices(root, spec.devices)
-    for path, source in spec.etc_files.items():
-        bind(os.fspath(source), resolve_in_root(root, path), readonly=False)
-    for mount in spec.mounts:
-        _user_mount(root, mount)
-    if not privileged:
-        # Docker masks nothing for privileged containers, whatever the lists say.
-        _mask_paths(root, spec.masked_paths, spec.readonly_paths)
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _mount_proc_sys(root_fd, privileged)
+        namespaces = spec.namespaces
+        # The child exits on failure: nothing to close.
+        pty = _mount_dev(root_fd, tty, console, privileged, spec.shm_size, namespaces.shm_source,
+                         namespaces.no_shm)
+        _make_devices(root_fd, spec.devices)
+        for path, source in spec.etc_files.items():
+            _bind_in_root(root_fd, path, os.fspath(source), readonly=False)
+        for mount in spec.mounts:
+            _user_mount(root_fd, mount)
+        # As dockerd: the working directory is made inside the root, symlinks followed in
+        # scope (an image's /w -> /elsewhere makes /elsewhere/... in the container).
+        os.close(_open_target(root_fd, spec.process.cwd or "/", "dir"))
+        if not privileged:
+            # Docker masks nothing for privileged containers, whatever the lists say.
+            _mask_paths(root_fd, spec.masked_paths, spec.readonly_paths)
+    finally:
+        os.close(root_fd)
     if before_pivot is not None:
         before_pivot(root)
     _pivot(root)

@@ -45,7 +45,7 @@ from .restart_policy import Backoff, RestartPolicy
 from .seccomp_filter import security_options as seccomp_security_options
 from .security_options import check_host_config as check_security_options, parse_security_options
 from .version import SERVER_VERSION
-from .volume_store import VolumeStore, directory_size, populate_from_layers
+from .volume_store import VolumeStore, check_volume_targets, directory_size, populate_from_layers
 
 __all__ = ["Engine", "AttachSession", "WaitHandle", "EventSubscription", "LogRecord"]
 
@@ -505,19 +505,20 @@ class Engine:
                 raise InvalidArgument(f'invalid mount config for type "bind": '
                                       f"bind source path does not exist: {m.source}")
         self._check_links(hc)
+        volume_targets = [m.target for m in requests if m.type == "volume"]
+        layers = list(self._image_store.layer_dirs(image)) if volume_targets else []
+        if volume_targets:
+            check_volume_targets(layers, volume_targets)   # over a file or "/": refused now
         self.store.reserve_name(name, cid)
         created_volumes: list[str] = []
         try:
             cdir = self.store.dir(cid)
             cdir.mkdir(parents=True)
             mounts = []
-            layers: list[Path] | None = None
             for m in requests:
                 record = self._mount_record(m, created_volumes, hc)
                 mounts.append(record)
                 if m.type == "volume" and not m.nocopy and not os.listdir(record["Source"]):
-                    if layers is None:
-                        layers = list(self._image_store.layer_dirs(image))
                     populate_from_layers(layers, m.target, Path(record["Source"]))
             c = Container(id=cid, name=name, created=now_rfc3339(), image=ref, image_id=image.id,
                           config=cfg, host_config=hc, mounts=mounts,

@@ -6,6 +6,7 @@ removal checks happen there; this store only owns the directories and metadata.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -14,6 +15,7 @@ import shutil
 import threading
 from pathlib import Path
 
+from . import path_scope
 from .atomic_file import read_json, write_json_atomic
 from .errors import Conflict, InvalidArgument, NotFound
 from .lazy_re import lazy_compile
@@ -193,98 +195,263 @@ def directory_size(path: Path) -> int:
 # Copying the image's content into a fresh volume ------------------------------------
 # dockerd fills an empty volume with whatever the image has at the mount point
 # (unless `nocopy`), so `VOLUME /var/lib/x` keeps the files the image put there.
+# The mount point comes from the image or the request: it is cleaned and its
+# symlinks are followed inside the image (path_scope.resolve), and every file
+# is then reached through directory fds opened with O_NOFOLLOW, in the layers
+# and in the volume alike, so nothing outside either is ever read or written.
 _OPAQUE_XATTR = "trusted.overlay.opaque"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_COPY_CHUNK = 1 << 20
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _is_opaque(path: Path) -> bool:
+def _is_opaque(fd: int) -> bool:
     try:
-        return os.getxattr(path, _OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(fd, _OPAQUE_XATTR) == b"y"
     except OSError:
         return False
 
 
-def _hidden_in(layer: Path, rel_parts: list[str]) -> bool:
-    """Whether `layer` hides the path below it (a whiteout or a non-directory on the way)."""
-    current = layer
-    for part in rel_parts:
-        current = current / part
+def _lstat_at(fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.lstat(name, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+
+
+class LayerView:
+    """The merged (overlayfs) view of an image's read-only layers, read through fds.
+
+    A directory of the view is a list of layer directory fds, topmost first,
+    cut where overlayfs stops merging: at an opaque directory, or above a
+    whiteout or non-directory in a lower layer. Use as a context manager.
+    """
+
+    def __init__(self, layers: list[Path]) -> None:
+        self._roots: list[int] = []
         try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            return False
-        if _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
-            return True
-    return False
+            for layer in reversed(layers):
+                self._roots.append(os.open(layer, _DIR_FLAGS))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for fd in self._roots:
+            os.close(fd)
+        self._roots = []
+
+    def __enter__(self) -> "LayerView":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _top(dirs: list[int], name: str) -> tuple[int, os.stat_result] | None:
+        """The visible entry `name` of a merged directory: (layer dir fd, lstat) or None."""
+        for fd in dirs:
+            st = _lstat_at(fd, name)
+            if st is None:
+                continue
+            return None if _is_whiteout(st) else (fd, st)
+        return None
+
+    @staticmethod
+    def _descend(dirs: list[int], name: str) -> list[int]:
+        """The merged directory `name` below `dirs` (new fds; [] when it is not a directory)."""
+        result: list[int] = []
+        try:
+            for fd in dirs:
+                st = _lstat_at(fd, name)
+                if st is None:
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    break
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                result.append(child)
+                if _is_opaque(child):
+                    break
+        except BaseException:
+            _close_all(result)
+            raise
+        return result
+
+    def _parent_dirs(self, parts: list[str]) -> list[int]:
+        """Fresh fds of the merged directory holding `parts[-1]` ([] if it is not reachable)."""
+        dirs = [os.dup(fd) for fd in self._roots]
+        for comp in parts[:-1]:
+            below = self._descend(dirs, comp)
+            _close_all(dirs)
+            dirs = below
+            if not dirs:
+                break
+        return dirs
+
+    def readlink(self, parts: list[str]) -> str | None:
+        """The target of the symlink the image has at `parts`, else None (path_scope.resolve)."""
+        if not parts:
+            return None
+        dirs = self._parent_dirs(parts)
+        try:
+            found = self._top(dirs, parts[-1])
+            if found is None or not stat.S_ISLNK(found[1].st_mode):
+                return None
+            return os.readlink(parts[-1], dir_fd=found[0])
+        finally:
+            _close_all(dirs)
+
+    def resolve(self, path: str) -> list[str]:
+        """`path` cleaned and its symlinks followed inside the image, as components."""
+        return path_scope.resolve(path, self.readlink)
+
+    def kind(self, parts: list[str]) -> str:
+        """"dir", "file" (anything not a directory) or "" (missing) for resolved `parts`."""
+        if not parts:
+            return "dir"
+        dirs = self._parent_dirs(parts)
+        try:
+            found = self._top(dirs, parts[-1])
+        finally:
+            _close_all(dirs)
+        if found is None:
+            return ""
+        return "dir" if stat.S_ISDIR(found[1].st_mode) else "file"
+
+    def open_dir(self, parts: list[str]) -> list[int]:
+        """Fresh fds of the merged directory at resolved `parts` ([] if it is not one)."""
+        if not parts:
+            return [os.dup(fd) for fd in self._roots]
+        dirs = self._parent_dirs(parts)
+        try:
+            return self._descend(dirs, parts[-1])
+        finally:
+            _close_all(dirs)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def volume_target_kind(view: LayerView, target: str) -> tuple[list[str], str]:
+    """Where a volume at `target` lands in the image (resolved components) and what is there.
+
+    InvalidArgument when it would cover the root or an existing file, as dockerd refuses.
+    """
+    try:
+        parts = view.resolve(target)
+    except path_scope.ScopeError as err:
+        raise InvalidArgument(f"invalid mount config: volume destination {target!r}: "
+                              f"{err.strerror}") from None
+    if not parts:
+        raise InvalidArgument(f"invalid mount config: volume destination {target!r} "
+                              "resolves to '/' inside the container")
+    kind = view.kind(parts)
+    if kind == "file":
+        raise InvalidArgument(f"cannot mount volume over existing file, file exists "
+                              f"{path_scope.clean('/'.join(parts))}")
+    return parts, kind
+
+
+def check_volume_targets(layers: list[Path], targets: list[str]) -> None:
+    """InvalidArgument if a volume at one of `targets` would cover the root or a file of the image."""
+    with LayerView(layers) as view:
+        for target in targets:
+            volume_target_kind(view, target)
 
 
 def populate_from_layers(layers: list[Path], target: str, dest: Path) -> bool:
     """Copy the merged content of `target` across `layers` (lowest first) into `dest`.
 
-    Returns True when something was copied. Only directories are copied, as dockerd does.
+    `target` is resolved inside the image (symlinks in scope). Returns True when
+    a directory was there (even empty). Only directories are copied, as dockerd does.
     """
-    parts = [p for p in target.split("/") if p]
-    sources: list[Path] = []
-    for layer in reversed(layers):
-        path = layer.joinpath(*parts)
-        if _hidden_in(layer, parts[:-1]):
-            break
+    with LayerView(layers) as view:
+        parts, kind = volume_target_kind(view, target)
+        if kind != "dir":
+            return False
+        sources = view.open_dir(parts)
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            break     # a whiteout or a file: nothing below is visible
-        sources.append(path)
-        if _is_opaque(path):
-            break
-    if not sources:
-        return False
-    for src in reversed(sources):
-        _merge_tree(src, dest)
-    top = os.lstat(sources[0])
-    os.chown(dest, top.st_uid, top.st_gid)
-    os.chmod(dest, stat.S_IMODE(top.st_mode))
+            dest_fd = os.open(dest, _DIR_FLAGS)
+            try:
+                _copy_merged(sources, dest_fd)
+                top = os.fstat(sources[0])
+                os.fchown(dest_fd, top.st_uid, top.st_gid)
+                os.fchmod(dest_fd, stat.S_IMODE(top.st_mode))
+            finally:
+                os.close(dest_fd)
+        finally:
+            _close_all(sources)
     return True
 
 
-def _remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-
-
-def _merge_tree(src: Path, dst: Path) -> None:
-    for entry in os.scandir(src):
-        target = dst / entry.name
-        st = entry.stat(follow_symlinks=False)
-        if _is_whiteout(st):
-            _remove_path(target)
+def _copy_merged(sources: list[int], dst: int) -> None:
+    """Copy the merged directory `sources` (topmost first) into the directory fd `dst`."""
+    visible: dict[str, tuple[int, os.stat_result] | None] = {}
+    for fd in sources:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.name not in visible:
+                    st = entry.stat(follow_symlinks=False)
+                    visible[entry.name] = None if _is_whiteout(st) else (fd, st)
+    for name in sorted(visible):
+        found = visible[name]
+        if found is None:
             continue
+        fd, st = found
         if stat.S_ISDIR(st.st_mode):
-            if os.path.lexists(target) and not (target.is_dir() and not target.is_symlink()):
-                _remove_path(target)
-            elif os.path.lexists(target) and _is_opaque(Path(entry.path)):
-                shutil.rmtree(target)
-            target.mkdir(exist_ok=True)
-            _merge_tree(Path(entry.path), target)
-        else:
-            if os.path.lexists(target):
-                _remove_path(target)
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(entry.path), target)
-            elif stat.S_ISREG(st.st_mode):
-                shutil.copyfile(entry.path, target, follow_symlinks=False)
-            else:
-                continue   # fifos and devices are not volume content
-        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
-        if not stat.S_ISLNK(st.st_mode):
-            os.chmod(target, stat.S_IMODE(st.st_mode))
-            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.mkdir(name, 0o700, dir_fd=dst)
+            child_dst = os.open(name, _DIR_FLAGS, dir_fd=dst)
+            child_src = LayerView._descend(sources, name)
+            try:
+                _copy_merged(child_src, child_dst)
+                _set_meta(child_dst, st)
+            finally:
+                os.close(child_dst)
+                _close_all(child_src)
+        elif stat.S_ISREG(st.st_mode):
+            src_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                out_fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o600, dir_fd=dst)
+                try:
+                    _copy_data(src_fd, out_fd)
+                    _set_meta(out_fd, st)
+                finally:
+                    os.close(out_fd)
+            finally:
+                os.close(src_fd)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=fd), name, dir_fd=dst)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dst, follow_symlinks=False)
+            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst, follow_symlinks=False)
+        # fifos and devices are not volume content
+
+
+def _copy_data(src: int, dst: int) -> None:
+    try:
+        while os.copy_file_range(src, dst, _COPY_CHUNK):
+            pass
+        return
+    except OSError as err:
+        # Kernels before 5.3 refuse copies across file systems; start again by hand.
+        if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    os.lseek(src, 0, os.SEEK_SET)
+    os.lseek(dst, 0, os.SEEK_SET)
+    os.ftruncate(dst, 0)
+    while chunk := os.read(src, _COPY_CHUNK):
+        written = 0
+        while written < len(chunk):
+            written += os.write(dst, chunk[written:])
+
+
+def _set_meta(fd: int, st: os.stat_result) -> None:
+    """Owner, then mode (chown clears setuid), then times."""
+    os.fchown(fd, st.st_uid, st.st_gid)
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
