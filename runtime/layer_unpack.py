@@ -20,7 +20,6 @@ the caller compares it with the layer's diff id.
 
 from __future__ import annotations
 
-import errno
 import gzip
 import hashlib
 import io
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from . import path_scope
 from .errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -152,28 +152,14 @@ class _Extractor:
         key = tuple(parts)
         if self._cached is not None and self._cached[0] == key:
             return self._cached[1]
-        fd = os.dup(self.root_fd)
         try:
-            for i, comp in enumerate(parts):
-                try:
-                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise UnsafeLayerError(
-                            f"layer member refers to missing directory {'/'.join(parts[:i + 1])!r}")
-                    os.mkdir(comp, 0o755, dir_fd=fd)
-                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
-                except OSError as err:
-                    if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise UnsafeLayerError(
-                            f"layer member path goes through a symlink or non-directory "
-                            f"{'/'.join(parts[:i + 1])!r}") from None
-                    raise
-                os.close(fd)
-                fd = nfd
-        except BaseException:
-            os.close(fd)
-            raise
+            fd = path_scope.open_beneath(self.root_fd, parts, create=create)
+        except FileNotFoundError:
+            raise UnsafeLayerError(
+                f"layer member refers to missing directory {'/'.join(parts)!r}") from None
+        except path_scope.ScopeError as err:
+            raise UnsafeLayerError(f"layer member path goes through a symlink or non-directory: "
+                                   f"{err.strerror}") from None
         self._drop_cache()
         self._cached = (key, fd)
         return fd
