@@ -137,6 +137,25 @@ def _bind_in_root(root_fd: int, path: str, source: str | None, readonly: bool) -
         os.close(mounted)
 
 
+def _drop_symlink(root_fd: int, path: str) -> None:
+    """Remove a symlink the image has at `path` (its directory resolved in scope).
+
+    dockerd does so for the files it provides (/etc/hosts, /etc/hostname,
+    /etc/resolv.conf): they become plain files wherever the image's link pointed.
+    """
+    parts = path_scope.components(path)
+    if not parts:
+        return
+    parent = _open_target(root_fd, "/".join(parts[:-1]), "dir")
+    try:
+        if stat.S_ISLNK(os.lstat(parts[-1], dir_fd=parent).st_mode):
+            os.unlink(parts[-1], dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(parent)
+
+
 def _ensure_file(path: str) -> None:
     if os.path.lexists(path) and not os.path.isdir(path):
         return
@@ -352,6 +371,7 @@ def setup_rootfs(spec: ContainerSpec, mountpoint: str, tty: bool, console: bool 
                          namespaces.no_shm)
         _make_devices(root_fd, spec.devices)
         for path, source in spec.etc_files.items():
+            _drop_symlink(root_fd, path)
             _bind_in_root(root_fd, path, os.fspath(source), readonly=False)
         for mount in spec.mounts:
             _user_mount(root_fd, mount)

@@ -260,8 +260,10 @@ def test_working_directory_with_dotdot_and_symlinks_stays_inside(agent, dockerd,
             dockerd.docker("rm", ref_created.stdout.strip())
 
 
-def test_mount_targets_through_symlinks_stay_inside(agent, crafted, outside, request, tmp_path):
-    """-v, --mount, --tmpfs and the engine's /etc files under image symlinks that lead out."""
+def test_mount_targets_through_symlinks_stay_inside(agent, dockerd, crafted, outside, request,
+                                                   tmp_path):
+    """-v, --mount and --tmpfs under image symlinks that lead out are mounted where the links
+    lead inside the root, and the engine's /etc files replace links out: as under dockerd."""
     host_dir = tmp_path / "hostdir"
     host_dir.mkdir()
     (host_dir / "bound.txt").write_text("bound\n")
@@ -272,14 +274,16 @@ def test_mount_targets_through_symlinks_stay_inside(agent, crafted, outside, req
         Member("etc/hostname", "symlink", target="/../../" + outside.rel + "/hostname"),
     ])])
     assert pull(agent, image.ref).returncode == 0
-    output = run_and_check(agent, outside, image.ref,
-                           f"cat /link/x/bound.txt /rel/y/bound.txt; ls -A /link/t; ls -A /rel/y; "
-                           f"ls /{outside.rel}; cat /{outside.rel}/hostname",
-                           args=("-v", f"{host_dir}:/link/x:ro",
-                                 "--mount", f"type=bind,source={host_dir},target=/rel/y",
-                                 "--tmpfs", "/link/t", "--hostname", "crafted"))
-    assert output == ("bound\nbound\nbound.txt\n"
-                      "dir\nhostname\nhosts\nt\nx\ncrafted\n")
+    script = (f"cat /link/x/bound.txt /rel/y/bound.txt; ls -A /link/t; ls -A /rel/y; "
+              f"ls /{outside.rel}; cat /etc/hostname")
+    args = ("-v", f"{host_dir}:/link/x:ro", "--mount", f"type=bind,source={host_dir},target=/rel/y",
+            "--tmpfs", "/link/t", "--hostname", "crafted")
+    output = run_and_check(agent, outside, image.ref, script, args=args)
+    # The engine's /etc files replace the image's links, as dockerd's do.
+    assert output == "bound\nbound\nbound.txt\ndir\nt\nx\ncrafted\n"
+    assert pull(dockerd, image.ref).returncode == 0
+    theirs = dockerd.docker("run", "--rm", "--network", "none", *args, image.ref, "sh", "-c", script)
+    assert theirs.stdout + theirs.stderr == output
     assert sorted(os.listdir(host_dir)) == ["bound.txt"]
 
 
