@@ -418,3 +418,30 @@ def test_config_claiming_other_layers_is_refused(agent, crafted, outside, reques
     assert result.returncode != 0
     assert "diff id mismatch" in result.stderr or "layers but" in result.stderr, result.stderr
     assert agent.docker("image", "inspect", image.ref).returncode != 0
+
+
+def test_mount_target_swapped_by_another_container_stays_inside(agent, crafted, outside, request,
+                                                                 tmp_path):
+    """A running container keeps swapping a directory of a shared volume with a symlink out
+    of the root while another container starts with a bind below it: the bind is made
+    through an fd resolved in scope, so the mount point is never created on the host."""
+    host_dir = tmp_path / "hostdir"
+    host_dir.mkdir()
+    image = crafted.push(_image_name(request))
+    assert pull(agent, image.ref).returncode == 0
+    volume = "hostile-swap-" + secrets.token_hex(4)
+    swapper = agent.docker(
+        "run", "-d", "--network", "none", "-v", f"{volume}:/v", image.ref, "sh", "-c",
+        f"while :; do mkdir /v/x; rm -rf /v/x; ln -s /{UP}{outside.rel} /v/x; rm /v/x; done")
+    assert swapper.returncode == 0, swapper.stderr
+    try:
+        for _ in range(40):
+            result = agent.docker("run", "--rm", "--network", "none", "-v", f"{volume}:/v",
+                                  "-v", f"{host_dir}:/v/x/mnt", image.ref, "true")
+            # Starting may fail when /v/x is a file-less moment of the race; it must never
+            # create or mount anything outside.
+            assert result.returncode in (0, 125, 126, 127, 128), result.stderr
+            assert not (outside.path / "mnt").exists()
+    finally:
+        agent.docker("rm", "-f", swapper.stdout.strip())
+        agent.docker("volume", "rm", "-f", volume)
