@@ -215,7 +215,8 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
         raise InvalidArgument(f"the working directory '{cfg['WorkingDir']}' is invalid, "
                               "it needs to be an absolute path")
     if cfg["WorkingDir"]:
-        cfg["WorkingDir"] = path_scope.clean(cfg["WorkingDir"])   # dockerd stores it cleaned
+        # dockerd stores it cleaned
+        cfg["WorkingDir"] = path_scope.clean(path_scope.check(cfg["WorkingDir"], "working directory"))
     if cfg["StopSignal"]:
         parse_signal(cfg["StopSignal"])
     labels = dict(img.get("Labels") or {})
@@ -314,6 +315,7 @@ _BIND_OPTIONS = {"ro", "rw", "z", "Z", "nocopy", "private", "rprivate", "shared"
 
 def parse_bind(spec: str) -> MountRequest:
     """`-v` syntax: "src:dst[:opts]" (src without "/" is a named volume) or "/dst" (anonymous)."""
+    path_scope.check(spec, "volume specification")
     parts = spec.split(":")
     if len(parts) == 1:
         src, dst, opts = "", parts[0], ""
@@ -352,7 +354,8 @@ def parse_mount(m: dict[str, Any]) -> MountRequest:
         raise InvalidArgument(f"invalid mount config for type \"{mtype}\": invalid mount path: "
                               f"'{target}' mount path must be absolute")
     readonly = bool(m.get("ReadOnly"))
-    target = path_scope.clean(target)
+    target = path_scope.clean(path_scope.check(target, "mount target"))
+    path_scope.check(source, "mount source")
     if mtype == "bind":
         if not source.startswith("/"):
             raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: "
@@ -389,7 +392,8 @@ def parse_mounts(config: dict[str, Any], host_config: dict[str, Any]) -> list[Mo
     for target, opts in (host_config.get("Tmpfs") or {}).items():
         if not target.startswith("/"):
             raise InvalidArgument(f"invalid tmpfs mount path: '{target}' mount path must be absolute")
-        result.append(MountRequest("tmpfs", path_scope.clean(target), "", "ro" in (opts or "").split(","),
+        result.append(MountRequest("tmpfs", path_scope.clean(path_scope.check(target, "tmpfs mount path")),
+                                   "", "ro" in (opts or "").split(","),
                                    options=opts or ""))
     seen: set[str] = set()
     for m in result:
@@ -404,7 +408,7 @@ def parse_mounts(config: dict[str, Any], host_config: dict[str, Any]) -> list[Mo
         # it inside the container's root wherever it is used; so do we (path_scope).
         if not isinstance(target, str) or path_scope.is_root(target):
             raise InvalidArgument(f"invalid volume {target!r}: destination can't be '/'")
-        target = path_scope.go_clean(target)
+        target = path_scope.go_clean(path_scope.check(target, "volume"))
         if target not in seen:
             seen.add(target)
             result.append(MountRequest("volume", target, ""))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import container_config as cc
-from . import device_rules, namespace_modes, volumes_from
+from . import device_rules, namespace_modes, path_scope, volumes_from
 from .container_io import AttachSession, StreamHub
 from .container_spec import BindMount, ContainerSpec, ProcessSpec, SharedNamespaces, TmpfsMount
 from .container_store import ContainerStore
@@ -1261,6 +1261,7 @@ class Engine:
         if working_dir and not working_dir.startswith("/"):
             raise InvalidArgument(f"the working directory '{working_dir}' is invalid, "
                                   "it needs to be an absolute path")
+        path_scope.check(working_dir, "working directory")
         with live.lock:
             if not c.state.running:
                 raise Conflict(f"Container {c.id} is not running")

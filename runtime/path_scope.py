@@ -32,6 +32,8 @@ import platform
 import stat
 from typing import Callable
 
+from .errors import InvalidArgument
+
 MAX_SYMLINKS = 40           # as the kernel's MAXSYMLINKS
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -54,6 +56,13 @@ class ScopeError(OSError):
 
 # Set to False once openat2 is known to be missing (old kernel, seccomp): the walk is used.
 use_openat2 = _MACHINE in _OPENAT2_NUMBERS
+
+
+def check(path: str, what: str) -> str:
+    """`path` unchanged, or InvalidArgument when no system call could take it (a NUL byte)."""
+    if "\x00" in path:
+        raise InvalidArgument(f"invalid {what} {path!r}: it contains a NUL byte")
+    return path
 
 
 def components(path: str) -> list[str]:

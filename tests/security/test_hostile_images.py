@@ -237,6 +237,35 @@ def test_volume_over_an_image_file_is_refused_as_dockerd_does(agent, dockerd, cr
         assert "cannot mount volume over existing file" in message
 
 
+@pytest.mark.parametrize("where", ["image-volume", "image-workdir", "bind", "mount", "tmpfs",
+                                   "exec-workdir"])
+def test_paths_with_a_nul_byte_are_refused(agent, crafted, outside, request, where):
+    """No system call takes a NUL byte: a 400 naming the path, not a 500 at create or start."""
+    bad = "/data\x00/" + UP + outside.rel
+    config = {"image-volume": {"Volumes": {bad: {}}}, "image-workdir": {"WorkingDir": bad}}
+    image = crafted.push(_image_name(request), config=config.get(where, {}))
+    assert pull(agent, image.ref).returncode == 0
+    host_config = {"bind": {"Binds": [f"/tmp:{bad}"]},
+                   "mount": {"Mounts": [{"Type": "volume", "Target": bad}]},
+                   "tmpfs": {"Tmpfs": {bad: ""}}}.get(where, {})
+    body = {"Image": image.ref, "Cmd": ["sleep", "60"], "HostConfig": host_config}
+    status, _, data = agent.request("POST", "/v1.43/containers/create", json.dumps(body).encode(),
+                                    {"Content-Type": "application/json"})
+    if where == "exec-workdir":
+        assert status == 201, data
+        cid = json.loads(data)["Id"]
+        try:
+            assert agent.docker("start", cid).returncode == 0
+            status, _, data = agent.request(
+                "POST", f"/v1.43/containers/{cid}/exec",
+                json.dumps({"Cmd": ["true"], "WorkingDir": bad}).encode(),
+                {"Content-Type": "application/json"})
+        finally:
+            agent.docker("rm", "-f", cid)
+    assert status == 400, data
+    assert "NUL byte" in json.loads(data)["message"]
+
+
 # --- working directories and mount targets ---------------------------------------------------
 
 def test_working_directory_with_dotdot_and_symlinks_stays_inside(agent, dockerd, crafted, outside,
