@@ -3,8 +3,11 @@
 Overlay root, /proc, /sys, a minimal /dev, the engine's /etc files, the user's
 bind and tmpfs mounts, Docker's masked and read-only paths, then pivot_root.
 Everything here runs in the forked container child: plain syscalls, no
-logging, no locks. Mount targets are resolved inside the new root so a
-symlink in an image can never point a mount at the host.
+logging, no locks. Every mount target is opened inside the new root with
+path_scope.open_in_root (symlinks followed in scope) and mounted through that
+O_PATH fd (/proc/self/fd/N), never through a path string: neither a symlink
+in the image nor one swapped in by another container sharing a volume can
+point a mount (or a directory made for one) at the host.
 """
 
 from __future__ import annotations
