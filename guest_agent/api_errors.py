@@ -3,19 +3,27 @@
 Docker clients decide what to do from the status (404 on create makes the CLI
 pull, 304 on start means "already started"), so the mapping follows dockerd's
 errdefs: not found 404, conflict 409, invalid parameter 400, not modified 304,
-unauthorized 401, system errors 500. Anything unexpected is logged with its
+unauthorized 401, system errors 500. An OSError that reaches here (a full disk,
+a read-only file system, no descriptors left) is a system error too: 500 with
+the OS's reason in dockerd's words ("mkdir /x: no space left on device"), never
+an opaque "internal error". Anything else unexpected is logged with its
 traceback and answered with a generic 500; the agent keeps serving.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from runtime.errors import (Conflict, ContainerStartError, DockyardError, InvalidArgument,
                             NotFound, NotModified, RegistryAuthError, RegistryError,
-                            RegistryNotFound)
+                            RegistryNotFound, describe_os_error)
 
 log = logging.getLogger(__name__)
+
+# Errors of the machine, not of the agent: worth a warning, not a traceback.
+RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE,
+                             errno.ENFILE, errno.ENOMEM, errno.EFBIG, errno.EIO})
 
 
 class NotImplementedByDockyard(DockyardError):
@@ -54,6 +62,13 @@ def error_response_for(err: BaseException, context: str = "") -> tuple[int, str]
         else:
             log.debug("%s: %s %s", context, status, err.message)
         return status, err.message
+    if isinstance(err, OSError) and err.errno is not None:
+        message = describe_os_error(err)
+        if err.errno in RESOURCE_ERRNOS:
+            log.warning("%s failed: %s", context, message)
+        else:
+            log.error("unexpected OS error serving %s", context, exc_info=err)
+        return 500, message
     log.error("unexpected error serving %s", context, exc_info=err)
     return 500, f"internal error in the Dockyard agent ({type(err).__name__}); see the agent log"
 

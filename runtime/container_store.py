@@ -3,6 +3,12 @@
 config.json changes rarely (create, rename, network), state.json at every state
 transition; both are written atomically, so a crash leaves the old or the new record.
 The names index lives here too, because a name must be unique across all records.
+
+A state write that fails (full disk, read-only file system, no descriptors) does not
+fail the transition: the in-memory state is the truth, and the record is marked
+pending. Pending records are written by the next state write that succeeds, or by
+a retry thread that tries every RETRY_INTERVAL seconds while any are pending, so
+after space is freed the records catch up without a restart.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from .atomic_file import read_json, write_json_atomic
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, describe_os_error
 from .models import Container, ContainerState, NetworkAttachment, PortMapping
 
 log = logging.getLogger(__name__)
+
+RETRY_INTERVAL = 5.0   # seconds between retries of pending state writes
 
 
 def _state_from_json(obj: dict[str, Any]) -> ContainerState:
@@ -44,6 +52,14 @@ class ContainerStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.names_lock = threading.Lock()
         self._names: dict[str, str] = {}
+        # Pending state writes: id -> (container, extra, generation); guarded by _pending_lock.
+        self._pending: dict[str, tuple[Container, dict[str, Any], int]] = {}
+        self._generation = 0
+        self._pending_lock = threading.Lock()
+        self._retry_wake = threading.Event()
+        self._retry_thread: threading.Thread | None = None
+        # One lock per record, so a retry never writes an older state over a newer one.
+        self._write_locks: dict[str, threading.Lock] = {}
 
     def dir(self, container_id: str) -> Path:
         return self.root / container_id
@@ -56,12 +72,91 @@ class ContainerStore:
         record.pop("network")
         write_json_atomic(self.dir(c.id) / "config.json", record)
 
-    def save_state(self, c: Container, extra: dict[str, Any] | None = None) -> None:
-        """State, restart count and network attachment: the fields that change per run."""
-        record = {"state": dataclasses.asdict(c.state), "restart_count": c.restart_count,
-                  "network": dataclasses.asdict(c.network) if c.network else None}
-        record.update(extra or {})
-        write_json_atomic(self.dir(c.id) / "state.json", record)
+    def save_state(self, c: Container, extra: dict[str, Any] | None = None) -> bool:
+        """State, restart count and network attachment: the fields that change per run.
+
+        Never raises for an OS error: the record is then pending (see the module doc)
+        and False is returned. A success also writes every other pending record.
+        """
+        extra = dict(extra or {})
+        try:
+            self._write_state(c, extra)
+        except FileNotFoundError:
+            return False   # the record directory is gone: the container is being removed
+        except OSError as err:
+            self._defer(c, extra, err)
+            return False
+        with self._pending_lock:
+            self._pending.pop(c.id, None)
+            others = bool(self._pending)
+        if others:
+            self.flush_pending()
+        return True
+
+    def _write_state(self, c: Container, extra: dict[str, Any]) -> None:
+        with self._write_lock(c.id):
+            # Serialised under the record's lock: the last write holds the newest state.
+            record = {"state": dataclasses.asdict(c.state), "restart_count": c.restart_count,
+                      "network": dataclasses.asdict(c.network) if c.network else None}
+            record.update(extra)
+            write_json_atomic(self.dir(c.id) / "state.json", record)
+
+    def _write_lock(self, container_id: str) -> threading.Lock:
+        with self._pending_lock:
+            lock = self._write_locks.get(container_id)
+            if lock is None:
+                lock = self._write_locks[container_id] = threading.Lock()
+            return lock
+
+    def _defer(self, c: Container, extra: dict[str, Any], err: OSError) -> None:
+        with self._pending_lock:
+            first = c.id not in self._pending
+            self._generation += 1
+            self._pending[c.id] = (c, extra, self._generation)
+            if self._retry_thread is None:
+                self._retry_thread = threading.Thread(target=self._retry_loop,
+                                                      name="state-retry", daemon=True)
+                self._retry_thread.start()
+        if first:
+            log.warning("cannot record the state of container %s (%s); kept in memory, "
+                        "retrying every %.0fs", c.id[:12], describe_os_error(err), RETRY_INTERVAL)
+
+    def pending(self) -> list[str]:
+        """Ids of containers whose state on disk is behind the state in memory."""
+        with self._pending_lock:
+            return list(self._pending)
+
+    def flush_pending(self) -> bool:
+        """Try every pending state write once; True when none is left pending."""
+        with self._pending_lock:
+            items = list(self._pending.items())
+        for cid, (c, extra, generation) in items:
+            try:
+                self._write_state(c, extra)
+                written = True
+            except FileNotFoundError:
+                written = False   # the record was removed meanwhile: nothing to catch up
+            except OSError:
+                return False      # still failing: keep the rest for the next try
+            with self._pending_lock:
+                # A newer failure since we read the entry stays pending.
+                if cid in self._pending and self._pending[cid][2] == generation:
+                    del self._pending[cid]
+            if written:
+                log.info("state of container %s written after an earlier failure", cid[:12])
+        with self._pending_lock:
+            return not self._pending
+
+    def _retry_loop(self) -> None:
+        """Retries pending writes every RETRY_INTERVAL seconds; ends when none is pending."""
+        while True:
+            self._retry_wake.wait(RETRY_INTERVAL)
+            self._retry_wake.clear()
+            done = self.flush_pending()
+            with self._pending_lock:
+                if done and not self._pending:
+                    self._retry_thread = None
+                    return
 
     def load_all(self) -> list[tuple[Container, dict[str, Any]]]:
         """Every record that can be read, with the extra state fields; indexes names."""
@@ -101,11 +196,21 @@ class ContainerStore:
         waits for the removal and a large upper layer can take a while. A
         tree left by a crash is swept by `load_all` at the next start.
         """
+        with self._pending_lock:
+            self._pending.pop(container_id, None)
+            self._write_locks.pop(container_id, None)
         d = self.dir(container_id)
         doomed = self.root / f".removing-{container_id}"
         try:
             os.rename(d, doomed)
         except FileNotFoundError:
+            return
+        except OSError as err:
+            # A rename can need a directory block on a full disk: delete in place
+            # (which is what frees the space), so the removal still happens.
+            log.warning("removing container record %s in place: %s", container_id[:12],
+                        describe_os_error(err))
+            shutil.rmtree(d, ignore_errors=True)
             return
         threading.Thread(target=shutil.rmtree, args=(doomed,), kwargs={"ignore_errors": True},
                          name=f"rm-{container_id[:12]}", daemon=True).start()

@@ -35,7 +35,7 @@ from .container_spec import BindMount, ContainerSpec, ProcessSpec, SharedNamespa
 from .container_store import ContainerStore
 from .detach_keys import parse_detach_keys
 from .errors import (Conflict, ContainerStartError, DockyardError, InvalidArgument, NotFound,
-                     NotModified, RuntimeFailure)
+                     NotModified, ResourceError, RuntimeFailure)
 from .event_bus import EventBus, EventSubscription
 from .image_store import Image, ImageStore
 from .links import LinkedContainer, hosts_line, link_env, parse_links
@@ -478,6 +478,11 @@ class Engine:
         self.events.publish("container", action, c.id, self._attrs(c, **extra))
 
     def _save_state(self, live: _Live) -> None:
+        """Record the state on disk; never raises for a full disk (the store retries later).
+
+        The state in memory is the truth: waiters, `--rm` and restart policies act on it
+        whether or not this write succeeded.
+        """
         self.store.save_state(live.c, {"stopped_by_user": live.stopped_by_user})
 
     # containers ----------------------------------------------------------
@@ -677,6 +682,8 @@ class Engine:
             self._start_failed(live, err)
             if isinstance(err, (DockyardError, KeyboardInterrupt, SystemExit)):
                 raise
+            if isinstance(err, OSError):   # a full disk, no descriptors: say which, as dockerd
+                raise ResourceError.from_os_error(err) from err
             raise RuntimeFailure(f"cannot start container {c.id[:12]}: {err}") from err
         with live.lock:
             live.process = proc
@@ -914,7 +921,7 @@ class Engine:
             self._remove(live, force=True, remove_volumes=True)
         except NotFound:
             pass
-        except DockyardError as err:
+        except Exception as err:   # noqa: BLE001 - runs on the exit watcher: log, never die
             log.warning("auto-remove of %s failed: %s", live.c.name, err)
 
     def _stop_timeout(self, live: _Live, timeout: int | None) -> float:

@@ -55,3 +55,39 @@ class ContainerStartError(DockyardError):
 
 class RuntimeFailure(DockyardError):
     """An internal operation failed; the message says which and why."""
+
+
+class ResourceError(RuntimeFailure):
+    """The operating system refused for want of a resource (disk space, quota, descriptors,
+    memory) or because the file system is read-only; the message is the OS's, worded as
+    dockerd words it ("write /path: no space left on device")."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    @classmethod
+    def from_os_error(cls, err: OSError, doing: str = "", path: object = None) -> "ResourceError":
+        return cls(describe_os_error(err, doing, path), err.errno)
+
+
+def describe_os_error(err: OSError, doing: str = "", path: object = None) -> str:
+    """Go's os.PathError text for `err`: "<doing> <file>: <reason>", reason in lower case.
+
+    `path` names the file when the error does not (a failed write(2) carries no name).
+
+    Go's syscall messages are Python's strerror with a lower-case first letter
+    ("no space left on device", "disk quota exceeded", "read-only file system").
+    """
+    reason = err.strerror or str(err) or type(err).__name__
+    reason = reason[:1].lower() + reason[1:]
+    name = _filename(err) or (str(path) if path is not None else "")
+    subject = " ".join(part for part in (doing, name) if part)
+    return f"{subject}: {reason}" if subject else reason
+
+
+def _filename(err: OSError) -> str:
+    name = err.filename
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return str(name) if name is not None else ""

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .blob_store import BlobStore
-from .errors import Conflict, InvalidArgument, NotFound, RegistryError
+from .errors import (Conflict, InvalidArgument, NotFound, RegistryError, ResourceError,
+                     describe_os_error)
 from .image_index import ImageIndex, ImageRecord
 from .layer_store import LayerStore, chain_ids
 from .reference import Reference, is_sha256_hex, parse_reference
@@ -199,10 +200,16 @@ class ImageStore:
         with self._lock:
             if image_id not in self.index.images:
                 self.index.put(record)
+            before = dict(self.index.refs)
             if ref.tag:
                 self.index.refs[name] = image_id
             self.index.refs[f"{ref.familiar_name}@{resolved.digest}"] = image_id
-            self.index.save_refs()
+            try:
+                self.index.save_refs()
+            except OSError:
+                # Names on disk and in memory must agree: a failed pull tags nothing.
+                self.index.refs = before
+                raise
             image = self._image(image_id)
         emit({"status": f"Digest: {resolved.digest}"})
         if previously == image_id:
@@ -285,7 +292,11 @@ class ImageStore:
                         last[0] = position
                         emit.layer(layer_id, "Extracting", position, desc.size or None)
 
-                self.layers.create(chain, diff_id, parent, tmp, extracted)
+                try:
+                    self.layers.create(chain, diff_id, parent, tmp, extracted)
+                except OSError as err:   # the unpacked tree was removed by create()
+                    raise ResourceError(f"failed to register layer: {describe_os_error(err)}",
+                                        err.errno) from err
                 emit.layer(layer_id, "Pull complete")
             finally:
                 tmp.unlink(missing_ok=True)

@@ -4,18 +4,29 @@ Each line is `{"log": "...", "stream": "stdout"|"stderr", "time": "<RFC 3339 nan
 exactly what dockerd's json-file driver writes to <id>-json.log, so the files stay
 readable by the same tools. Output is split at newlines; a line still open when the
 process ends is written without its newline.
+
+A log that cannot be written (full disk, quota, no descriptors) loses those lines,
+as dockerd's json-file driver does, with a warning; the container's output still
+reaches attached clients and the process is never blocked or killed for it. A
+short write is cut back so the file never holds half a record.
 """
 
 from __future__ import annotations
 
 import calendar
+import errno
 import json
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from .errors import describe_os_error
+
+log = logging.getLogger(__name__)
 
 # dockerd splits lines longer than this into partial records (daemon/logger/copier.go).
 MAX_LINE_BYTES = 16 * 1024
@@ -74,13 +85,17 @@ class LogFile:
         self._size = 0
         self._partial: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         self._active = False   # a run is writing; followers keep waiting while it is
+        self._dropped = 0      # bytes of records lost since writing last failed
 
     # writing ---------------------------------------------------------------
     def begin_run(self) -> None:
         """A process started writing (container start); followers now wait for more."""
         with self.changed:
             if self.keep:
-                self._open()
+                try:
+                    self._open()
+                except OSError as err:   # the run goes on; _append tries to open again
+                    self._write_failed(err, 0)
             self._active = True
             self.changed.notify_all()
 
@@ -128,6 +143,19 @@ class LogFile:
         return self._active
 
     def _append(self, stream: str, lines: list[bytes]) -> None:
+        try:
+            self._append_records(stream, lines)
+        except OSError as err:
+            self._write_failed(err, sum(len(line) for line in lines))
+        self.changed.notify_all()
+
+    def _write_failed(self, err: OSError, lost: int) -> None:
+        if not self._dropped:
+            log.warning("cannot write container log %s (%s): output is dropped from the log "
+                        "until writing works again", self.path.name, describe_os_error(err))
+        self._dropped += max(lost, 1)
+
+    def _append_records(self, stream: str, lines: list[bytes]) -> None:
         self._open()
         stamp = now_rfc3339()
         records = [
@@ -146,7 +174,10 @@ class LogFile:
             batch.append(rec)
             batch_size += len(rec)
         self._write_batch(batch)
-        self.changed.notify_all()
+        if self._dropped:
+            log.info("container log %s is written again (%d bytes were lost)", self.path.name,
+                     self._dropped)
+            self._dropped = 0
 
     def _write_batch(self, batch: list[bytes]) -> None:
         if not batch:
@@ -154,7 +185,12 @@ class LogFile:
         payload = b"".join(batch)
         # One write(2) per batch with O_APPEND: readers never see half a line of JSON
         # from us except at the very end, and readers ignore an unterminated tail.
-        os.write(self._fd, payload)   # type: ignore[arg-type]
+        written = os.write(self._fd, payload)   # type: ignore[arg-type]
+        if written < len(payload):
+            # The disk filled up mid-record: cut the torn tail off so the next append
+            # starts on a line of its own, and report the rest as lost.
+            os.ftruncate(self._fd, self._size)   # type: ignore[arg-type]
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
         self._size += len(payload)
 
     def _rotate(self) -> None:

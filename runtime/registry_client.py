@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from .host_loopback import HOST_LOOPBACK_ENV as LOOPBACK_GATEWAY_ENV
-from .errors import RegistryAuthError, RegistryError, RegistryNotFound
+from .errors import RegistryAuthError, RegistryError, RegistryNotFound, ResourceError
 from .reference import Reference
 from .registry_credentials import RegistryCredentials as Credentials
 
@@ -453,9 +453,12 @@ class RegistryClient:
         Raises RegistryError on a digest or size mismatch; `dest` then holds
         unverified data and must be discarded by the caller.
         """
-        with open(dest, "wb") as out:
-            self._download_into(ref, desc, out, Credentials.from_any(credentials), on_progress)
-            out.flush()
+        try:
+            with open(dest, "wb") as out:
+                self._download_into(ref, desc, out, Credentials.from_any(credentials), on_progress)
+                out.flush()
+        except OSError as err:   # our disk, not the network: a full disk is not retried
+            raise ResourceError.from_os_error(err, "write", dest) from err
 
     def _download_into(self, ref: Reference, desc: Descriptor, out: BinaryIO, creds: Credentials,
                        on_progress: BlobProgress | None, limit: int | None = None) -> None:
@@ -490,7 +493,10 @@ class RegistryClient:
                     chunk = resp.read(_CHUNK)
                     if not chunk:
                         break
-                    out.write(chunk)
+                    try:
+                        out.write(chunk)
+                    except OSError as err:   # not a transport error: no retry, no resume
+                        raise ResourceError.from_os_error(err, "write", dest) from err
                     hasher.update(chunk)
                     have += len(chunk)
                     if limit is not None and have > limit:
