@@ -52,8 +52,37 @@ MAX_BODY = 16 * 1024 * 1024
 # How long a hijacked stream waits for the client to read the 101 before writing output.
 HEADER_READ_WAIT = 2.0
 
+# How long the rest of a request (headers, body) may take once its first line arrived: a
+# client that stops half-way would otherwise hold its connection thread forever. Idle
+# keep-alive connections between requests have no limit (docker-py pools them).
+REQUEST_READ_TIMEOUT = 60.0
+
 
 # --------------------------------------------------------------------------- requests
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return number
+
+
+def parse_json(data: bytes | str, what: str) -> Any:
+    """JSON from a client, as strict as Go's decoder: InvalidArgument (400) for malformed,
+    non-UTF-8 (json.loads alone would guess UTF-16/32 and skip a BOM), NaN/Infinity,
+    out-of-range numbers, or nesting too deep to parse."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise InvalidArgument(f"invalid {what}: nested too deeply") from None
+    except ValueError as err:   # includes UnicodeDecodeError
+        raise InvalidArgument(f"invalid {what}: {err}") from None
 
 
 class Headers:
@@ -94,32 +123,43 @@ class Request:
             return default
         return value.strip().lower() not in ("", "0", "false", "no")
 
-    def int_arg(self, name: str, default: int | None = None) -> int | None:
+    def int_arg(self, name: str, default: int | None = None, minimum: int = -(1 << 63),
+                maximum: int = (1 << 63) - 1) -> int | None:
+        """An integer query value (Go's strconv.Atoi: optional sign, decimal digits, int64)."""
         value = self.arg(name)
         if value is None or value == "":
             return default
-        try:
-            return int(value)
-        except ValueError:
-            raise InvalidArgument(f"invalid value for {name}: {value!r} is not an integer") from None
+        text = value[1:] if value[:1] in "+-" else value
+        if not (text.isascii() and text.isdigit()):
+            raise InvalidArgument(f"invalid value for {name}: {value!r} is not an integer")
+        number = int(value)
+        if not minimum <= number <= maximum:
+            raise InvalidArgument(f"invalid value for {name}: {value} is out of range "
+                                  f"[{minimum}, {maximum}]")
+        return number
 
     def float_arg(self, name: str, default: float = 0.0) -> float:
+        """A finite number (timestamps such as `since`): NaN and infinities are refused."""
         value = self.arg(name)
         if value is None or value == "":
             return default
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            raise InvalidArgument(f"invalid value for {name}: {value!r} is not a number") from None
+            number = float("nan")
+        if number != number or number in (float("inf"), float("-inf")):
+            raise InvalidArgument(f"invalid value for {name}: {value!r} is not a number")
+        return number
+
+    def tty_size(self) -> tuple[int, int]:
+        """The `h` and `w` of a resize: terminal sizes are 16-bit (TIOCSWINSZ)."""
+        return (self.int_arg("h", 0, 0, 65535) or 0, self.int_arg("w", 0, 0, 65535) or 0)
 
     def json(self, default: Any = None) -> Any:
         """The body as JSON; `default` when empty; InvalidArgument (400) when malformed."""
         if not self.body.strip():
             return default
-        try:
-            return json.loads(self.body)
-        except ValueError as err:
-            raise InvalidArgument(f"invalid JSON in request body: {err}") from None
+        return parse_json(self.body, "JSON in request body")
 
     def json_object(self) -> dict[str, Any]:
         body = self.json(default={})
@@ -134,10 +174,7 @@ class Request:
         raw = self.arg("filters")
         if not raw:
             return {}
-        try:
-            parsed = json.loads(raw)
-        except ValueError as err:
-            raise InvalidArgument(f"invalid filters: {err}") from None
+        parsed = parse_json(raw, "filters")
         if not isinstance(parsed, dict):
             raise InvalidArgument("invalid filters: expected a JSON object")
         result: dict[str, list[str]] = {}
@@ -397,7 +434,12 @@ class _BodyTooLarge(Exception):
 
 
 class _BadRequest(Exception):
-    """The request line or headers cannot be parsed; answered with 400 and the connection closed."""
+    """The request cannot be framed (request line, headers, body length or chunks): answered
+    with `status` and the connection closed, since where the next request starts is unknown."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 _STATUS_TEXT = {
@@ -433,13 +475,19 @@ class _RequestHandler(socketserver.StreamRequestHandler):
             return
         if line in (b"\r\n", b"\n"):
             return   # a stray empty line before a request is to be ignored (RFC 9112 2.2)
+        self.connection.settimeout(REQUEST_READ_TIMEOUT)   # until the body is read (_route)
         try:
             if len(line) > _MAX_LINE:
-                raise _BadRequest("request line too long")
+                raise _BadRequest("request line too long", 414)
+            if not line.endswith(b"\n"):
+                raise _BadRequest("request ended inside its request line")
             self._parse_request_line(line.decode("latin-1").rstrip("\r\n"))
             self.headers = self._read_headers()
         except _BadRequest as err:
-            self._send_error(400, str(err))
+            self._send_error(err.status, str(err))
+            return
+        except TimeoutError:
+            self._send_error(408, f"request head not complete after {REQUEST_READ_TIMEOUT:g}s")
             return
         connection = (self.headers.get("Connection") or "").lower()
         if self.request_version == "HTTP/1.0":
@@ -461,11 +509,13 @@ class _RequestHandler(socketserver.StreamRequestHandler):
         while True:
             line = self.rfile.readline(_MAX_LINE + 1)
             if len(line) > _MAX_LINE:
-                raise _BadRequest("header line too long")
-            if line in (b"\r\n", b"\n", b""):
+                raise _BadRequest("header line too long", 431)
+            if line in (b"\r\n", b"\n"):
                 return Headers(items)
+            if not line.endswith(b"\n"):   # EOF before the empty line that ends the head
+                raise _BadRequest("request ended inside its headers")
             if len(items) >= _MAX_HEADERS:
-                raise _BadRequest("too many headers")
+                raise _BadRequest("too many headers", 431)
             name, colon, value = line.decode("latin-1").partition(":")
             if not colon or not name or name != name.strip():
                 raise _BadRequest(f"malformed header line {line[:100]!r}")
@@ -507,46 +557,59 @@ class _RequestHandler(socketserver.StreamRequestHandler):
 
     # -- request --------------------------------------------------------------
     def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+        encoding = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+        if encoding:
+            if encoding != "chunked":
+                raise _BadRequest(f"unsupported transfer encoding: {encoding[:40]!r}", 501)
             return self._read_chunked_body()
         length = self.headers.get("Content-Length")
-        if not length:
+        if length is None:
             return b""
-        try:
-            n = int(length)
-        except ValueError:
-            raise InvalidArgument(f"invalid Content-Length: {length!r}") from None
+        # Digits only: int() would take "-1" (a read to EOF), "+5", " 5" or "1_0".
+        length = length.strip()
+        if not (length.isascii() and length.isdigit()):
+            raise _BadRequest(f"invalid Content-Length: {length[:40]!r}")
+        n = int(length)
         if n > MAX_BODY:
             raise _BodyTooLarge()
         data = self.rfile.read(n)
         if len(data) != n:
-            raise _ClientGone()
+            # Answered in case the client only shut its sending side; gone otherwise.
+            raise _BadRequest(f"request body ended after {len(data)} of {n} bytes")
         return data
 
     def _read_chunked_body(self) -> bytes:
         parts: list[bytes] = []
         received = 0
         while True:
-            line = self.rfile.readline(65537)
-            if not line:
-                raise _ClientGone()
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise InvalidArgument("invalid chunked request body") from None
+            line = self.rfile.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                raise _BadRequest("invalid chunked request body: chunk size line too long")
+            if not line.endswith(b"\n"):
+                raise _BadRequest("chunked request body ended before its last chunk")
+            text = line.split(b";", 1)[0].strip()
+            if not text or len(text) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in text):
+                raise _BadRequest(f"invalid chunked request body: bad chunk size {text[:20]!r}")
+            size = int(text, 16)
             if size == 0:
                 # Trailers (usually none) end with an empty line.
-                while line not in (b"\r\n", b"\n", b""):
-                    line = self.rfile.readline(65537)
-                return b"".join(parts)
-            chunk = self.rfile.read(size)
-            if len(chunk) != size:
-                raise _ClientGone()
-            parts.append(chunk)
+                for _ in range(_MAX_HEADERS + 1):
+                    line = self.rfile.readline(_MAX_LINE + 1)
+                    if line in (b"\r\n", b"\n"):
+                        return b"".join(parts)
+                    if not line.endswith(b"\n"):
+                        raise _BadRequest("chunked request body ended inside its trailers")
+                raise _BadRequest("invalid chunked request body: too many trailers", 431)
             received += size
             if received > MAX_BODY:
-                raise _BodyTooLarge()
-            self.rfile.readline(3)  # the CRLF after each chunk
+                raise _BodyTooLarge()   # before reading: the size alone is enough to refuse
+            chunk = self.rfile.read(size)
+            if len(chunk) != size:
+                raise _BadRequest(f"chunked request body ended inside a chunk of {size} bytes")
+            parts.append(chunk)
+            end = self.rfile.readline(3)
+            if end not in (b"\r\n", b"\n"):
+                raise _BadRequest("invalid chunked request body: missing CRLF after a chunk")
 
     def _dispatch(self) -> None:
         try:
@@ -567,7 +630,12 @@ class _RequestHandler(socketserver.StreamRequestHandler):
         url = urlsplit(self.path)
         request: Request | None = None
         try:
-            body = self._read_body()
+            try:
+                body = self._read_body()
+            except TimeoutError:
+                raise _BadRequest(f"request body not complete after {REQUEST_READ_TIMEOUT:g}s",
+                                  408) from None
+            self.connection.settimeout(None)   # handlers may wait or stream for as long as they need
             path, version = split_version(url.path)
             request = Request(method=self.command, path=path,
                               query=parse_qs(url.query, keep_blank_values=True),
@@ -583,6 +651,10 @@ class _RequestHandler(socketserver.StreamRequestHandler):
             return handler(request)
         except _ClientGone:
             raise
+        except _BadRequest as err:
+            self.close_connection = True
+            return Response(status=err.status, body=json.dumps({"message": str(err)}).encode(),
+                            headers={"Connection": "close"})
         except _BodyTooLarge:
             self.close_connection = True
             return Response(status=413, body=json.dumps(

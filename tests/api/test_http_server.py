@@ -8,11 +8,14 @@ framework, not the engine (the end-to-end files use the real Engine).
 from __future__ import annotations
 
 import json
+import socket
 import os
 import queue
 import stat
 import threading
 from typing import Iterator
+
+import pytest
 
 from guest_agent.http_server import (MULTIPLEXED_STREAM, HijackedConnection, HijackResponse,
                                      Request, Response, Router, StreamResponse, json_response)
@@ -353,3 +356,90 @@ def test_oversized_body_is_refused_without_buffering_it(serve_router):
     assert status == 413 and "larger than" in json.loads(body)["message"]
     assert conn.read_to_eof() == b""  # the unread body makes the server close the connection
     conn.close()
+
+
+# Requests that cannot be framed: each gets its 4xx (or 501) as JSON, and the connection
+# closes, since where the next request would start is unknown.
+_HEAD = b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+MALFORMED_FRAMING = [
+    (_HEAD + b"Content-Length: -1\r\n\r\n{}", 400, "invalid Content-Length"),
+    (_HEAD + b"Content-Length: abc\r\n\r\n{}", 400, "invalid Content-Length"),
+    (_HEAD + b"Content-Length: +2\r\n\r\n{}", 400, "invalid Content-Length"),
+    (_HEAD + b"Content-Length: 1_0\r\n\r\n{}", 400, "invalid Content-Length"),
+    (_HEAD + b"Content-Length: 10\r\n\r\n{}", 400, "ended after 2 of 10 bytes"),
+    (_HEAD + b"Transfer-Encoding: gzip\r\n\r\n", 501, "unsupported transfer encoding"),
+    (_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", 400, "bad chunk size"),
+    (_HEAD + b"Transfer-Encoding: chunked\r\n\r\n-2\r\n{}\r\n0\r\n\r\n", 400, "bad chunk size"),
+    (_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n", 400, "missing CRLF"),
+    (_HEAD + b"Transfer-Encoding: chunked\r\n\r\n8\r\n{}", 400, "inside a chunk of 8 bytes"),
+    (_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n", 400, "before its last chunk"),
+    (_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 17 + b"\r\n", 400, "bad chunk size"),
+    (_HEAD + b"Transfer-Encoding: chunked\r\n\r\n0\r\nX: y\r\n", 400, "inside its trailers"),
+    (_HEAD + b"Content-Length: 2\r\n", 400, "inside its headers"),
+    (b"GET /echo HTTP/1.1", 400, "inside its request line"),
+    (b"GET /echo HTTP/2.0\r\n\r\n", 400, "unsupported HTTP version"),
+    (b"GET /echo\r\n\r\n", 400, "bad request line"),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, "request line too long"),
+    (_HEAD + b"X: " + b"a" * 70000 + b"\r\n\r\n", 431, "header line too long"),
+    (_HEAD + b"X: y\r\n" * 101 + b"\r\n", 431, "too many headers"),
+    (_HEAD + b"no colon here\r\n\r\n", 400, "malformed header line"),
+    (_HEAD + b" Folded: y\r\n\r\n", 400, "malformed header line"),
+]
+
+
+@pytest.mark.parametrize("raw, status, words", MALFORMED_FRAMING,
+                         ids=[repr(r[:60]) + "..." for r, _, _ in MALFORMED_FRAMING])
+def test_malformed_framing_gets_its_4xx_and_the_server_keeps_serving(serve_router, raw, status, words):
+    path = serve_router(_basic_router())
+    conn = RawConnection(path)
+    conn.send(raw)
+    conn.sock.shutdown(socket.SHUT_WR)   # the request ends here, as a truncating client's does
+    got, headers, body = conn.read_response()
+    assert (got, words in json.loads(body)["message"]) == (status, True), body
+    assert headers.get("connection") == "close" and conn.read_to_eof() == b""
+    conn.close()
+    conn = RawConnection(path)
+    conn.send(request_bytes("GET", "/echo"))
+    assert conn.read_response()[0] == 200
+    conn.close()
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"[" * 100000, "nested too deeply"),
+    (b'{"a": "\xff"}', "invalid JSON"),
+    (b'{"a": 1', "invalid JSON"),
+    (b"\xef\xbb\xbf{}", "invalid JSON"),
+    (b"{\x00}\x00", "invalid JSON"),
+    (b'{"a": NaN}', "invalid JSON"),
+    (b'{"a": 1e999}', "invalid JSON"),
+    (b'{"a": ' + b"1" * 5000 + b"}", "invalid JSON"),
+])
+def test_bodies_that_are_not_json_are_400(serve_router, body, words):
+    path = serve_router(_basic_router())
+    conn = RawConnection(path)
+    conn.send(request_bytes("POST", "/json", body))
+    status, _, answer = conn.read_response()
+    assert status == 400 and words in json.loads(answer)["message"], answer
+    conn.close()
+
+
+def test_a_client_stalling_inside_a_request_is_answered_408_and_let_go(serve_router, monkeypatch):
+    """A request that stops arriving half-way frees its connection thread after
+    REQUEST_READ_TIMEOUT; an idle connection between requests is kept (clients pool them)."""
+    from guest_agent import http_server
+
+    monkeypatch.setattr(http_server, "REQUEST_READ_TIMEOUT", 0.2)
+    path = serve_router(_basic_router())
+    idle = RawConnection(path)
+    for partial in (b"POST /echo HTTP/1.1\r\nHost: x\r\n",
+                    b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\n{",
+                    b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"):
+        conn = RawConnection(path)
+        conn.send(partial)   # and then nothing: the socket stays open
+        status, headers, body = conn.read_response()
+        assert status == 408 and "not complete after" in json.loads(body)["message"]
+        assert conn.read_to_eof() == b""
+        conn.close()
+    idle.send(request_bytes("GET", "/echo"))   # the idle connection still serves
+    assert idle.read_response()[0] == 200
+    idle.close()
