@@ -98,11 +98,13 @@ def check_login(request: LoginRequest, insecure_registries: list[str] | None = N
 
 
 def parse_login_body(body: object) -> LoginRequest:
-    if not isinstance(body, dict):
-        raise InvalidArgument("invalid login request: expected a JSON object")
-    return LoginRequest(username=str(body.get("username") or ""),
-                        password=str(body.get("password") or ""),
-                        server=str(body.get("serveraddress") or ""))
+    """The AuthConfig of POST /auth; every field is a string, as in Go's struct."""
+    from .request_body import BodyFields, top_level_object
+    fields = BodyFields(top_level_object(body, "registry.AuthConfig"), "AuthConfig")
+    for key in ("auth", "email", "identitytoken", "registrytoken"):
+        fields.string(key)
+    return LoginRequest(username=fields.string("username"), password=fields.string("password"),
+                        server=fields.string("serveraddress"))
 
 
 def login_response() -> dict[str, str]:

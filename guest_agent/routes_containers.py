@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any, Iterator
 
-from runtime.container_config import keeps_logs
+from runtime.container_config import keeps_logs, parse_signal
 from runtime.container_schema import check_create
 from runtime.detach_keys import parse_detach_keys
 from runtime.engine import Engine
@@ -23,6 +23,28 @@ from .stdio_stream import frame, pump_session
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL = 1.0   # seconds between samples of a streamed `docker stats`
+
+
+def _stop_timeout(request: Request) -> int | None:
+    """`t` of stop/restart: seconds, negative for no limit; beyond what a wait can take
+    (threading.TIMEOUT_MAX, about 292 years) it is no limit too."""
+    timeout = request.int_arg("t")
+    if timeout is not None and timeout > threading.TIMEOUT_MAX:
+        return -1
+    return timeout
+
+
+def _signal_arg(request: Request, default: str | None) -> str | None:
+    """The `signal` of kill/stop, checked before the container is looked up, as dockerd does
+    ("Invalid signal: X" is a 400 even for a missing container)."""
+    value = request.arg("signal") or default
+    if value is None:
+        return None
+    # Only ASCII names and numbers: str.isdigit() also takes digits int() refuses ("\u00b2").
+    if not value.isascii():
+        raise InvalidArgument(f"Invalid signal: {value}")
+    parse_signal(value)
+    return value
 
 
 def _tail(value: str | None) -> int | None:
@@ -93,20 +115,25 @@ class ContainerRoutes:
         return json_response({"Id": container.id, "Warnings": []}, 201)
 
     def start(self, request: Request) -> Response:
+        # As dockerd: a body of 7 bytes or less ("{}", "null") is ignored, a longer one is the
+        # HostConfig-on-start of API < 1.24, which no supported version accepts.
+        if len(request.body) > 7:
+            raise InvalidArgument("starting container with non-empty request body was deprecated "
+                                  "since API v1.22 and removed in v1.24")
         self.engine.start_container(request.params["id"])
         return empty_response(204)
 
     def stop(self, request: Request) -> Response:
-        self.engine.stop_container(request.params["id"], timeout=request.int_arg("t"),
-                                   signal=request.arg("signal") or None)
+        self.engine.stop_container(request.params["id"], timeout=_stop_timeout(request),
+                                   signal=_signal_arg(request, None))
         return empty_response(204)
 
     def kill(self, request: Request) -> Response:
-        self.engine.kill_container(request.params["id"], signal=request.arg("signal") or "SIGKILL")
+        self.engine.kill_container(request.params["id"], signal=_signal_arg(request, "SIGKILL") or "SIGKILL")
         return empty_response(204)
 
     def restart(self, request: Request) -> Response:
-        self.engine.restart_container(request.params["id"], timeout=request.int_arg("t"))
+        self.engine.restart_container(request.params["id"], timeout=_stop_timeout(request))
         return empty_response(204)
 
     def remove(self, request: Request) -> Response:
@@ -126,8 +153,7 @@ class ContainerRoutes:
         return json_response({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed})
 
     def resize(self, request: Request) -> Response:
-        height = request.int_arg("h", 0) or 0
-        width = request.int_arg("w", 0) or 0
+        height, width = request.tty_size()
         self.engine.resize_container_tty(request.params["id"], height, width)
         return Response(status=200, body=b"", content_type="text/plain; charset=utf-8")
 

@@ -11,39 +11,13 @@ from runtime.errors import InvalidArgument
 from . import docker_json
 from .http_server import (MULTIPLEXED_STREAM, RAW_STREAM, HijackedConnection, HijackResponse,
                           Request, Response, Router, json_response)
+from .request_body import BodyFields, top_level_object
 from .stdio_stream import pump_session
 
 log = logging.getLogger(__name__)
 
 # How long to wait, once an exec's output ended, for its exit code to be recorded.
 EXIT_CODE_WAIT = 10.0
-
-
-def _string_list(value: object, what: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(f"invalid {what}: expected a list of strings")
-    return list(value)
-
-
-def _optional_string(value: object, what: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidArgument(f"invalid {what}: expected a string")
-    return value
-
-
-def _field(body: dict, name: str) -> object:
-    """A body field matched case-insensitively, as Go's JSON decoding does (docker-py sends
-    "detachKeys")."""
-    if name in body:
-        return body[name]
-    lowered = name.lower()
-    return next((v for k, v in body.items() if k.lower() == lowered), None)
 
 
 class ExecRoutes:
@@ -59,35 +33,36 @@ class ExecRoutes:
         router.get("/exec/{id}/json", self.inspect)
 
     def create(self, request: Request) -> Response:
-        body = request.json_object()
-        cmd = _string_list(body.get("Cmd"), "Cmd")
+        body = BodyFields(top_level_object(request.json(), "types.ExecConfig"), "ExecConfig")
+        cmd = body.string_list("Cmd")
         if not cmd:
             raise InvalidArgument("No exec command specified")
         ex = self.engine.create_exec(
-            request.params["id"], cmd, env=_string_list(body.get("Env"), "Env"),
-            user=body.get("User") or "", working_dir=body.get("WorkingDir") or "",
-            tty=bool(body.get("Tty")), attach_stdin=bool(body.get("AttachStdin")),
-            attach_stdout=bool(body.get("AttachStdout", True)),
-            attach_stderr=bool(body.get("AttachStderr", True)),
-            privileged=bool(body.get("Privileged")),
-            detach_keys=_optional_string(_field(body, "DetachKeys"), "DetachKeys"))
+            request.params["id"], cmd, env=body.string_list("Env"),
+            user=body.string("User"), working_dir=body.string("WorkingDir"),
+            tty=body.boolean("Tty"), attach_stdin=body.boolean("AttachStdin"),
+            attach_stdout=body.boolean("AttachStdout", True),
+            attach_stderr=body.boolean("AttachStderr", True),
+            privileged=body.boolean("Privileged"),
+            detach_keys=body.string("DetachKeys"))
         return json_response({"Id": ex.id}, 201)
 
     def start(self, request: Request) -> Response | HijackResponse:
-        body = request.json_object()
+        body = BodyFields(top_level_object(request.json(), "types.ExecStartCheck"), "ExecStartCheck")
+        detach = body.boolean("Detach")
+        console = body.uint_pair("ConsoleSize")
+        requested_tty = body.boolean("Tty") if body.get("Tty") is not None else None
         exec_id = request.params["id"]
         ex = self.engine.get_exec(exec_id)
-        detach = bool(body.get("Detach"))
         # As dockerd, the start request's Tty chooses the framing (the process keeps the pty
         # its create asked for): docker-py's exec_start(tty=False) of a Tty exec gets frames.
-        tty = bool(body.get("Tty", ex.tty))
+        tty = ex.tty if requested_tty is None else requested_tty
         # Only a TTY exec looks for detach keys (stdin without one is binary data).
         detach_keys = parse_detach_keys(ex.detach_keys, "escape") if ex.tty else None
         session = self.engine.start_exec(exec_id, detach=detach)
-        console = body.get("ConsoleSize")
-        if tty and isinstance(console, list) and len(console) == 2 and all(console):
+        if tty and console is not None and all(console):
             try:
-                self.engine.resize_exec_tty(exec_id, int(console[0]), int(console[1]))
+                self.engine.resize_exec_tty(exec_id, console[0], console[1])
             except Exception as err:  # a failed initial resize must not lose the exec's output
                 log.debug("initial exec resize failed: %s", err)
         if detach or session is None:
@@ -106,8 +81,8 @@ class ExecRoutes:
         return HijackResponse(run=run, content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
 
     def resize(self, request: Request) -> Response:
-        self.engine.resize_exec_tty(request.params["id"], request.int_arg("h", 0) or 0,
-                                    request.int_arg("w", 0) or 0)
+        height, width = request.tty_size()
+        self.engine.resize_exec_tty(request.params["id"], height, width)
         return Response(status=200, body=b"", content_type="text/plain; charset=utf-8")
 
     def inspect(self, request: Request) -> Response:

@@ -17,7 +17,8 @@ from runtime.image_store import Image, RegistryCredentials
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard, error_response_for, stream_error
-from .http_server import Request, Response, Router, StreamResponse, json_response
+from .http_server import Request, Response, Router, StreamResponse, json_response, parse_json
+from .request_body import BodyFields, top_level_object
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +32,24 @@ def decode_registry_auth(header: str | None) -> RegistryCredentials | None:
     raw = header.strip()
     try:
         decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        auth = json.loads(decoded or b"{}")
     except (binascii.Error, ValueError) as err:
         raise InvalidArgument(f"invalid X-Registry-Auth header: {err}") from None
-    if not isinstance(auth, dict):
-        raise InvalidArgument("invalid X-Registry-Auth header: expected a JSON object")
-    username, password = auth.get("username") or "", auth.get("password") or ""
-    if not username and auth.get("auth"):
+    try:
+        auth = BodyFields(top_level_object(parse_json(decoded or b"{}", "X-Registry-Auth header"),
+                                           "registry.AuthConfig"), "AuthConfig")
+    except InvalidArgument as err:
+        raise InvalidArgument(f"invalid X-Registry-Auth header: {err.message}") from None
+    username, password = auth.string("username"), auth.string("password")
+    combined = auth.string("auth")
+    if not username and combined:
         # Some clients send only the combined "user:password" field.
         try:
-            username, _, password = base64.b64decode(auth["auth"]).decode().partition(":")
+            username, _, password = base64.b64decode(combined).decode().partition(":")
         except (binascii.Error, ValueError, UnicodeDecodeError):
             raise InvalidArgument("invalid X-Registry-Auth header: bad auth field") from None
     creds = RegistryCredentials(username=username, password=password,
-                                identity_token=auth.get("identitytoken") or "",
-                                registry_token=auth.get("registrytoken") or "")
+                                identity_token=auth.string("identitytoken"),
+                                registry_token=auth.string("registrytoken"))
     if not any((creds.username, creds.password, creds.identity_token, creds.registry_token)):
         return None
     return creds

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 from runtime.engine import Engine
-from runtime.errors import InvalidArgument
-
 from . import docker_json
 from .http_server import Request, Response, Router, empty_response, json_response
-
-
-def _str_map(value: object, what: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"invalid {what}: expected a JSON object")
-    return {str(k): str(v) for k, v in value.items()}
+from .request_body import BodyFields, top_level_object
 
 
 class VolumeRoutes:
@@ -36,11 +27,10 @@ class VolumeRoutes:
                               "Warnings": []})
 
     def create(self, request: Request) -> Response:
-        body = request.json_object()
+        body = BodyFields(top_level_object(request.json(), "volume.CreateOptions"), "CreateOptions")
         volume = self.engine.create_volume(
-            name=body.get("Name") or None, driver=body.get("Driver") or "local",
-            labels=_str_map(body.get("Labels"), "Labels"),
-            options=_str_map(body.get("DriverOpts"), "DriverOpts"))
+            name=body.string("Name") or None, driver=body.string("Driver") or "local",
+            labels=body.string_map("Labels"), options=body.string_map("DriverOpts"))
         return json_response(docker_json.volume_json(volume), 201)
 
     def inspect(self, request: Request) -> Response:
