@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from runtime.engine import Engine
 from runtime.errors import InvalidArgument
 from runtime.image_store import Image, RegistryCredentials
+from runtime.reference import parse_reference, validate_tag
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard, error_response_for, stream_error
@@ -139,7 +140,12 @@ class ImageRoutes:
         return json_response([docker_json.image_summary(i, len(users.get(i.id, []))) for i in images])
 
     def inspect(self, request: Request) -> Response:
-        return json_response(docker_json.image_inspect(self.engine.images.get(request.params["name"])))
+        name = request.params["name"]
+        try:
+            image = self.engine.images.get(name)
+        except InvalidArgument as err:   # dockerd's wording for a malformed name here
+            raise InvalidArgument(f"no such image: {name}: {err.message}") from None
+        return json_response(docker_json.image_inspect(image))
 
     def history(self, request: Request) -> Response:
         return json_response(self.engine.images.history(request.params["name"]))
@@ -173,7 +179,11 @@ class ImageRoutes:
         from_image = request.arg("fromImage")
         if not from_image:
             raise InvalidArgument("fromImage is required")
-        reference = pull_reference(from_image, request.arg("tag"))
+        tag = request.arg("tag")
+        if tag and not tag.startswith("sha256:"):
+            validate_tag(tag)
+        reference = pull_reference(from_image, tag)
+        parse_reference(reference)   # a malformed name is a 400 before anything streams
         credentials = decode_registry_auth(request.headers.get("X-Registry-Auth"))
         messages: queue.Queue[Any] = queue.Queue()
         outcome: dict[str, Any] = {}

@@ -327,23 +327,21 @@ class ImageStore:
                 if "sha256:" + text in self.index.images:
                     return "sha256:" + text
                 raise missing
-            try:
-                ref = parse_reference(text)
-            except InvalidArgument:
-                ref = None
-            if ref is not None:
-                found = self.index.refs.get(self._name_key(ref))
-                if found is None and ref.digest:
-                    # repo@digest also matches the image whose platform manifest has that digest.
-                    for record in self.index.images.values():
-                        if record.manifest_digest == ref.digest and any(
-                                r.startswith(ref.familiar_name + "@") or
-                                r.startswith(ref.familiar_name + ":")
-                                for r in self.index.refs_of(record.id)):
-                            found = record.id
-                            break
-                if found is not None:
-                    return found
+            # A malformed reference is the client's mistake (400), not a missing image:
+            # no id prefix is malformed, so nothing findable is refused here.
+            ref = parse_reference(text)
+            found = self.index.refs.get(self._name_key(ref))
+            if found is None and ref.digest:
+                # repo@digest also matches the image whose platform manifest has that digest.
+                for record in self.index.images.values():
+                    if record.manifest_digest == ref.digest and any(
+                            r.startswith(ref.familiar_name + "@") or
+                            r.startswith(ref.familiar_name + ":")
+                            for r in self.index.refs_of(record.id)):
+                        found = record.id
+                        break
+            if found is not None:
+                return found
             return self._by_prefix(text, missing)
 
     def _by_prefix(self, hex_prefix: str, missing: NotFound) -> str:
@@ -373,10 +371,11 @@ class ImageStore:
             return self._image(self._resolve_id(ref_or_id))
 
     def exists(self, ref_or_id: str) -> bool:
+        """Whether `ref_or_id` names an image here; a malformed reference names none."""
         try:
             self._resolve_id(ref_or_id)
             return True
-        except NotFound:
+        except (NotFound, InvalidArgument):
             return False
 
     def list(self) -> list[Image]:

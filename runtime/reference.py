@@ -86,19 +86,35 @@ class Reference:
         return self.familiar()
 
 
-def _invalid(ref: str, why: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid reference format: {why}: {ref!r}" if why else
-                           f"invalid reference format: {ref!r}")
+# The messages of distribution/reference (what dockerd answers, with 400).
+INVALID_FORMAT = "invalid reference format"
+
+
+def _invalid() -> InvalidArgument:
+    return InvalidArgument(INVALID_FORMAT)
 
 
 def validate_digest(digest: str) -> str:
-    """Return `digest` if it is a well-formed "algo:hex" digest (sha256 checked strictly)."""
+    """Return `digest` if it is a well-formed "algo:hex" digest (sha256 checked strictly).
+
+    Messages are go-digest's: a digest that is not "algo:hex" at all is an invalid
+    reference; a sha256 of the wrong length or case says so.
+    """
     if not _DIGEST.match(digest):
-        raise InvalidArgument(f"invalid digest format: {digest!r}")
+        raise _invalid()
     algo, _, hexpart = digest.partition(":")
     if algo == "sha256" and not _SHA256_HEX.match(hexpart):
-        raise InvalidArgument(f"invalid checksum digest format: {digest!r}")
+        if len(hexpart) != 64:
+            raise InvalidArgument("invalid checksum digest length")
+        raise InvalidArgument("invalid checksum digest format")
     return digest
+
+
+def validate_tag(tag: str) -> str:
+    """`tag` if it is a valid tag; "invalid tag format" (reference.WithTag's error) if not."""
+    if not _TAG.match(tag):
+        raise InvalidArgument("invalid tag format")
+    return tag
 
 
 def split_domain(name: str) -> tuple[str, str]:
@@ -121,10 +137,15 @@ def parse_reference(ref: str, default_tag: bool = True) -> Reference:
     Raises InvalidArgument with Docker's wording for malformed references.
     """
     if not isinstance(ref, str) or not ref:
-        raise InvalidArgument("invalid reference format: empty image reference")
+        raise _invalid()
     if _SHA256_HEX.match(ref):
         raise InvalidArgument(f"invalid repository name ({ref}), cannot specify 64-byte "
                               "hexadecimal strings")
+    # As ParseNormalizedNamed: case is checked on the normalised name before the grammar,
+    # so "Bad:Ref!!" is reported for its upper case, not its tag.
+    remote = split_domain(ref)[1].split(":", 1)[0]
+    if remote.lower() != remote:
+        raise InvalidArgument(f"{INVALID_FORMAT}: repository name ({remote}) must be lowercase")
     remainder, at, digest = ref.partition("@")
     if at:
         validate_digest(digest)
@@ -136,21 +157,16 @@ def parse_reference(ref: str, default_tag: bool = True) -> Reference:
     if colon > slash:
         remainder, tag = remainder[:colon], remainder[colon + 1:]
         if not _TAG.match(tag):
-            raise _invalid(ref, "invalid tag")
+            raise _invalid()
     if not remainder:
-        raise _invalid(ref, "")
+        raise _invalid()
     domain, path = split_domain(remainder)
     if domain != DEFAULT_DOMAIN and not _DOMAIN.match(domain):
-        raise _invalid(ref, "invalid registry host")
-    for component in path.split("/"):
-        if not _PATH_COMPONENT.match(component):
-            if component.lower() != component and _PATH_COMPONENT.match(component.lower()):
-                raise InvalidArgument(f"invalid reference format: repository name ({remainder}) "
-                                      "must be lowercase")
-            raise _invalid(ref, "")
+        raise _invalid()
+    if not all(_PATH_COMPONENT.match(component) for component in path.split("/")):
+        raise _invalid()
     if len(domain) + 1 + len(path) > _MAX_NAME_LENGTH:
-        raise InvalidArgument(f"invalid reference format: repository name must not be more "
-                              f"than {_MAX_NAME_LENGTH} characters: {ref!r}")
+        raise InvalidArgument(f"repository name must not be more than {_MAX_NAME_LENGTH} characters")
     if not tag and not digest and default_tag:
         tag = DEFAULT_TAG
     return Reference(domain, path, tag or None, digest or None)
@@ -160,8 +176,7 @@ def parse_repository(name: str) -> Reference:
     """Parse a repository name without tag or digest ("busybox", "host:5000/app")."""
     ref = parse_reference(name, default_tag=False)
     if ref.tag or ref.digest:
-        raise InvalidArgument(f"invalid reference format: repository name {name!r} must not "
-                              "carry a tag or digest")
+        raise _invalid()
     return ref
 
 

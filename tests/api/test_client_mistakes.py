@@ -2,8 +2,8 @@
 
 The same malformed request goes to both engines over the API (version 1.41, the
 newest the reference dockerd 20.10 speaks) and the two answers must agree:
-wrong JSON types in exec, start, volume and login bodies, bad query values.
-Where dockerd itself answers 500 for a client's
+wrong JSON types in exec, start, volume and login bodies, bad query values,
+malformed image references. Where dockerd itself answers 500 for a client's
 mistake (a non-numeric `t` on stop, a login body of the wrong shape), ours must
 answer 400 instead; those cases say so.
 """
@@ -14,6 +14,7 @@ import json
 import subprocess
 import uuid
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -76,6 +77,12 @@ SAME_ANSWER = [
     ("POST", "/containers/NAME/kill?signal=FOO", None),
     ("POST", "/containers/NAME/kill?signal=0", None),
     ("POST", "/containers/no-such-container/kill?signal=FOO", None),
+    ("POST", "/containers/create", {"Image": "busybox:bad/tag"}),
+    ("POST", "/containers/create", {"Image": "busybox@sha256:1234"}),
+    ("POST", "/images/create?fromImage=busybox&tag=" + quote("bad/tag"), None),
+    ("POST", "/images/create?fromImage=busybox&tag=" + quote("Bad!"), None),
+    ("POST", "/images/create?fromImage=" + quote("busybox@sha256:1234"), None),
+    ("GET", "/images/" + quote("busybox@sha256:zz") + "/json", None),
 ]
 
 
@@ -127,3 +134,33 @@ def test_400_where_dockerd_answers_500(running, method, path, body, message):
     assert theirs[0] == 500, f"dockerd now answers {theirs}: compare like SAME_ANSWER"
     assert ours[0] == 400 and message in ours[1], ours
 
+
+def test_malformed_reference_is_400_not_no_such_image(running):
+    """`docker image inspect` / `rmi` / `history` of a malformed name: dockerd's 400. The
+    upper-case case names the repository, as current Docker (and the CLI's own check on
+    run/pull) does; dockerd 20.10 leaves the name out."""
+    bad = quote("Bad:Ref!!")
+    for method, path in (("GET", f"/images/{bad}/json"), ("DELETE", f"/images/{bad}"),
+                         ("GET", f"/images/{bad}/history"),
+                         ("POST", f"/images/create?fromImage={bad}")):
+        theirs = answer(running, "dockerd", method, path)
+        ours = answer(running, "ours", method, path)
+        assert theirs[0] == ours[0] == 400, (method, path, ours, theirs)
+        assert ours[1].replace(" (library/Bad)", "") == theirs[1], (method, path, ours, theirs)
+    status, message = answer(running, "ours", "POST", "/containers/create", {"Image": "Bad:Ref!!"})
+    assert (status, message) == (400, "invalid reference format: repository name (library/Bad) "
+                                      "must be lowercase")
+
+
+@pytest.mark.parametrize("args", [
+    ("run", "--network", "none", "Bad:Ref!!"),
+    ("pull", "Bad:Ref!!"),
+    ("create", "busybox:bad/tag"),
+    ("pull", "busybox@sha256:1234"),
+    ("image", "inspect", "busybox@sha256:zz"),
+])
+def test_cli_prints_the_same_error(running, args):
+    agent, dockerd = running["ours"][0], running["dockerd"][0]
+    ours, theirs = agent.docker(*args), dockerd.docker(*args)
+    assert ours.returncode == theirs.returncode != 0
+    assert ours.stderr == theirs.stderr

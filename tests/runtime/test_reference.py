@@ -40,14 +40,17 @@ def test_parts() -> None:
     assert parse_reference(f"busybox@{DIGEST}").tag is None
 
 
+# distribution/reference's messages, as dockerd answers them.
 @pytest.mark.parametrize("bad, words", [
-    ("", "empty"),
-    ("Busybox", "must be lowercase"),
-    ("busybox:", "invalid tag"),
+    ("", "invalid reference format"),
+    ("Busybox", "invalid reference format: repository name (library/Busybox) must be lowercase"),
+    ("Bad:Ref!!", "invalid reference format: repository name (library/Bad) must be lowercase"),
+    ("busybox:", "invalid reference format"),
     ("busybox:bad/tag", "invalid reference format"),
-    ("busybox@sha256:1234", "invalid digest"),
-    ("busybox@sha256:" + "A" * 64, "invalid checksum digest"),
-    ("busybox@md5", "invalid digest"),
+    ("busybox@sha256:1234", "invalid reference format"),
+    ("busybox@sha256:" + "A" * 64, "invalid checksum digest format"),
+    ("busybox@sha256:" + "a" * 40, "invalid checksum digest length"),
+    ("busybox@md5", "invalid reference format"),
     ("0123456789" * 6 + "abcd", "64-byte hexadecimal"),
     ("-leading/dash", "invalid reference format"),
     ("bad..dots", "invalid reference format"),
