@@ -11,7 +11,8 @@ Prints, in one run:
 * shared folder vs the guest's own disk: sequential write/read of 200 MiB and a
   `find` over 10,000 files, timed inside the guest, with ratios.
 
-Everything lives in a temporary DOCKYARD_HOME and is removed at the end.
+Everything but the guest image cache lives in a temporary DOCKYARD_HOME and is
+removed at the end.
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ class Bench:
     """Drives one machine through the real `dockyard` and `docker` CLIs."""
 
     def __init__(self, home: Path, share: Path) -> None:
+        from desktop.paths import image_cache_dir
+
         self.home = home
         self.share = share
-        self.env = dict(os.environ, DOCKYARD_HOME=str(home))
+        # DOCKYARD_HOME relocates the guest image cache too: keep using the user's
+        # cached image rather than building one in the temporary home.
+        self.env = dict(os.environ, DOCKYARD_HOME=str(home), DOCKYARD_IMAGE_CACHE=str(image_cache_dir()))
         self.env.pop("DOCKER_HOST", None)
         self.docker_host = f"unix://{home / 'run' / NAME / 'docker.sock'}"
 

@@ -42,7 +42,8 @@ def _build_parser() -> argparse.ArgumentParser:
     init.add_argument("--start", action="store_true", help="start the machine after creating it")
 
     start = named("start", "boot the machine; prints the DOCKER_HOST to use")
-    start.add_argument("--timeout", type=float, default=None, help="seconds to wait for the guest")
+    start.add_argument("--timeout", type=float, default=None,
+                       help="seconds to wait for the guest (default: the ready_timeout setting)")
     named("stop", "power the machine off (gracefully, then forced)")
     restart = named("restart", "stop then start")
     restart.add_argument("--timeout", type=float, default=None)
@@ -99,9 +100,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from desktop.machine.manager import READY_TIMEOUT_S, MachineManager
+    from desktop.machine.manager import MachineManager
 
-    result = MachineManager(args.name).start(timeout=args.timeout or READY_TIMEOUT_S)
+    result = MachineManager(args.name).start(timeout=args.timeout or None)
     if result.already_running:
         print(f"machine {args.name!r} is already running", file=sys.stderr)
     else:

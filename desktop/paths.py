@@ -1,29 +1,30 @@
-"""Where Dockyard keeps its files on the host: config, data (disks, keys) and runtime state.
+"""Where Dockyard keeps its files on the host: config, data (disks, keys, logs, guest images), sockets.
 
-Locations follow platformdirs. `DOCKYARD_HOME` relocates everything under one
-directory, which tests and side-by-side installs use to stay isolated.
+Locations follow platformdirs. `DOCKYARD_HOME` (see desktop.settings) relocates
+everything under one directory, which tests and side-by-side installs use to
+stay isolated; `MachinePaths` names every file of one machine, so no other
+module builds a path of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from desktop import settings
 
 APP_NAME = "dockyard"
 # sun_path is 108 bytes on Linux (104 on macOS); stay under the smaller one.
 MAX_SOCKET_PATH = 100
 
 
-def _home_override() -> Path | None:
-    value = os.environ.get("DOCKYARD_HOME")
-    return Path(value).expanduser().resolve() if value else None
-
-
 def config_dir() -> Path:
-    """Directory of user-editable configuration (machine definitions)."""
-    home = _home_override()
+    """Directory of user-editable configuration (settings.toml, machine definitions)."""
+    home = settings.home()
     if home:
         return home / "config"
     import platformdirs
@@ -32,8 +33,8 @@ def config_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """Directory of persistent data: per-machine disks, SSH keys, logs."""
-    home = _home_override()
+    """Directory of persistent data: per-machine disks, SSH keys, logs, the guest image cache."""
+    home = settings.home()
     if home:
         return home / "data"
     import platformdirs
@@ -47,7 +48,7 @@ def runtime_dir() -> Path:
     Falls back to a per-user directory in the temp dir when the platform's
     runtime dir (e.g. /run/user/UID) cannot be created.
     """
-    home = _home_override()
+    home = settings.home()
     uid = os.getuid() if hasattr(os, "getuid") else 0
     fallback = Path(tempfile.gettempdir()) / f"{APP_NAME}-{uid}"
     if home:
@@ -67,10 +68,25 @@ def runtime_dir() -> Path:
         return ensure_private_dir(fallback)
 
 
-def image_cache_dir() -> Path | None:
-    """Guest image cache, or None for vmimage's own default location."""
-    value = os.environ.get("DOCKYARD_IMAGE_CACHE")
-    return Path(value).expanduser() if value else None
+def settings_file() -> Path:
+    """The TOML settings file shared by the `dockyard` CLI and the desktop app."""
+    return settings.settings_file(settings.home())
+
+
+def image_cache_dir() -> Path:
+    """Guest image cache: the `image_cache` setting, else `images` in the data directory."""
+    chosen = settings.load().image_cache
+    return chosen if chosen is not None else data_dir() / "images"
+
+
+def home_dir() -> Path:
+    """What identifies this Dockyard home: `DOCKYARD_HOME`, else the platform's data directory."""
+    return settings.home() or data_dir()
+
+
+def home_id(home: Path | None = None) -> str:
+    """A short, stable tag of `home` (default: this home), for names shared beyond it (libvirt domains)."""
+    return hashlib.sha256(str(home or home_dir()).encode()).hexdigest()[:8]
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -93,3 +109,65 @@ def machine_runtime_dir(name: str) -> Path:
 def machine_config_path(name: str) -> Path:
     """The JSON file holding a machine's MachineConfig."""
     return config_dir() / "machines" / f"{name}.json"
+
+
+@dataclass(frozen=True)
+class MachinePaths:
+    """Every file of one machine, fixed when made: a later change of DOCKYARD_HOME does not move it.
+
+    `run_dir` is created (0700) when first asked for.
+    """
+
+    name: str
+    home: Path          # home_dir() of the home the machine belongs to
+    config: Path
+    data_dir: Path
+    run_root: Path
+
+    @classmethod
+    def of(cls, name: str) -> "MachinePaths":
+        return cls(name, home_dir(), machine_config_path(name), machine_data_dir(name), runtime_dir() / name)
+
+    @property
+    def home_id(self) -> str:
+        return home_id(self.home)
+
+    @property
+    def run_dir(self) -> Path:
+        return ensure_private_dir(self.run_root)
+
+    @property
+    def key(self) -> Path:
+        return self.data_dir / "id_ed25519"
+
+    @property
+    def data_disk(self) -> Path:
+        return self.data_dir / "data.qcow2"
+
+    @property
+    def console_log(self) -> Path:
+        return self.data_dir / "console.log"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.data_dir / "supervisor.log"
+
+    @property
+    def state(self) -> Path:
+        return self.data_dir / "state.json"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.data_dir / "known_hosts"
+
+    @property
+    def host_socket(self) -> Path:
+        return self.run_dir / "docker.sock"
+
+    @property
+    def supervisor_pidfile(self) -> Path:
+        return self.run_dir / "supervisor.pid"
+
+    @property
+    def lifecycle_lock(self) -> Path:
+        return self.run_dir / "lifecycle.lock"

@@ -1,6 +1,7 @@
 """The guest image the machine manager boots, built on demand and cached.
 
-Layout of the cache (default: platformdirs user_data_dir("dockyard")/images):
+Layout of the cache (default: desktop.paths.image_cache_dir(), i.e. `images` in
+Dockyard's data folder, which DOCKYARD_HOME relocates):
 
     parts/kernel-<package>_<version>/      unpacked Debian kernel package
     parts/vmlinux-<release>                its uncompressed ELF (booted via PVH)
@@ -58,10 +59,10 @@ class PartHashes:
 
 
 def default_cache_dir() -> Path:
-    """platformdirs' per-user data dir for dockyard, images/ below it."""
-    from platformdirs import user_data_dir
+    """The image cache of the current Dockyard home (desktop.paths holds every host location)."""
+    from desktop.paths import image_cache_dir
 
-    return Path(user_data_dir("dockyard")) / "images"
+    return image_cache_dir()
 
 
 def part_hashes(recipe: Recipe, kernel_id: str) -> PartHashes:

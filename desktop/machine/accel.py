@@ -109,13 +109,15 @@ _cached: AccelChoice | None = None
 
 
 def choose_accelerator(log_choice: bool = True) -> AccelChoice:
-    """Probe once per process; `DOCKYARD_ACCEL` forces a choice (logged as such)."""
+    """Probe once per process; the accel setting (`DOCKYARD_ACCEL`) forces a choice (logged as such)."""
     global _cached
     if _cached is None:
-        forced = os.environ.get("DOCKYARD_ACCEL")
+        from desktop import settings
+
+        current = settings.load()
         system = platform.system()
-        if forced:
-            _cached = AccelChoice(forced.lower(), "forced by DOCKYARD_ACCEL")
+        if current.accel:
+            _cached = AccelChoice(current.accel, f"forced by {current.source('accel')}")
         elif system == "Linux":
             _cached = probe_linux()
         elif system == "Darwin":

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
 
-from desktop import paths
+from desktop import paths, settings
 from desktop.machine import ssh_keys
 from desktop.machine.backend import (HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState,
                                      minimal_firmware)
@@ -45,10 +45,9 @@ from runtime.errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT_S = float(os.environ.get("DOCKYARD_READY_TIMEOUT", "180"))
-# A guest that has not said ready after this long has stalled: boots take ~4-7 s
-# under TCG here and ~1 s with KVM, so this leaves a slow host a wide margin.
-BOOT_STALL_S = float(os.environ.get("DOCKYARD_BOOT_STALL", "60"))
+# The boot_stall setting (desktop.settings, 60 s by default): a guest that has not
+# said ready after this long has stalled. Boots take ~4-7 s under TCG here and
+# ~1 s with KVM, so that leaves a slow host a wide margin.
 GRACEFUL_STOP_S = 20.0
 SUPERVISOR_MODULE = "desktop.machine.supervisor"
 # x86 COMMAND_LINE_SIZE, including the terminating NUL.
@@ -254,8 +253,13 @@ class MachineManager:
             firmware=minimal_firmware(),
         )
 
-    def start(self, timeout: float = READY_TIMEOUT_S) -> StartResult:
-        """Boot (or attach to) the machine; returns when the engine answers via the host socket."""
+    def start(self, timeout: float | None = None) -> StartResult:
+        """Boot (or attach to) the machine; returns when the engine answers via the host socket.
+
+        `timeout` defaults to the ready_timeout setting.
+        """
+        if timeout is None:
+            timeout = settings.load().ready_timeout
         with self.lifecycle_lock():
             return self._start(timeout)
 
@@ -291,7 +295,7 @@ class MachineManager:
         self._stop_supervisor(poweroff=False)
         # A boot that stalls (seen ~2 in 80 under TCG, cause unknown) is killed and
         # retried once instead of leaving the user waiting out the whole timeout.
-        stall_s = min(timeout, BOOT_STALL_S)
+        stall_s = min(timeout, settings.load().boot_stall)
         deadline = time.monotonic() + timeout
         try:
             self._boot_once(config, backend, image, accel.name, stall_s)
@@ -340,6 +344,9 @@ class MachineManager:
             pass_fds = (ready_fd,)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
+        home = settings.home()
+        if home is not None:
+            env[settings.HOME_ENV] = str(home)  # resolved: the supervisor runs in /
         # The supervisor must import this very tree, whatever the cwd.
         project = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = project + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -456,12 +463,13 @@ class MachineManager:
 def ensure_guest_image() -> Any:
     """Build or find the guest image (vmimage.guest_image, by the image engineer).
 
-    `DOCKYARD_GUEST_IMAGE` names a prebuilt image directory (with its image.json)
-    to boot as is, e.g. an image built from another checkout.
+    The guest_image setting (`DOCKYARD_GUEST_IMAGE`) names a prebuilt image
+    directory (with its image.json) to boot as is, e.g. an image built from
+    another checkout.
     """
-    pinned = os.environ.get("DOCKYARD_GUEST_IMAGE")
+    pinned = settings.load().guest_image
     if pinned:
-        return load_pinned_image(Path(pinned))
+        return load_pinned_image(pinned)
     try:
         from vmimage.guest_image import ensure_image
     except ImportError as err:

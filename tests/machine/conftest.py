@@ -86,7 +86,11 @@ class CliMachine:
 
 
 def make_machine(name: str, tmp_path_factory, image_env: dict[str, str]) -> CliMachine:
+    from tests.support.guest_vm import IMAGE_CACHE
+
     home = tmp_path_factory.mktemp(f"dy-{name}")
-    env = dict(os.environ, DOCKYARD_HOME=str(home), **image_env)
+    # DOCKYARD_HOME relocates the guest image cache too: share the session's
+    # (the `guest_image` fixture's) instead of building an image per home.
+    env = dict(os.environ, DOCKYARD_HOME=str(home), DOCKYARD_IMAGE_CACHE=str(IMAGE_CACHE), **image_env)
     env.pop("DOCKER_HOST", None)
     return CliMachine(name=name, env=env, home=home)

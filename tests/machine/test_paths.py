@@ -18,14 +18,24 @@ def test_dockyard_home_relocates_everything(tmp_path, monkeypatch):
     for d in (run, run.parent):
         assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
     assert len(str(run / "docker.sock")) < paths.MAX_SOCKET_PATH
+    # Every other location too: guest images, keys, logs, sockets, the settings file.
+    assert paths.image_cache_dir() == tmp_path / "data" / "images"
+    assert paths.settings_file() == tmp_path / "config" / "settings.toml"
+    files = paths.MachinePaths.of("m")
+    assert files.key == tmp_path / "data" / "machines" / "m" / "id_ed25519"
+    assert files.console_log.parent == files.supervisor_log.parent == tmp_path / "data" / "machines" / "m"
+    assert files.host_socket == run / "docker.sock"
+    assert files.config == paths.machine_config_path("m")
 
 
 def test_platformdirs_defaults(monkeypatch):
     monkeypatch.delenv("DOCKYARD_HOME", raising=False)
+    monkeypatch.delenv("DOCKYARD_IMAGE_CACHE", raising=False)
     import platformdirs
 
     assert paths.config_dir() == platformdirs.user_config_path("dockyard")
     assert paths.data_dir() == platformdirs.user_data_path("dockyard")
+    assert paths.image_cache_dir() == platformdirs.user_data_path("dockyard") / "images"
 
 
 def test_runtime_dir_falls_back_when_the_platform_dir_is_unusable(tmp_path, monkeypatch):

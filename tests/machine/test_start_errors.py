@@ -76,7 +76,7 @@ def test_a_stalled_boot_is_killed_and_retried_once(guest_image, tmp_path, monkey
         "cmdline": "console=ttyS0", "recipe_hash": "stalls"}))
     monkeypatch.setenv("DOCKYARD_GUEST_IMAGE", str(img))
     monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(manager_mod, "BOOT_STALL_S", 6.0)
+    monkeypatch.setenv("DOCKYARD_BOOT_STALL", "6")
     m = MachineManager("stall")
     m.init(MachineConfig(name="stall", backend="qemu", memory_mib=256, disk_mib=1024))
     caplog.set_level("WARNING", logger=manager_mod.__name__)

@@ -1,0 +1,172 @@
+"""Every host-side setting of Dockyard: environment variables and the shared settings file.
+
+One table (`SETTINGS`) declares each setting once: its key in the TOML
+settings file, its environment variable, its default and how a value is
+checked. `load()` reads them with the precedence environment > file >
+default and returns a typed, validated `Settings`. A bad value fails with one
+line that names the variable, or the file and key, it came from.
+
+The settings file is `settings.toml` in the configuration directory
+(platformdirs' user config dir, or `$DOCKYARD_HOME/config`); the `dockyard`
+CLI and the desktop app share it. `DOCKYARD_HOME` itself can only be an
+environment variable: it decides where that file is.
+
+Guest-side variables (`vmimage/guest_init`, `runtime/`) and the test suite's
+own variables are not Dockyard settings and are not here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from runtime.errors import InvalidArgument
+
+SETTINGS_FILE_NAME = "settings.toml"
+HOME_ENV = "DOCKYARD_HOME"
+ACCELERATORS = ("kvm", "hvf", "whpx", "tcg")
+
+
+class SettingsError(InvalidArgument):
+    """A setting has a value Dockyard cannot use; the message names where it came from."""
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a number of seconds greater than 0")
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError("a number of seconds greater than 0") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError("a number of seconds greater than 0")
+    return seconds
+
+
+def _accelerator(value: object) -> str:
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    if text not in ACCELERATORS:
+        raise ValueError(f"one of {', '.join(ACCELERATORS)}")
+    return text
+
+
+def _directory(value: object) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a directory path")
+    return Path(value).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: where it is read from, its default, how a raw value becomes a typed one."""
+
+    key: str            # in settings.toml; also the Settings field
+    env: str            # environment variable
+    default: Any
+    parse: Callable[[object], Any]
+    doc: str
+    in_file: bool = True
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", HOME_ENV, None, _directory,
+            "keep every Dockyard file (config, machines, keys, sockets, logs, guest images) under this folder",
+            in_file=False),
+    Setting("accel", "DOCKYARD_ACCEL", None, _accelerator,
+            "force the VM accelerator (kvm, hvf, whpx or tcg) instead of probing"),
+    Setting("ready_timeout", "DOCKYARD_READY_TIMEOUT", 180.0, _seconds,
+            "seconds `machine start` waits for the guest to be ready"),
+    Setting("boot_stall", "DOCKYARD_BOOT_STALL", 60.0, _seconds,
+            "seconds of guest silence after which a boot is killed and tried once more"),
+    Setting("image_cache", "DOCKYARD_IMAGE_CACHE", None, _directory,
+            "where guest images are built and cached (default: `images` in the data folder)"),
+    Setting("guest_image", "DOCKYARD_GUEST_IMAGE", None, _directory,
+            "boot this prebuilt guest image folder (with its image.json) instead of building one"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings, typed; `sources` says where each non-default value came from."""
+
+    home: Path | None = None
+    accel: str | None = None
+    ready_timeout: float = 180.0
+    boot_stall: float = 60.0
+    image_cache: Path | None = None
+    guest_image: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def source(self, key: str) -> str:
+        """The environment variable's name, '<file>: key' or 'default'."""
+        return self.sources.get(key, "default")
+
+
+def home(environ: Mapping[str, str] | None = None) -> Path | None:
+    """`DOCKYARD_HOME` checked and resolved, or None (the platform's folders)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(HOME_ENV)
+    if not raw:
+        return None
+    try:
+        return _directory(raw)
+    except ValueError as err:
+        raise SettingsError(f"{HOME_ENV}: {raw!r} is not valid: expected {err}") from None
+
+
+def settings_file(home: Path | None) -> Path:
+    """settings.toml in the configuration directory of `home` (None: the platform's)."""
+    if home is not None:
+        return home / "config" / SETTINGS_FILE_NAME
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("dockyard")) / SETTINGS_FILE_NAME
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"{path}: not valid TOML ({err})") from None
+    except OSError as err:
+        raise SettingsError(f"{path}: cannot be read ({err.strerror or err})") from None
+    known = {s.key for s in SETTINGS if s.in_file}
+    for key in data:
+        if key not in known:
+            raise SettingsError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+    return data
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings in force: environment over settings file over defaults, each value checked."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    by_key = {s.key: s for s in SETTINGS}
+
+    def take(setting: Setting, raw: object, source: str) -> None:
+        try:
+            values[setting.key] = setting.parse(raw)
+        except ValueError as err:
+            raise SettingsError(f"{source}: {raw!r} is not valid: expected {err}") from None
+        sources[setting.key] = source
+
+    if env.get(HOME_ENV):
+        take(by_key["home"], env[HOME_ENV], HOME_ENV)
+    path = settings_file(values.get("home"))
+    from_file = _read_file(path)
+    for setting in SETTINGS:
+        if setting.key == "home":
+            continue
+        if env.get(setting.env):
+            take(setting, env[setting.env], setting.env)
+        elif setting.key in from_file:
+            take(setting, from_file[setting.key], f"{path}: {setting.key}")
+    return Settings(**values, sources=sources)
