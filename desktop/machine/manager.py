@@ -30,15 +30,9 @@ from desktop import paths, settings
 from desktop.machine import ssh_keys
 from desktop.machine.backend import (HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState,
                                      minimal_firmware)
-from desktop.machine.config import (
-    MachineConfig,
-    MachineState,
-    load_config,
-    load_state,
-    save_config,
-    save_state,
-)
+from desktop.machine.config import MachineConfig, MachineState, save_config, save_state
 from desktop.machine.engine_ping import ping
+from desktop.machine.instance import SUPERVISOR_MODULE, Machine
 from desktop.machine.processes import pid_alive, wait_until
 from desktop.machine.ready_channel import GuestNotReady, ReadyChannel
 from runtime.errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
@@ -49,7 +43,6 @@ log = logging.getLogger(__name__)
 # said ready after this long has stalled. Boots take ~4-7 s under TCG here and
 # ~1 s with KVM, so that leaves a slow host a wide margin.
 GRACEFUL_STOP_S = 20.0
-SUPERVISOR_MODULE = "desktop.machine.supervisor"
 # x86 COMMAND_LINE_SIZE, including the terminating NUL.
 KERNEL_CMDLINE_MAX = 2048
 
@@ -71,76 +64,8 @@ def free_local_port() -> int:
         return s.getsockname()[1]
 
 
-class MachineManager:
+class MachineManager(Machine):
     """Everything the `dockyard machine` commands do, for the machine called `name`."""
-
-    def __init__(self, name: str = "default") -> None:
-        from desktop.machine.config import validate_name
-
-        self.name = validate_name(name)
-        self.data_dir = paths.machine_data_dir(name)
-        self.config_path = paths.machine_config_path(name)
-
-    # -- files ------------------------------------------------------------
-    @property
-    def run_dir(self) -> Path:
-        return paths.machine_runtime_dir(self.name)
-
-    @property
-    def key_path(self) -> Path:
-        return self.data_dir / "id_ed25519"
-
-    @property
-    def data_disk(self) -> Path:
-        return self.data_dir / "data.qcow2"
-
-    @property
-    def console_log(self) -> Path:
-        return self.data_dir / "console.log"
-
-    @property
-    def supervisor_log(self) -> Path:
-        return self.data_dir / "supervisor.log"
-
-    @property
-    def state_path(self) -> Path:
-        return self.data_dir / "state.json"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.data_dir / "known_hosts"
-
-    @property
-    def host_socket(self) -> Path:
-        return self.run_dir / "docker.sock"
-
-    @property
-    def supervisor_pidfile(self) -> Path:
-        return self.run_dir / "supervisor.pid"
-
-    @property
-    def docker_host(self) -> str:
-        return f"unix://{self.host_socket}"
-
-    def exists(self) -> bool:
-        return self.config_path.exists()
-
-    def config(self) -> MachineConfig:
-        return load_config(self.config_path, self.name)
-
-    def state(self) -> MachineState:
-        return load_state(self.state_path)
-
-    def backend(self, config: MachineConfig | None = None) -> Backend:
-        config = config or self.config()
-        domain = f"dockyard-{self.name}"
-        if config.backend == "libvirt":
-            from desktop.machine.libvirt_backend import LibvirtBackend
-
-            return LibvirtBackend(domain, self.run_dir, self.console_log, uri=config.libvirt_uri)
-        from desktop.machine.qemu_backend import QemuBackend
-
-        return QemuBackend(domain, self.run_dir, self.console_log)
 
     @contextlib.contextmanager
     def lifecycle_lock(self) -> Iterator[None]:
@@ -150,7 +75,7 @@ class MachineManager:
         except ImportError:  # Windows: no flock; concurrent CLI calls are the user's problem there
             yield
             return
-        with open(self.run_dir / "lifecycle.lock", "a+") as lock:
+        with open(self.paths.lifecycle_lock, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -386,13 +311,13 @@ class MachineManager:
         if not state.host_key or not state.ssh_port:
             return
         try:
-            from desktop.machine.supervisor import POWEROFF_COMMAND
+            from desktop.machine.guest_power import request_poweroff
             from desktop.ssh_link import SshLink
 
             link = SshLink("127.0.0.1", state.ssh_port, "root", self.key_path, state.host_key)
             link.connect(timeout=10)
             try:
-                link.run(POWEROFF_COMMAND, timeout=10)
+                request_poweroff(link)
             finally:
                 link.close()
         except Exception as err:  # noqa: BLE001 - best effort, the forced stop follows

@@ -1,6 +1,7 @@
 """The per-machine host process that lives as long as the VM: SSH link, host socket, forwards.
 
-Started detached by `MachineManager.start`. It reads the guest's ready line
+Started detached by `MachineManager.start`; it sees the machine as a
+`Machine` (instance.py). It reads the guest's ready line
 from the inherited ready-channel socket (or, when re-attaching to a running
 VM, reuses the pinned host key), connects the SSH link, serves the host Docker
 socket, follows published ports and keeps the guest clock in step. The SSH
@@ -29,25 +30,19 @@ from typing import Any
 
 from desktop.machine import ssh_keys
 from desktop.machine.config import MachineState, save_state
+from desktop.machine.guest_power import request_poweroff
+from desktop.machine.instance import Machine
 from desktop.machine.ready_channel import GuestNotReady, ReadyChannel
-from desktop.machine.manager import MachineManager
 
 log = logging.getLogger("dockyard.supervisor")
-
-# Runs in the background so the exec channel returns before the guest goes away.
-# Prefer the guest's own clean shutdown; busybox-style inits power off on SIGUSR2.
-POWEROFF_COMMAND = (
-    "sync; (if command -v dockyard-poweroff >/dev/null; then dockyard-poweroff; "
-    "elif command -v poweroff >/dev/null; then poweroff; else kill -USR2 1; fi) >/dev/null 2>&1 </dev/null &"
-)
 
 
 class Supervisor:
     """Owns the host-side services of one running machine."""
 
-    def __init__(self, manager: MachineManager) -> None:
-        self.manager = manager
-        self.config = manager.config()
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.config = machine.config()
         self.link: Any = None
         self.services: list[Any] = []
         self.ready_channel: Any = None
@@ -56,14 +51,14 @@ class Supervisor:
         self._early_thread: threading.Thread | None = None
 
     def _udp_forward(self, proto: str, host_port: int, guest_port: int, add: bool) -> None:
-        backend = self.manager.backend(self.config)
+        backend = self.machine.backend(self.config)
         if add:
             backend.add_hostfwd(proto, host_port, guest_port)
         else:
             backend.remove_hostfwd(proto, host_port)
 
     def boot(self, ready_fd: int | None, timeout: float) -> None:
-        state = self.manager.state()
+        state = self.machine.state()
         # paramiko & co. take ~0.1 s to import: do it while the guest boots, not
         # once it is ready.
         import desktop.host_socket  # noqa: F401
@@ -72,14 +67,14 @@ class Supervisor:
         if ready_fd is not None:
             self.ready_channel = ReadyChannel.from_fd(ready_fd)
             ready = self.ready_channel.wait_ready(
-                timeout, self.manager.console_log,
+                timeout, self.machine.console_log,
                 on_sshd_ready=lambda early: self._connect_early(state.ssh_port, early, timeout))
             state.host_key = ready.host_key_line()
             state.guest_timings = ready.timings
             state.ready_s = time.time() - state.booted_at if state.booted_at else 0.0
             log.info("guest ready after %.1f s: %s", state.ready_s, ready.timings)
         else:
-            backend = self.manager.backend(self.config)
+            backend = self.machine.backend(self.config)
             state.ssh_port = state.ssh_port or backend.ssh_port
             if not state.host_key:
                 raise RuntimeError("no pinned host key for the running machine: stop and start it again")
@@ -88,9 +83,9 @@ class Supervisor:
             except Exception as err:  # noqa: BLE001 - events are optional when re-attaching
                 log.info("ready channel not available for events: %s", err)
         state.supervisor_pid = os.getpid()
-        state.host_socket = str(self.manager.host_socket)
-        save_state(self.manager.state_path, state)
-        ssh_keys.write_known_hosts(self.manager.known_hosts, state.ssh_port, state.host_key)
+        state.host_socket = str(self.machine.host_socket)
+        save_state(self.machine.state_path, state)
+        ssh_keys.write_known_hosts(self.machine.known_hosts, state.ssh_port, state.host_key)
         self._connect(state, timeout)
 
     def _new_link(self, port: int, host_key: str) -> Any:
@@ -98,7 +93,7 @@ class Supervisor:
 
         # No TCP_NODELAY pty session yet: it is a process start in the guest,
         # which would compete with the agent's start-up (see _connect).
-        return SshLink("127.0.0.1", port, "root", self.manager.key_path, host_key, server_nodelay=False)
+        return SshLink("127.0.0.1", port, "root", self.machine.key_path, host_key, server_nodelay=False)
 
     def _connect_early(self, port: int, event: Any, timeout: float) -> None:
         """On "sshd-ready": connect the SSH link in a thread while the guest agent starts."""
@@ -156,7 +151,7 @@ class Supervisor:
         # every reconnect), off the start path.
         self.link.server_nodelay = True
         threading.Thread(target=self.link.request_server_nodelay, name="ssh-nodelay", daemon=True).start()
-        host_socket = HostSocket(self.manager.host_socket, self.link)
+        host_socket = HostSocket(self.machine.host_socket, self.link)
         host_socket.start()
         self.services.append(host_socket)
         self._start_optional("desktop.port_forward", "PortForwarder", self.link, udp_forward=self._udp_forward)
@@ -208,9 +203,7 @@ class Supervisor:
         if self.link is None:
             return
         try:
-            code, _out, err = self.link.run(POWEROFF_COMMAND, timeout=10)
-            if code != 0:
-                log.warning("guest power-off command exited %d: %s", code, err[:200])
+            request_poweroff(self.link)
         except Exception as err:  # noqa: BLE001 - the manager forces the VM off next
             log.warning("guest power-off over SSH failed: %s", err)
 
@@ -241,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     control = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, control)
 
-    manager = MachineManager(args.name)
-    manager.supervisor_pidfile.write_text(f"{os.getpid()}\n")
-    supervisor = Supervisor(manager)
+    machine = Machine(args.name)
+    machine.supervisor_pidfile.write_text(f"{os.getpid()}\n")
+    supervisor = Supervisor(machine)
     try:
         supervisor.boot(args.ready_fd, args.timeout)
     except Exception as err:  # noqa: BLE001 - reported to the CLI as one line
@@ -251,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         supervisor.shutdown()
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         _report(f"{'NOTREADY' if isinstance(err, GuestNotReady) else 'ERROR'} {message}")
-        manager.supervisor_pidfile.unlink(missing_ok=True)
+        machine.supervisor_pidfile.unlink(missing_ok=True)
         return 1
     supervisor.follow_events(lambda: os.kill(os.getpid(), signal.SIGTERM))
     _report("OK")
@@ -265,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         supervisor.poweroff()
     supervisor.shutdown()
     try:
-        if int(manager.supervisor_pidfile.read_text().strip() or 0) == os.getpid():
-            manager.supervisor_pidfile.unlink()
+        if int(machine.supervisor_pidfile.read_text().strip() or 0) == os.getpid():
+            machine.supervisor_pidfile.unlink()
     except (FileNotFoundError, ValueError):
         pass
     return 0
