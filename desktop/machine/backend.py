@@ -72,10 +72,15 @@ class LaunchSpec:
     run_as_gid: int | None = None
     # x86 firmware to use instead of QEMU's default SeaBIOS (see minimal_firmware()).
     firmware: Path | None = None
+    # The VM's host-wide name (Machine.domain_name: unique per Dockyard home);
+    # empty: dockyard-<name>.
+    domain: str = ""
+    # The Dockyard home that owns the VM, recorded in the libvirt domain's metadata.
+    owner_home: str = ""
 
     @property
     def domain_name(self) -> str:
-        return f"dockyard-{self.name}"
+        return self.domain or f"dockyard-{self.name}"
 
     def hostfwd_ssh(self) -> str:
         return f"tcp:127.0.0.1:{self.ssh_port}-:22"
@@ -133,6 +138,10 @@ class Backend(ABC):
     @abstractmethod
     def ssh_port(self) -> int:
         """Host port forwarded to the guest's sshd."""
+
+    def retire_legacy(self, legacy_name: str, data_disk: Path) -> None:
+        """Forget this machine's VM as an older Dockyard named it (before names carried the
+        home's tag), recognised by its data disk; refuse while it runs. Nothing by default."""
 
     def add_hostfwd(self, proto: str, host_port: int, guest_port: int) -> None:
         """Forward host 127.0.0.1:host_port to the guest (user-net hostfwd_add)."""

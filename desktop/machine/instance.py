@@ -73,8 +73,9 @@ class Machine:
 
     @property
     def domain_name(self) -> str:
-        """The VM's name outside this home (libvirt domain, QEMU's -name)."""
-        return f"dockyard-{self.name}"
+        """The VM's name outside this home (libvirt is shared by every home of the host):
+        the machine name plus a tag of the home, so two homes' `default` machines differ."""
+        return f"dockyard-{self.name}-{self.paths.home_id}"
 
     # -- records ----------------------------------------------------------
     def exists(self) -> bool:
@@ -91,7 +92,8 @@ class Machine:
         if config.backend == "libvirt":
             from desktop.machine.libvirt_backend import LibvirtBackend
 
-            return LibvirtBackend(self.domain_name, self.run_dir, self.console_log, uri=config.libvirt_uri)
+            return LibvirtBackend(self.domain_name, self.run_dir, self.console_log, uri=config.libvirt_uri,
+                                  owner_home=str(self.paths.home))
         from desktop.machine.qemu_backend import QemuBackend
 
         return QemuBackend(self.domain_name, self.run_dir, self.console_log)

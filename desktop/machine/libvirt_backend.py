@@ -12,6 +12,11 @@ Ownership of shared folders: under qemu:///system QEMU runs as libvirt-qemu and
 a static DAC label with the invoking user's uid:gid (and relabel='no', so libvirt
 never chowns the shared base image); unprivileged users get qemu:///session,
 where QEMU runs as themselves anyway.
+
+Ownership: qemu:///system is one namespace for every Dockyard home on the
+host. Domain names carry a tag of the home (Machine.domain_name), and the
+domain's <metadata> records the owning home under our own XML namespace; a
+backend refuses to drive a domain whose recorded owner is another home.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from runtime.errors import Conflict, NotFound, RuntimeFailure
 log = logging.getLogger(__name__)
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+# Our own metadata namespace in domain XML (libvirt keeps one element per namespace).
+METADATA_NS = "https://dockyard.invalid/xmlns/libvirt-domain/1"
 SYSTEM_SOCKET = Path("/var/run/libvirt/libvirt-sock")
 VIRTLOGD_SOCKET = Path("/var/run/libvirt/virtlogd-sock")
 DEFAULT_EMULATOR = "/usr/bin/qemu-system-x86_64"
@@ -64,11 +71,15 @@ def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR, uuid: str | N
     a second definition of the same name with another UUID).
     """
     ET.register_namespace("qemu", QEMU_NS)
+    ET.register_namespace("dockyard", METADATA_NS)
     dom = ET.Element("domain", {"type": "kvm" if spec.accel == "kvm" else "qemu"})
     _sub(dom, "name", spec.domain_name)
     if uuid:
         _sub(dom, "uuid", uuid)
     _sub(dom, "title", f"Dockyard machine {spec.name}")
+    if spec.owner_home:
+        meta = _sub(dom, "metadata")
+        ET.SubElement(meta, f"{{{METADATA_NS}}}owner", {"home": spec.owner_home, "machine": spec.name})
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(spec.cpus))
     if spec.sharefs == "virtiofs":
@@ -154,6 +165,16 @@ def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR, uuid: str | N
     return ET.tostring(dom, encoding="unicode")
 
 
+def owner_from_xml(xml: str) -> str | None:
+    """The Dockyard home recorded in a domain's metadata, None when it records none."""
+    owner = ET.fromstring(xml).find(f"metadata/{{{METADATA_NS}}}owner")
+    return owner.get("home") if owner is not None else None
+
+
+class ForeignDomain(Conflict):
+    """The libvirt domain of this name belongs to another Dockyard home (or to no Dockyard home)."""
+
+
 def ssh_port_from_xml(xml: str) -> int:
     """The SSH hostfwd port recorded in a domain's <qemu:commandline>, 0 if absent."""
     match = re.search(r"hostfwd=tcp:127\.0\.0\.1:(\d+)-:22", xml)
@@ -221,15 +242,22 @@ def align_kvm_device_group(dev_kvm: Path = Path("/dev/kvm")) -> bool:
 
 
 class LibvirtBackend(Backend):
-    """A machine as a libvirt domain named dockyard-<name>."""
+    """A machine as a libvirt domain (named by Machine.domain_name).
+
+    With `owner_home`, every operation first checks that the domain records
+    that home as its owner and refuses (ForeignDomain) otherwise.
+    """
 
     name = "libvirt"
 
-    def __init__(self, domain_name: str, run_dir: Path, console_log: Path, uri: str | None = None) -> None:
+    def __init__(self, domain_name: str, run_dir: Path, console_log: Path, uri: str | None = None,
+                 owner_home: str | None = None) -> None:
         super().__init__(domain_name, run_dir, console_log)
         self.uri = uri or default_uri()
+        self.owner_home = owner_home
         self._conn: Any = None
         self._ssh_port = 0
+        self._checked_uuid: str | None = None
 
     # -- connection -------------------------------------------------------
     def connection(self) -> Any:
@@ -254,11 +282,27 @@ class LibvirtBackend(Backend):
         import libvirt
 
         try:
-            return self.connection().lookupByName(self.domain_name)
+            dom = self.connection().lookupByName(self.domain_name)
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise NotFound(f"libvirt domain {self.domain_name} is not defined") from err
             raise RuntimeFailure(f"libvirt: {err.get_error_message()}") from err
+        if self.owner_home is not None:
+            self._check_owner(dom)
+        return dom
+
+    def _check_owner(self, dom: Any) -> None:
+        """Refuse a domain that records another home (or none) as its owner."""
+        uuid = dom.UUIDString()
+        if uuid == self._checked_uuid:
+            return
+        owner = owner_from_xml(dom.XMLDesc(0))
+        if owner != self.owner_home:
+            whose = f"the Dockyard home {owner}" if owner else "no Dockyard home (it was not defined by Dockyard)"
+            raise ForeignDomain(
+                f"libvirt domain {self.domain_name} at {self.uri} belongs to {whose}, not to this one "
+                f"({self.owner_home}): Dockyard will not drive it")
+        self._checked_uuid = uuid
 
     def close(self) -> None:
         if self._conn is not None:
@@ -339,6 +383,27 @@ class LibvirtBackend(Backend):
             dom.undefine()
         except libvirt.libvirtError as err:
             raise RuntimeFailure(f"cannot undefine {self.domain_name}: {err.get_error_message()}") from err
+
+    def retire_legacy(self, legacy_name: str, data_disk: Path) -> None:
+        import libvirt
+
+        try:
+            dom = self.connection().lookupByName(legacy_name)
+            xml = dom.XMLDesc(0)
+        except libvirt.libvirtError:
+            return
+        disks = {source.get("file") for source in ET.fromstring(xml).findall("devices/disk/source")}
+        if owner_from_xml(xml) is not None or str(data_disk) not in disks:
+            return  # not this machine's: another home's, or not Dockyard's at all
+        if dom.isActive():
+            raise Conflict(
+                f"this machine still runs as libvirt domain {legacy_name}, defined by an older Dockyard: "
+                f"stop it once with `virsh shutdown {legacy_name}`, then start it again")
+        log.info("undefining %s, this machine's domain under an older Dockyard's name", legacy_name)
+        try:
+            dom.undefine()
+        except libvirt.libvirtError as err:
+            raise RuntimeFailure(f"cannot undefine {legacy_name}: {err.get_error_message()}") from err
 
     def monitor_command(self, command: str) -> str:
         import libvirt

@@ -114,6 +114,7 @@ class MachineManager(Machine):
     def _remove(self, force: bool) -> None:
         config = self.config()
         backend = self.backend(config)
+        backend.retire_legacy(f"dockyard-{self.name}", self.data_disk)
         if backend.state() in (VmState.RUNNING, VmState.PAUSED):
             if not force:
                 raise Conflict(f"machine {self.name!r} is running: stop it first or use `rm -f`")
@@ -176,6 +177,8 @@ class MachineManager(Machine):
             run_as_uid=run_as[0],
             run_as_gid=run_as[1],
             firmware=minimal_firmware(),
+            domain=self.domain_name,
+            owner_home=str(self.paths.home),
         )
 
     def start(self, timeout: float | None = None) -> StartResult:
@@ -192,6 +195,7 @@ class MachineManager(Machine):
         t0 = time.monotonic()
         config = self.config()
         backend = self.backend(config)
+        backend.retire_legacy(f"dockyard-{self.name}", self.data_disk)
         vm_state = backend.state()
         if vm_state is VmState.PAUSED:
             raise Conflict(f"machine {self.name!r} is paused; resume it with virsh or stop it first")

@@ -77,6 +77,13 @@ class CliMachine:
     def docker_host(self) -> str:
         return f"unix://{self.home / 'run' / self.name / 'docker.sock'}"
 
+    @property
+    def domain_name(self) -> str:
+        """The VM's name in libvirt (or QEMU's -name): the machine name tagged with its home."""
+        from desktop.paths import home_id
+
+        return f"dockyard-{self.name}-{home_id(self.home.resolve())}"
+
     def docker(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
                               env=dict(os.environ, DOCKER_HOST=self.docker_host))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from desktop.machine.backend import LaunchSpec, ShareMount, VmState
-from desktop.machine.libvirt_backend import QEMU_NS, LibvirtBackend, domain_xml, ssh_port_from_xml
+from desktop.machine.libvirt_backend import QEMU_NS, LibvirtBackend, domain_xml, owner_from_xml, ssh_port_from_xml
 
 
 def make_spec(tmp_path: Path, sharefs: str = "9p", accel: str = "tcg", uid: int | None = 0) -> LaunchSpec:
@@ -142,3 +142,13 @@ def test_lifecycle_on_libvirt_test_driver(tmp_path):
     backend.remove()
     assert backend.state() is VmState.UNDEFINED
     backend.close()
+
+
+def test_owner_metadata_validates_and_reads_back(tmp_path):
+    spec = make_spec(tmp_path)
+    assert owner_from_xml(domain_xml(spec)) is None  # no owner given: none recorded
+    spec.owner_home, spec.domain = "/home/u/dockyard home", "dockyard-t1-0123abcd"
+    xml = domain_xml(spec)
+    validate(xml, tmp_path)
+    assert ET.fromstring(xml).findtext("name") == "dockyard-t1-0123abcd"
+    assert owner_from_xml(xml) == "/home/u/dockyard home"

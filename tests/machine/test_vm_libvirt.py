@@ -51,7 +51,29 @@ def test_ssh_link_was_connected_on_sshd_ready(machine):
 
 def test_domain_is_visible_in_virsh(machine):
     out = subprocess.run(["virsh", "list"], capture_output=True, text=True, check=True).stdout
-    assert re.search(r"\bdockyard-vmt\s+running", out)
+    assert machine.domain_name.startswith("dockyard-vmt-")
+    assert re.search(rf"\b{re.escape(machine.domain_name)}\s+running", out)
+
+
+def test_domain_records_its_home_and_another_home_s_machine_of_the_same_name_is_apart(
+        machine, guest_image_env, tmp_path_factory):
+    """Two DOCKYARD_HOMEs with a machine of the same name: two domains, neither touches the other."""
+    from desktop.machine.libvirt_backend import owner_from_xml
+
+    xml = subprocess.run(["virsh", "dumpxml", machine.domain_name], capture_output=True, text=True,
+                         check=True).stdout
+    assert owner_from_xml(xml) == str(machine.home.resolve())
+    other = make_machine("vmt", tmp_path_factory, guest_image_env)
+    other.dockyard("init", "--no-mount", "--disk", "1G", "--backend", "libvirt")
+    try:
+        assert other.domain_name != machine.domain_name
+        assert other.status()["state"] == "stopped"   # ours runs, under the same machine name
+        other.dockyard("stop")
+        other.dockyard("rm", "-f")
+        assert machine.status()["state"] == "running"
+        assert machine.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    finally:
+        other.dockyard("rm", "-f", check=False)
 
 
 def test_status_json(machine):
@@ -70,7 +92,8 @@ def test_status_json(machine):
 def test_udp_hostfwd_through_the_libvirt_monitor(machine):
     from desktop.machine.libvirt_backend import LibvirtBackend
 
-    backend = LibvirtBackend("dockyard-vmt", machine.home / "run" / "vmt", machine.home / "console.log")
+    backend = LibvirtBackend(machine.domain_name, machine.home / "run" / "vmt", machine.home / "console.log",
+                             owner_home=str(machine.home.resolve()))
     backend.add_hostfwd("udp", 45354, 53)
     assert "127.0.0.1 45354" in " ".join(backend.monitor_command("info usernet").split())
     backend.remove_hostfwd("udp", 45354)

@@ -25,13 +25,14 @@ def test_direct_qemu_backend_boots_and_answers(guest_image_env, tmp_path_factory
         assert start.stdout.strip() == f"export DOCKER_HOST={m.docker_host}"
         assert m.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
         pid = int((m.home / "run" / "qemut" / "qemu.pid").read_text())
-        assert "dockyard-qemut" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        assert m.domain_name.startswith("dockyard-qemut-")
+        assert f"{m.domain_name}\0" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
         assert m.status()["engine"] == "ok"
         assert m.dockyard("ssh", "cat", str(share / "from-host.txt")).stdout == "over sftp\n"
         m.dockyard("ssh", "cp", str(share / "from-host.txt"), str(share / "from-guest.txt"))
         assert (share / "from-guest.txt").read_text() == "over sftp\n"
         # UDP publishing goes through QEMU's user-net hostfwd, via QMP here.
-        backend = QemuBackend("dockyard-qemut", m.home / "run" / "qemut", m.home / "console.log")
+        backend = QemuBackend(m.domain_name, m.home / "run" / "qemut", m.home / "console.log")
         backend.add_hostfwd("udp", 45353, 53)
         assert "127.0.0.1 45353" in " ".join(backend.monitor_command("info usernet").split())
         backend.remove_hostfwd("udp", 45353)
