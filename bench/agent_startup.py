@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from desktop.machine.engine_ping import UnixHTTPConnection  # noqa: E402
+from desktop.http_over_channel import unix_request  # noqa: E402 - needs REPO on sys.path first
 
 POLL = 0.001
 TIMEOUT = 60.0
@@ -38,14 +38,7 @@ class _KilledFromOutside(RuntimeError):
 
 
 def _get(sock: Path, path: str) -> int:
-    conn = UnixHTTPConnection(sock, TIMEOUT)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
+    return unix_request(sock, "GET", path, TIMEOUT)[0]
 
 
 def _wait_ok(sock: Path, path: str, proc: subprocess.Popen, t0: float) -> float:

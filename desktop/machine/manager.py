@@ -27,11 +27,11 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 from desktop import paths, settings
+from desktop.http_over_channel import ping
 from desktop.machine import ssh_keys
 from desktop.machine.backend import (HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState,
                                      minimal_firmware)
 from desktop.machine.config import MachineConfig, MachineState, save_config, save_state
-from desktop.machine.engine_ping import ping
 from desktop.machine.instance import SUPERVISOR_MODULE, Machine
 from desktop.machine.processes import pid_alive, wait_until
 from desktop.machine.ready_channel import GuestNotReady, ReadyChannel

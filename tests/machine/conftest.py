@@ -84,6 +84,12 @@ class CliMachine:
 
         return f"dockyard-{self.name}-{home_id(self.home.resolve())}"
 
+    def client(self):
+        """docker-py through the machine's host socket (desktop.engine_client, as the desktop app uses)."""
+        from desktop.engine_client import client_for_socket
+
+        return client_for_socket(self.home / "run" / self.name / "docker.sock")
+
     def docker(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
                               env=dict(os.environ, DOCKER_HOST=self.docker_host))

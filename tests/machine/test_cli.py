@@ -92,7 +92,8 @@ def test_errors_are_one_line_with_nonzero_exit(home, args, message):
 def test_cli_start_up_does_not_import_paramiko_or_libvirt(home):
     code = ("import sys, desktop.cli as c\n"
             "c.main(['machine', 'status', '--json'])\n"
-            "print(sorted(m for m in ('paramiko', 'libvirt', 'cryptography') if m in sys.modules))")
+            "heavy = ('paramiko', 'libvirt', 'cryptography', 'docker', 'requests')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, DOCKYARD_HOME=str(home)), check=True)
     assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -41,6 +41,12 @@ def test_start_prints_docker_host_and_docker_cli_works(machine):
     assert re.search(r"accelerator: (TCG|KVM) \(.+\)", machine.start.stderr)
     version = machine.docker("version", "--format", "{{.Server.Version}} {{.Server.Os}}")
     assert version.stdout.strip().endswith("linux")
+    # docker-py, the host side's client (desktop.engine_client), over the same socket.
+    client = machine.client()
+    try:
+        assert client.version()["Os"] == "linux"
+    finally:
+        client.close()
 
 
 def test_ssh_link_was_connected_on_sshd_ready(machine):

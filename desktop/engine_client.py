@@ -1,0 +1,29 @@
+"""The host's Docker API client: docker-py over a machine's host socket.
+
+The `dockyard` CLI, the tests and the coming desktop app talk to the engine
+through this, as any Docker tool would. The only exceptions are in
+desktop.http_over_channel (the SSH link's own calls, and the CLI's
+boot-critical `_ping`, where importing docker-py would cost ~0.37 s).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import docker
+
+
+def client_for_socket(socket_path: Path, timeout: float = 60.0) -> "docker.DockerClient":
+    """docker-py on the engine behind `socket_path` (imports docker-py on first use)."""
+    import docker
+
+    return docker.DockerClient(base_url=f"unix://{socket_path}", timeout=int(timeout))
+
+
+def machine_client(name: str = "default", timeout: float = 60.0) -> "docker.DockerClient":
+    """docker-py on machine `name` of the current Dockyard home (it must be running)."""
+    from desktop.machine.instance import Machine
+
+    return client_for_socket(Machine(name).host_socket, timeout)
