@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from runtime.models import PortMapping
-from runtime.network import NetworkManager
+from runtime.network.manager import NetworkManager
 
 
 def _measure(nm: NetworkManager, mode: str, runs: int, pause: float,

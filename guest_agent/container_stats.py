@@ -1,6 +1,6 @@
 """`GET /containers/{id}/stats`: memory, pids and CPU read from the container's cgroups.
 
-Read-only: the cgroup location comes from runtime.cgroups (the same computation the
+Read-only: the cgroup location comes from runtime.linux.cgroups (the same computation the
 launcher uses); v1 controllers where the host has them, v2 files otherwise.
 """
 
@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtime.cgroups import container_cgroup
+from runtime.linux.cgroups import container_cgroup
 from runtime.models import Container
 
 from .docker_json import now_rfc3339

@@ -10,8 +10,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from runtime.detach_keys import parse_detach_keys
-from runtime.image_store import Image
+from runtime.containers.detach_keys import parse_detach_keys
+from runtime.images.store import Image
 from runtime.lazy_re import lazy_compile
 from runtime.models import Container, Event, ExecInstance, NetworkAttachment, Volume
 

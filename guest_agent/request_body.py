@@ -5,7 +5,7 @@ a 400 such as "json: cannot unmarshal number into Go struct field ExecConfig.Use
 of type string". `BodyFields` reads one decoded object the same way: a missing
 field or JSON null gives the Go zero value (or the default given), anything else
 of the wrong type raises InvalidArgument with that message. The create body has
-its own schema (runtime.container_config); this serves the other endpoints.
+its own schema (runtime.containers.config); this serves the other endpoints.
 """
 
 from __future__ import annotations

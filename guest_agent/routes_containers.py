@@ -8,9 +8,9 @@ import threading
 import time
 from typing import Any, Iterator
 
-from runtime.container_config import keeps_logs, parse_signal
-from runtime.container_schema import check_create
-from runtime.detach_keys import parse_detach_keys
+from runtime.containers.config import keeps_logs, parse_signal
+from runtime.containers.detach_keys import parse_detach_keys
+from runtime.containers.schema import check_create
 from runtime.engine import Engine
 from runtime.errors import InvalidArgument
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from runtime.detach_keys import parse_detach_keys
+from runtime.containers.detach_keys import parse_detach_keys
 from runtime.engine import Engine
 from runtime.errors import InvalidArgument
 

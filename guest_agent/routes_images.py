@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 from runtime.engine import Engine
 from runtime.errors import InvalidArgument
-from runtime.image_store import Image, RegistryCredentials
-from runtime.reference import parse_reference, validate_tag
+from runtime.images.reference import parse_reference, validate_tag
+from runtime.images.store import Image, RegistryCredentials
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard, error_response_for, stream_error

@@ -10,7 +10,7 @@ import logging
 import threading
 from typing import Callable, Iterable
 
-from runtime.detach_keys import DetachScanner
+from runtime.containers.detach_keys import DetachScanner
 from runtime.engine import AttachSession
 
 from .http_server import HijackedConnection

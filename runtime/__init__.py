@@ -2,4 +2,17 @@
 
 Knows nothing of HTTP or VMs. Runs on the guest's Debian python3 with the
 standard library only.
+
+Layout, lowest layer first (a package imports only from the ones before it;
+tests/test_layering.py checks this):
+
+* shared base modules at the top: `errors`, `models`, `atomic_file`, `lazy_re`,
+  `timestamps`, `path_scope`, `host_loopback`, `version`, `event_bus`;
+* `linux/`: Linux plumbing (syscalls, netlink, namespaces, cgroups, mounts);
+* `images/`, `volumes/`, `network/`: one kind of resource each;
+* `containers/`: a container's config, launch, stdio, logs and records;
+* `engine`: the facade the guest agent's API layer drives.
+
+Package `__init__` modules hold only a docstring: importing a package must cost
+nothing, because the agent's start-up path is kept lean for the TCG guest.
 """

@@ -28,24 +28,27 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import container_config as cc
-from . import device_rules, namespace_modes, path_scope, volumes_from
-from .container_io import AttachSession, StreamHub
-from .container_spec import BindMount, ContainerSpec, ProcessSpec, SharedNamespaces, TmpfsMount
-from .container_store import ContainerStore
-from .detach_keys import parse_detach_keys
+from . import path_scope
+from .containers import config as cc
+from .containers import device_rules, namespace_modes, volumes_from
+from .containers.detach_keys import parse_detach_keys
+from .containers.links import LinkedContainer, hosts_line, link_env, parse_links
+from .containers.log_store import LogFile, LogRecord
+from .containers.restart_policy import Backoff, RestartPolicy
+from .containers.security.options import check_host_config as check_security_options
+from .containers.security.options import parse_security_options
+from .containers.security.seccomp_filter import security_options as seccomp_security_options
+from .containers.spec import BindMount, ContainerSpec, ProcessSpec, SharedNamespaces, TmpfsMount
+from .containers.stdio import AttachSession, StreamHub
+from .containers.store import ContainerStore
 from .errors import (Conflict, ContainerStartError, DockyardError, InvalidArgument, NotFound,
                      NotModified, ResourceError, RuntimeFailure)
 from .event_bus import EventBus, EventSubscription
-from .image_store import Image, ImageStore
-from .links import LinkedContainer, hosts_line, link_env, parse_links
-from .log_store import LogFile, LogRecord, now_rfc3339
+from .images.store import Image, ImageStore
 from .models import Container, ExecInstance, Volume
-from .restart_policy import Backoff, RestartPolicy
-from .seccomp_filter import security_options as seccomp_security_options
-from .security_options import check_host_config as check_security_options, parse_security_options
+from .timestamps import now_rfc3339
 from .version import SERVER_VERSION
-from .volume_store import VolumeStore, check_volume_targets, directory_size, populate_from_layers
+from .volumes.store import VolumeStore, check_volume_targets, directory_size, populate_from_layers
 
 __all__ = ["Engine", "AttachSession", "WaitHandle", "EventSubscription", "LogRecord"]
 
@@ -62,7 +65,7 @@ EXEC_START_FAILED = 126
 
 def _launcher():
     """The process launcher, imported on first use (it pulls in ctypes and syscalls)."""
-    from . import container_process
+    from .containers import process as container_process
     return container_process
 
 
@@ -200,7 +203,7 @@ class Engine:
         self.volumes = VolumeStore(self.root / "volumes")
         self.store = ContainerStore(self.root / "containers")
         if network is None:
-            from .network import NetworkManager
+            from .network.manager import NetworkManager
             network = NetworkManager(self.root / "network")
         self.network = network
         self._lock = threading.Lock()            # the two dicts below
@@ -746,7 +749,7 @@ class Engine:
         c.network = attachment
         link_hosts, live.link_env = self._resolve_links(c) if attachment.mode == "bridge" else ("", [])
         from .host_loopback import host_loopback_address
-        from .resolv_conf import container_etc_files
+        from .network.resolv_conf import container_etc_files
         etc_files: dict[str, Path] = {}
         for target, content in container_etc_files(c.id, cfg.get("Hostname", ""), attachment,
                                                    list(hc.get("ExtraHosts") or []),
@@ -1038,7 +1041,7 @@ class Engine:
 
     @staticmethod
     def _set_frozen(c: Container, frozen: bool) -> None:
-        from . import cgroups
+        from .linux import cgroups
         cgroups.set_frozen(cgroups.container_cgroup(c.id), frozen)
 
     def _thaw_if_paused(self, live: _Live) -> None:
@@ -1473,7 +1476,7 @@ class Engine:
 # helpers --------------------------------------------------------------------
 def _pure_cgroup_v2() -> bool:
     """Whether this host has cgroup v2 only (it decides Docker's default --cgroupns)."""
-    from .cgroups import host_layout
+    from .linux.cgroups import host_layout
     return host_layout().pure_v2
 
 
@@ -1510,7 +1513,7 @@ def _set_mac_address(cfg: dict[str, Any], hc: dict[str, Any], networking: Any) -
         raise InvalidArgument("invalid MacAddress: expected a string")
     if hc.get("NetworkMode") == "host":
         raise InvalidArgument("conflicting options: mac-address and the network mode")
-    from .network import validate_mac   # the network module (netlink, proxies) loads lazily
+    from .network.manager import validate_mac   # the network module (netlink, proxies) loads lazily
     validate_mac(mac)
     cfg["MacAddress"] = mac
 
@@ -1539,7 +1542,7 @@ def _label_ok(labels: dict[str, str], spec: str) -> bool:
 
 
 def _created_before(created: str, until: str) -> bool:
-    from .log_store import parse_time_ns
+    from .timestamps import parse_time_ns
     try:
         limit = float(until)
     except ValueError:

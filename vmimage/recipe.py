@@ -37,8 +37,8 @@ class Recipe:
     # autoloading (veth, bridge, nf_tables) when the runtime asks the kernel;
     # ca-certificates: TLS to registries; procps: `docker top`; sshfs: the
     # host's reverse-SFTP shared-folder fallback (desktop/sftp_share.py); tini:
-    # `docker run --init` (its static build, runtime/container_init.py); libseccomp2:
-    # the runtime compiles containers' seccomp filters with it (runtime/seccomp_filter.py),
+    # `docker run --init` (its static build, runtime/containers/init.py); libseccomp2:
+    # the runtime compiles containers' seccomp filters with it (runtime/containers/security/seccomp_filter.py),
     # named here rather than left to apt's own dependency on it.
     packages: tuple[str, ...] = (
         "openssh-server", "python3", "iproute2", "iptables", "e2fsprogs",

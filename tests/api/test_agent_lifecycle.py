@@ -132,7 +132,7 @@ def test_start_up_serves_ping_at_once_and_container_requests_wait_for_recovery_a
     from guest_agent.http_server import Router
     from guest_agent.routes_system import register_startup_routes
     from runtime.engine import Engine
-    from runtime.network import NetworkManager
+    from runtime.network.manager import NetworkManager
 
     root = tmp_path / "root"
     name = f"recovered-{uuid.uuid4().hex[:6]}"

@@ -210,7 +210,7 @@ def _remove_created(target: Target, status: int, data: bytes) -> None:
 
 # --------------------------------------------------------------------------- bodies
 
-# Regressions from the create body's side (runtime/container_schema.py). Before the schema
+# Regressions from the create body's side (runtime/containers/schema.py). Before the schema
 # (main 50feee6) the first group answered 500 (TypeError, ValueError, AttributeError: a
 # wrong type reached the engine) and the second was stored as given; all must stay 4xx.
 CREATE_REGRESSIONS: list[Any] = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from guest_agent import docker_json
-from runtime.image_store import Image
+from runtime.images.store import Image
 from runtime.models import (Container, ContainerState, Event, ExecInstance, NetworkAttachment,
                             PortMapping, Volume)
 

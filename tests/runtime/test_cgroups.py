@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cgroups, device_filter
-from runtime.container_spec import Limits
 from runtime.errors import RuntimeFailure
+from runtime.linux import cgroups, device_filter
+from runtime.linux.cgroup_limits import Limits
 
 HYBRID_MOUNTINFO = """\
 30 24 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755

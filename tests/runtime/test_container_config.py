@@ -6,11 +6,11 @@ import signal
 
 import pytest
 
-from runtime.container_config import (
+from runtime.containers.config import (
     build_config, capabilities, generate_name, limits, merge_env, parse_bind, parse_mounts,
     parse_signal, port_mappings, process_env, validate_container_name,
 )
-from runtime.container_spec import DEFAULT_CAPABILITIES
+from runtime.containers.spec import DEFAULT_CAPABILITIES
 from runtime.errors import InvalidArgument
 
 CID = "0123456789ab" + "c" * 52
@@ -147,7 +147,7 @@ def test_names():
 
 
 def test_log_options():
-    from runtime.container_config import log_rotation, parse_size
+    from runtime.containers.config import log_rotation, parse_size
     assert parse_size("10m") == 10 << 20 and parse_size("512k") == 512 << 10 and parse_size("100") == 100
     assert log_rotation({"LogConfig": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "3"}}}) == (1 << 20, 3)
     assert log_rotation({}) == (0, 1)

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cgroups, container_process
-from runtime.container_process import ContainerProcess, cleanup, container_pids, exec_in, launch
-from runtime.container_spec import (BindMount, ContainerSpec, Limits, ProcessSpec, Stdio,
-                                    TmpfsMount)
-from runtime.container_user import UserLookupError, resolve_user
+from runtime.containers import process as container_process
+from runtime.containers.process import ContainerProcess, cleanup, container_pids, exec_in, launch
+from runtime.containers.spec import BindMount, ContainerSpec, ProcessSpec, Stdio, TmpfsMount
+from runtime.containers.user import UserLookupError, resolve_user
 from runtime.errors import Conflict, ContainerStartError, RuntimeFailure
+from runtime.linux import cgroups
+from runtime.linux.cgroup_limits import Limits
 from tests.support.rootfs import PATH_ENV, make_busybox_rootfs
 
 DOCKER_DEFAULT_CAPS = "00000000a80425fb"
@@ -611,7 +612,7 @@ def test_cgroup_namespace_and_mount(make_spec, monkeypatch):
     # On a pure cgroup v2 host (our VM) each container gets its own cgroup namespace
     # with cgroup2 at /sys/fs/cgroup. This host is hybrid; its cgroup2 tree is real
     # enough to exercise the same calls, so force the choice.
-    from runtime.cgroup_mounts import CgroupView
+    from runtime.containers.cgroup_mounts import CgroupView
 
     monkeypatch.setattr(container_process.cgroup_mounts, "plan",
                         lambda *args: CgroupView(namespace=True, fresh_v2=True))
@@ -647,7 +648,7 @@ def test_signals_ignored_in_the_engine_do_not_reach_the_container(make_spec):
     # the engine's process can still set them ignored, and ignored survives exec.
     import ctypes
 
-    from runtime import linux_syscalls
+    from runtime.linux import syscalls as linux_syscalls
 
     libc = ctypes.CDLL(None, use_errno=True)
     number = linux_syscalls._syscall_number("rt_sigaction")

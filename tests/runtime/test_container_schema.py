@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime import container_schema
-from runtime.container_config import build_config, merge_image_env, process_env
-from runtime.container_schema import HOST_CONFIG_FIELDS, check_create, unhonoured_fields
+from runtime.containers import schema as container_schema
+from runtime.containers.config import build_config, merge_image_env, process_env
+from runtime.containers.schema import HOST_CONFIG_FIELDS, check_create, unhonoured_fields
 from runtime.errors import InvalidArgument
 
 CID = "0123456789ab" + "c" * 52

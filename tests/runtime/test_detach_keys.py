@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from runtime.detach_keys import DEFAULT_DETACH_KEYS, DetachScanner, parse_detach_keys
+from runtime.containers.detach_keys import DEFAULT_DETACH_KEYS, DetachScanner, parse_detach_keys
 from runtime.errors import InvalidArgument
 
 

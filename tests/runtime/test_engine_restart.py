@@ -66,7 +66,7 @@ def test_always_restarts_after_exit_but_not_after_stop(engine, busybox):
 
 
 def test_restart_backoff_doubles():
-    from runtime.restart_policy import Backoff
+    from runtime.containers.restart_policy import Backoff
     b = Backoff()
     assert [b.next_delay(0.5) for _ in range(4)] == [0.1, 0.2, 0.4, 0.8]
     assert b.next_delay(11) == 0.1

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import Conflict, NotFound, RegistryError, RegistryNotFound
-from runtime.image_store import ImageStore
-from runtime.layer_unpack import OPAQUE_XATTR
+from runtime.images.layer_unpack import OPAQUE_XATTR
+from runtime.images.store import ImageStore
 from tests.support import test_images as ti
 from tests.support.registry import FaultyProxy
 

@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from runtime.ip_pool import IPPool
+from runtime.network.ip_pool import IPPool
 
 
 def test_addresses_in_turn_persisted_and_reused_only_after_a_wrap(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.layer_unpack import OPAQUE_XATTR, UnsafeLayerError, unpack_layer
+from runtime.images.layer_unpack import OPAQUE_XATTR, UnsafeLayerError, unpack_layer
 
 
 def make_tar(members: list[tuple[tarfile.TarInfo, bytes | None]], compress: bool = True) -> bytes:

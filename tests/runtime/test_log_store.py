@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 
-from runtime.log_store import LogFile, format_time_ns, parse_time_ns
+from runtime.containers.log_store import LogFile
+from runtime.timestamps import format_time_ns, parse_time_ns
 
 
 def test_lines_are_docker_json_file_records(tmp_path):

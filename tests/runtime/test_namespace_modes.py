@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cgroup_mounts, device_rules, namespace_modes, volumes_from
-from runtime.cgroups import CgroupLayout, container_cgroup
-from runtime.container_config import MountRequest
+from runtime.containers import cgroup_mounts, device_rules, namespace_modes, volumes_from
+from runtime.containers.config import MountRequest
 from runtime.errors import Conflict, InvalidArgument, NotFound
+from runtime.linux.cgroups import CgroupLayout, container_cgroup
 
 DONOR_ID = "d" * 64
 

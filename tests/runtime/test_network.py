@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime import nat_rules
 from runtime.errors import Conflict, InvalidArgument
+from runtime.linux.netlink import NetlinkSocket
 from runtime.models import NetworkAttachment, PortMapping
-from runtime.netlink import NetlinkSocket
-from runtime.network import NetworkManager, mac_for_ip
-from runtime.resolv_conf import container_etc_files, filtered_resolv_conf
+from runtime.network import nat_rules
+from runtime.network.manager import NetworkManager, mac_for_ip
+from runtime.network.resolv_conf import container_etc_files, filtered_resolv_conf
 from tests.support.waiting import poll
 
 PY = "/usr/bin/python3"
@@ -417,7 +417,7 @@ def test_concurrent_rule_installs_leave_one_jump():
 
 
 def test_validate_mac():
-    from runtime.network import validate_mac
+    from runtime.network.manager import validate_mac
 
     assert validate_mac("02:42:AC:11:00:99") == "02:42:ac:11:00:99"
     for bad in ("zz", "02:42:ac:11:00", "02:42:ac:11:00:9", "02-42-ac-11-00-99", "01:00:5e:00:00:01"):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from runtime.errors import Conflict
-from runtime.port_proxy import PortProxy
+from runtime.network.port_proxy import PortProxy
 from tests.support.processes import free_port
 
 

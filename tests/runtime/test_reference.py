@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.errors import InvalidArgument
-from runtime.reference import parse_reference, parse_repository
+from runtime.images.reference import parse_reference, parse_repository
 
 DIGEST = "sha256:" + "ab" * 32
 

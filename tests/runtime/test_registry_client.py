@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import RegistryAuthError, RegistryError, RegistryNotFound
-from runtime.image_store import RegistryCredentials
-from runtime.reference import parse_reference
-from runtime.registry_client import (
+from runtime.images.reference import parse_reference
+from runtime.images.store import RegistryCredentials
+from runtime.images.registry_client import (
     MEDIA_DOCKER_MANIFEST, MEDIA_OCI_MANIFEST, RegistryClient, dial_map_from_env, is_insecure_host,
     loopback_dial_map)
 from tests.conftest import CACHE_DIR

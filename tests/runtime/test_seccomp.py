@@ -21,14 +21,14 @@ from typing import Callable
 
 import pytest
 
-from runtime import seccomp_filter
-from runtime.container_process import cleanup, launch
-from runtime.container_spec import (DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, SeccompPolicy,
+from runtime.containers.process import cleanup, launch
+from runtime.containers.security import seccomp_filter
+from runtime.containers.spec import (DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, SeccompPolicy,
                                     Stdio)
+from runtime.containers.security.seccomp_default import DEFAULT_PROFILE
 from runtime.errors import InvalidArgument
-from runtime.seccomp_default import DEFAULT_PROFILE
-from runtime.seccomp_profile import (SeccompProfileError, applicable_rules, parse_profile)
-from runtime.security_options import parse_security_options
+from runtime.containers.security.seccomp_profile import (SeccompProfileError, applicable_rules, parse_profile)
+from runtime.containers.security.options import parse_security_options
 from tests.support.rootfs import PATH_ENV, make_busybox_rootfs
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64",
@@ -351,8 +351,8 @@ def test_without_libseccomp_a_filter_is_refused_never_skipped():
     """In a mount namespace where libseccomp is an empty file: no filter can be built,
     asking for one is a clear error, and docker info claims no seccomp."""
     check = (
-        "from runtime import seccomp_filter as f\n"
-        "from runtime.container_spec import SeccompPolicy, DEFAULT_CAPABILITIES\n"
+        "from runtime.containers.security import seccomp_filter as f\n"
+        "from runtime.containers.spec import SeccompPolicy, DEFAULT_CAPABILITIES\n"
         "assert not f.available() and f.security_options() == []\n"
         "try:\n"
         "    f.program_for(SeccompPolicy(), DEFAULT_CAPABILITIES)\n"

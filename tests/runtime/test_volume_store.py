@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import Conflict, InvalidArgument, NotFound
-from runtime.volume_store import VolumeStore
+from runtime.volumes.store import VolumeStore
 
 
 def test_create_is_idempotent_and_persists(tmp_path):
@@ -60,7 +60,7 @@ def test_remove(tmp_path):
 
 
 def _mounted(path: str) -> bool:
-    from runtime.local_volume import is_mounted
+    from runtime.volumes.local_volume import is_mounted
     return is_mounted(path)
 
 

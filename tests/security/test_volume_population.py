@@ -1,4 +1,4 @@
-"""Filling a new volume from image layers (runtime.volume_store) on real unpacked layers:
+"""Filling a new volume from image layers (runtime.volumes.store) on real unpacked layers:
 the merged view is copied, the mount point is resolved inside the image, and nothing
 outside the layers is read."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import InvalidArgument
-from runtime.layer_unpack import unpack_layer
-from runtime.volume_store import check_volume_targets, populate_from_layers
+from runtime.images.layer_unpack import unpack_layer
+from runtime.volumes.store import check_volume_targets, populate_from_layers
 from tests.support.crafted_images import Member, layer_tar
 
 

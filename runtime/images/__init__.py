@@ -1,0 +1,6 @@
+"""Images: references, the registry client, blob and layer stores, safe layer unpacking.
+
+Owns everything under the image store's root (blobs, image records, tags,
+unpacked layers). May import the runtime's shared base modules and
+`runtime.linux`; never containers, volumes, network or the engine.
+"""

@@ -1,0 +1,121 @@
+"""The container's /etc/hosts, /etc/hostname and /etc/resolv.conf, as Docker writes them.
+
+On a bridge or none network the host's loopback nameservers (127.x, ::1: a local
+caching resolver) are unreachable from the container, so they are dropped; if
+nothing is left, Docker's public fallback is used. With host networking the
+host's files are used as they are.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from ..errors import InvalidArgument
+from ..models import NetworkAttachment
+
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+HOST_HOSTS = Path("/etc/hosts")
+FALLBACK_NAMESERVER = "8.8.8.8"
+
+_LOCALHOST_HOSTS = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+
+
+def _is_loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def filtered_resolv_conf(host_text: str) -> str:
+    """The host's resolv.conf without loopback nameservers (8.8.8.8 if none remain)."""
+    lines = []
+    nameservers = 0
+    for line in host_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "nameserver" and len(fields) > 1:
+            if _is_loopback(fields[1]):
+                continue
+            nameservers += 1
+        lines.append(line)
+    if nameservers == 0:
+        lines.append(f"nameserver {FALLBACK_NAMESERVER}")
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def parse_extra_host(entry: str, gateway: str = "") -> tuple[str, str]:
+    """Docker's ExtraHosts entry "name:ip" (or "name=ip"; "host-gateway" = `gateway`, the host)."""
+    sep = "=" if "=" in entry else ":"
+    name, _, addr = entry.partition(sep)
+    addr = addr.strip("[]")
+    if addr == "host-gateway":
+        if not gateway:
+            raise InvalidArgument(f"invalid extra host {entry!r}: no gateway to map host-gateway to")
+        addr = gateway
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError as err:
+        raise InvalidArgument(f"invalid IP address in add-host: {addr!r}") from err
+    if not name:
+        raise InvalidArgument(f"invalid extra host {entry!r}: missing host name")
+    return name, addr
+
+
+def host_address_for(attachment: NetworkAttachment | None, host_loopback: str = "") -> str:
+    """The address at which a container reaches the user's host ("" when it cannot).
+
+    Inside the VM that is the host's loopback alias (NATed out of the guest); natively
+    it is the bridge gateway, or loopback itself with host networking.
+    """
+    mode = attachment.mode if attachment else "none"
+    if mode == "none":
+        return ""
+    if host_loopback:
+        return host_loopback
+    return "127.0.0.1" if mode == "host" else (attachment.gateway if attachment else "")
+
+
+def container_etc_files(container_id: str, hostname: str, attachment: NetworkAttachment | None,
+                        extra_hosts: list[str], *, host_loopback: str = "",
+                        host_resolv_conf: Path = HOST_RESOLV_CONF,
+                        host_hosts: Path = HOST_HOSTS) -> dict[str, bytes]:
+    """Contents for /etc/hosts, /etc/hostname and /etc/resolv.conf of one container.
+
+    `host.docker.internal` names the user's host, as on Docker Desktop.
+    """
+    hostname = hostname or container_id[:12]
+    mode = attachment.mode if attachment else "none"
+    gateway = host_address_for(attachment, host_loopback)
+    try:
+        resolv_text = host_resolv_conf.read_text()
+    except FileNotFoundError:
+        resolv_text = ""
+    extra = f"{gateway}\thost.docker.internal\n" if gateway else ""
+    extra += "".join(f"{addr}\t{name}\n" for name, addr in (parse_extra_host(e, gateway) for e in extra_hosts))
+    if mode == "host":
+        try:
+            hosts = host_hosts.read_text()
+        except FileNotFoundError:
+            hosts = _LOCALHOST_HOSTS
+        if hosts and not hosts.endswith("\n"):
+            hosts += "\n"
+        hosts += extra
+        resolv = resolv_text if resolv_text.strip() else f"nameserver {FALLBACK_NAMESERVER}\n"
+    else:
+        hosts = _LOCALHOST_HOSTS + extra
+        if attachment and attachment.ip_address:
+            hosts += f"{attachment.ip_address}\t{hostname}\n"
+        resolv = filtered_resolv_conf(resolv_text)
+    return {
+        "/etc/hosts": hosts.encode(),
+        "/etc/hostname": f"{hostname}\n".encode(),
+        "/etc/resolv.conf": resolv.encode(),
+    }
