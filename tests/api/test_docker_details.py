@@ -427,7 +427,8 @@ def test_legacy_links_hosts_and_environment(engines, bridged_dockerd, cleanup):
         out = out.replace(web_ip, "WEB_IP").replace(info["Id"][:12], "WEB_ID")
         out = out.replace(web, "WEB").replace(web.upper().replace("-", "_"), "WEB")
         hosts, _, env = out.partition("---\n")
-        link_hosts = [line for line in hosts.splitlines() if "WEB_IP" in line]
+        # dockerd writes the link lines in Go map order (random between runs): compare them sorted.
+        link_hosts = sorted(line for line in hosts.splitlines() if "WEB_IP" in line)
         link_env = [line for line in env.splitlines() if line.startswith(("DB_", "WEB_"))]
         # The linking container's own name is in *_NAME (a generated one): keep its shape.
         link_env = [line.split("=/")[0] + "=/PARENT/" + line.rsplit("/", 1)[1]
