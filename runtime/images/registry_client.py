@@ -496,7 +496,7 @@ class RegistryClient:
                     try:
                         out.write(chunk)
                     except OSError as err:   # not a transport error: no retry, no resume
-                        raise ResourceError.from_os_error(err, "write", dest) from err
+                        raise ResourceError.from_os_error(err, "write", getattr(out, "name", None)) from err
                     hasher.update(chunk)
                     have += len(chunk)
                     if limit is not None and have > limit:
