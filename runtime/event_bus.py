@@ -6,14 +6,12 @@ import collections
 import queue
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from .models import Event
 
 # dockerd keeps the last 256 events for `since`; we keep a little more, it is cheap.
 HISTORY_SIZE = 1024
-
-_CLOSED = object()
 
 
 def event_matches(event: Event, filters: dict[str, list[str]] | None) -> bool:
@@ -31,10 +29,8 @@ def event_matches(event: Event, filters: dict[str, list[str]] | None) -> bool:
         elif key in ("container", "volume", "network"):
             ok = event.type == key and any(_names(event, v) for v in values)
         elif key == "image":
-            if event.type == "image":
-                ok = any(_names(event, v) for v in values)
-            else:
-                ok = attrs.get("image", "") in values
+            ok = (any(_names(event, v) for v in values) if event.type == "image"
+                  else attrs.get("image", "") in values)
         elif key == "label":
             ok = any(_label_match(attrs, v) for v in values)
         else:
@@ -60,13 +56,13 @@ def _label_match(attrs: dict[str, str], spec: str) -> bool:
 class EventSubscription:
     """Iterate to receive events as they happen (past ones first when `since` was given)."""
 
-    def __init__(self, bus: "EventBus", backlog: list[Event], until_ns: int,
+    def __init__(self, bus: EventBus, backlog: list[Event], until_ns: int,
                  filters: dict[str, list[str]] | None) -> None:
         self._bus = bus
         self._backlog = backlog
         self._until_ns = until_ns
         self._filters = filters
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()   # None: closed
         self._closed = False
 
     def _offer(self, event: Event) -> None:
@@ -89,7 +85,7 @@ class EventSubscription:
                     item = self._queue.get(timeout=timeout)
                 except queue.Empty:
                     return
-                if item is _CLOSED:
+                if item is None:
                     return
                 if self._until_ns and item.time_nano > self._until_ns:
                     return
@@ -101,7 +97,7 @@ class EventSubscription:
         if not self._closed:
             self._closed = True
             self._bus._unsubscribe(self)
-            self._queue.put(_CLOSED)
+            self._queue.put(None)
 
 
 class EventBus:

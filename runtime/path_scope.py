@@ -30,7 +30,7 @@ import errno
 import os
 import platform
 import stat
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import InvalidArgument
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ class ImageIndex:
         self.images: dict[str, ImageRecord] = {}
         self.refs: dict[str, str] = {}
 
-    def load(self, load_config) -> None:
+    def load(self, load_config: Callable[[str], dict[str, Any]]) -> None:
         """Read every record; `load_config(image_id)` returns the verified config dict."""
         for path in self.db_dir.glob("*.json"):
             try:

@@ -29,9 +29,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..atomic_file import write_json_atomic
 from ..errors import RegistryError
@@ -170,7 +170,7 @@ class LayerStore:
                                     dir=self.layers_dir))
         try:
             os.chmod(tmp, 0o755)
-            from .layer_unpack import unpack_layer   # tarfile & co.: only needed by pulls
+            from .layer_unpack import unpack_layer  # tarfile & co.: only needed by pulls
             result = unpack_layer(blob, tmp, on_progress)
             if result.diff_id != diff_id:
                 raise RegistryError(f"layer diff id mismatch: expected {diff_id}, got {result.diff_id}")

@@ -30,9 +30,10 @@ import stat
 import subprocess
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Protocol
 
 from .. import path_scope
 from ..errors import RegistryError
@@ -64,10 +65,16 @@ class UnpackResult:
     skipped: list[str] = field(default_factory=list)   # member names neutralised (devices, ...)
 
 
+class _Reader(Protocol):
+    """What the extraction reads from: a file, a gzip stream or the zstd tool's pipe."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _HashingReader(io.RawIOBase):
     """Reads through `inner`, hashing every byte and reporting progress."""
 
-    def __init__(self, inner: BinaryIO, on_read: Callable[[int], None] | None = None) -> None:
+    def __init__(self, inner: _Reader, on_read: Callable[[int], None] | None = None) -> None:
         self.inner = inner
         self.digest = hashlib.sha256()
         self.count = 0
@@ -76,7 +83,7 @@ class _HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:  # type: ignore[override]
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]  # io passes only these
         data = self.inner.read(len(buf))
         n = len(data)
         buf[:n] = data
@@ -88,7 +95,7 @@ class _HashingReader(io.RawIOBase):
         return n
 
 
-def _decompressed(raw: BinaryIO) -> tuple[BinaryIO, Callable[[], None]]:
+def _decompressed(raw: BinaryIO) -> tuple[_Reader, Callable[[], None]]:
     """Wrap `raw` in the decompressor its magic bytes call for; returns (stream, close)."""
     head = raw.read(4)
     raw.seek(0)
@@ -103,12 +110,13 @@ def _decompressed(raw: BinaryIO) -> tuple[BinaryIO, Callable[[], None]]:
         os.lseek(raw.fileno(), 0, os.SEEK_SET)
         proc = subprocess.Popen(["zstd", "-dc"], stdin=raw, stdout=subprocess.PIPE)
         assert proc.stdout is not None
+        stdout = proc.stdout
 
         def close() -> None:
-            proc.stdout.close()
+            stdout.close()
             if proc.wait() != 0:
                 raise UnsafeLayerError("zstd failed to decompress the layer")
-        return proc.stdout, close
+        return stdout, close
     return raw, lambda: None
 
 

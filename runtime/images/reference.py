@@ -63,10 +63,10 @@ class Reference:
         """"docker.io/library/busybox:latest"."""
         return self.name + self._suffix()
 
-    def with_tag(self, tag: str) -> "Reference":
+    def with_tag(self, tag: str) -> Reference:
         return Reference(self.domain, self.path, tag, None)
 
-    def with_digest(self, digest: str) -> "Reference":
+    def with_digest(self, digest: str) -> Reference:
         return Reference(self.domain, self.path, None, digest)
 
     @property

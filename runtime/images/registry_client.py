@@ -31,9 +31,10 @@ import platform
 import re
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from ..errors import RegistryAuthError, RegistryError, RegistryNotFound, ResourceError
@@ -167,13 +168,15 @@ def _registry_errors(body: bytes) -> str:
 class _HTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to a dialled address while verifying the certificate of the registry's own name."""
 
-    def __init__(self, host: str, port: int | None, tls_name: str, **kwargs: Any) -> None:
-        super().__init__(host, port, **kwargs)
+    def __init__(self, host: str, port: int | None, tls_name: str, context: ssl.SSLContext,
+                 **kwargs: Any) -> None:
+        super().__init__(host, port, context=context, **kwargs)
         self._tls_name = tls_name
+        self._tls_context = context
 
     def connect(self) -> None:
         http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._tls_name)
+        self.sock = self._tls_context.wrap_socket(self.sock, server_hostname=self._tls_name)
 
 
 class RegistryClient:
@@ -412,9 +415,9 @@ class RegistryClient:
                              manifest_bytes=body, media_type=media_type, config=config,
                              layers=layers)
 
-    def _pick_platform(self, index: dict, ref: Reference) -> str:
+    def _pick_platform(self, index: dict[str, Any], ref: Reference) -> str:
         want_os, want_arch = self.platform
-        candidates = []
+        candidates: list[tuple[int, str]] = []
         for entry in index.get("manifests") or []:
             plat = entry.get("platform") or {}
             if plat.get("os") == want_os and plat.get("architecture") == want_arch:
@@ -532,7 +535,7 @@ class RegistryClient:
         time.sleep(min(0.2 * (failures - 1), 2.0))
 
 
-def _load_manifest(body: bytes, ref: Reference) -> dict:
+def _load_manifest(body: bytes, ref: Reference) -> dict[str, Any]:
     try:
         doc = json.loads(body)
     except ValueError:
@@ -542,7 +545,7 @@ def _load_manifest(body: bytes, ref: Reference) -> dict:
     return doc
 
 
-def _descriptor(raw: dict) -> Descriptor:
+def _descriptor(raw: dict[str, Any]) -> Descriptor:
     digest = raw["digest"]
     if not isinstance(digest, str) or not digest.startswith("sha256:"):
         raise ValueError(f"unsupported digest {digest!r}")

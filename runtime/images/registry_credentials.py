@@ -21,7 +21,7 @@ class RegistryCredentials:
     registry_token: str = ""
 
     @classmethod
-    def from_any(cls, creds: Any) -> "RegistryCredentials":
+    def from_any(cls, creds: Any) -> RegistryCredentials:
         """Copy of anything with the same attributes (None: anonymous)."""
         if creds is None:
             return cls()

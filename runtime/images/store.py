@@ -26,18 +26,19 @@ loopback registry to that address, keeping the port.
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from ..errors import Conflict, InvalidArgument, NotFound, RegistryError, ResourceError, describe_os_error
 from .blob_store import BlobStore
-from ..errors import (Conflict, InvalidArgument, NotFound, RegistryError, ResourceError,
-                     describe_os_error)
 from .index import ImageIndex, ImageRecord
 from .layer_store import LayerStore, chain_ids
 from .reference import Reference, is_sha256_hex, parse_reference
@@ -45,7 +46,7 @@ from .registry_credentials import RegistryCredentials
 
 if TYPE_CHECKING:
     # Imported on the first pull (http.client, ssl, ...): not needed to start the engine.
-    from .registry_client import DialMap, RegistryClient, ResolvedImage
+    from .registry_client import Descriptor, DialMap, RegistryClient, ResolvedImage
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,8 @@ class ImageStore:
         return self.layers.layers_dir
 
     def _load_config(self, image_id: str) -> dict[str, Any]:
-        return json.loads(self.blobs.read(image_id))
+        config: dict[str, Any] = json.loads(self.blobs.read(image_id))
+        return config
 
     # --- pull ------------------------------------------------------------------
     def pull(self, reference: str, credentials: RegistryCredentials | None = None,
@@ -242,7 +244,7 @@ class ImageStore:
                                 f"the config lists {len(diff_ids)}")
         chains = chain_ids(diff_ids)
         todo = []
-        for i, (desc, chain) in enumerate(zip(resolved.layers, chains)):
+        for i, (desc, chain) in enumerate(zip(resolved.layers, chains, strict=True)):
             if self.layers.has(chain):
                 emit.layer(short_hex(desc.digest), "Already exists")
             else:
@@ -266,7 +268,7 @@ class ImageStore:
         return ImageRecord(id=image_id, chain_ids=chains, size=size, config=config,
                            manifest_digest=resolved.manifest_digest, pulled_at=time.time())
 
-    def _fetch_layer(self, ref: Reference, desc, chain: str, diff_id: str, parent: str,
+    def _fetch_layer(self, ref: Reference, desc: Descriptor, chain: str, diff_id: str, parent: str,
                      credentials: Any, emit: _Emitter) -> None:
         layer_id = short_hex(desc.digest)
         with self.layers.locked(chain):
@@ -378,6 +380,7 @@ class ImageStore:
         except (NotFound, InvalidArgument):
             return False
 
+    # Signatures below this method spell `builtins.list`: in the class body, `list` is this method.
     def list(self) -> list[Image]:
         """All images, newest first."""
         with self._lock:
@@ -397,8 +400,8 @@ class ImageStore:
 
     # --- removal ---------------------------------------------------------------------
     def remove(self, ref_or_id: str, force: bool = False, prune: bool = True,
-               in_use_by: Callable[[str], list[str]] = lambda image_id: [],
-               is_running: Callable[[str], bool] | None = None) -> list[dict[str, str]]:
+               in_use_by: Callable[[str], builtins.list[str]] = lambda image_id: [],
+               is_running: Callable[[str], bool] | None = None) -> builtins.list[dict[str, str]]:
         """Untag and/or delete; returns Docker's [{"Untagged": ...}, {"Deleted": ...}].
 
         Follows dockerd: removing one of several names only untags; removing
@@ -467,7 +470,7 @@ class ImageStore:
             return records
 
     @staticmethod
-    def _delete_conflict(short: str, running: list[str], stopped: list[str]) -> Conflict:
+    def _delete_conflict(short: str, running: builtins.list[str], stopped: builtins.list[str]) -> Conflict:
         if running:
             return Conflict(f"conflict: unable to delete {short} (cannot be forced) - image is "
                             f"being used by running container {short_hex(running[0])}")
@@ -475,7 +478,7 @@ class ImageStore:
                         f"used by stopped container {short_hex(stopped[0])}")
 
     def _delete_image(self, image_id: str, keep_layers: bool = False
-                      ) -> tuple[list[dict[str, str]], int]:
+                      ) -> tuple[builtins.list[dict[str, str]], int]:
         """Drop the record and layers no other image uses; caller holds the lock."""
         record = self.index.images[image_id]
         self.index.delete(image_id)
@@ -496,7 +499,7 @@ class ImageStore:
         return records, reclaimed
 
     def prune(self, dangling_only: bool = True,
-              in_use: set[str] | None = None) -> tuple[list[dict[str, str]], int]:
+              in_use: set[str] | None = None) -> tuple[builtins.list[dict[str, str]], int]:
         """Remove unused images; returns (deleted records, bytes reclaimed).
 
         `dangling_only`: only images without tags; otherwise every image not in `in_use`.
@@ -522,7 +525,7 @@ class ImageStore:
         return records, reclaimed
 
     # --- inspection --------------------------------------------------------------------
-    def history(self, ref_or_id: str) -> list[dict[str, Any]]:
+    def history(self, ref_or_id: str) -> builtins.list[dict[str, Any]]:
         """Docker's image history records, newest first."""
         with self._lock:
             image = self.get(ref_or_id)
@@ -550,7 +553,7 @@ class ImageStore:
             out[0]["Tags"] = image.repo_tags or None
         return out
 
-    def layer_dirs(self, image: Image) -> list[Path]:
+    def layer_dirs(self, image: Image) -> builtins.list[Path]:
         """The image's unpacked, read-only layer directories, lowest first."""
         with self._lock:
             record = self.index.images.get(image.id)
@@ -558,7 +561,7 @@ class ImageStore:
                 raise NotFound(f"No such image: {image.id}")
             return [self.layers.diff_dir(c) for c in record.chain_ids]
 
-    def short_layer_links(self, image: Image) -> list[str]:
+    def short_layer_links(self, image: Image) -> builtins.list[str]:
         """Layer paths relative to `layers_root` ("l/<26 chars>"), lowest first.
 
         For overlay: chdir(layers_root), lowerdir=":".join(reversed(links)).

@@ -47,7 +47,7 @@ class DeviceRule:
     access: str
 
     @classmethod
-    def parse(cls, text: str) -> "DeviceRule":
+    def parse(cls, text: str) -> DeviceRule:
         """Parse the devices.allow syntax, e.g. "c 136:* rwm" or "a"."""
         parts = text.split()
         if parts == ["a"]:
@@ -108,7 +108,7 @@ def _bpf(cmd: int, attr: bytes) -> int:
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
-    return result
+    return int(result)
 
 
 def attach(cgroup_dir: Path, rules: list[DeviceRule]) -> None:

@@ -145,7 +145,7 @@ class NetlinkSocket:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> "NetlinkSocket":
+    def __enter__(self) -> NetlinkSocket:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -201,7 +201,7 @@ class NetlinkSocket:
         with self._lock:
             seq, frame = self._frame(msg_type, NLM_F_REQUEST | NLM_F_DUMP, body)
             self._sock.sendall(frame)
-            out = []
+            out: list[tuple[int, bytes]] = []
             while True:
                 for rtype, _flags, rseq, payload in self._receive():
                     if rseq != seq:
@@ -275,8 +275,10 @@ class NetlinkSocket:
             body += attr_u32(IFLA_MASTER, master)
         return RTM_NEWLINK, 0, body
 
-    def set_link(self, index: int, **changes: object) -> None:
-        self.batch([self.set_link_msg(index, **changes)])  # type: ignore[arg-type]
+    def set_link(self, index: int, up: bool | None = None, mac: str | None = None,
+                 name: str | None = None, master: int | None = None) -> None:
+        """Change a link now; see set_link_msg."""
+        self.batch([self.set_link_msg(index, up=up, mac=mac, name=name, master=master)])
 
     def delete_link(self, index: int = 0, name: str | None = None) -> bool:
         """Delete a link by index or name; False if it did not exist."""

@@ -15,8 +15,9 @@ import errno
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..errors import RuntimeFailure
 
@@ -56,7 +57,7 @@ def _in_thread(func: Callable[[], T]) -> T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["result"]
+    return cast(T, box["result"])
 
 
 def new_netns(inside: Callable[[], T] | None = None) -> tuple[int, T | None]:

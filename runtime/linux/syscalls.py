@@ -13,6 +13,9 @@ import ctypes.util
 import os
 import platform
 
+# What the path arguments below accept, as os.fsencode does.
+PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 # clone(2) namespace flags.
@@ -85,7 +88,7 @@ def _syscall_number(name: str) -> int:
         raise OSError(38, f"{name}: no syscall number known for {_MACHINE}") from None
 
 
-def _b(value: str | bytes | os.PathLike | None) -> bytes | None:
+def _b(value: PathArg | None) -> bytes | None:
     if value is None:
         return None
     return os.fsencode(value)
@@ -101,7 +104,7 @@ def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
 
 
-def mount(source: str | bytes | None, target: str | bytes | os.PathLike, fstype: str | bytes | None,
+def mount(source: str | bytes | None, target: PathArg, fstype: str | bytes | None,
           flags: int = 0, data: str | bytes | None = None) -> None:
     """mount(2); the error names the target and filesystem type."""
     res = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
@@ -111,12 +114,12 @@ def mount(source: str | bytes | None, target: str | bytes | os.PathLike, fstype:
         raise OSError(err, f"mount {kind} on {os.fsdecode(target)}: {os.strerror(err)}")
 
 
-def umount2(target: str | bytes | os.PathLike, flags: int = 0) -> None:
+def umount2(target: PathArg, flags: int = 0) -> None:
     """umount2(2)."""
     _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {os.fsdecode(target)}")
 
 
-def pivot_root(new_root: str | bytes | os.PathLike, put_old: str | bytes | os.PathLike) -> None:
+def pivot_root(new_root: PathArg, put_old: PathArg) -> None:
     """pivot_root(2) through syscall(2): glibc has no wrapper."""
     number = _syscall_number("pivot_root")
     _check(_libc.syscall(ctypes.c_long(number), _b(new_root), _b(put_old)), "pivot_root")

@@ -10,9 +10,10 @@ import errno
 import logging
 import os
 import secrets
-import stat
 import shutil
+import stat
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from .. import path_scope
@@ -145,7 +146,7 @@ class VolumeStore:
         with self._lock:
             return sorted(self._volumes.values(), key=lambda v: v.name)
 
-    def remove(self, name: str, in_use_by: list[str] | None = None, force: bool = False) -> None:
+    def remove(self, name: str, in_use_by: Sequence[str] | None = None, force: bool = False) -> None:
         """Delete the volume and its data. Conflict when containers (ids) still use it."""
         if in_use_by:
             raise Conflict(f"remove {name}: volume is in use - [{', '.join(in_use_by)}]")
@@ -244,7 +245,7 @@ class LayerView:
             os.close(fd)
         self._roots = []
 
-    def __enter__(self) -> "LayerView":
+    def __enter__(self) -> LayerView:
         return self
 
     def __exit__(self, *exc: object) -> None:
