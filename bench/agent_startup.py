@@ -101,7 +101,7 @@ def main() -> int:
         base = Path(tmp)
         for i in range(args.runs):
             root = args.root or base / f"root{i}"
-            for attempt in range(3):
+            for _attempt in range(3):
                 try:
                     rows.append(one_run(args.python, args.repo, base / f"s{i}.sock", root,
                                         base / "agent.log"))
@@ -113,7 +113,7 @@ def main() -> int:
                 raise RuntimeError("the agent was killed from outside three times in a row")
             print(f"run {i + 1}: ping {rows[-1][0] * 1000:.0f} ms, version {rows[-1][1] * 1000:.0f} ms, "
                   f"containers {rows[-1][2] * 1000:.0f} ms", flush=True)
-    med = [statistics.median(col) for col in zip(*rows)]
+    med = [statistics.median(col) for col in zip(*rows, strict=True)]
     print(f"median of {len(rows)}: first /_ping {med[0] * 1000:.0f} ms, /version {med[1] * 1000:.0f} ms, "
           f"/containers/json {med[2] * 1000:.0f} ms")
     return 0

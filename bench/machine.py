@@ -122,7 +122,8 @@ def ensure_guest_can_pull(b: Bench, image: str) -> str:
         "  except OSError: pass\n"
         "while True:\n"
         f" c,_=s.accept();u=socket.create_connection(('10.0.2.2',{port}))\n"
-        " threading.Thread(target=p,args=(c,u),daemon=True).start();threading.Thread(target=p,args=(u,c),daemon=True).start()\n"
+        " threading.Thread(target=p,args=(c,u),daemon=True).start()\n"
+        " threading.Thread(target=p,args=(u,c),daemon=True).start()\n"
     )
     b.dockyard("ssh", "--name", NAME, "--", "sh", "-c", "cat > /tmp/relay.py", stdin=relay)
     b.guest("(setsid python3 /tmp/relay.py > /tmp/relay.log 2>&1 &); "

@@ -64,7 +64,7 @@ def main() -> None:
                 ("none", "none", 0.0, []),
             ):
                 attach_ms, detach_ms = _measure(nm, mode, args.runs, pause, ports)
-                total = [a + d for a, d in zip(attach_ms, detach_ms)]
+                total = [a + d for a, d in zip(attach_ms, detach_ms, strict=True)]
                 print(f"{label:28s} attach {_summary(attach_ms)} | detach {_summary(detach_ms)}"
                       f" | total {_summary(total)}")
         finally:

@@ -27,10 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.dockerd import Dockerd  # noqa: E402
-from tests.support.agent import start_agent  # noqa: E402
-from tests.support.registry import start_registry  # noqa: E402
-from tests.support.test_images import push_test_images  # noqa: E402
+from tests.support.agent import start_agent  # noqa: E402 - needs REPO on sys.path first
+from tests.support.dockerd import Dockerd  # noqa: E402 - needs REPO on sys.path first
+from tests.support.registry import start_registry  # noqa: E402 - needs REPO on sys.path first
+from tests.support.test_images import push_test_images  # noqa: E402 - needs REPO on sys.path first
 
 CACHE_DIR = Path(os.environ.get("DOCKYARD_TEST_CACHE", Path.home() / ".cache" / "dockyard-tests"))
 

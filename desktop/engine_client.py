@@ -15,14 +15,14 @@ if TYPE_CHECKING:
     import docker
 
 
-def client_for_socket(socket_path: Path, timeout: float = 60.0) -> "docker.DockerClient":
+def client_for_socket(socket_path: Path, timeout: float = 60.0) -> docker.DockerClient:
     """docker-py on the engine behind `socket_path` (imports docker-py on first use)."""
     import docker
 
     return docker.DockerClient(base_url=f"unix://{socket_path}", timeout=int(timeout))
 
 
-def machine_client(name: str = "default", timeout: float = 60.0) -> "docker.DockerClient":
+def machine_client(name: str = "default", timeout: float = 60.0) -> docker.DockerClient:
     """docker-py on machine `name` of the current Dockyard home (it must be running)."""
     from desktop.machine.instance import Machine
 

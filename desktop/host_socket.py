@@ -16,13 +16,14 @@ reconnect) is never handed out.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import paramiko
 
@@ -46,7 +47,7 @@ class ChannelPipe:
     """
 
     def __init__(self, client: socket.socket, chan: paramiko.Channel,
-                 on_done: Callable[["ChannelPipe"], None] = lambda pipe: None) -> None:
+                 on_done: Callable[[ChannelPipe], None] = lambda pipe: None) -> None:
         self.client = client
         self.chan = chan
         self._on_done = on_done
@@ -261,7 +262,7 @@ class HostSocket:
     @staticmethod
     def _answer_unavailable(client: socket.socket, reason: str) -> None:
         """Tell the Docker client why, instead of a bare connection reset."""
-        body = ('{"message":"Dockyard engine unavailable: %s"}' % reason.replace('"', "'")).encode()
+        body = json.dumps({"message": f"Dockyard engine unavailable: {reason}"}, separators=(",", ":")).encode()
         try:
             client.settimeout(2)
             client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"

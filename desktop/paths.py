@@ -125,7 +125,7 @@ class MachinePaths:
     run_root: Path
 
     @classmethod
-    def of(cls, name: str) -> "MachinePaths":
+    def of(cls, name: str) -> MachinePaths:
         return cls(name, home_dir(), machine_config_path(name), machine_data_dir(name), runtime_dir() / name)
 
     @property

@@ -18,9 +18,10 @@ own variables are not Dockyard settings and are not here.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from runtime.errors import InvalidArgument
 
@@ -37,7 +38,7 @@ def _seconds(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("a number of seconds greater than 0")
     try:
-        seconds = float(value)  # type: ignore[arg-type]
+        seconds = float(value)  # type: ignore[arg-type]  # float() refuses what it cannot read
     except (TypeError, ValueError):
         raise ValueError("a number of seconds greater than 0") from None
     if not seconds > 0 or seconds == float("inf"):

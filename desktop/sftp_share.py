@@ -18,6 +18,7 @@ import shlex
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import paramiko
 from paramiko.sftp import SFTP_OK
@@ -62,14 +63,17 @@ class _LocalHandle(SFTPHandle):
 
 def _apply_attrs(target, attr: SFTPAttributes) -> None:
     """Apply the attributes an SFTP client sent; `target` is a path or an fd."""
-    if attr._flags & attr.FLAG_PERMISSIONS:
-        os.chmod(target, attr.st_mode & 0o7777)
-    if attr._flags & attr.FLAG_UIDGID:
-        os.chown(target, attr.st_uid, attr.st_gid)
-    if attr._flags & attr.FLAG_AMTIME:
-        os.utime(target, (attr.st_atime, attr.st_mtime))
-    if attr._flags & attr.FLAG_SIZE:
-        os.truncate(target, attr.st_size)
+    # paramiko fills a field exactly when the client sent its flag, so the casts
+    # below only drop the None its stubs allow.
+    flags: int = attr._flags  # type: ignore[attr-defined]  # not in types-paramiko
+    if flags & attr.FLAG_PERMISSIONS:
+        os.chmod(target, cast(int, attr.st_mode) & 0o7777)
+    if flags & attr.FLAG_UIDGID:
+        os.chown(target, cast(int, attr.st_uid), cast(int, attr.st_gid))
+    if flags & attr.FLAG_AMTIME:
+        os.utime(target, (cast(int, attr.st_atime), cast(int, attr.st_mtime)))
+    if flags & attr.FLAG_SIZE:
+        os.truncate(target, cast(int, attr.st_size))
 
 
 class HostFolderSftp(SFTPServerInterface):

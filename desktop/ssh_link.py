@@ -22,8 +22,9 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any
 
 import paramiko
 from paramiko.common import cMSG_CHANNEL_OPEN
@@ -423,10 +424,12 @@ def open_streamlocal_channel(t: paramiko.Transport, path: str, timeout: float | 
     if not t.is_active():
         raise SSHException("SSH session not active")
     timeout = t.channel_timeout if timeout is None else timeout
+    # The private half of paramiko used below has no type stubs; `tp` and `cp` say so.
+    tp: Any = t
     with t.lock:
-        window = t._sanitize_window_size(None)
-        packet = t._sanitize_packet_size(None)
-        chanid = t._next_channel()
+        window = tp._sanitize_window_size(None)
+        packet = tp._sanitize_packet_size(None)
+        chanid = tp._next_channel()
         m = Message()
         m.add_byte(cMSG_CHANNEL_OPEN)
         m.add_string(STREAMLOCAL_KIND)
@@ -437,12 +440,13 @@ def open_streamlocal_channel(t: paramiko.Transport, path: str, timeout: float | 
         m.add_string("")
         m.add_int(0)
         chan = paramiko.Channel(chanid)
-        t._channels.put(chanid, chan)
+        cp: Any = chan
+        tp._channels.put(chanid, chan)
         t.channel_events[chanid] = event = threading.Event()
         t.channels_seen[chanid] = True
-        chan._set_transport(t)
-        chan._set_window(window, packet)
-    t._send_user_message(m)
+        cp._set_transport(t)
+        cp._set_window(window, packet)
+    tp._send_user_message(m)
     deadline = time.monotonic() + timeout
     # The transport's reader thread sets `event` on open success or failure.
     while not event.wait(0.1):
@@ -450,7 +454,7 @@ def open_streamlocal_channel(t: paramiko.Transport, path: str, timeout: float | 
             raise t.get_exception() or SSHException("SSH session ended while opening a channel")
         if time.monotonic() > deadline:
             raise SSHException(f"timeout opening a channel to {path}")
-    chan = t._channels.get(chanid)
+    chan = tp._channels.get(chanid)
     if chan is not None:
         return chan
     raise t.get_exception() or SSHException(f"unable to open a channel to {path}")

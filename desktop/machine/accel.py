@@ -99,7 +99,7 @@ def probe_windows() -> AccelChoice:
     try:
         import ctypes
 
-        ctypes.WinDLL("WinHvPlatform.dll")  # type: ignore[attr-defined]
+        ctypes.WinDLL("WinHvPlatform.dll")  # type: ignore[attr-defined]  # exists on Windows only
     except (OSError, AttributeError) as err:
         return AccelChoice("tcg", f"Windows Hypervisor Platform unavailable: {err}")
     return AccelChoice("whpx", "WinHvPlatform.dll loads (Windows Hypervisor Platform enabled)")

@@ -29,7 +29,7 @@ def minimal_firmware() -> Path | None:
     return next((p for p in QBOOT_PATHS if p.is_file()), None)
 
 
-class VmState(str, enum.Enum):
+class VmState(enum.StrEnum):
     """Coarse VM state as seen by the host."""
 
     RUNNING = "running"
@@ -139,7 +139,7 @@ class Backend(ABC):
     def ssh_port(self) -> int:
         """Host port forwarded to the guest's sshd."""
 
-    def retire_legacy(self, legacy_name: str, data_disk: Path) -> None:
+    def retire_legacy(self, legacy_name: str, data_disk: Path) -> None:  # noqa: B027 - optional hook, no-op by default
         """Forget this machine's VM as an older Dockyard named it (before names carried the
         home's tag), recognised by its data disk; refuse while it runs. Nothing by default."""
 

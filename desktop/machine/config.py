@@ -72,7 +72,7 @@ class MachineConfig:
     libvirt_uri: str | None = None
     version: int = CONFIG_VERSION
 
-    def validate(self) -> "MachineConfig":
+    def validate(self) -> MachineConfig:
         """Raise InvalidArgument with a user-facing message for any impossible value."""
         validate_name(self.name)
         if self.backend not in BACKENDS:
@@ -101,7 +101,7 @@ class MachineConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "MachineConfig":
+    def from_json(cls, data: dict[str, Any]) -> MachineConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["shares"] = [Share(**s) for s in values.get("shares", [])]
@@ -154,7 +154,7 @@ class MachineState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> "MachineState":
+    def from_json(cls, data: dict[str, Any] | None) -> MachineState:
         if not data:
             return cls()
         known = {f.name for f in dataclasses.fields(cls)}

@@ -21,16 +21,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 from desktop import paths, settings
 from desktop.http_over_channel import ping
 from desktop.machine import ssh_keys
-from desktop.machine.backend import (HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState,
-                                     minimal_firmware)
+from desktop.machine.backend import HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState, minimal_firmware
 from desktop.machine.config import MachineConfig, MachineState, save_config, save_state
 from desktop.machine.instance import SUPERVISOR_MODULE, Machine
 from desktop.machine.processes import pid_alive, wait_until
@@ -372,8 +372,9 @@ class MachineManager(Machine):
             "shares": [s.host_path for s in config.shares],
             "console_log": str(self.console_log),
         }
-        if getattr(backend, "uri", None):
-            info["libvirt_uri"] = backend.uri  # type: ignore[attr-defined]
+        uri = getattr(backend, "uri", None)   # libvirt backends only
+        if uri:
+            info["libvirt_uri"] = uri
         if vm_state is VmState.RUNNING:
             sup = self.supervisor_pid()
             reason = ping(self.host_socket, timeout=10) if sup else "supervisor not running"

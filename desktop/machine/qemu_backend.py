@@ -153,8 +153,7 @@ class QemuBackend(Backend):
             return
         for stale in (self.pidfile, self.qmp_socket):
             stale.unlink(missing_ok=True)
-        log_file = open(self.run_dir / "qemu.log", "ab")
-        try:
+        with open(self.run_dir / "qemu.log", "ab") as log_file:
             for argv in launch["virtiofsd"]:
                 sock = Path(argv[1].split("=", 1)[1])
                 sock.unlink(missing_ok=True)
@@ -173,8 +172,6 @@ class QemuBackend(Backend):
                 subprocess.Popen(launch["argv"], stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                  creationflags=flags)
                 _wait_for(self.pidfile.exists, 30, "the QEMU pidfile")
-        finally:
-            log_file.close()
 
     def stop(self) -> None:
         try:

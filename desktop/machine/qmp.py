@@ -59,7 +59,7 @@ class QmpClient:
         finally:
             self._sock.close()
 
-    def __enter__(self) -> "QmpClient":
+    def __enter__(self) -> QmpClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,9 +16,10 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from runtime.errors import RuntimeFailure
 
@@ -71,7 +72,7 @@ class ReadyChannel:
         self._buf = b""
 
     @classmethod
-    def connect(cls, path: Path) -> "ReadyChannel":
+    def connect(cls, path: Path) -> ReadyChannel:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(str(path))
@@ -81,7 +82,7 @@ class ReadyChannel:
         return cls(sock)
 
     @classmethod
-    def from_fd(cls, fd: int) -> "ReadyChannel":
+    def from_fd(cls, fd: int) -> ReadyChannel:
         return cls(socket.socket(fileno=fd))
 
     def _readline(self, deadline: float | None) -> bytes:

@@ -61,8 +61,8 @@ class Supervisor:
         state = self.machine.state()
         # paramiko & co. take ~0.1 s to import: do it while the guest boots, not
         # once it is ready.
-        import desktop.host_socket  # noqa: F401
-        import desktop.ssh_link  # noqa: F401
+        import desktop.host_socket  # noqa: F401 - imported for the time it takes, see above
+        import desktop.ssh_link  # noqa: F401 - imported for the time it takes, see above
 
         if ready_fd is not None:
             self.ready_channel = ReadyChannel.from_fd(ready_fd)

@@ -16,9 +16,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # The docker CLI on PATH (Debian's docker.io puts it at /usr/bin/docker; the set-up installs it).
 DOCKER_CLI = os.environ.get("DOCKYARD_TEST_DOCKER") or shutil.which("docker") or "docker"
@@ -127,7 +128,7 @@ class RunningAgent:
                 self.process.kill()
                 self.process.wait()
                 raise AssertionError(f"agent did not exit within {timeout}s of SIGTERM\n"
-                                     f"{self.log_text()[-4000:]}")
+                                     f"{self.log_text()[-4000:]}") from None
         code = self.process.returncode
         if code != 0:
             raise AssertionError(f"agent exited with {code}\n{self.log_text()[-4000:]}")
@@ -168,14 +169,11 @@ def start_agent(socket: Path, root: Path, extra_args: Sequence[str] = (),
     docker_config = base / f"docker-config-{root.name}"
     docker_config.mkdir(exist_ok=True)
     (docker_config / "config.json").write_text(json.dumps({"auths": {}}))
-    log_file = open(log_path, "ab")
-    try:
+    with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             [_agent_executable(), "serve", "--socket", str(socket), "--root", str(root),
              "--log-level", log_level, *extra_args],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    finally:
-        log_file.close()
     wait_for_ping(socket, process, log_path)
     return RunningAgent(process=process, socket=socket, root=root, log_path=log_path,
                         docker_config=docker_config)

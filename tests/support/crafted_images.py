@@ -22,9 +22,10 @@ import http.client
 import io
 import json
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from tests.support.test_images import PATH_ENV, Entry, busybox_entries
@@ -182,7 +183,7 @@ class CraftedRegistry:
             "config": {"mediaType": DOCKER_CONFIG, "size": len(config_bytes),
                        "digest": config_digest or real_config_digest},
             "layers": [{"mediaType": DOCKER_LAYER_GZIP, "size": len(b), "digest": d}
-                       for b, d in zip(blobs, digests)],
+                       for b, d in zip(blobs, digests, strict=True)],
         }
         manifest_digest = self.put_manifest(name, "latest", json.dumps(manifest).encode())
         return PushedImage(ref=f"{self.registry.host}/{name}:latest",

@@ -11,8 +11,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tests.support.agent import DOCKER_CLI
 
@@ -43,7 +43,7 @@ class Dockerd:
         self.socket = self.base / "dockerd.sock"
         self.host = f"unix://{self.socket}"
         self.log_path = self.base / "dockerd.log"
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - open while dockerd runs; stop() closes it
         self.proc = subprocess.Popen(
             [ensure_dockerd(), "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
              "--host", self.host, "--pidfile", str(self.base / "dockerd.pid"), *extra_args],

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import paramiko
+
 from tests.support import qemu_boot
 
 IMAGE_CACHE = Path(os.environ.get("DOCKYARD_TEST_CACHE",

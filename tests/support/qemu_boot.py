@@ -29,9 +29,10 @@ VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")  # QEMU's own; bookworm has no virti
 def start_virtiofsd(source: Path, sock: Path, log: Path, timeout: float = 10.0) -> subprocess.Popen:
     """One virtiofsd serving `source` on `sock`; returns once the socket exists."""
     sock.unlink(missing_ok=True)
-    proc = subprocess.Popen([str(VIRTIOFSD), f"--socket-path={sock}", "-o", f"source={source}",
-                             "-o", "cache=auto", "-o", "sandbox=chroot"],
-                            stdin=subprocess.DEVNULL, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    with open(log, "wb") as log_file:   # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([str(VIRTIOFSD), f"--socket-path={sock}", "-o", f"source={source}",
+                                 "-o", "cache=auto", "-o", "sandbox=chroot"],
+                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     # virtiofsd has no readiness notification: poll for its socket, with a deadline.
     while not sock.exists():
@@ -81,7 +82,7 @@ class BootedGuest:
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"cannot connect to {self.channel_path}")
+                    raise RuntimeError(f"cannot connect to {self.channel_path}") from None
                 time.sleep(0.01)  # QEMU creates the socket during start-up; poll with a deadline
 
     def qmp(self, command: str, timeout: float = 30.0) -> dict:
@@ -110,7 +111,7 @@ class BootedGuest:
             self.channel.settimeout(remaining)
             try:
                 chunk = self.channel.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not chunk:
                 raise EOFError(f"ready channel closed (QEMU exited?); console:\n{self.console_tail()}")
@@ -209,21 +210,21 @@ def boot(kernel: Path, initrd: Path, rootfs: Path, data_disk: Path, cmdline: str
         else:
             cmd += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,id=fs{index}"]
     started_at = time.monotonic()
-    process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(workdir / "qemu.log", "wb"),
-                               stderr=subprocess.STDOUT)
+    with open(workdir / "qemu.log", "wb") as log_file:   # the child keeps its own copy
+        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
     if listener is None:
         return BootedGuest(process=process, channel=None, helpers=helpers, channel_path=channel_path,
                            ssh_port=ssh_port, console_log=console_log, started_at=started_at)
     listener.settimeout(accept_timeout)
     try:
         channel, _ = listener.accept()
-    except socket.timeout:
+    except TimeoutError:
         process.kill()
         process.wait()
         for helper in helpers:
             helper.kill()
             helper.wait()
-        raise RuntimeError(f"QEMU did not connect the ready channel: {(workdir / 'qemu.log').read_text()}")
+        raise RuntimeError(f"QEMU did not connect the ready channel: {(workdir / 'qemu.log').read_text()}") from None
     finally:
         listener.close()
     return BootedGuest(process=process, channel=channel, helpers=helpers, channel_path=channel_path,

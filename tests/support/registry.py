@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
 from tests.support.processes import free_port, stop_process
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def _make_signing_cert(workdir: Path) -> tuple[bytes, bytes, Path]:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dockyard test token issuer")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
@@ -183,7 +184,7 @@ class RunningRegistry:
         if self.token_server is not None:
             self.token_server.stop()
 
-    def __enter__(self) -> "RunningRegistry":
+    def __enter__(self) -> RunningRegistry:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -299,10 +300,10 @@ class FaultyProxy:
             def log_message(self, fmt: str, *args: object) -> None:
                 log.debug("proxy: " + fmt, *args)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:  # noqa: N802 (http.server naming)
                 self._forward(send_body=False)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
                 self._forward(send_body=True)
 
             def _forward(self, send_body: bool) -> None:
@@ -359,7 +360,7 @@ class FaultyProxy:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> "FaultyProxy":
+    def __enter__(self) -> FaultyProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:

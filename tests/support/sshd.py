@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from tests.support.processes import free_port, stop_process
 
 SSHD = "/usr/sbin/sshd"
@@ -118,12 +119,13 @@ LogLevel VERBOSE
     )
     subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
     log = base / "sshd.log"
-    proc = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(log, "wb"),
-        start_new_session=True,
-    )
+    with open(log, "wb") as log_file:   # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=True,
+        )
     running = RunningSshd("127.0.0.1", port, host_line, client_key, config, log, proc)
     deadline = time.monotonic() + timeout
     while True:

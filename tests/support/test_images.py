@@ -34,9 +34,9 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -267,21 +267,21 @@ def _build_debian(out: Path) -> None:
         def writable(self) -> bool:
             return True
 
-        def write(self, b: bytes) -> int:  # type: ignore[override]
+        def write(self, b: bytes) -> int:  # type: ignore[override]  # tarfile writes only bytes
             diff.update(b)
             return self.inner.write(b)
 
-    with open(gz_path, "wb") as raw_out, \
-            gzip.GzipFile(fileobj=raw_out, mode="wb", compresslevel=6, mtime=0) as gz, \
-            tarfile.open(raw_tar) as src:
-        with tarfile.open(fileobj=HashingWriter(gz), mode="w|", format=tarfile.PAX_FORMAT) as dst:
-            for member in src:
-                if member.ischr() or member.isblk():
-                    continue
-                member.name = member.name.removeprefix("./")
-                if not member.name or member.name == ".":
-                    continue
-                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    with (open(gz_path, "wb") as raw_out,
+          gzip.GzipFile(fileobj=raw_out, mode="wb", compresslevel=6, mtime=0) as gz,
+          tarfile.open(raw_tar) as src,
+          tarfile.open(fileobj=HashingWriter(gz), mode="w|", format=tarfile.PAX_FORMAT) as dst):
+        for member in src:
+            if member.ischr() or member.isblk():
+                continue
+            member.name = member.name.removeprefix("./")
+            if not member.name or member.name == ".":
+                continue
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
     raw_tar.unlink()
     digest, size = w.blob_file(gz_path)
     desc = w.image([(digest, size, "sha256:" + diff.hexdigest())], ["bash"],

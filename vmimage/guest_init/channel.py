@@ -12,7 +12,6 @@ import time
 
 from .logsetup import log
 
-
 PORT_NAME = "org.dockyard.guest.0"
 HOST_RETRY_S = 0.5
 SYSFS_PORTS = "/sys/class/virtio-ports"

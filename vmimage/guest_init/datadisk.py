@@ -8,7 +8,6 @@ from . import spawn, syscalls
 from .layout import DATA_MOUNT
 from .logsetup import log
 
-
 DATA_DEVICE = "/dev/vdb"
 EXT_MAGIC_OFFSET = 1080
 EXT_MAGIC = b"\x53\xef"

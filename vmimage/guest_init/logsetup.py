@@ -18,6 +18,7 @@ def _configure():
     logger = logging.getLogger("dockyard-init")
     if not logger.handlers:
         logger.setLevel(logging.DEBUG)
+        to_file: logging.Handler
         try:
             to_file = logging.FileHandler(LOG_FILE)
         except OSError:

@@ -17,8 +17,7 @@ import time
 
 from . import channel, datadisk, powerbutton, shares, spawn, sshkeys, syscalls
 from .bootopts import BootOptions, parse_cmdline
-from .layout import (AGENT_ARGV, AGENT_LOG, AGENT_SOCKET, ENGINE_ROOT, RUN_DIR, SSHD_ARGV,
-                     SSHD_LOG, agent_env)
+from .layout import AGENT_ARGV, AGENT_LOG, AGENT_SOCKET, ENGINE_ROOT, RUN_DIR, SSHD_ARGV, SSHD_LOG, agent_env
 from .logsetup import log
 from .services import Service, cap_log, now, tcp_listening, unix_listening
 

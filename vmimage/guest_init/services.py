@@ -8,7 +8,6 @@ import time
 from . import spawn
 from .logsetup import log
 
-
 # A service that ran this long before dying is considered healthy again.
 HEALTHY_AFTER_S = 30.0
 MAX_BACKOFF_S = 10.0
@@ -64,16 +63,18 @@ class Service:
         self.pid = None
         if ran >= HEALTHY_AFTER_S:
             self.failures = 0
-        self._schedule_restart()
+        restart_at = self._schedule_restart()
         log.warning("%s exited with %d after %.1fs; restart in %.1fs",
-                    self.name, code, ran, self.restart_at - now())
+                    self.name, code, ran, restart_at - now())
         return code
 
-    def _schedule_restart(self) -> None:
+    def _schedule_restart(self) -> float:
+        """Set and return the time of the next start."""
         delay = 0.0 if self.failures == 0 else min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF_S)
         self.failures += 1
         self.restarts += 1
         self.restart_at = now() + delay
+        return self.restart_at
 
     def log_tail(self, limit: int = 2000) -> str:
         """The end of the service's log, for the agent-exited event."""
