@@ -16,7 +16,7 @@ APT_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
 ENGINE_SOCKET ?= /run/dockyard/docker.sock
 ENGINE_ROOT ?= /var/lib/dockyard
 
-.PHONY: run run-native test deps venv clean-venv
+.PHONY: run run-native test lint deps venv clean-venv
 
 # Builds the guest image if missing, creates the default machine once, boots it
 # (a no-op when it runs) and prints the DOCKER_HOST line to use.
@@ -31,8 +31,14 @@ run-native: deps venv
 	@echo "Dockyard engine (native): export DOCKER_HOST=unix://$(ENGINE_SOCKET)"
 	$(VENV)/bin/dockyard-agent serve --socket $(ENGINE_SOCKET) --root $(ENGINE_ROOT)
 
-test: deps venv
+test: deps venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Lint, import order and types (configured in pyproject.toml): a second or two,
+# mypy's cache (.mypy_cache/) makes the runs after the first incremental.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 deps: $(STAMPS)/apt
 
