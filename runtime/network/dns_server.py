@@ -64,22 +64,24 @@ _UDP_BURST = 64  # datagrams read from one socket per wake-up, so no container s
 
 @dataclass(frozen=True)
 class Upstream:
-    """An upstream nameserver; loopback ones are reached from the agent's namespace."""
+    """An upstream nameserver, asked from the agent's namespace (`from_host`) or the container's."""
 
     address: str
     port: int = DNS_PORT
-
-    @property
-    def from_host(self) -> bool:
-        return ipaddress.ip_address(self.address).is_loopback
+    from_host: bool = False
 
     @property
     def family(self) -> int:
         return socket.AF_INET6 if ipaddress.ip_address(self.address).version == 6 else socket.AF_INET
 
     @classmethod
-    def parse(cls, text: str) -> "Upstream":
-        """"1.2.3.4", "1.2.3.4:5353", "::1" or "[::1]:5353"."""
+    def parse(cls, text: str, *, engine_side: bool = False) -> "Upstream":
+        """"1.2.3.4", "1.2.3.4:5353", "::1" or "[::1]:5353".
+
+        The engine's own loopback nameservers (`engine_side`) are asked from the
+        agent's namespace, where they listen; a container's `--dns 127.0.0.1` means
+        a server inside the container, as in Docker.
+        """
         text = text.strip()
         address, port = text, DNS_PORT
         if text.startswith("["):
@@ -95,7 +97,7 @@ class Upstream:
             raise InvalidArgument(f"{text!r} is not an IP address of a DNS server") from None
         if not 0 < port < 65536:
             raise InvalidArgument(f"invalid port in DNS server {text!r}")
-        return cls(str(parsed), port)
+        return cls(str(parsed), port, engine_side and parsed.is_loopback)
 
 
 def upstreams_from_resolv_conf(text: str) -> list[Upstream]:
@@ -105,10 +107,57 @@ def upstreams_from_resolv_conf(text: str) -> list[Upstream]:
         fields = line.split()
         if len(fields) >= 2 and fields[0] == "nameserver":
             try:
-                found.append(Upstream.parse(fields[1]))
+                found.append(Upstream.parse(fields[1], engine_side=True))
             except InvalidArgument:
                 log.warning("ignoring nameserver %r in resolv.conf", fields[1])
     return found or [Upstream(addr) for addr in FALLBACK_UPSTREAMS]
+
+
+@dataclass(frozen=True)
+class ContainerDns:
+    """A container's `--dns`, `--dns-search` and `--dns-option` on a user network.
+
+    The container's resolv.conf names only 127.0.0.11; its `--dns` servers become
+    the embedded server's upstreams for it. Search domains and options come from
+    the user, else from the engine's resolv.conf, and `ndots:0` is added unless
+    the user chose an ndots (dockerd 20.10 writes exactly this).
+    """
+
+    servers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for server in self.servers:
+            Upstream.parse(server)  # refuse a bad address at create, not at the first query
+
+    @property
+    def ndots_set(self) -> bool:
+        return any(option.startswith("ndots:") for option in self.options)
+
+    @property
+    def upstreams(self) -> list[str] | None:
+        """For `DnsServer.attach()`: the user's servers, None for the engine's."""
+        return list(self.servers) or None
+
+    def resolv_conf(self, engine_resolv_conf: str) -> str:
+        """The container's /etc/resolv.conf."""
+        host_search: list[str] = []
+        host_options: list[str] = []
+        for line in engine_resolv_conf.splitlines():
+            fields = line.split()
+            if fields and fields[0] in ("search", "domain"):
+                host_search = fields[1:]  # the last search/domain line wins, as in glibc
+            elif fields and fields[0] == "options":
+                host_options += fields[1:]
+        search = [d for d in (self.search or host_search) if d != "."]
+        options = list(self.options) if self.options else [o for o in host_options if not o.startswith("ndots:")]
+        if not self.ndots_set:
+            options.append("ndots:0")  # container names first, before any search domain
+        lines = [f"search {' '.join(search)}"] if search else []
+        lines.append(f"nameserver {LISTEN_ADDRESS}")
+        lines.append(f"options {' '.join(options)}")
+        return "\n".join(lines) + "\n"
 
 
 @dataclass(eq=False)
@@ -158,7 +207,7 @@ class DnsServer:
                 text = ""
             self.default_upstreams = upstreams_from_resolv_conf(text)
         else:
-            self.default_upstreams = [Upstream.parse(u) for u in upstreams]
+            self.default_upstreams = [Upstream.parse(u, engine_side=True) for u in upstreams]
         self._attachments: dict[str, _Attachment] = {}
         self._lock = threading.Lock()
         self._forwards = threading.BoundedSemaphore(MAX_CONCURRENT_FORWARDS)

@@ -24,7 +24,7 @@ import pytest
 
 from runtime.linux.netns import run_in_netns
 from runtime.network import dns_message as msg
-from runtime.network.dns_server import DnsServer, Upstream, upstreams_from_resolv_conf
+from runtime.network.dns_server import ContainerDns, DnsServer, Upstream, upstreams_from_resolv_conf
 
 NETNS_DIR = Path("/run/netns")
 IP = ipaddress.ip_address
@@ -376,6 +376,20 @@ def test_per_container_upstreams_are_asked_from_its_namespace(directory, netns_f
         inside.close()
 
 
+def test_per_container_loopback_upstream_is_inside_the_container(directory, netns_factory, upstream) -> None:
+    """`--dns 127.0.0.1` names a server in the container itself, not the engine's loopback."""
+    ns = netns_factory()
+    inside = FakeUpstream("127.0.0.1", netns=ns)
+    srv = DnsServer(directory.lookup, [upstream.address], timeout=2.0)
+    try:
+        srv.attach("web", ns.path, upstreams=[inside.address])
+        assert addresses(ns.ask(make_query("outside.example"))) == ["203.0.113.7"]
+        assert inside.queries == [("udp", "outside.example")] and upstream.queries == []
+    finally:
+        srv.close()
+        inside.close()
+
+
 def test_ndots_option_keeps_single_labels_local(directory, netns_factory, upstream) -> None:
     ns = netns_factory()
     srv = DnsServer(directory.lookup, [upstream.address], timeout=2.0)
@@ -485,7 +499,44 @@ def test_close_detaches_everything(directory: Directory, netns_factory, upstream
 
 def test_upstreams_from_resolv_conf() -> None:
     text = "search example.org\nnameserver 10.0.2.3\nnameserver ::1\nnameserver bogus\n"
-    assert upstreams_from_resolv_conf(text) == [Upstream("10.0.2.3"), Upstream("::1")]
+    # The engine's loopback resolver is asked from the agent's namespace, where it listens.
+    assert upstreams_from_resolv_conf(text) == [Upstream("10.0.2.3"), Upstream("::1", 53, from_host=True)]
     assert upstreams_from_resolv_conf("") == [Upstream("8.8.8.8"), Upstream("8.8.4.4")]
     assert Upstream.parse("[::1]:5353") == Upstream("::1", 5353)
-    assert Upstream.parse("127.0.0.1:5300").from_host and not Upstream.parse("10.0.2.3").from_host
+    assert Upstream.parse("127.0.0.1:5300", engine_side=True).from_host
+    assert not Upstream.parse("127.0.0.1:5300").from_host and not Upstream.parse("10.0.2.3").from_host
+
+
+@pytest.mark.parametrize("options", [
+    [],
+    ["--dns", "1.2.3.4", "--dns", "9.9.9.9"],
+    ["--dns-search", "foo.com", "--dns-search", "bar.org"],
+    ["--dns-option", "ndots:2", "--dns-option", "timeout:3"],
+    ["--dns-option", "timeout:3"],
+    ["--dns", "9.9.9.9", "--dns-search", "x.y", "--dns-option", "ndots:1"],
+    ["--dns-search", "."],
+])
+def test_resolv_conf_on_a_user_network_matches_dockerd(dockerd, test_images, options: list[str]) -> None:
+    image = test_images["busybox"]
+    assert dockerd.docker("pull", "-q", image).returncode == 0
+    network = f"dns-{uuid.uuid4().hex[:8]}"
+    assert dockerd.docker("network", "create", network).returncode == 0
+    try:
+        theirs = dockerd.docker("run", "--rm", "--network", network, *options, image, "cat", "/etc/resolv.conf")
+    finally:
+        dockerd.docker("network", "rm", network)
+    assert theirs.returncode == 0, theirs.stderr
+    given: dict[str, list[str]] = {"--dns": [], "--dns-search": [], "--dns-option": []}
+    for flag, value in zip(options[::2], options[1::2]):
+        given[flag].append(value)
+    ours = ContainerDns(tuple(given["--dns"]), tuple(given["--dns-search"]), tuple(given["--dns-option"]))
+    assert ours.resolv_conf(Path("/etc/resolv.conf").read_text()) == theirs.stdout
+    assert ours.upstreams == (given["--dns"] or None)
+    assert ours.ndots_set == any(o.startswith("ndots:") for o in given["--dns-option"])
+
+
+def test_resolv_conf_inherits_the_engines_search_and_options() -> None:
+    engine = "search corp.example\nnameserver 10.0.2.3\noptions ndots:3 edns0\n"
+    assert ContainerDns().resolv_conf(engine) == "search corp.example\nnameserver 127.0.0.11\noptions edns0 ndots:0\n"
+    with pytest.raises(Exception, match="not an IP address"):
+        ContainerDns(servers=("dns.example",))
