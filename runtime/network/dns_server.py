@@ -60,6 +60,7 @@ FALLBACK_UPSTREAMS = ("8.8.8.8", "8.8.4.4")  # Docker's default when the host na
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 _IP_FREEBIND = 15  # bind 127.0.0.11 even before the container's loopback is up
 _UDP_BURST = 64  # datagrams read from one socket per wake-up, so no container starves the others
+_MAX_OUTBOUND = 4 * (msg.MAX_MESSAGE + 2)
 
 
 @dataclass(frozen=True)
@@ -162,15 +163,18 @@ class ContainerDns:
 
 @dataclass(eq=False)
 class _TcpConnection:
+    """A client's TCP connection: length-prefixed messages in, replies queued out."""
+
     sock: socket.socket
-    buffer: bytearray = field(default_factory=bytearray)
+    inbound: bytearray = field(default_factory=bytearray)
+    outbound: bytearray = field(default_factory=bytearray)
     last_active: float = field(default_factory=time.monotonic)
-    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
 
 
 @dataclass(eq=False)
 class _Attachment:
-    """One container's listening sockets and resolver settings."""
+    """One container's listening sockets and resolver settings (touched by the loop thread only)."""
 
     key: str
     netns_fd: int
@@ -179,6 +183,11 @@ class _Attachment:
     upstreams: list[Upstream]
     ndots_set: bool
     connections: set[_TcpConnection] = field(default_factory=set)
+    closed: bool = False
+
+    @property
+    def forwards_from_container(self) -> bool:
+        return any(not upstream.from_host for upstream in self.upstreams)
 
 
 class DnsServer:
@@ -212,6 +221,7 @@ class DnsServer:
         self._lock = threading.Lock()
         self._forwards = threading.BoundedSemaphore(MAX_CONCURRENT_FORWARDS)
         self._commands: queue.SimpleQueue[tuple[str, object, threading.Event]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[Callable[[bytes], None], bytes]] = queue.SimpleQueue()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -296,16 +306,29 @@ class DnsServer:
         return udp, tcp
 
     # ---- the selector loop -----------------------------------------------------------------
+    # Only the loop thread touches the sockets of attachments (forwarding threads hand
+    # their replies over through `_post`): a socket is then never closed under a
+    # thread that is about to use its fd number, which a new socket may already hold.
 
-    def _command(self, verb: str, arg: object) -> None:
-        done = threading.Event()
-        self._commands.put((verb, arg, done))
+    def _wake(self) -> None:
         try:
             self._wake_w.send(b"x")
         except BlockingIOError:
             pass  # the loop already has wake-ups pending
-        if threading.current_thread() is not self._thread and not done.wait(timeout=10):
+        except OSError:
+            pass  # closed: the server has stopped and nobody is left to answer
+
+    def _command(self, verb: str, arg: object) -> None:
+        done = threading.Event()
+        self._commands.put((verb, arg, done))
+        self._wake()
+        if not done.wait(timeout=10):
             raise RuntimeFailure(f"the DNS server did not take the {verb} command")
+
+    def _post(self, send: Callable[[bytes], None], data: bytes) -> None:
+        """Have the loop thread send a reply."""
+        self._outbox.put((send, data))
+        self._wake()
 
     def _run_commands(self) -> bool:
         try:
@@ -313,6 +336,12 @@ class DnsServer:
                 pass
         except BlockingIOError:
             pass
+        while True:
+            try:
+                send, data = self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            send(data)
         running = True
         while True:
             try:
@@ -331,6 +360,7 @@ class DnsServer:
             done.set()
 
     def _close_attachment(self, attachment: _Attachment) -> None:
+        attachment.closed = True
         for conn in list(attachment.connections):
             self._close_connection(attachment, conn)
         for sock in (attachment.udp, attachment.tcp):
@@ -342,6 +372,9 @@ class DnsServer:
         os.close(attachment.netns_fd)
 
     def _close_connection(self, attachment: _Attachment, conn: _TcpConnection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
         attachment.connections.discard(conn)
         try:
             self._selector.unregister(conn.sock)
@@ -353,7 +386,7 @@ class DnsServer:
         last_sweep = time.monotonic()
         running = True
         while running:
-            for key, _ in self._selector.select(timeout=5.0):
+            for key, mask in self._selector.select(timeout=5.0):
                 kind, attachment, conn = key.data
                 try:
                     if kind == "wake":
@@ -363,7 +396,10 @@ class DnsServer:
                     elif kind == "listen":
                         self._accept(attachment)
                     else:
-                        self._read_tcp(attachment, conn)
+                        if mask & selectors.EVENT_READ:
+                            self._read_tcp(attachment, conn)
+                        if mask & selectors.EVENT_WRITE:
+                            self._flush(attachment, conn)
                 except Exception:  # one bad client or lookup must not stop the resolver of every container
                     log.exception("DNS server: error serving %s", attachment.key if attachment else kind)
             now = time.monotonic()
@@ -391,9 +427,11 @@ class DnsServer:
                 continue
 
             def reply(data: bytes, sock: socket.socket = sock, peer: object = peer) -> None:
+                if attachment.closed:
+                    return
                 try:
                     sock.sendto(data, peer)
-                except OSError as err:  # the container went away, or its socket buffer is full
+                except OSError as err:  # a full socket buffer: UDP clients ask again
                     log.debug("DNS server: cannot answer %s: %s", peer, err)
 
             self._handle(attachment, data, False, reply)
@@ -406,17 +444,17 @@ class DnsServer:
         if len(attachment.connections) >= MAX_TCP_CONNECTIONS:
             oldest = min(attachment.connections, key=lambda c: c.last_active)
             self._close_connection(attachment, oldest)
-        # A timeout makes sendall wait for a slow reader instead of failing half-written;
-        # reads only happen when the selector says the socket is readable.
-        sock.settimeout(2.0)
+        sock.setblocking(False)
         conn = _TcpConnection(sock)
         attachment.connections.add(conn)
         self._selector.register(sock, selectors.EVENT_READ, ("tcp", attachment, conn))
 
     def _read_tcp(self, attachment: _Attachment, conn: _TcpConnection) -> None:
+        if conn.closed:
+            return
         try:
             chunk = conn.sock.recv(msg.MAX_MESSAGE + 2)
-        except (BlockingIOError, InterruptedError, socket.timeout):
+        except (BlockingIOError, InterruptedError):
             return
         except OSError:
             chunk = b""
@@ -424,22 +462,42 @@ class DnsServer:
             self._close_connection(attachment, conn)
             return
         conn.last_active = time.monotonic()
-        conn.buffer += chunk
-        while len(conn.buffer) >= 2:
-            (length,) = struct.unpack_from("!H", conn.buffer)
-            if len(conn.buffer) < 2 + length:
+        conn.inbound += chunk
+        while len(conn.inbound) >= 2:
+            (length,) = struct.unpack_from("!H", conn.inbound)
+            if len(conn.inbound) < 2 + length:
                 break
-            data = bytes(conn.buffer[2:2 + length])
-            del conn.buffer[:2 + length]
+            data = bytes(conn.inbound[2:2 + length])
+            del conn.inbound[:2 + length]
 
             def reply(data: bytes, conn: _TcpConnection = conn) -> None:
-                try:
-                    with conn.write_lock:
-                        conn.sock.sendall(struct.pack("!H", len(data)) + data)
-                except OSError as err:
-                    log.debug("DNS server: cannot answer over TCP: %s", err)
+                if conn.closed:
+                    return
+                conn.outbound += struct.pack("!H", len(data)) + data
+                self._flush(attachment, conn)
 
             self._handle(attachment, data, True, reply)
+
+    def _flush(self, attachment: _Attachment, conn: _TcpConnection) -> None:
+        """Send what the socket takes now; the rest waits for the socket to become writable."""
+        if conn.closed:
+            return
+        try:
+            sent = conn.sock.send(conn.outbound) if conn.outbound else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as err:
+            log.debug("DNS server: cannot answer over TCP in %s: %s", attachment.key, err)
+            self._close_connection(attachment, conn)
+            return
+        del conn.outbound[:sent]
+        if len(conn.outbound) > _MAX_OUTBOUND:
+            # A client that sends queries but never reads the replies.
+            self._close_connection(attachment, conn)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbound else 0)
+        if self._selector.get_key(conn.sock).events != events:
+            self._selector.modify(conn.sock, events, ("tcp", attachment, conn))
 
     # ---- answering ----------------------------------------------------------------------
 
@@ -465,7 +523,9 @@ class DnsServer:
                         MAX_CONCURRENT_FORWARDS, query.qname)
             reply(msg.build_reply(query, rcode=msg.RCODE_SERVFAIL))
             return
-        threading.Thread(target=self._forward, args=(attachment, query, data, tcp, reply),
+        # The thread gets its own fd on the namespace: detach() may close the attachment's meanwhile.
+        netns_fd = os.dup(attachment.netns_fd) if attachment.forwards_from_container else -1
+        threading.Thread(target=self._forward, args=(attachment, netns_fd, query, data, tcp, reply),
                          name="dns-forward", daemon=True).start()
 
     def _known(self, key: str, name: str) -> list[IPAddress] | None:
@@ -505,27 +565,31 @@ class DnsServer:
 
     # ---- forwarding ---------------------------------------------------------------------
 
-    def _forward(self, attachment: _Attachment, query: msg.Query, data: bytes, tcp: bool,
+    def _forward(self, attachment: _Attachment, netns_fd: int, query: msg.Query, data: bytes, tcp: bool,
                  reply: Callable[[bytes], None]) -> None:
         try:
-            reply(self._ask_upstreams(attachment, query, data, tcp))
+            answer = self._ask_upstreams(attachment.upstreams, netns_fd, query, data, tcp)
         except Exception:
             log.exception("DNS server: forwarding %s for %s failed", query.qname, attachment.key)
-            reply(msg.build_reply(query, rcode=msg.RCODE_SERVFAIL))
+            answer = msg.build_reply(query, rcode=msg.RCODE_SERVFAIL)
         finally:
             self._forwards.release()
+            if netns_fd >= 0:
+                os.close(netns_fd)
+        self._post(reply, answer)
 
-    def _ask_upstreams(self, attachment: _Attachment, query: msg.Query, data: bytes, tcp: bool) -> bytes:
+    def _ask_upstreams(self, upstreams: list[Upstream], netns_fd: int, query: msg.Query, data: bytes,
+                       tcp: bool) -> bytes:
         last: bytes | None = None
-        for upstream in attachment.upstreams:
+        for upstream in upstreams:
             try:
-                answer = self._exchange(attachment, upstream, data, tcp)
+                answer = self._exchange(netns_fd, upstream, data, tcp)
                 header = msg.parse_reply_header(answer)
                 if header.truncated and not tcp:
                     # Ask again over TCP; if even that is too big for the client's UDP
                     # buffer, the truncated reply tells it to come back over TCP.
                     try:
-                        full = self._exchange(attachment, upstream, data, True)
+                        full = self._exchange(netns_fd, upstream, data, True)
                         if len(full) <= query.udp_size:
                             answer, header = full, msg.parse_reply_header(full)
                     except (OSError, msg.MalformedMessage) as err:
@@ -540,15 +604,16 @@ class DnsServer:
                 break
         return last if last is not None else msg.build_reply(query, rcode=msg.RCODE_SERVFAIL)
 
-    def _upstream_socket(self, attachment: _Attachment, upstream: Upstream, kind: int) -> socket.socket:
+    @staticmethod
+    def _upstream_socket(netns_fd: int, upstream: Upstream, kind: int) -> socket.socket:
         if upstream.from_host:
             return socket.socket(upstream.family, kind)
-        return run_in_netns(attachment.netns_fd, lambda: socket.socket(upstream.family, kind))
+        return run_in_netns(netns_fd, lambda: socket.socket(upstream.family, kind))
 
-    def _exchange(self, attachment: _Attachment, upstream: Upstream, data: bytes, tcp: bool) -> bytes:
+    def _exchange(self, netns_fd: int, upstream: Upstream, data: bytes, tcp: bool) -> bytes:
         """One query and its reply with one upstream; OSError on timeout or failure."""
         deadline = time.monotonic() + self._timeout
-        with self._upstream_socket(attachment, upstream,
+        with self._upstream_socket(netns_fd, upstream,
                                    socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM) as sock:
             sock.settimeout(self._timeout)
             sock.connect((upstream.address, upstream.port))

@@ -114,13 +114,20 @@ class FakeUpstream:
 
     def __init__(self, address: str = "127.0.0.1", netns: Netns | None = None) -> None:
         def make() -> tuple[socket.socket, socket.socket]:
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            udp.bind((address, 0))
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((address, udp.getsockname()[1]))
-            tcp.listen(8)
-            return udp, tcp
+            for _ in range(50):  # the UDP port the kernel picks may be taken for TCP
+                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                udp.bind((address, 0))
+                tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    tcp.bind((address, udp.getsockname()[1]))
+                except OSError:
+                    udp.close()
+                    tcp.close()
+                    continue
+                tcp.listen(8)
+                return udp, tcp
+            raise AssertionError("no port free for both UDP and TCP")
 
         self._netns = netns
         self.udp, self.tcp = run_in_netns(netns.path, make) if netns else make()
@@ -319,6 +326,24 @@ def test_tcp_query(server: DnsServer, netns_factory) -> None:
             data = recv_exact(sock, struct.unpack("!H", recv_exact(sock, 2))[0])
             replies[struct.unpack_from("!H", data)[0]] = addresses(data)
     assert replies == {1: ["172.30.0.3"], 2: ["172.30.0.7"]}
+
+
+def test_tcp_pipelined_queries_read_late_all_answered(server: DnsServer, netns_factory) -> None:
+    """2,500 queries sent before any reply is read; others are answered meanwhile."""
+    ns = netns_factory()
+    server.attach("web", ns.path)
+    count = 2500
+    with ns.socket(socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.11", 53))
+        query = make_query("cache")
+        sock.sendall((struct.pack("!H", len(query)) + query) * count)
+        assert addresses(ns.ask(make_query("db"))) == ["172.30.0.3"]
+        got = 0
+        for _ in range(count):
+            data = recv_exact(sock, struct.unpack("!H", recv_exact(sock, 2))[0])
+            got += len(addresses(data)) == 3
+    assert got == count
 
 
 # ---- forwarding ------------------------------------------------------------------------------
