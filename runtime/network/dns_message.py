@@ -115,7 +115,7 @@ def _edns_udp_size(data: bytes, offset: int, counts: tuple[int, int, int]) -> in
             rtype, rclass, _, rdlength = struct.unpack_from("!HHIH", data, offset)
             offset += 10 + rdlength
             if index >= ancount + nscount and rtype == TYPE_OPT:
-                return max(CLASSIC_UDP_SIZE, rclass)
+                return max(CLASSIC_UDP_SIZE, int(rclass))
     except (struct.error, MalformedMessage):
         pass  # a broken trailer does not spoil a readable question
     return CLASSIC_UDP_SIZE

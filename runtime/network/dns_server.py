@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable
 
 from ..errors import InvalidArgument, RuntimeFailure
 from ..linux.netns import run_in_netns
@@ -43,9 +43,9 @@ from . import dns_message as msg
 
 log = logging.getLogger(__name__)
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-Lookup = Callable[[str, str], "list[IPAddress] | None"]
-Reverse = Callable[[str, IPAddress], "str | None"]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Lookup = Callable[[str, str], list[IPAddress] | None]
+Reverse = Callable[[str, IPAddress], str | None]
 
 LISTEN_ADDRESS = "127.0.0.11"
 DNS_PORT = 53
@@ -233,7 +233,7 @@ class DnsServer:
 
     # ---- public interface -------------------------------------------------------------
 
-    def attach(self, key: str, netns_path: str | os.PathLike, upstreams: list[str] | None = None,
+    def attach(self, key: str, netns_path: str | os.PathLike[str], upstreams: list[str] | None = None,
                ndots_set: bool = False) -> None:
         """Start answering at 127.0.0.11:53 inside the namespace at `netns_path`.
 
@@ -250,7 +250,8 @@ class DnsServer:
             udp, tcp = run_in_netns(netns_fd, self._bind_sockets)
         except OSError as err:
             os.close(netns_fd)
-            raise RuntimeFailure(f"cannot listen at {self._listen[0]}:{self._listen[1]} in {netns_path}: {err}") from err
+            where = f"{self._listen[0]}:{self._listen[1]} in {os.fsdecode(netns_path)}"
+            raise RuntimeFailure(f"cannot listen at {where}: {err}") from err
         except BaseException:
             os.close(netns_fd)
             raise
@@ -426,7 +427,7 @@ class DnsServer:
                 log.debug("DNS server: recvfrom in %s: %s", attachment.key, err)
                 continue
 
-            def reply(data: bytes, sock: socket.socket = sock, peer: object = peer) -> None:
+            def reply(data: bytes, sock: socket.socket = sock, peer: tuple[str, int] = peer) -> None:
                 if attachment.closed:
                     return
                 try:
@@ -626,7 +627,7 @@ class DnsServer:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise socket.timeout("no reply")
+                    raise TimeoutError("no reply")
                 sock.settimeout(remaining)
                 answer = sock.recv(msg.MAX_MESSAGE)
                 # A connected socket only hears from the upstream; still, a late reply

@@ -487,9 +487,8 @@ def test_detach_closes_the_sockets(server: DnsServer, netns_factory) -> None:
         assert server.detach("web") is True
         assert listening_sockets(ns) == ""
         assert conn.recv(1) == b""
-    with ns.socket(socket.SOCK_STREAM) as sock:
-        with pytest.raises(ConnectionRefusedError):
-            sock.connect(("127.0.0.11", 53))
+    with ns.socket(socket.SOCK_STREAM) as sock, pytest.raises(ConnectionRefusedError):
+        sock.connect(("127.0.0.11", 53))
     assert server.detach("web") is False
     server.attach("web", ns.path)  # and the address is free again
     assert addresses(ns.ask(make_query("db"))) == ["172.30.0.3"]
@@ -552,7 +551,7 @@ def test_resolv_conf_on_a_user_network_matches_dockerd(dockerd, test_images, opt
         dockerd.docker("network", "rm", network)
     assert theirs.returncode == 0, theirs.stderr
     given: dict[str, list[str]] = {"--dns": [], "--dns-search": [], "--dns-option": []}
-    for flag, value in zip(options[::2], options[1::2]):
+    for flag, value in zip(options[::2], options[1::2], strict=True):
         given[flag].append(value)
     ours = ContainerDns(tuple(given["--dns"]), tuple(given["--dns-search"]), tuple(given["--dns-option"]))
     assert ours.resolv_conf(Path("/etc/resolv.conf").read_text()) == theirs.stdout
