@@ -35,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from runtime.linux.netns import run_in_netns  # noqa: E402
-from runtime.network import dns_message as msg  # noqa: E402
-from runtime.network.dns_server import DnsServer  # noqa: E402
+from runtime.linux.netns import run_in_netns  # noqa: E402 - needs REPO on sys.path first
+from runtime.network import dns_message as msg  # noqa: E402 - needs REPO on sys.path first
+from runtime.network.dns_server import DnsServer  # noqa: E402 - needs REPO on sys.path first
 
 CACHE_DIR = Path(os.environ.get("DOCKYARD_TEST_CACHE", Path.home() / ".cache" / "dockyard-tests"))
 DOCKERD_ARGS = ["--default-address-pool", "base=10.213.0.0/16,size=24", "--bip", "10.214.0.1/24"]

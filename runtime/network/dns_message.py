@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 TYPE_A = 1
@@ -143,7 +144,7 @@ def _reply_flags(query_flags: int, rcode: int) -> int:
     return FLAG_QR | (query_flags & (_OPCODE_MASK | FLAG_RD)) | FLAG_RA | (rcode & 0xF)
 
 
-def build_reply(query: Query, answers: list[tuple[int, bytes]] = (), *, rcode: int = RCODE_NOERROR,  # type: ignore[assignment]
+def build_reply(query: Query, answers: Sequence[tuple[int, bytes]] = (), *, rcode: int = RCODE_NOERROR,
                 ttl: int = 600, max_size: int = MAX_MESSAGE) -> bytes:
     """A reply to `query` with answer records (type, rdata) named like the question.
 

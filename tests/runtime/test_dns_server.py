@@ -177,7 +177,9 @@ class FakeUpstream:
         # Wake the threads and wait for them before closing: a thread still about to
         # call recvfrom on a closed fd number could steal a datagram from a new socket.
         self._stop = True
-        make = lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # noqa: E731
+        def make() -> socket.socket:
+            return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
         with (run_in_netns(self._netns.path, make) if self._netns else make()) as poke:
             poke.sendto(b"", self.udp.getsockname())
         self.tcp.shutdown(socket.SHUT_RDWR)
