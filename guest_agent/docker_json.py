@@ -68,7 +68,12 @@ def container_status_text(container: Container, now: float | None = None) -> str
     state = container.state
     if state.status == "running" or (state.running and not state.restarting):
         text = f"Up {human_duration(now - parse_rfc3339(state.started_at))}"
-        return text + " (Paused)" if state.paused else text
+        if state.paused:
+            return text + " (Paused)"
+        if state.health is not None:
+            status = state.health.get("Status") or "unhealthy"
+            return f"{text} (health: starting)" if status == "starting" else f"{text} ({status})"
+        return text
     if state.restarting or state.status == "restarting":
         ago = human_duration(now - parse_rfc3339(state.finished_at))
         return f"Restarting ({state.exit_code}) {ago} ago"
@@ -176,6 +181,8 @@ def container_inspect(container: Container, size: tuple[int, int] | None = None)
         "Config": container.config,
         "NetworkSettings": network_settings(container),
     }
+    if s.health is not None:
+        result["State"]["Health"] = s.health
     if size is not None:
         result["SizeRw"], result["SizeRootFs"] = size
     return result

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator
 from . import path_scope
 from .containers import config as cc
 from .containers import device_rules, namespace_modes, volumes_from
+from .containers import health as container_health
 from .containers.detach_keys import parse_detach_keys
 from .containers.links import LinkedContainer, hosts_line, link_env, parse_links
 from .containers.log_store import LogFile, LogRecord
@@ -222,6 +223,7 @@ class Engine:
         self._network_error: BaseException | None = None
         self._network_lock = threading.Lock()   # serialises set-up retries after a failure
         self._start_threads: list[threading.Thread] = []
+        self.health = container_health.HealthMonitor(self._run_health_probe, self._health_report)
         self.id = self._engine_id()
 
     def _engine_id(self) -> str:
@@ -369,6 +371,7 @@ class Engine:
     def shutdown(self) -> None:
         """Stop running containers (state kept on disk); called on SIGTERM/SIGINT."""
         self._shutting_down = True
+        self.health.close()
         # A start-up still in progress finishes first (its threads use the network manager).
         for t in self._start_threads:
             t.join()
@@ -595,6 +598,9 @@ class Engine:
         filters = {k: v for k, v in (filters or {}).items() if v}
         if not all and "status" not in filters:
             containers = [c for c in containers if c.state.running or c.state.restarting]
+        for value in (filters or {}).get("health", []):
+            if value not in container_health.FILTER_VALUES:
+                raise InvalidArgument(f"Unrecognised filter value for health: {value}")
         if filters:
             containers = [c for c in containers if self._matches(c, filters)]
         if limit is not None and limit > 0:
@@ -624,6 +630,9 @@ class Engine:
                          or m.get("Source") in values for m in c.mounts)
             elif key == "network":
                 ok = c.host_config.get("NetworkMode") in values
+            elif key == "health":
+                health = c.state.health
+                ok = (health.get("Status") if health else container_health.NO_HEALTHCHECK) in values
             elif key in ("before", "since"):
                 ok = True
                 for v in values:
@@ -697,6 +706,7 @@ class Engine:
             st.status, st.running, st.restarting, st.paused = "running", True, False, False
             st.pid, st.exit_code, st.error, st.oom_killed = proc.pid, 0, "", False
             st.started_at = now_rfc3339()
+            self._start_health(live)
             self._save_state(live)
             live.changed.notify_all()
         threading.Thread(target=self._watch, args=(live, proc, spec), name=f"watch-{c.id[:12]}",
@@ -878,6 +888,7 @@ class Engine:
             st = c.state
             st.running, st.paused, st.pid = False, False, 0
             st.exit_code, st.oom_killed = code, oom
+            self._stop_health(live)
             st.finished_at = now_rfc3339()
             c.network = None
             live.process = None
@@ -1024,6 +1035,7 @@ class Engine:
                 raise Conflict(f"Container {c.id} is already paused")
             self._set_frozen(c, True)
             c.state.paused, c.state.status = True, "paused"
+            self.health.unwatch(c.id)   # as dockerd: no probes while frozen
             self._save_state(live)
         self._emit(c, "pause")
 
@@ -1036,6 +1048,7 @@ class Engine:
             self._set_frozen(c, False)
             c.state.paused = False
             c.state.status = "running" if c.state.running else c.state.status
+            self._resume_health(live)
             self._save_state(live)
         self._emit(c, "unpause")
 
@@ -1255,6 +1268,74 @@ class Engine:
         shm = str(cdir / "shm") if c.host_config.get("IpcMode") == "shareable" else None
         return ContainerSpec(id=c.id, lower_dirs=[], upper_dir=cdir / "diff", work_dir=cdir / "work",
                              process=ProcessSpec(args=[]), namespaces=SharedNamespaces(shm_own_dir=shm))
+
+    # health checks -------------------------------------------------------
+    def _start_health(self, live: _Live) -> None:
+        """A (re)started container with a probe is "starting" again and probed (caller holds live.lock)."""
+        c = live.c
+        settings = container_health.HealthSettings.from_config(c.config)
+        if settings is None:
+            self.health.unwatch(c.id)
+            return
+        c.state.health = container_health.initial_health(c.state.health)
+        self.health.watch(c.id, settings, c.state.health)
+
+    def _resume_health(self, live: _Live) -> None:
+        settings = container_health.HealthSettings.from_config(live.c.config)
+        if settings is not None and live.c.state.health is not None and live.c.state.running:
+            self.health.resume(live.c.id, settings, live.c.state.health, live.started_mono)
+
+    def _stop_health(self, live: _Live) -> None:
+        """Probes end with the container; as dockerd, a stopped container's health reads "unhealthy"."""
+        self.health.unwatch(live.c.id)
+        if live.c.state.health is not None:
+            live.c.state.health = {**live.c.state.health, "Status": container_health.UNHEALTHY}
+
+    def _health_report(self, container_id: str, health: dict[str, Any], new_status: str | None) -> None:
+        with self._lock:
+            live = self._containers.get(container_id)
+        if live is None:
+            return
+        with live.lock:
+            if not live.c.state.running or live.removed:
+                return   # a result that raced with the exit: the stop already set the status
+            if new_status is not None:
+                # Published before anyone can observe the new status (publish never blocks).
+                self._emit(live.c, f"health_status: {new_status}")
+            live.c.state.health = health
+            self._save_state(live)
+
+    def _run_health_probe(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, bytes]:
+        """One probe as dockerd runs it: an exec as the container's user, stdout and stderr
+        together; TimeoutError (after killing it) when it overruns. Its exec record goes at
+        once (dockerd lists no probe in ExecIDs)."""
+        inst = self.create_exec(container_id, argv)
+        try:
+            session = self.start_exec(inst.id)
+            if session is None or self.wait_exec(inst.id, timeout) is None:
+                if inst.pid:
+                    try:
+                        os.kill(inst.pid, signal_mod.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                self.wait_exec(inst.id, KILL_WAIT)
+                raise TimeoutError(argv)
+            out = bytearray()
+            for _, data in session.output():
+                if len(out) < container_health.MAX_OUTPUT_LEN:
+                    out += data
+            return inst.exit_code if inst.exit_code is not None else -1, bytes(out)
+        finally:
+            self._forget_exec(inst)
+
+    def _forget_exec(self, inst: ExecInstance) -> None:
+        with self._lock:
+            self._execs.pop(inst.id, None)
+            live = self._containers.get(inst.container_id)
+        if live is not None:
+            with live.lock:
+                if inst.id in live.c.exec_ids:
+                    live.c.exec_ids.remove(inst.id)
 
     # exec ----------------------------------------------------------------
     def create_exec(self, ref: str, cmd: list[str], env: list[str] | None = None, user: str = "",

@@ -26,6 +26,8 @@ class ContainerState:
     error: str = ""
     started_at: str = "0001-01-01T00:00:00Z"
     finished_at: str = "0001-01-01T00:00:00Z"
+    # Docker's State.Health {Status, FailingStreak, Log}; None when the container has no probe.
+    health: dict[str, Any] | None = None
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ..lazy_re import lazy_compile
 from ..linux.cgroup_limits import Limits
 from ..models import PortMapping
 from ..volumes.store import validate_volume_name
-from . import cpuset, sysctls, ulimits
+from . import cpuset, health, sysctls, ulimits
 from . import init as container_init
 from .restart_policy import RestartPolicy
 from .schema import check_create
@@ -209,6 +209,10 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     cfg["Entrypoint"] = entrypoint or None
     cfg["Cmd"] = cmd or None
 
+    health.validate(cfg.get("Healthcheck"))   # the request's own values, before the image's fill in
+    cfg["Healthcheck"] = health.merge_image(cfg.get("Healthcheck"), img.get("Healthcheck"))
+    if cfg["Healthcheck"] is None:
+        del cfg["Healthcheck"]
     cfg["Env"] = merge_image_env(list(img.get("Env") or []), list(cfg.get("Env") or []))
     for key in ("User", "WorkingDir", "StopSignal"):
         if not cfg.get(key) and img.get(key):

@@ -139,15 +139,15 @@ _MOUNT = Struct("Mount", "mount.Mount", _fields(
 _HEALTHCHECK = Struct("HealthConfig", "container.HealthConfig", _fields(
     Test=STRINGS, Interval=INT64, Timeout=INT64, StartPeriod=INT64, StartInterval=INT64, Retries=INT))
 
-# container.Config (API v1.44). Healthcheck is honoured only when it disables the
-# image's check (Test ["NONE"]): this engine runs no health checks.
+# container.Config (API v1.44). Healthcheck's ranges are checked with dockerd's
+# messages by containers.health.validate.
 CONFIG_FIELDS: dict[str, Field] = {
     "Hostname": Field(STRING), "Domainname": Field(STRING), "User": Field(STRING),
     "AttachStdin": Field(BOOL), "AttachStdout": Field(BOOL), "AttachStderr": Field(BOOL),
     "ExposedPorts": Field(MapOf(EMPTY_STRUCT, "nat.PortSet")),
     "Tty": Field(BOOL), "OpenStdin": Field(BOOL), "StdinOnce": Field(BOOL),
     "Env": Field(STRINGS), "Cmd": Field(StrSlice()),
-    "Healthcheck": _unhonoured(_HEALTHCHECK, {"Test": ["NONE"]}),
+    "Healthcheck": Field(_HEALTHCHECK),
     "ArgsEscaped": Field(BOOL),           # Windows only; dockerd ignores it on Linux too
     "Image": Field(STRING), "Volumes": Field(MapOf(EMPTY_STRUCT, "map[string]struct {}")),
     "WorkingDir": Field(STRING), "Entrypoint": Field(StrSlice()),

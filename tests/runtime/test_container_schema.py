@@ -76,10 +76,16 @@ def test_unhonoured_fields_at_their_defaults_pass(field, value):
     build({}, {field: value})
 
 
-def test_health_checks_can_only_be_disabled():
-    build({"Healthcheck": {"Test": ["NONE"]}})
-    with pytest.raises(InvalidArgument, match="Healthcheck is not supported"):
-        build({"Healthcheck": {"Test": ["CMD", "true"]}})
+def test_health_checks_are_kept_and_their_ranges_checked():
+    cfg, _ = build({"Healthcheck": {"Test": ["CMD", "true"], "Interval": 1_000_000}})
+    assert cfg["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 1_000_000}
+    for key, value, message in [("Interval", 999_999, "Interval in Healthcheck cannot be less than 1ms"),
+                                ("Timeout", -1, "Timeout in Healthcheck cannot be less than 1ms"),
+                                ("Retries", -1, "Retries in Healthcheck cannot be negative"),
+                                ("StartPeriod", 1, "StartPeriod in Healthcheck cannot be less than 1ms"),
+                                ("StartInterval", 5, "StartInterval in Healthcheck cannot be less than 1ms")]:
+        with pytest.raises(InvalidArgument, match=message):
+            build({"Healthcheck": {"Test": ["CMD", "true"], key: value}})
 
 
 def test_every_field_declares_whether_it_is_honoured():
