@@ -29,6 +29,7 @@ run: deps venv
 # The engine natively on this Linux host, without a VM (foreground).
 run-native: deps venv
 	@echo "Dockyard engine (native): export DOCKER_HOST=unix://$(ENGINE_SOCKET)"
+	@$(PY) -m desktop.docker_context --host unix://$(ENGINE_SOCKET)
 	$(VENV)/bin/dockyard-agent serve --socket $(ENGINE_SOCKET) --root $(ENGINE_ROOT)
 
 test: deps venv lint

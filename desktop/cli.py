@@ -108,6 +108,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     else:
         print(f"machine {args.name!r} started in {result.seconds:.1f} s", file=sys.stderr)
     print(f"export DOCKER_HOST={result.docker_host}")
+    from desktop import docker_context
+    hint = docker_context.publish(result.docker_host, docker_context.context_name(args.name))
+    if hint:
+        print(hint, file=sys.stderr)
     return 0
 
 
