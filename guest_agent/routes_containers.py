@@ -78,6 +78,7 @@ class ContainerRoutes:
         router.post("/containers/{id}/resize", self.resize)
         router.get("/containers/{id}/top", self.top)
         router.post("/containers/{id}/rename", self.rename)
+        router.post("/containers/{id}/update", self.update)
         router.get("/containers/{id}/stats", self.stats)
         router.post("/containers/{id}/pause", self.pause)
         router.post("/containers/{id}/unpause", self.unpause)
@@ -147,6 +148,10 @@ class ContainerRoutes:
             raise InvalidArgument("rename needs a new name (?name=)")
         self.engine.rename_container(request.params["id"], new_name)
         return empty_response(204)
+
+    def update(self, request: Request) -> Response:
+        warnings = self.engine.update_container(request.params["id"], request.json_object())
+        return json_response({"Warnings": warnings})
 
     def prune(self, request: Request) -> Response:
         deleted, reclaimed = self.engine.prune_containers(request.filters())

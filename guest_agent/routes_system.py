@@ -54,7 +54,6 @@ NOT_IMPLEMENTED: tuple[tuple[str, str, str], ...] = (
     ("GET", "/containers/{id}/archive", "copying files from containers (docker cp)"),
     ("HEAD", "/containers/{id}/archive", "copying files from containers (docker cp)"),
     ("PUT", "/containers/{id}/archive", "copying files into containers (docker cp)"),
-    ("POST", "/containers/{id}/update", "updating container resources (docker update)"),
     ("POST", "/commit", "committing containers to images (docker commit)"),
     ("GET", "/containers/{id}/attach/ws", "attaching over websockets"),
     ("POST", "/session", "build sessions (BuildKit)"),

@@ -32,6 +32,7 @@ from . import path_scope
 from .containers import config as cc
 from .containers import device_rules, namespace_modes, volumes_from
 from .containers import health as container_health
+from .containers import update as container_update
 from .containers.detach_keys import parse_detach_keys
 from .containers.links import LinkedContainer, hosts_line, link_env, parse_links
 from .containers.log_store import LogFile, LogRecord
@@ -1268,6 +1269,29 @@ class Engine:
         shm = str(cdir / "shm") if c.host_config.get("IpcMode") == "shareable" else None
         return ContainerSpec(id=c.id, lower_dirs=[], upper_dir=cdir / "diff", work_dir=cdir / "work",
                              process=ProcessSpec(args=[]), namespaces=SharedNamespaces(shm_own_dir=shm))
+
+    # docker update -------------------------------------------------------
+    def update_container(self, ref: str, body: Any) -> list[str] | None:
+        """Change resource limits / restart policy; live on a running container. Docker's warnings (null)."""
+        request = container_update.parse_request(body)
+        live = self._live(ref)
+        c = live.c
+        with live.lock:
+            try:
+                hc = container_update.merged_host_config(c.host_config, request)
+            except container_update.UpdateConflict as err:
+                raise InvalidArgument(f"Cannot update container {c.id}: {err.message}") from None
+            if c.state.running and not c.state.restarting:
+                from .linux import cgroups
+                try:
+                    cgroups.update(cgroups.container_cgroup(c.id), cc.limits(hc))
+                except RuntimeFailure as err:
+                    # Limits already written stay as they were asked; dockerd's answer is the same.
+                    raise Conflict(f"Cannot update container {c.id}: {err.message}") from None
+            c.host_config = hc
+            self.store.save_config(c)
+        self._emit(c, "update")
+        return None
 
     # health checks -------------------------------------------------------
     def _start_health(self, live: _Live) -> None:

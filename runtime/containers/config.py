@@ -262,6 +262,12 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     parse_mounts(cfg, hc)          # validation only; the engine resolves them at create
     port_mappings(cfg, hc)
     limits(hc, ncpu)
+    # As dockerd stores them: a memory limit without a swap limit means twice the memory,
+    # and a pids limit of 0 or less is no limit (null).
+    if int(hc.get("Memory") or 0) > 0 and not hc.get("MemorySwap"):
+        hc["MemorySwap"] = 2 * int(hc["Memory"])
+    if hc.get("PidsLimit") is not None and int(hc["PidsLimit"]) <= 0:
+        hc["PidsLimit"] = None
     capabilities(hc)
     for entry in hc.get("ExtraHosts") or []:
         parse_extra_host(entry)

@@ -334,6 +334,11 @@ def _decode_struct(value: dict[str, Any], kind: Struct, prefix: str) -> dict[str
     return result
 
 
+def decode_struct(value: dict[str, Any], kind: Struct) -> dict[str, Any]:
+    """A request object decoded as Go decodes it into `kind` (`docker update`'s UpdateConfig)."""
+    return _decode_struct(value, kind, "")
+
+
 def _is_default(value: Any, f: Field) -> bool:
     return value in (None, 0, "", False, [], {}) or value in f.defaults
 

@@ -310,6 +310,80 @@ def _apply_cpu(cg: ContainerCgroup, limits: Limits) -> None:
         _write(cg.cpu / "cpu.shares", str(limits.cpu_shares))
 
 
+def update(cg: ContainerCgroup, limits: Limits) -> None:
+    """Write changed limits to a running container's cgroups (`docker update`).
+
+    Unlike `create`, an unset limit is written as "no limit", and on v1 the memory and
+    memory+swap limits are written in the order the kernel accepts (memory may never
+    exceed memory+swap). A memory limit below what the container uses is refused by the
+    kernel (EBUSY on v1): raised as RuntimeFailure with the usage, as runc words it.
+    """
+    _apply_cpuset(cg, limits)
+    if cg.memory is not None:
+        _update_memory(cg, limits)
+    if cg.pids is not None:
+        _write(cg.pids / "pids.max", str(limits.pids_limit) if limits.pids_limit else "max")
+    if cg.cpu is not None:
+        if cg.cpu_v2:
+            if not limits.nano_cpus:
+                _write(cg.cpu / "cpu.max", f"max {CFS_PERIOD_US}")
+        elif not limits.nano_cpus:
+            _write(cg.cpu / "cpu.cfs_quota_us", "-1")
+        _apply_cpu(cg, limits)
+
+
+def _update_memory(cg: ContainerCgroup, limits: Limits) -> None:
+    assert cg.memory is not None
+    memory = limits.memory_bytes or 0
+    swap_total = limits.memory_swap_bytes or 0
+    if memory > 0 and swap_total == 0:
+        swap_total = 2 * memory
+    if cg.memory_v2:
+        _write_memory_limit(cg, "memory.max", str(memory) if memory > 0 else "max", memory)
+        if (cg.memory / "memory.swap.max").exists():
+            _write(cg.memory / "memory.swap.max", "max" if memory <= 0 or swap_total < 0
+                   else str(max(swap_total - memory, 0)))
+        _write(cg.memory / "memory.low", str(limits.memory_reservation_bytes or 0))
+        return
+    limit = str(memory) if memory > 0 else "-1"
+    memsw_file = cg.memory / "memory.memsw.limit_in_bytes"
+    memsw = "-1" if memory <= 0 or swap_total < 0 else str(swap_total)
+    if memsw_file.exists():
+        current = int(memsw_file.read_text().strip() or 0)
+        # Raising: memory+swap first; lowering: memory first (memory <= memory+swap always).
+        if memsw == "-1" or int(memsw) > current:
+            _write(memsw_file, memsw)
+            _write_memory_limit(cg, "memory.limit_in_bytes", limit, memory)
+        else:
+            _write_memory_limit(cg, "memory.limit_in_bytes", limit, memory)
+            _write(memsw_file, memsw)
+    else:
+        _write_memory_limit(cg, "memory.limit_in_bytes", limit, memory)
+    _write(cg.memory / "memory.soft_limit_in_bytes", str(limits.memory_reservation_bytes or -1))
+
+
+def _write_memory_limit(cg: ContainerCgroup, name: str, value: str, memory: int) -> None:
+    assert cg.memory is not None
+    try:
+        fd = os.open(cg.memory / name, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as err:
+        if err.errno != errno.EBUSY:
+            raise RuntimeFailure(f"cgroup: cannot write {value!r} to {cg.memory / name}: {err.strerror}") from err
+        usage, peak = (("memory.current", "memory.peak") if cg.memory_v2
+                       else ("memory.usage_in_bytes", "memory.max_usage_in_bytes"))
+        figures = []
+        for label, fname in (("current usage", usage), ("peak usage", peak)):
+            try:
+                figures.append(f"{label}: {int((cg.memory / fname).read_text())}")
+            except (OSError, ValueError):
+                pass
+        raise RuntimeFailure(f"unable to set memory limit to {memory} ({', '.join(figures)})") from err
+
+
 def add_process(procs_file: Path, pid: int) -> None:
     """Move process `pid` into the cgroup whose cgroup.procs file is `procs_file`."""
     _write(procs_file, str(pid))
