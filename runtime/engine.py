@@ -342,6 +342,7 @@ class Engine:
                 st.error = "engine restarted"
                 st.finished_at = now_rfc3339()
                 c.network = None
+                self._stop_health(live)
                 self._cleanup_leftovers(c)
                 self._save_state(live)
             policy = RestartPolicy.from_host_config(c.host_config)

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 NANOSECOND = 1e-9
 DEFAULT_INTERVAL = 30.0          # seconds, as dockerd's defaultProbeInterval
 DEFAULT_TIMEOUT = 30.0
-DEFAULT_START_INTERVAL = 5.0
 DEFAULT_RETRIES = 3
 MAX_LOG_ENTRIES = 5              # dockerd's maxLogEntries
 MAX_OUTPUT_LEN = 4096            # dockerd's maxOutputLen (bytes of probe output kept)
@@ -105,10 +104,13 @@ class HealthSettings:
             return value * NANOSECOND if value > 0 else default
 
         retries = int(hc.get("Retries") or 0)
-        return HealthSettings(argv=argv, interval=seconds("Interval", DEFAULT_INTERVAL),
+        interval = seconds("Interval", DEFAULT_INTERVAL)
+        # Without a StartInterval the start period is probed every Interval, as dockerd
+        # before API 1.44 (which has no StartInterval) does.
+        return HealthSettings(argv=argv, interval=interval,
                               timeout=seconds("Timeout", DEFAULT_TIMEOUT),
                               start_period=seconds("StartPeriod", 0.0),
-                              start_interval=seconds("StartInterval", DEFAULT_START_INTERVAL),
+                              start_interval=seconds("StartInterval", interval),
                               retries=retries if retries > 0 else DEFAULT_RETRIES)
 
 

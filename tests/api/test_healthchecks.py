@@ -14,6 +14,7 @@ import secrets
 
 import pytest
 
+from runtime.containers.health import go_duration
 from tests.support.crafted_images import CraftedRegistry
 from tests.support.side_by_side import Engines, normalised
 from tests.support.waiting import poll
@@ -133,6 +134,42 @@ def test_stop_and_restart_as_dockerd(engines):
             _wait_status(engine, name, "healthy")
     finally:
         engines.cleanup(name)
+
+
+def test_failures_inside_the_start_period_do_not_count(engines):
+    name = _name("hc-grace")
+    try:
+        _run(engines, name, "--health-cmd", "exit 1", "--health-interval", "1s", "--health-retries", "1",
+             "--health-start-period", "5m")
+        for engine in (engines.ours, engines.reference):
+            health = poll(lambda: (h := _health(engine, name)) and len(h["Log"]) >= 2 and h,
+                          timeout=30, what="two failed probes")
+            assert (health["Status"], health["FailingStreak"]) == ("starting", 0)
+    finally:
+        engines.cleanup(name)
+
+
+def test_start_interval_probes_the_start_period(agent, engines):
+    """StartInterval (API 1.44; the reference dockerd 20.10 predates it): while "starting" inside
+    its start period the container is probed every StartInterval, not every (here 1 h) Interval."""
+    name = _name("hc-start-interval")
+    try:
+        out = agent.docker("run", "-d", "--network", "none", "--name", name, "--health-cmd", "exit 1",
+                           "--health-interval", "1h", "--health-start-period", "5m",
+                           "--health-start-interval", "1s", engines.image, "sleep", "300")
+        assert out.returncode == 0, out.stderr
+        health = poll(lambda: (h := _health(agent, name)) and len(h["Log"]) >= 2 and h,
+                      timeout=30, what="two probes in the start period")
+        assert (health["Status"], health["FailingStreak"]) == ("starting", 0)
+    finally:
+        agent.docker("rm", "-f", name)
+
+
+@pytest.mark.parametrize("seconds, text", [(30.0, "30s"), (0.2, "200ms"), (1.5, "1.5s"), (90.0, "1m30s"),
+                                           (3600.0, "1h0m0s"), (0.0015, "1.5ms")])
+def test_timeout_in_go_duration_words(seconds, text):
+    """The timeout message quotes the timeout as Go prints a time.Duration."""
+    assert go_duration(seconds) == text
 
 
 def test_no_healthcheck_has_no_health(engines):
