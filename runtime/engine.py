@@ -1349,6 +1349,9 @@ class Engine:
             for _, data in session.output():
                 if len(out) < container_health.MAX_OUTPUT_LEN:
                     out += data
+            if not inst.pid:
+                # It never started: dockerd records the runtime's error, exit code -1.
+                raise RuntimeFailure(out.decode("utf-8", "replace").rstrip("\r\n"))
             return inst.exit_code if inst.exit_code is not None else -1, bytes(out)
         finally:
             self._forget_exec(inst)

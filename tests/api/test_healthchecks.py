@@ -15,6 +15,7 @@ import secrets
 import pytest
 
 from runtime.containers.health import go_duration
+from tests.support.agent import http_request
 from tests.support.crafted_images import CraftedRegistry
 from tests.support.side_by_side import Engines, normalised
 from tests.support.waiting import poll
@@ -190,6 +191,27 @@ def test_probe_timeout_as_dockerd(engines):
         results = [_wait_status(e, name, "unhealthy") for e in (engines.ours, engines.reference)]
         assert [(h["Log"][0]["ExitCode"], h["Log"][0]["Output"]) for h in results] == [
             (-1, "Health check exceeded timeout (200ms)")] * 2
+    finally:
+        engines.cleanup(name)
+
+
+def test_probe_that_cannot_start_as_dockerd(engines):
+    """A CMD probe whose program is missing: the runtime's error, exit code -1 (raw API: the CLI
+    only sends CMD-SHELL)."""
+    body = json.dumps({"Image": engines.image, "Cmd": ["sleep", "300"], "HostConfig": {"NetworkMode": "none"},
+                       "Healthcheck": {"Test": ["CMD", "/nonexistent"], "Interval": SECOND, "Retries": 1}})
+    name = _name("hc-nostart")
+    try:
+        results = []
+        for engine in (engines.ours, engines.reference):
+            status, _, _ = http_request(engine.socket, "POST", f"/v1.41/containers/create?name={name}",
+                                        body.encode(), {"Content-Type": "application/json"})
+            assert status == 201
+            assert engine.docker("start", name).returncode == 0
+            entry = _wait_status(engine, name, "unhealthy")["Log"][0]
+            results.append((entry["ExitCode"], entry["Output"]))
+        assert results[0] == results[1]
+        assert results[0][0] == -1 and "/nonexistent" in results[0][1]
     finally:
         engines.cleanup(name)
 
