@@ -267,3 +267,32 @@ def test_health_is_persisted_with_the_state(engines):
         assert normalised(engines.ours.docker("stop", "-t", "0", name)).code == 0
     finally:
         engines.cleanup(name)
+
+
+def test_health_after_the_agent_comes_back(tmp_path, test_images):
+    """Stopped by a shutdown or found exited after a crash, a container's health reads "unhealthy"
+    (its probe is over), kept on disk with its log; a start makes it "starting" again."""
+    from tests.support.agent import start_agent
+
+    socket, root = tmp_path / "docker.sock", tmp_path / "root"
+    agent = start_agent(socket=socket, root=root)
+    try:
+        assert agent.docker("pull", "-q", test_images["busybox"]).returncode == 0
+        for name in ("graceful", "crashed"):
+            out = agent.docker("run", "-d", "--network", "none", "--name", name, "--health-cmd", "true",
+                               "--health-interval", "1s", test_images["busybox"], "sleep", "300")
+            assert out.returncode == 0, out.stderr
+            _wait_status(agent, name, "healthy")
+        assert agent.docker("stop", "-t", "0", "graceful").returncode == 0
+        agent.process.kill()      # the crash: no shutdown, "crashed" is recorded as running
+        agent.process.wait()
+        agent = start_agent(socket=socket, root=root)
+        for name in ("graceful", "crashed"):
+            health = _health(agent, name)
+            assert health["Status"] == "unhealthy" and health["Log"], (name, health)
+        assert agent.docker("start", "crashed").returncode == 0
+        assert _health(agent, "crashed")["Status"] == "starting"
+        _wait_status(agent, "crashed", "healthy")
+        agent.docker("rm", "-f", "graceful", "crashed")
+    finally:
+        agent.stop()
