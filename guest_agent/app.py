@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.engine import Engine
+from runtime.engine.facade import Engine
 
 from .http_server import Router
 from .routes_containers import ContainerRoutes

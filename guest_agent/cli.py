@@ -187,7 +187,7 @@ def _start_engine(args: argparse.Namespace, router: StartupRouter, holder: dict[
                   failed: threading.Event, waker: _Waker) -> None:
     """Background: import and make the engine, start it, then hand the full API to the router."""
     try:
-        from runtime.engine import Engine
+        from runtime.engine.facade import Engine
 
         from .app import build_router
 

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 from runtime.containers.config import keeps_logs, parse_signal
 from runtime.containers.detach_keys import parse_detach_keys
 from runtime.containers.schema import check_create
-from runtime.engine import Engine
+from runtime.engine.facade import Engine
 from runtime.errors import InvalidArgument
 
 from . import docker_json
@@ -86,21 +86,21 @@ class ContainerRoutes:
 
     # -- listing and inspection -----------------------------------------------
     def list(self, request: Request) -> Response:
-        containers = self.engine.list_containers(all=request.bool_arg("all"),
+        containers = self.engine.containers.list(all=request.bool_arg("all"),
                                                  filters=request.filters(),
                                                  limit=request.int_arg("limit", -1) or -1)
         if not request.bool_arg("size"):
             return json_response([docker_json.container_summary(c) for c in containers])
-        return json_response([docker_json.container_summary(c, size=self.engine.container_size(c.id))
+        return json_response([docker_json.container_summary(c, size=self.engine.containers.size(c.id))
                               for c in containers])
 
     def inspect(self, request: Request) -> Response:
-        container = self.engine.get_container(request.params["id"])
-        size = self.engine.container_size(container.id) if request.bool_arg("size") else None
+        container = self.engine.containers.inspect(request.params["id"])
+        size = self.engine.containers.size(container.id) if request.bool_arg("size") else None
         return json_response(docker_json.container_inspect(container, size))
 
     def top(self, request: Request) -> Response:
-        titles, processes = self.engine.top_container(request.params["id"],
+        titles, processes = self.engine.containers.top(request.params["id"],
                                                       request.arg("ps_args") or "")
         return json_response({"Titles": titles, "Processes": processes})
 
@@ -112,7 +112,7 @@ class ContainerRoutes:
         if not body.get("Image"):
             raise InvalidArgument("config cannot be empty in order to create a container")
         name = request.arg("name") or None
-        container = self.engine.create_container(name, body, host_config, networking)
+        container = self.engine.containers.create(name, body, host_config, networking)
         return json_response({"Id": container.id, "Warnings": []}, 201)
 
     def start(self, request: Request) -> Response:
@@ -121,24 +121,24 @@ class ContainerRoutes:
         if len(request.body) > 7:
             raise InvalidArgument("starting container with non-empty request body was deprecated "
                                   "since API v1.22 and removed in v1.24")
-        self.engine.start_container(request.params["id"])
+        self.engine.containers.start(request.params["id"])
         return empty_response(204)
 
     def stop(self, request: Request) -> Response:
-        self.engine.stop_container(request.params["id"], timeout=_stop_timeout(request),
+        self.engine.containers.stop(request.params["id"], timeout=_stop_timeout(request),
                                    signal=_signal_arg(request, None))
         return empty_response(204)
 
     def kill(self, request: Request) -> Response:
-        self.engine.kill_container(request.params["id"], signal=_signal_arg(request, "SIGKILL") or "SIGKILL")
+        self.engine.containers.kill(request.params["id"], signal=_signal_arg(request, "SIGKILL") or "SIGKILL")
         return empty_response(204)
 
     def restart(self, request: Request) -> Response:
-        self.engine.restart_container(request.params["id"], timeout=_stop_timeout(request))
+        self.engine.containers.restart(request.params["id"], timeout=_stop_timeout(request))
         return empty_response(204)
 
     def remove(self, request: Request) -> Response:
-        self.engine.remove_container(request.params["id"], force=request.bool_arg("force"),
+        self.engine.containers.remove(request.params["id"], force=request.bool_arg("force"),
                                      remove_volumes=request.bool_arg("v"))
         return empty_response(204)
 
@@ -146,47 +146,40 @@ class ContainerRoutes:
         new_name = request.arg("name")
         if not new_name:
             raise InvalidArgument("rename needs a new name (?name=)")
-        self.engine.rename_container(request.params["id"], new_name)
+        self.engine.containers.rename(request.params["id"], new_name)
         return empty_response(204)
 
     def update(self, request: Request) -> Response:
-        warnings = self.engine.update_container(request.params["id"], request.json_object())
+        warnings = self.engine.containers.update(request.params["id"], request.json_object())
         return json_response({"Warnings": warnings})
 
     def prune(self, request: Request) -> Response:
-        deleted, reclaimed = self.engine.prune_containers(request.filters())
+        deleted, reclaimed = self.engine.containers.prune(request.filters())
         return json_response({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed})
 
     def resize(self, request: Request) -> Response:
         height, width = request.tty_size()
-        self.engine.resize_container_tty(request.params["id"], height, width)
+        self.engine.containers.resize_tty(request.params["id"], height, width)
         return Response(status=200, body=b"", content_type="text/plain; charset=utf-8")
 
     def pause(self, request: Request) -> Response:
-        # Pausing needs engine state (status "paused", exec refused): only if the engine has it.
-        pause = getattr(self.engine, "pause_container", None)
-        if pause is None:
-            raise NotImplementedByDockyard("pausing containers is not implemented by Dockyard yet")
-        pause(request.params["id"])
+        self.engine.containers.pause(request.params["id"])
         return empty_response(204)
 
     def unpause(self, request: Request) -> Response:
-        unpause = getattr(self.engine, "unpause_container", None)
-        if unpause is None:
-            raise NotImplementedByDockyard("pausing containers is not implemented by Dockyard yet")
-        unpause(request.params["id"])
+        self.engine.containers.unpause(request.params["id"])
         return empty_response(204)
 
     def stats(self, request: Request) -> Response | StreamResponse:
         from . import container_stats   # cgroup and syscall modules: not needed to start serving
         ref = request.params["id"]
-        container = self.engine.get_container(ref)
+        container = self.engine.containers.inspect(ref)
         if request.bool_arg("one-shot") or not container.state.running:
             return json_response(container_stats.sample(container))
 
         def sample(previous: dict | None) -> tuple[dict, bool]:
             """A stats object (with `previous` as what CPU% is computed against), and whether it runs."""
-            current = self.engine.get_container(ref)
+            current = self.engine.containers.inspect(ref)
             stats = container_stats.sample(current)
             if previous is not None:
                 stats["precpu_stats"], stats["preread"] = previous["cpu_stats"], previous["read"]
@@ -216,7 +209,7 @@ class ContainerRoutes:
         condition = request.arg("condition") or "not-running"
         if condition not in ("not-running", "next-exit", "removed"):
             raise InvalidArgument(f"invalid condition: {condition!r}")
-        handle = self.engine.wait_container(request.params["id"], condition)
+        handle = self.engine.containers.wait(request.params["id"], condition)
 
         def body() -> Iterator[bytes]:
             # The headers are already out (the CLI waits for them before it starts the container).
@@ -232,12 +225,12 @@ class ContainerRoutes:
 
     # -- stdio ----------------------------------------------------------------
     def attach(self, request: Request) -> HijackResponse:
-        container = self.engine.get_container(request.params["id"])
+        container = self.engine.containers.inspect(request.params["id"])
         tty = bool(container.config.get("Tty"))
         want_stdin = request.bool_arg("stdin")
         # Checked before the upgrade, as dockerd does; only a TTY session looks for them.
         detach_keys = parse_detach_keys(request.arg("detachKeys") or "", "detach")
-        session = self.engine.attach_container(
+        session = self.engine.containers.attach(
             container.id, stdin=want_stdin, stdout=request.bool_arg("stdout"),
             stderr=request.bool_arg("stderr"), logs=request.bool_arg("logs"))
 
@@ -248,7 +241,7 @@ class ContainerRoutes:
         return HijackResponse(run=run, content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM)
 
     def logs(self, request: Request) -> StreamResponse:
-        container = self.engine.get_container(request.params["id"])
+        container = self.engine.containers.inspect(request.params["id"])
         if not keeps_logs(container.host_config):
             raise NotImplementedByDockyard("configured logging driver does not support reading")
         tty = bool(container.config.get("Tty"))
@@ -257,7 +250,7 @@ class ContainerRoutes:
             raise InvalidArgument("Bad parameters: you must choose at least one stream")
         follow = request.bool_arg("follow")
         gone = threading.Event()
-        records = self.engine.container_logs(
+        records = self.engine.containers.logs(
             container.id, stdout=stdout, stderr=stderr, follow=follow,
             since=request.float_arg("since"), until=request.float_arg("until"),
             tail=_tail(request.arg("tail")), cancel=gone)
@@ -275,7 +268,7 @@ class ContainerRoutes:
 
         # `docker logs -f` ended with Ctrl-C: release the follower at once instead of
         # when the container next writes or exits.
-        on_gone = (lambda: self.engine.cancel_logs(container.id, gone)) if follow else None
+        on_gone = (lambda: self.engine.containers.cancel_logs(container.id, gone)) if follow else None
         return StreamResponse(chunks=body(), content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM,
                               on_client_gone=on_gone)
 

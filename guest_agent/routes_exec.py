@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from runtime.containers.detach_keys import parse_detach_keys
-from runtime.engine import Engine
+from runtime.engine.facade import Engine
 from runtime.errors import InvalidArgument
 
 from . import docker_json
@@ -37,7 +37,7 @@ class ExecRoutes:
         cmd = body.string_list("Cmd")
         if not cmd:
             raise InvalidArgument("No exec command specified")
-        ex = self.engine.create_exec(
+        ex = self.engine.execs.create(
             request.params["id"], cmd, env=body.string_list("Env"),
             user=body.string("User"), working_dir=body.string("WorkingDir"),
             tty=body.boolean("Tty"), attach_stdin=body.boolean("AttachStdin"),
@@ -53,26 +53,24 @@ class ExecRoutes:
         console = body.uint_pair("ConsoleSize")
         requested_tty = body.boolean("Tty") if body.get("Tty") is not None else None
         exec_id = request.params["id"]
-        ex = self.engine.get_exec(exec_id)
+        ex = self.engine.execs.get(exec_id)
         # As dockerd, the start request's Tty chooses the framing (the process keeps the pty
         # its create asked for): docker-py's exec_start(tty=False) of a Tty exec gets frames.
         tty = ex.tty if requested_tty is None else requested_tty
         # Only a TTY exec looks for detach keys (stdin without one is binary data).
         detach_keys = parse_detach_keys(ex.detach_keys, "escape") if ex.tty else None
-        session = self.engine.start_exec(exec_id, detach=detach)
+        session = self.engine.execs.start(exec_id, detach=detach)
         if tty and console is not None and all(console):
             try:
-                self.engine.resize_exec_tty(exec_id, console[0], console[1])
+                self.engine.execs.resize_tty(exec_id, console[0], console[1])
             except Exception as err:  # a failed initial resize must not lose the exec's output
                 log.debug("initial exec resize failed: %s", err)
         if detach or session is None:
             return Response(status=200, body=b"", content_type=None)
 
         def exit_code_final() -> None:
-            # Optional engine helper: the exit code is recorded just after the output drains.
-            wait_exec = getattr(self.engine, "wait_exec", None)
-            if wait_exec is not None:
-                wait_exec(exec_id, EXIT_CODE_WAIT)
+            # The exit code is recorded just after the output drains.
+            self.engine.execs.wait(exec_id, EXIT_CODE_WAIT)
 
         def run(conn: HijackedConnection) -> None:
             pump_session(conn, session, multiplexed=not tty, forward_stdin=ex.attach_stdin,
@@ -82,8 +80,8 @@ class ExecRoutes:
 
     def resize(self, request: Request) -> Response:
         height, width = request.tty_size()
-        self.engine.resize_exec_tty(request.params["id"], height, width)
+        self.engine.execs.resize_tty(request.params["id"], height, width)
         return Response(status=200, body=b"", content_type="text/plain; charset=utf-8")
 
     def inspect(self, request: Request) -> Response:
-        return json_response(docker_json.exec_inspect(self.engine.get_exec(request.params["id"])))
+        return json_response(docker_json.exec_inspect(self.engine.execs.get(request.params["id"])))

@@ -11,7 +11,7 @@ import queue
 import threading
 from typing import Any, Iterator
 
-from runtime.engine import Engine
+from runtime.engine.facade import Engine
 from runtime.errors import InvalidArgument
 from runtime.images.reference import parse_reference, validate_tag
 from runtime.images.store import Image, RegistryCredentials
@@ -122,7 +122,7 @@ class ImageRoutes:
 
     def _containers_by_image(self) -> dict[str, list[str]]:
         users: dict[str, list[str]] = {}
-        for c in self.engine.list_containers(all=True):
+        for c in self.engine.containers.list(all=True):
             users.setdefault(c.image_id, []).append(c.id)
         return users
 

@@ -22,7 +22,7 @@ from .http_server import (API_VERSION, MIN_API_VERSION, Request, Response, Route
 if False:  # annotations only: typing (and platform) cost ~0.1-0.2 s each of a TCG boot
     from typing import Any, Iterator
 
-    from runtime.engine import Engine
+    from runtime.engine.facade import Engine
 
 # The engine names the Docker version it behaves like; /version and /info must agree on it.
 AGENT_VERSION = SERVER_VERSION
@@ -170,7 +170,7 @@ class SystemRoutes:
 
     def info(self, request: Request) -> Response:
         from . import docker_json
-        facts = dict(self.engine.info())
+        facts = dict(self.engine.system.info())
         defaults: dict[str, Any] = {
             "ID": socket.gethostname(), "Containers": 0, "ContainersRunning": 0,
             "ContainersPaused": 0, "ContainersStopped": 0, "Images": 0,
@@ -205,7 +205,7 @@ class SystemRoutes:
         since = request.float_arg("since", 0.0) or None
         until = request.float_arg("until", 0.0) or None
         from . import docker_json
-        subscription = self.engine.subscribe_events(since=since, until=until,
+        subscription = self.engine.events.subscribe(since=since, until=until,
                                                     filters=request.filters())
 
         def stream() -> Iterator[bytes]:
@@ -226,17 +226,17 @@ class SystemRoutes:
     def system_df(self, request: Request) -> Response:
         from . import docker_json
         images = self.engine.images.list()
-        containers = self.engine.list_containers(all=True)
-        volumes = self.engine.list_volumes()
+        containers = self.engine.containers.list(all=True)
+        volumes = self.engine.volumes.list()
         counts: dict[str, int] = {}
         for c in containers:
             counts[c.image_id] = counts.get(c.image_id, 0) + 1
         return json_response({
             "LayersSize": sum(i.size for i in images),
             "Images": [docker_json.image_summary(i, counts.get(i.id, 0)) for i in images],
-            "Containers": [docker_json.container_summary(c, size=self.engine.container_size(c.id))
+            "Containers": [docker_json.container_summary(c, size=self.engine.containers.size(c.id))
                            for c in containers],
-            "Volumes": [docker_json.volume_json(v, len(self.engine.volume_users(v.name)))
+            "Volumes": [docker_json.volume_json(v, len(self.engine.volumes.users(v.name)))
                         for v in volumes],
             "BuildCache": [],
         })

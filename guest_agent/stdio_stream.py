@@ -11,7 +11,7 @@ import threading
 from typing import Callable, Iterable
 
 from runtime.containers.detach_keys import DetachScanner
-from runtime.engine import AttachSession
+from runtime.containers.stdio import AttachSession
 
 from .http_server import HijackedConnection
 

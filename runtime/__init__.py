@@ -11,7 +11,8 @@ tests/test_layering.py checks this):
 * `linux/`: Linux plumbing (syscalls, netlink, namespaces, cgroups, mounts);
 * `images/`, `volumes/`, `network/`: one kind of resource each;
 * `containers/`: a container's config, launch, stdio, logs and records;
-* `engine`: the facade the guest agent's API layer drives.
+* `engine/`: the `Engine` facade the guest agent's API layer drives, over one service per
+  kind of resource (containers, execs, images, volumes, networks, events, system).
 
 Package `__init__` modules hold only a docstring: importing a package must cost
 nothing, because the agent's start-up path is kept lean for the TCG guest.

@@ -131,7 +131,7 @@ def test_start_up_serves_ping_at_once_and_container_requests_wait_for_recovery_a
     from guest_agent.cli import StartupRouter
     from guest_agent.http_server import Router
     from guest_agent.routes_system import register_startup_routes
-    from runtime.engine import Engine
+    from runtime.engine.facade import Engine
     from runtime.network.manager import NetworkManager
 
     root = tmp_path / "root"
@@ -140,7 +140,7 @@ def test_start_up_serves_ping_at_once_and_container_requests_wait_for_recovery_a
     first.start()
     try:
         first.images.pull(test_images["busybox"])
-        cid = first.create_container(name, {"Image": test_images["busybox"], "Cmd": ["sleep", "1000"],
+        cid = first.containers.create(name, {"Image": test_images["busybox"], "Cmd": ["sleep", "1000"],
                                             "StopTimeout": 0}, {"NetworkMode": "none"}).id
     finally:
         first.shutdown()
@@ -155,8 +155,8 @@ def test_start_up_serves_ping_at_once_and_container_requests_wait_for_recovery_a
         return real_load_all()
 
     engine.store.load_all = gated_load_all
-    engine._recovered = recovered = _WatchedEvent()
-    engine._network_ready = network_ready = _WatchedEvent()
+    engine.registry._recovered = recovered = _WatchedEvent()
+    engine.networks._ready = network_ready = _WatchedEvent()
 
     early = Router()
     register_startup_routes(early)
@@ -187,12 +187,12 @@ def test_start_up_serves_ping_at_once_and_container_requests_wait_for_recovery_a
         network.gate.set()
         starter.join(60)
         assert result.get("status") == 204, result
-        assert engine.get_container(cid).state.running
+        assert engine.containers.inspect(cid).state.running
     finally:
         recovery_gate.set()
         network.gate.set()
         try:
-            engine.remove_container(cid, force=True)
+            engine.containers.remove(cid, force=True)
         finally:
             engine.shutdown()
 

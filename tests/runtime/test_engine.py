@@ -17,7 +17,7 @@ from tests.runtime.test_engine_fixtures import (  # noqa: F401 - fixtures
 def test_run_collects_exit_code_and_both_streams(engine, busybox):
     cid, code, out, err = run(engine, busybox, ["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (code, out, err) == (3, b"out\n", b"err\n")
-    c = engine.get_container(cid)
+    c = engine.containers.inspect(cid)
     assert c.state.status == "exited" and not c.state.running and c.state.exit_code == 3
     assert c.state.finished_at > c.state.started_at > "0001"
     assert c.config["Hostname"] == cid[:12]
@@ -33,24 +33,24 @@ def test_attach_gets_all_output_of_a_chatty_process(engine, busybox):
 def test_logs_tail_streams_and_since(engine, busybox):
     cid, code, _, _ = run(engine, busybox, ["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; echo e >&2"])
     assert code == 0
-    records = list(engine.container_logs(cid))
+    records = list(engine.containers.logs(cid))
     assert [r.data for r in records] == [b"line1\n", b"line2\n", b"line3\n", b"line4\n", b"line5\n", b"e\n"]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", r.time) for r in records)
-    assert [r.data for r in engine.container_logs(cid, stderr=False, tail=2)] == [b"line4\n", b"line5\n"]
-    assert [r.stream for r in engine.container_logs(cid, stdout=False)] == ["stderr"]
-    assert list(engine.container_logs(cid, since=4102444800)) == []    # year 2100
+    assert [r.data for r in engine.containers.logs(cid, stderr=False, tail=2)] == [b"line4\n", b"line5\n"]
+    assert [r.stream for r in engine.containers.logs(cid, stdout=False)] == ["stderr"]
+    assert list(engine.containers.logs(cid, since=4102444800)) == []    # year 2100
     log_file = engine.store.dir(cid) / f"{cid}-json.log"
     assert log_file.read_text().count('"stream": "stdout"') == 5
 
 
 def test_logs_follow_until_the_container_stops(engine, busybox):
-    c = engine.create_container(None, {"Image": busybox, "Cmd": ["cat"], "OpenStdin": True,
+    c = engine.containers.create(None, {"Image": busybox, "Cmd": ["cat"], "OpenStdin": True,
                                        "StdinOnce": True}, {"NetworkMode": "none"})
-    session = engine.attach_container(c.id, True, False, False)
-    engine.start_container(c.id)
+    session = engine.containers.attach(c.id, True, False, False)
+    engine.containers.start(c.id)
     got: list = []
     done = threading.Event()
-    collect(engine.container_logs(c.id, follow=True), got, done)
+    collect(engine.containers.logs(c.id, follow=True), got, done)
     session.write_stdin(b"one\n")
     poll_until(lambda: len(got) == 1, what="first followed line")
     session.write_stdin(b"two\n")
@@ -70,12 +70,12 @@ def test_stdin_without_open_stdin_is_dev_null(engine, busybox):
 
 
 def test_tty_with_resize_before_start(engine, busybox):
-    c = engine.create_container(None, {"Image": busybox, "Cmd": ["sh", "-c", "tty; stty size"],
+    c = engine.containers.create(None, {"Image": busybox, "Cmd": ["sh", "-c", "tty; stty size"],
                                        "Tty": True}, {"NetworkMode": "none"})
-    engine.resize_container_tty(c.id, 40, 100)
-    session = engine.attach_container(c.id, False, True, True)
-    waiter = engine.wait_container(c.id, "next-exit")
-    engine.start_container(c.id)
+    engine.containers.resize_tty(c.id, 40, 100)
+    session = engine.containers.attach(c.id, False, True, True)
+    waiter = engine.containers.wait(c.id, "next-exit")
+    engine.containers.start(c.id)
     output = b"".join(data for stream, data in session.output() if stream == 1)
     assert waiter.result(30) == (0, "")
     assert output.replace(b"\r\n", b"\n") == b"/dev/console\n40 100\n" or \
@@ -85,113 +85,113 @@ def test_tty_with_resize_before_start(engine, busybox):
 def test_stop_waits_timeout_then_kills(engine, busybox):
     # pid 1 ignores SIGTERM unless it handles it, so sleep only dies from SIGKILL.
     cid = start_background(engine, busybox, ["sleep", "1000"])
-    waiter = engine.wait_container(cid, "not-running")
-    engine.stop_container(cid, timeout=0)
+    waiter = engine.containers.wait(cid, "not-running")
+    engine.containers.stop(cid, timeout=0)
     assert waiter.result(10) == (137, "")
     with pytest.raises(NotModified):
-        engine.stop_container(cid)
+        engine.containers.stop(cid)
     with pytest.raises(Conflict, match=f"Container {cid} is not running"):
-        engine.kill_container(cid, "KILL")
+        engine.containers.kill(cid, "KILL")
 
 
 def test_stop_signal_is_delivered_and_handled(engine, busybox):
     cid = start_background(engine, busybox, ["sh", "-c", "trap 'echo got-usr1; exit 42' USR1; "
                                              "echo ready; sleep 1000 & wait"], StopSignal="SIGUSR1")
-    poll_until(lambda: any(r.data == b"ready\n" for r in engine.container_logs(cid)), what="ready")
-    engine.stop_container(cid, timeout=30)
-    c = engine.get_container(cid)
+    poll_until(lambda: any(r.data == b"ready\n" for r in engine.containers.logs(cid)), what="ready")
+    engine.containers.stop(cid, timeout=30)
+    c = engine.containers.inspect(cid)
     assert c.state.exit_code == 42
-    assert [r.data for r in engine.container_logs(cid)][-1] == b"got-usr1\n"
+    assert [r.data for r in engine.containers.logs(cid)][-1] == b"got-usr1\n"
 
 
 @pytest.mark.parametrize("sig", ["HUP", "SIGHUP", "1"])
 def test_kill_accepts_signal_names_and_numbers(engine, busybox, sig):
     cid = start_background(engine, busybox, ["sh", "-c", "trap 'exit 11' HUP; echo ready; sleep 1000 & wait"])
-    poll_until(lambda: any(r.data == b"ready\n" for r in engine.container_logs(cid)), what="ready")
-    waiter = engine.wait_container(cid, "next-exit")
-    engine.kill_container(cid, sig)
+    poll_until(lambda: any(r.data == b"ready\n" for r in engine.containers.logs(cid)), what="ready")
+    waiter = engine.containers.wait(cid, "next-exit")
+    engine.containers.kill(cid, sig)
     assert waiter.result(10) == (11, "")
     with pytest.raises(InvalidArgument):
-        engine.kill_container(cid, "SIGNOPE")
+        engine.containers.kill(cid, "SIGNOPE")
 
 
 def test_restart_container(engine, busybox):
     cid = start_background(engine, busybox, ["sleep", "1000"])
-    first_pid = engine.get_container(cid).state.pid
-    engine.restart_container(cid, timeout=0)
-    c = engine.get_container(cid)
+    first_pid = engine.containers.inspect(cid).state.pid
+    engine.containers.restart(cid, timeout=0)
+    c = engine.containers.inspect(cid)
     assert c.state.running and c.state.pid != first_pid
-    engine.kill_container(cid)
-    assert not engine.get_container(cid).state.running
+    engine.containers.kill(cid)
+    assert not engine.containers.inspect(cid).state.running
 
 
 def test_remove_running_needs_force(engine, busybox):
     cid = start_background(engine, busybox, ["sleep", "1000"])
     with pytest.raises(Conflict, match="You cannot remove a running container"):
-        engine.remove_container(cid)
-    waiter = engine.wait_container(cid, "removed")
-    engine.remove_container(cid, force=True)
+        engine.containers.remove(cid)
+    waiter = engine.containers.wait(cid, "removed")
+    engine.containers.remove(cid, force=True)
     assert waiter.result(10)[0] == 137
     with pytest.raises(NotFound, match="No such container"):
-        engine.get_container(cid)
+        engine.containers.inspect(cid)
     assert not engine.store.dir(cid).exists()
 
 
 def test_names_conflict_rename_and_lookup(engine, busybox):
-    a = engine.create_container("web", {"Image": busybox, "Cmd": ["true"]}, {})
+    a = engine.containers.create("web", {"Image": busybox, "Cmd": ["true"]}, {})
     with pytest.raises(Conflict, match=r'The container name "/web" is already in use by container "' + a.id):
-        engine.create_container("web", {"Image": busybox, "Cmd": ["true"]}, {})
-    assert engine.get_container("/web").id == a.id
-    assert engine.get_container(a.id[:10]).id == a.id
-    engine.rename_container("web", "web2")
-    assert engine.get_container("web2").id == a.id
+        engine.containers.create("web", {"Image": busybox, "Cmd": ["true"]}, {})
+    assert engine.containers.inspect("/web").id == a.id
+    assert engine.containers.inspect(a.id[:10]).id == a.id
+    engine.containers.rename("web", "web2")
+    assert engine.containers.inspect("web2").id == a.id
     with pytest.raises(NotFound):
-        engine.get_container("web")
-    b = engine.create_container("web", {"Image": busybox, "Cmd": ["true"]}, {})   # name free again
-    generated = engine.create_container(None, {"Image": busybox, "Cmd": ["true"]}, {})
+        engine.containers.inspect("web")
+    b = engine.containers.create("web", {"Image": busybox, "Cmd": ["true"]}, {})   # name free again
+    generated = engine.containers.create(None, {"Image": busybox, "Cmd": ["true"]}, {})
     assert re.fullmatch(r"[a-z]+_[a-z]+\d?", generated.name)
     for c in (a, b, generated):
-        engine.remove_container(c.id)
+        engine.containers.remove(c.id)
 
 
 def test_create_errors(engine, busybox):
     with pytest.raises(NotFound, match="No such image: nosuchimage:latest"):
-        engine.create_container(None, {"Image": "nosuchimage:latest"}, {})
+        engine.containers.create(None, {"Image": "nosuchimage:latest"}, {})
     with pytest.raises(InvalidArgument, match="network mode"):
-        engine.create_container(None, {"Image": busybox}, {"NetworkMode": "macvlan0"})
+        engine.containers.create(None, {"Image": busybox}, {"NetworkMode": "macvlan0"})
     with pytest.raises(InvalidArgument, match="Invalid container name"):
-        engine.create_container("bad name", {"Image": busybox}, {})
+        engine.containers.create("bad name", {"Image": busybox}, {})
     with pytest.raises(InvalidArgument, match="bind source path does not exist: /nonexistent/src"):
-        engine.create_container(None, {"Image": busybox}, {"Mounts": [
+        engine.containers.create(None, {"Image": busybox}, {"Mounts": [
             {"Type": "bind", "Source": "/nonexistent/src", "Target": "/x"}]})
 
 
 def test_start_failure_is_recorded(engine, busybox):
-    c = engine.create_container(None, {"Image": busybox, "Cmd": ["/no/such/binary"]}, {"NetworkMode": "none"})
-    waiter = engine.wait_container(c.id, "next-exit")
+    c = engine.containers.create(None, {"Image": busybox, "Cmd": ["/no/such/binary"]}, {"NetworkMode": "none"})
+    waiter = engine.containers.wait(c.id, "next-exit")
     with pytest.raises(ContainerStartError) as err:
-        engine.start_container(c.id)
+        engine.containers.start(c.id)
     assert err.value.exit_code == 127
-    st = engine.get_container(c.id).state
+    st = engine.containers.inspect(c.id).state
     assert st.status == "exited" and st.exit_code == 127 and st.error
     assert waiter.result(5)[0] == 127
 
 
 def test_wait_conditions(engine, busybox):
-    c = engine.create_container(None, {"Image": busybox, "Cmd": ["true"]}, {"NetworkMode": "none"})
-    assert engine.wait_container(c.id, "not-running").result(1) == (0, "")   # created: at once
-    next_exit = engine.wait_container(c.id, "next-exit")
-    removed = engine.wait_container(c.id, "removed")
+    c = engine.containers.create(None, {"Image": busybox, "Cmd": ["true"]}, {"NetworkMode": "none"})
+    assert engine.containers.wait(c.id, "not-running").result(1) == (0, "")   # created: at once
+    next_exit = engine.containers.wait(c.id, "next-exit")
+    removed = engine.containers.wait(c.id, "removed")
     with pytest.raises(TimeoutError):
         next_exit.result(0)
-    engine.start_container(c.id)
+    engine.containers.start(c.id)
     assert next_exit.result(10) == (0, "")
     with pytest.raises(TimeoutError):
         removed.result(0)
-    engine.remove_container(c.id)
+    engine.containers.remove(c.id)
     assert removed.result(10) == (0, "")
     with pytest.raises(InvalidArgument):
-        engine.wait_container(busybox, "sometime")
+        engine.containers.wait(busybox, "sometime")
 
 
 def test_auto_remove_takes_anonymous_volumes_with_it(engine, busybox):
@@ -200,10 +200,10 @@ def test_auto_remove_takes_anonymous_volumes_with_it(engine, busybox):
                             host_config={"AutoRemove": True, "Binds": ["/anon", f"{named}:/named"]})
     assert (code, out) == (0, b"ok\n")
     with pytest.raises(NotFound):
-        engine.get_container(cid)
-    anonymous = [v for v in engine.list_volumes() if engine.volumes.is_anonymous(v)]
-    assert not [v for v in anonymous if not engine.volume_users(v.name)]
-    assert (open(os.path.join(engine.get_volume(named).mountpoint, "f")).read()) == "y\n"
+        engine.containers.inspect(cid)
+    anonymous = [v for v in engine.volumes.list() if engine.volumes.is_anonymous(v)]
+    assert not [v for v in anonymous if not engine.volumes.users(v.name)]
+    assert (open(os.path.join(engine.volumes.get(named).mountpoint, "f")).read()) == "y\n"
 
 
 def test_named_volume_outlives_its_container(engine, busybox):
@@ -211,14 +211,14 @@ def test_named_volume_outlives_its_container(engine, busybox):
                           host_config={"Binds": ["shared-data:/data"]})
     assert code == 0
     with pytest.raises(Conflict, match="volume is in use"):
-        engine.remove_volume("shared-data")
-    engine.remove_container(cid, remove_volumes=True)     # named volumes are kept
+        engine.volumes.remove("shared-data")
+    engine.containers.remove(cid, remove_volumes=True)     # named volumes are kept
     _, code, out, _ = run(engine, busybox, ["cat", "/data/file"], host_config={"Binds": ["shared-data:/data:ro"],
                                                                                 "AutoRemove": True})
     assert (code, out) == (0, b"persisted\n")
-    engine.remove_volume("shared-data")
+    engine.volumes.remove("shared-data")
     with pytest.raises(NotFound):
-        engine.get_volume("shared-data")
+        engine.volumes.get("shared-data")
 
 
 def test_bind_mount_read_only_and_tmpfs(engine, busybox, tmp_path):
@@ -239,19 +239,19 @@ def test_env_workdir_user_and_entrypoint(engine, busybox):
 
 
 def test_list_and_filters(engine, busybox):
-    a = engine.create_container("lister-a", {"Image": busybox, "Cmd": ["true"], "Labels": {"team": "x"}}, {})
+    a = engine.containers.create("lister-a", {"Image": busybox, "Cmd": ["true"], "Labels": {"team": "x"}}, {})
     b_id = start_background(engine, busybox, ["sleep", "1000"], Labels={"team": "y"})
-    running = [c.id for c in engine.list_containers()]
+    running = [c.id for c in engine.containers.list()]
     assert b_id in running and a.id not in running
-    assert [c.id for c in engine.list_containers(all=True, filters={"label": ["team=x"]})] == [a.id]
-    assert [c.id for c in engine.list_containers(all=True, filters={"name": ["lister-a"]})] == [a.id]
-    assert a.id in [c.id for c in engine.list_containers(all=True, filters={"status": ["created"]})]
-    assert engine.list_containers(all=True, limit=1)[0].id == b_id      # newest first
-    titles, procs = engine.top_container(b_id)
+    assert [c.id for c in engine.containers.list(all=True, filters={"label": ["team=x"]})] == [a.id]
+    assert [c.id for c in engine.containers.list(all=True, filters={"name": ["lister-a"]})] == [a.id]
+    assert a.id in [c.id for c in engine.containers.list(all=True, filters={"status": ["created"]})]
+    assert engine.containers.list(all=True, limit=1)[0].id == b_id      # newest first
+    titles, procs = engine.containers.top(b_id)
     assert titles == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
     assert [p[7] for p in procs] == ["sleep 1000"] and procs[0][0] == "root"
-    engine.remove_container(b_id, force=True)
-    deleted, _ = engine.prune_containers(filters={"label": ["team=x"]})
+    engine.containers.remove(b_id, force=True)
+    deleted, _ = engine.containers.prune(filters={"label": ["team=x"]})
     assert deleted == [a.id]
 
 
@@ -265,8 +265,8 @@ def test_bridge_network_and_etc_files(engine, busybox):
 
 
 def test_info_counts(engine):
-    info = engine.info()
-    assert info["Containers"] == len(engine.list_containers(all=True))
+    info = engine.system.info()
+    assert info["Containers"] == len(engine.containers.list(all=True))
     assert info["Driver"] == "overlay2" and info["OSType"] == "linux" and info["Images"] >= 1
     assert info["CgroupVersion"] in ("1", "2") and info["NCPU"] >= 1 and info["MemTotal"] > 0
 
@@ -295,7 +295,7 @@ def test_new_volume_is_filled_from_the_image(engine, test_images):
                                          "AutoRemove": True})
     assert code == 0, err
     assert out == b"/data:\nchanged.txt\nkeep.txt\n\n/opaque:\nnew.txt\nv2\n"
-    vol = engine.get_volume("layered-opaque")
+    vol = engine.volumes.get("layered-opaque")
     assert sorted(os.listdir(vol.mountpoint)) == ["new.txt"]
     # nocopy, and volumes that already have content, are left alone.
     (open(os.path.join(vol.mountpoint, "mine.txt"), "w")).close()
@@ -303,46 +303,46 @@ def test_new_volume_is_filled_from_the_image(engine, test_images):
                           host_config={"Binds": ["layered-opaque:/opaque", "empty-nocopy:/data:nocopy"],
                                        "AutoRemove": True})
     assert (code, out) == (0, b"/data:\n\n/opaque:\nmine.txt\nnew.txt\n")
-    engine.remove_volume("layered-opaque")
-    engine.remove_volume("empty-nocopy")
+    engine.volumes.remove("layered-opaque")
+    engine.volumes.remove("empty-nocopy")
 
 
 def test_pause_and_unpause(engine, busybox):
     cid = start_background(engine, busybox, ["sh", "-c", "cat"], OpenStdin=True)
-    session = engine.attach_container(cid, True, True, False)
-    engine.pause_container(cid)
-    assert engine.get_container(cid).state.status == "paused"
+    session = engine.containers.attach(cid, True, True, False)
+    engine.containers.pause(cid)
+    assert engine.containers.inspect(cid).state.status == "paused"
     with pytest.raises(Conflict, match="already paused"):
-        engine.pause_container(cid)
+        engine.containers.pause(cid)
     with pytest.raises(Conflict, match="paused"):
-        engine.create_exec(cid, ["true"])
+        engine.execs.create(cid, ["true"])
     session.write_stdin(b"while frozen\n")     # cat reads it only once thawed
-    engine.unpause_container(cid)
-    assert engine.get_container(cid).state.status == "running"
+    engine.containers.unpause(cid)
+    assert engine.containers.inspect(cid).state.status == "running"
     first = next(iter(session.output()))
     assert first == (1, b"while frozen\n")
-    engine.pause_container(cid)
-    engine.remove_container(cid, force=True)     # a paused container can still be killed
+    engine.containers.pause(cid)
+    engine.containers.remove(cid, force=True)     # a paused container can still be killed
     with pytest.raises(NotFound):
-        engine.get_container(cid)
+        engine.containers.inspect(cid)
 
 
 def test_memory_limit_oom_kill_is_reported(engine, busybox):
     _, code, _, _ = run(engine, busybox, ["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
                         host_config={"Memory": 16 * 1024 * 1024, "MemorySwap": 16 * 1024 * 1024})
     assert code == 137
-    oom = [c for c in engine.list_containers(all=True) if c.state.oom_killed]
+    oom = [c for c in engine.containers.list(all=True) if c.state.oom_killed]
     assert oom and oom[0].state.exit_code == 137
 
 
 def test_published_port_reaches_the_container(engine, busybox):
     import socket
-    c = engine.create_container(None, {"Image": busybox, "Cmd": ["sh", "-c", "echo hello | nc -l -p 8080"],
+    c = engine.containers.create(None, {"Image": busybox, "Cmd": ["sh", "-c", "echo hello | nc -l -p 8080"],
                                        "ExposedPorts": {"8080/tcp": {}}},
                                 {"PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}})
-    waiter = engine.wait_container(c.id, "next-exit")
-    engine.start_container(c.id)
-    ports = engine.get_container(c.id).network.ports
+    waiter = engine.containers.wait(c.id, "next-exit")
+    engine.containers.start(c.id)
+    ports = engine.containers.inspect(c.id).network.ports
     assert len(ports) == 1 and ports[0].host_port > 0
 
     def fetch():
@@ -354,8 +354,8 @@ def test_published_port_reaches_the_container(engine, busybox):
     # nc may not be listening yet right after start: retry until it answers.
     assert poll_until(fetch, what="answer through the published port") == b"hello\n"
     assert waiter.result(10)[0] == 0
-    assert engine.get_container(c.id).network is None
-    engine.remove_container(c.id)
+    assert engine.containers.inspect(c.id).network is None
+    engine.containers.remove(c.id)
 
 
 def test_dns_options_reach_resolv_conf(engine, busybox):
@@ -375,10 +375,10 @@ def test_log_rotation_options(engine, busybox):
     assert code == 0
     logs = sorted(p.name for p in engine.store.dir(cid).iterdir() if "-json.log" in p.name)
     assert logs == [f"{cid}-json.log", f"{cid}-json.log.1"]
-    records = [r.data for r in engine.container_logs(cid)]
+    records = [r.data for r in engine.containers.logs(cid)]
     assert records[-1] == b"5000\n" and 0 < len(records) < 5000
-    assert [r.data for r in engine.container_logs(cid, tail=2)] == [b"4999\n", b"5000\n"]
-    engine.remove_container(cid)
+    assert [r.data for r in engine.containers.logs(cid, tail=2)] == [b"4999\n", b"5000\n"]
+    engine.containers.remove(cid)
 
 
 def test_readonly_rootfs_and_capabilities(engine, busybox):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from runtime.engine import Engine
+from runtime.engine.facade import Engine
 from tests.support.waiting import poll as poll_until  # noqa: F401 - used by the engine tests
 
 
@@ -45,10 +45,10 @@ def run(engine: Engine, image: str, cmd: list[str], host_config: dict | None = N
     if stdin is not None:
         cfg.update(OpenStdin=True, StdinOnce=True, AttachStdin=True)
     hc = {"NetworkMode": "none", **(host_config or {})}
-    c = engine.create_container(name, cfg, hc)
-    session = engine.attach_container(c.id, stdin is not None, True, True)
-    waiter = engine.wait_container(c.id, "removed" if hc.get("AutoRemove") else "next-exit")
-    engine.start_container(c.id)
+    c = engine.containers.create(name, cfg, hc)
+    session = engine.containers.attach(c.id, stdin is not None, True, True)
+    waiter = engine.containers.wait(c.id, "removed" if hc.get("AutoRemove") else "next-exit")
+    engine.containers.start(c.id)
     if stdin is not None:
         session.write_stdin(stdin)
         session.close_stdin()
@@ -62,9 +62,9 @@ def run(engine: Engine, image: str, cmd: list[str], host_config: dict | None = N
 def start_background(engine: Engine, image: str, cmd: list[str], host_config: dict | None = None,
                      **config: Any) -> str:
     """Like `docker run -d`; returns the id once the container is running."""
-    c = engine.create_container(None, {"Image": image, "Cmd": cmd, **config},
+    c = engine.containers.create(None, {"Image": image, "Cmd": cmd, **config},
                                 {"NetworkMode": "none", **(host_config or {})})
-    engine.start_container(c.id)
+    engine.containers.start(c.id)
     return c.id
 
 

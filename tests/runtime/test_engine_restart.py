@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.engine import Engine
+from runtime.engine.facade import Engine
 from tests.runtime.test_engine_fixtures import (  # noqa: F401 - fixtures
     busybox, engine, make_engine, poll_until, start_background,
 )
@@ -26,43 +26,43 @@ def _die_actions(engine, cid):
 def test_on_failure_restarts_exactly_max_times(engine, busybox):
     cid = start_background(engine, busybox, ["sh", "-c", "echo attempt; exit 3"],
                            host_config={"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}})
-    live = engine._live(cid)
+    live = engine.registry.lookup(cid)
     def settled():
         with live.lock:   # state and its "die" event change together under the container lock
             return live.c.restart_count == 2 and live.c.state.status == "exited" and live.restart_timer is None
     poll_until(settled, what="two restarts then exited")
     assert live.c.state.exit_code == 3
     assert len(_die_actions(engine, cid)) == 3
-    assert [r.data for r in engine.container_logs(cid)] == [b"attempt\n"] * 3
+    assert [r.data for r in engine.containers.logs(cid)] == [b"attempt\n"] * 3
 
 
 def test_on_failure_does_not_restart_on_success(engine, busybox):
-    c = engine.create_container(None, {"Image": busybox, "Cmd": ["true"]},
+    c = engine.containers.create(None, {"Image": busybox, "Cmd": ["true"]},
                                 {"NetworkMode": "none", "RestartPolicy": {"Name": "on-failure"}})
-    waiter = engine.wait_container(c.id, "next-exit")  # before start: `true` may exit at once
-    engine.start_container(c.id)
+    waiter = engine.containers.wait(c.id, "next-exit")  # before start: `true` may exit at once
+    engine.containers.start(c.id)
     waiter.result(10)
     cid = c.id
-    live = engine._live(cid)
+    live = engine.registry.lookup(cid)
     assert live.c.state.status == "exited" and live.restart_timer is None and live.c.restart_count == 0
 
 
 def test_always_restarts_after_exit_but_not_after_stop(engine, busybox):
     cid = start_background(engine, busybox, ["sh", "-c", "echo up; exit 1"],
                            host_config={"RestartPolicy": {"Name": "always"}})
-    live = engine._live(cid)
+    live = engine.registry.lookup(cid)
     poll_until(lambda: live.c.restart_count >= 2, what="restarts")
-    engine.stop_container(cid, timeout=0)
+    engine.containers.stop(cid, timeout=0)
     # A restart only ever happens through the pending timer: none is left after stop.
     assert live.restart_timer is None and not live.c.state.running
-    assert engine.get_container(cid).state.status == "exited"
+    assert engine.containers.inspect(cid).state.status == "exited"
 
     sleeper = start_background(engine, busybox, ["sleep", "1000"], host_config={"RestartPolicy": {"Name": "always"}})
-    engine.stop_container(sleeper, timeout=0)
-    live = engine._live(sleeper)
+    engine.containers.stop(sleeper, timeout=0)
+    live = engine.registry.lookup(sleeper)
     assert live.restart_timer is None and live.c.state.status == "exited" and live.c.state.exit_code == 137
-    engine.remove_container(cid)
-    engine.remove_container(sleeper)
+    engine.containers.remove(cid)
+    engine.containers.remove(sleeper)
 
 
 def test_restart_backoff_doubles():
@@ -75,20 +75,20 @@ def test_restart_backoff_doubles():
 _FIRST_ENGINE = """
 import json, sys
 from pathlib import Path
-from runtime.engine import Engine
+from runtime.engine.facade import Engine
 root, image = Path(sys.argv[1]), sys.argv[2]
 e = Engine(root)
 e.start()
 e.images.pull(image)
 def start(policy, cmd=("sleep", "1000")):
-    c = e.create_container(None, {"Image": image, "Cmd": list(cmd), "StopTimeout": 0},
+    c = e.containers.create(None, {"Image": image, "Cmd": list(cmd), "StopTimeout": 0},
                            {"NetworkMode": "none", "RestartPolicy": {"Name": policy}})
-    e.start_container(c.id)
+    e.containers.start(c.id)
     return c.id
 ids = {"plain": start("no"), "always": start("always"), "unless": start("unless-stopped"),
        "stopped_unless": start("unless-stopped")}
-e.stop_container(ids["stopped_unless"], timeout=0)
-ids["plain_pid"] = e.get_container(ids["plain"]).state.pid
+e.containers.stop(ids["stopped_unless"], timeout=0)
+ids["plain_pid"] = e.containers.inspect(ids["plain"]).state.pid
 print(json.dumps(ids), flush=True)
 sys.stdin.read()   # killed here, like a crashed engine
 """
@@ -105,28 +105,28 @@ def test_engine_restart_reloads_state_and_applies_policies(tmp_path, busybox):
         proc.wait()
     engine = make_engine(root)
     try:
-        plain = engine.get_container(ids["plain"])
+        plain = engine.containers.inspect(ids["plain"])
         assert plain.state.status == "exited" and plain.state.exit_code == 255
         assert plain.state.error == "engine restarted"
         # Its process (orphaned when the engine died) was cleaned up.
         poll_until(lambda: not _alive(ids["plain_pid"]), what="orphan killed")
         for key in ("always", "unless"):
-            poll_until(lambda key=key: engine.get_container(ids[key]).state.running, what=f"{key} restarted")
-        stopped = engine.get_container(ids["stopped_unless"])
+            poll_until(lambda key=key: engine.containers.inspect(ids[key]).state.running, what=f"{key} restarted")
+        stopped = engine.containers.inspect(ids["stopped_unless"])
         assert stopped.state.status == "exited" and stopped.state.exit_code == 137
-        assert not engine._live(ids["stopped_unless"]).restart_timer
+        assert not engine.registry.lookup(ids["stopped_unless"]).restart_timer
         # Names survive the restart.
-        assert engine.get_container(plain.name).id == plain.id
+        assert engine.containers.inspect(plain.name).id == plain.id
     finally:
         engine.shutdown()
     # shutdown stops but keeps records: a third engine sees them exited, always comes back.
     again = make_engine(root)
     try:
-        assert again.get_container(ids["plain"]).state.status == "exited"
-        poll_until(lambda: again.get_container(ids["always"]).state.running, what="always back again")
+        assert again.containers.inspect(ids["plain"]).state.status == "exited"
+        poll_until(lambda: again.containers.inspect(ids["always"]).state.running, what="always back again")
         for cid in list(ids.values())[:4]:
-            again.remove_container(cid, force=True)
-        assert again.list_containers(all=True) == []
+            again.containers.remove(cid, force=True)
+        assert again.containers.list(all=True) == []
     finally:
         again.shutdown()
 

@@ -1,0 +1,195 @@
+"""The networks service: every network-facing step of the engine, in one place.
+
+Today that is the default bridge (set-up at engine start, attach and detach per run),
+`--link`, `--mac-address` and the container's /etc/hosts and /etc/resolv.conf. User
+networks (runtime/network/) hook in here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..containers.links import LinkedContainer, hosts_line, link_env, parse_links
+from ..errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
+from ..models import Container
+from .registry import ContainerRegistry
+
+log = logging.getLogger(__name__)
+
+
+class NetworkService:
+    """Network set-up and per-container attachment, links and /etc files.
+
+    Lock discipline: `_ready` is set once set-up finished (successfully or not); `_lock`
+    serialises set-up retries after a failure. The NetworkManager has its own locks.
+    Link targets are read from the registry (their records, without their locks: a
+    target's address and running flag are read once, as dockerd does).
+    """
+
+    def __init__(self, manager: Any, registry: ContainerRegistry) -> None:
+        self.manager = manager
+        self._registry = registry
+        self._ready = threading.Event()
+        self._ready.set()
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    # set-up ----------------------------------------------------------------
+    def begin_setup(self) -> None:
+        self._ready.clear()
+
+    def setup(self) -> None:
+        """Bridge, ip_forward, NAT; an error is kept for container starts to retry."""
+        try:
+            self.manager.setup()
+        except BaseException as err:   # noqa: BLE001 - kept for the waiters
+            self._error = err
+            log.error("network set-up failed (container starts will retry it): %s", err)
+        finally:
+            self._ready.set()
+
+    @property
+    def setup_error(self) -> BaseException | None:
+        return self._error
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def await_ready(self) -> None:
+        """Block until network set-up finished; retry it once more if it had failed."""
+        self._ready.wait()
+        if self._error is None:
+            return
+        with self._lock:
+            if self._error is None:
+                return
+            try:
+                self.manager.setup()
+            except Exception as err:   # noqa: BLE001
+                self._error = err
+                raise RuntimeFailure(f"container networking is not available: {err}") from err
+            self._error = None
+
+    def shutdown(self) -> None:
+        try:
+            self.manager.shutdown()
+        except Exception as err:    # noqa: BLE001
+            log.warning("network shutdown failed: %s", err)
+
+    # per container -----------------------------------------------------------
+    def attach(self, c: Container, port_mappings: Any) -> Any:
+        hc, cfg = c.host_config, c.config
+        return self.manager.attach(c.id, hc["NetworkMode"], port_mappings,
+                                   mac_address=cfg.get("MacAddress") or "")
+
+    def detach(self, cid: str, why: str = "network detach") -> None:
+        """Best effort: a failure is logged (the container's run is over either way)."""
+        try:
+            self.manager.detach(cid)
+        except Exception as err:   # noqa: BLE001
+            log.warning("%s of %s failed: %s", why, cid[:12], err)
+
+    def etc_files(self, c: Container, attachment: Any, link_hosts: str, cdir: Path) -> dict[str, Path]:
+        """The container's /etc/hosts, /etc/hostname and /etc/resolv.conf, written in `cdir`."""
+        from ..host_loopback import host_loopback_address
+        from ..network.resolv_conf import container_etc_files
+        hc = c.host_config
+        etc_files: dict[str, Path] = {}
+        for target, content in container_etc_files(c.id, c.config.get("Hostname", ""), attachment,
+                                                   list(hc.get("ExtraHosts") or []),
+                                                   host_loopback=host_loopback_address()).items():
+            if target == "/etc/resolv.conf":
+                content = apply_dns_options(content, hc)
+            if target == "/etc/hosts" and link_hosts:
+                content = insert_link_hosts(content, link_hosts, attachment.ip_address)
+            host_file = cdir / os.path.basename(target)
+            host_file.write_bytes(content)
+            etc_files[target] = host_file
+        return etc_files
+
+    # links -------------------------------------------------------------------
+    def check_links(self, hc: dict[str, Any]) -> None:
+        """At create, as dockerd: linked containers exist, and links need the bridge."""
+        requests = parse_links(hc.get("Links"))
+        if requests and hc.get("NetworkMode") == "host":
+            raise InvalidArgument("conflicting options: host type networking can't be used with "
+                                  "links. This would result in undefined behavior")
+        for link in requests:
+            try:
+                self._registry.lookup(link.name)
+            except NotFound as err:
+                # Not a 404: the docker CLI would take that for a missing image and pull.
+                raise InvalidArgument(f"could not get container for {link.name}: {err}") from None
+
+    def resolve_links(self, c: Container) -> tuple[str, list[str]]:
+        """(/etc/hosts lines, environment) of the container's links; the targets must run."""
+        hosts, env = "", []
+        for link in parse_links(c.host_config.get("Links")):
+            try:
+                child = self._registry.lookup(link.name).c
+            except NotFound as err:
+                raise InvalidArgument(f"could not get container for {link.name}: {err}") from None
+            address = child.network.ip_address if child.network and child.state.running else ""
+            if not address:
+                raise Conflict(f"Cannot link to a non running container: /{child.name} AS "
+                               f"/{c.name}/{link.alias}")
+            target = LinkedContainer(name=child.name,
+                                     hostname=child.config.get("Hostname") or child.id[:12],
+                                     ip=address, exposed_ports=list(child.config.get("ExposedPorts") or {}),
+                                     env=list(child.config.get("Env") or []))
+            hosts += hosts_line(link.alias, target)
+            env += link_env(c.name, link.alias, target)
+        return hosts, env
+
+
+def set_mac_address(cfg: dict[str, Any], hc: dict[str, Any], networking: Any) -> None:
+    """Config.MacAddress, or (API 1.44+, what the CLI sends now) the endpoint's MacAddress
+    in NetworkingConfig: checked at create and kept in Config.MacAddress for the start."""
+    mac = cfg.get("MacAddress") or ""
+    endpoints = (networking or {}).get("EndpointsConfig") if isinstance(networking, dict) else None
+    for endpoint in (endpoints or {}).values():
+        if isinstance(endpoint, dict) and endpoint.get("MacAddress"):
+            mac = endpoint["MacAddress"]
+    if not mac:
+        return
+    if not isinstance(mac, str):
+        raise InvalidArgument("invalid MacAddress: expected a string")
+    if hc.get("NetworkMode") == "host":
+        raise InvalidArgument("conflicting options: mac-address and the network mode")
+    from ..network.manager import validate_mac  # the network module (netlink, proxies) loads lazily
+    validate_mac(mac)
+    cfg["MacAddress"] = mac
+
+
+def insert_link_hosts(hosts: bytes, lines: str, own_address: str) -> bytes:
+    """Link lines go before the container's own entry (the last line), as in dockerd's file."""
+    text = hosts.decode()
+    head, sep, last = text.rstrip("\n").rpartition("\n")
+    if own_address and last.startswith(own_address + "\t"):
+        return (head + sep + lines + last + "\n").encode()
+    return (text + lines).encode()
+
+
+def apply_dns_options(resolv_conf: bytes, host_config: dict[str, Any]) -> bytes:
+    """HostConfig Dns/DnsSearch/DnsOptions replace the matching lines, as `--dns` does."""
+    replacements: dict[str, list[str]] = {}
+    if host_config.get("Dns"):
+        replacements["nameserver"] = list(host_config["Dns"])
+    if host_config.get("DnsSearch"):
+        replacements["search"] = [" ".join(host_config["DnsSearch"])]
+    if host_config.get("DnsOptions"):
+        replacements["options"] = [" ".join(host_config["DnsOptions"])]
+    if not replacements:
+        return resolv_conf
+    kept = []
+    for line in resolv_conf.decode().splitlines():
+        words = line.split()
+        if not words or words[0] not in replacements:
+            kept.append(line)
+    for key, values in replacements.items():
+        kept += [f"{key} {v}" for v in values]
+    return ("\n".join(kept) + "\n").encode()
