@@ -29,11 +29,11 @@ class ContainerQueries:
 
     def inspect(self, ref: str) -> Container:
         """A consistent, independent copy of the container's record."""
-        return self._ctx.registry.lookup(ref).c
+        return self._ctx.registry.lookup(ref).snapshot()
 
     def list(self, all: bool = False, filters: dict[str, list[str]] | None = None,
              limit: int = -1) -> list[Container]:
-        containers = sorted((l.c for l in self._ctx.registry.all()),
+        containers = sorted((l.snapshot() for l in self._ctx.registry.all()),
                             key=lambda c: c.created, reverse=True)
         if limit is not None and limit > 0:
             all = True

@@ -115,7 +115,7 @@ class ContainerRemover:
         deleted, reclaimed = [], 0
         lives = sorted(ctx.registry.all(), key=lambda l: l.c.created, reverse=True)
         for live in lives:
-            c = live.c
+            c = live.snapshot()
             if c.state.running or c.state.restarting:
                 continue
             labels = c.config.get("Labels") or {}
