@@ -158,18 +158,15 @@ class ImageRoutes:
         return Response(status=201, body=b"", content_type=None)
 
     def remove(self, request: Request) -> Response:
-        users = self._containers_by_image()
-        result = self.engine.images.remove(
-            request.params["name"], force=request.bool_arg("force"),
-            prune=not request.bool_arg("noprune"),
-            in_use_by=lambda image_id: users.get(image_id, []))
+        # The images service decides "in use" under its lock (containers and creates in flight).
+        result = self.engine.images.remove(request.params["name"], force=request.bool_arg("force"),
+                                           prune=not request.bool_arg("noprune"))
         return json_response(result)
 
     def prune(self, request: Request) -> Response:
         filters = request.filters()
         dangling = filters.get("dangling", ["true"])[-1].lower() in ("1", "true")
-        deleted, reclaimed = self.engine.images.prune(dangling_only=dangling,
-                                                      in_use=set(self._containers_by_image()))
+        deleted, reclaimed = self.engine.images.prune(dangling_only=dangling)
         return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
     # -- pull -----------------------------------------------------------------

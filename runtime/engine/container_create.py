@@ -12,6 +12,7 @@ from ..containers import config as cc
 from ..containers import device_rules, namespace_modes, volumes_from
 from ..containers.security.options import check_host_config as check_security_options
 from ..errors import DockyardError, InvalidArgument
+from ..images.store import Image
 from ..models import Container
 from ..timestamps import now_rfc3339
 from ..volumes.store import check_volume_targets, populate_from_layers
@@ -41,8 +42,14 @@ class ContainerCreator:
         ref = config.get("Image") or ""
         if not ref:
             raise InvalidArgument("no image specified")
-        image = ctx.images.get(ref)
         cid = secrets.token_hex(32)
+        # Pinned until the container is registered: an rmi meanwhile is refused (in use).
+        with ctx.images.pinned(ref, cid) as image:
+            return self._create(cid, name, ref, image, config, host_config, networking_config)
+
+    def _create(self, cid: str, name: str | None, ref: str, image: Image, config: dict[str, Any],
+                host_config: dict[str, Any], networking_config: dict[str, Any] | None) -> Container:
+        ctx = self._ctx
         name = cc.validate_container_name(name) if name else cc.generate_name(ctx.store.name_taken)
         runtime_cfg = image.config.get("config") or {}
         cfg, hc = cc.build_config(cid, config, host_config or {}, runtime_cfg)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..images.registry_credentials import RegistryCredentials
 from ..images.store import Image, ImageStore, ProgressCallback
@@ -15,15 +16,34 @@ from .registry import ContainerRegistry
 class ImageService:
     """Pull, tag, list, inspect, remove and prune images; publishes image events.
 
-    Lock discipline: the ImageStore's own lock guards the index and blobs; removal and
-    prune ask the container registry (its lock, taken inside the store's) which images
-    containers use.
+    Lock discipline: the ImageStore's own lock guards the index and blobs. `_use_lock`
+    guards `_creating` (container id -> image id of each create in flight) and is held
+    across every removal and prune, so "which images are in use" (the registry's
+    containers plus creates in flight) cannot change while an image is being deleted.
+    A create pins its image under `_use_lock` (resolving it then) and unpins it only
+    after the container is in the registry: an rmi either comes first (the create then
+    finds no image) or sees the user (refused, or untag only with force). Lock order:
+    `_use_lock`, then the store's lock, then the registry's.
     """
 
     def __init__(self, store: ImageStore, registry: ContainerRegistry, events: EventService) -> None:
         self.store = store
         self._registry = registry
         self._events = events
+        self._use_lock = threading.Lock()
+        self._creating: dict[str, str] = {}
+
+    @contextmanager
+    def pinned(self, ref_or_id: str, container_id: str) -> Iterator[Image]:
+        """The image, kept from removal until the block ends (container create)."""
+        with self._use_lock:
+            image = self.store.get(ref_or_id)   # NotFound("No such image: ...") if gone
+            self._creating[container_id] = image.id
+        try:
+            yield image
+        finally:
+            with self._use_lock:
+                self._creating.pop(container_id, None)
 
     # reads -------------------------------------------------------------------
     def get(self, ref_or_id: str) -> Image:
@@ -50,23 +70,28 @@ class ImageService:
         image = self.store.get(f"{repo}:{tag}")
         self._events.publish("image", "tag", image.id, {"name": f"{repo}:{tag}"})
 
-    def remove(self, ref_or_id: str, force: bool = False, prune: bool = True,
-               in_use_by: Callable[[str], list[str]] | None = None) -> list[dict[str, str]]:
-        records = self.store.remove(ref_or_id, force=force, prune=prune,
-                                    in_use_by=in_use_by or self._users)
+    def remove(self, ref_or_id: str, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
+        """Conflict while a container, or a create in flight, uses it (unless `force`)."""
+        with self._use_lock:
+            records = self.store.remove(ref_or_id, force=force, prune=prune, in_use_by=self._users)
         self._publish_removals(records)
         return records
 
-    def prune(self, dangling_only: bool = True,
-              in_use: set[str] | None = None) -> tuple[list[dict[str, str]], int]:
-        if in_use is None:
-            in_use = {l.c.image_id for l in self._registry.all()}
-        records, reclaimed = self.store.prune(dangling_only=dangling_only, in_use=in_use)
+    def prune(self, dangling_only: bool = True) -> tuple[list[dict[str, str]], int]:
+        """Unused images (dangling ones only by default); none a container or create uses."""
+        with self._use_lock:
+            in_use = {l.c.image_id for l in self._registry.all()} | set(self._creating.values())
+            records, reclaimed = self.store.prune(dangling_only=dangling_only, in_use=in_use)
         self._publish_removals(records)
         return records, reclaimed
 
     def _users(self, image_id: str) -> list[str]:
-        return self._registry.users_of_image(image_id)
+        """Containers using the image, including creates in flight (caller holds _use_lock)."""
+        creating = [cid for cid, iid in self._creating.items() if iid == image_id]
+        # Newest first, as the API layer listed them: a conflict names the newest user.
+        users = sorted((l.c for l in self._registry.all() if l.c.image_id == image_id),
+                       key=lambda c: c.created, reverse=True)
+        return creating + [c.id for c in users]
 
     def _publish_removals(self, records: list[dict[str, str]]) -> None:
         for rec in records:

@@ -64,9 +64,6 @@ class ContainerRegistry:
         with self._lock:
             return list(self._containers.values())
 
-    def users_of_image(self, image_id: str) -> list[str]:
-        return [l.c.id for l in self.all() if l.c.image_id == image_id]
-
     def get(self, cid: str) -> Live | None:
         """By full id, without waiting for recovery; None if unknown."""
         with self._lock:
