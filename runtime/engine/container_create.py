@@ -74,7 +74,7 @@ class ContainerCreator:
         try:
             cdir = ctx.store.dir(cid)
             cdir.mkdir(parents=True)
-            mounts = []
+            mounts: list[dict[str, Any]] = []
             for m in requests:
                 record = self._mount_record(m, created_volumes, hc)
                 mounts.append(record)

@@ -112,7 +112,8 @@ class ContainerRemover:
         ctx = self._ctx
         filters = {k: v for k, v in (filters or {}).items() if v}
         until = filters.pop("until", None)
-        deleted, reclaimed = [], 0
+        deleted: list[str] = []
+        reclaimed = 0
         lives = sorted(ctx.registry.all(), key=lambda l: l.c.created, reverse=True)
         for live in lives:
             c = live.snapshot()

@@ -186,7 +186,7 @@ class Engine:
         # A start-up still in progress finishes first (its threads use the network manager).
         for t in self._start_threads:
             t.join()
-        threads = []
+        threads: list[threading.Thread] = []
         for live in self.registry.all_now():
             with live.lock:
                 if self.containers.cancel_restart(live):

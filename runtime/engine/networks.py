@@ -127,7 +127,8 @@ class NetworkService:
 
     def resolve_links(self, c: Container) -> tuple[str, list[str]]:
         """(/etc/hosts lines, environment) of the container's links; the targets must run."""
-        hosts, env = "", []
+        hosts = ""
+        env: list[str] = []
         for link in parse_links(c.host_config.get("Links")):
             try:
                 child = self._registry.lookup(link.name).c
@@ -185,7 +186,7 @@ def apply_dns_options(resolv_conf: bytes, host_config: dict[str, Any]) -> bytes:
         replacements["options"] = [" ".join(host_config["DnsOptions"])]
     if not replacements:
         return resolv_conf
-    kept = []
+    kept: list[str] = []
     for line in resolv_conf.decode().splitlines():
         words = line.split()
         if not words or words[0] not in replacements:

@@ -18,7 +18,7 @@ def ps_from_proc(pids: list[int]) -> tuple[list[str], list[list[str]]]:
     """`ps -ef` columns for the given pids, read from /proc (no process spawned)."""
     clk = os.sysconf("SC_CLK_TCK")
     boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
-    rows = []
+    rows: list[list[str]] = []
     for pid in pids:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
@@ -60,7 +60,7 @@ def ps_with_args(pids: set[int], ps_args: str) -> tuple[list[str], list[list[str
     if "PID" not in titles:
         raise InvalidArgument("Couldn't find PID field in ps output")
     col = titles.index("PID")
-    rows = []
+    rows: list[list[str]] = []
     for line in lines[1:]:
         fields = line.split(None, len(titles) - 1)
         if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:

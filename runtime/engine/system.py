@@ -75,7 +75,7 @@ class SystemService:
 
 def os_release() -> dict[str, str]:
     """/etc/os-release as a dict (empty when unreadable)."""
-    result = {}
+    result: dict[str, str] = {}
     try:
         for line in Path("/etc/os-release").read_text().splitlines():
             key, eq, value = line.partition("=")

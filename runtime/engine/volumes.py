@@ -48,7 +48,7 @@ class VolumeService:
 
     def list(self, filters: dict[str, list[str]] | None = None) -> list[Volume]:
         filters = {k: v for k, v in (filters or {}).items() if v}
-        result = []
+        result: list[Volume] = []
         for vol in self.store.list():
             if "name" in filters and not any(f in vol.name for f in filters["name"]):
                 continue
@@ -82,7 +82,8 @@ class VolumeService:
         filters = {k: v for k, v in (filters or {}).items() if v}
         # Docker 23+: only anonymous volumes unless all=true.
         prune_all = (filters.pop("all", ["false"])[0].lower() in ("true", "1"))
-        deleted, reclaimed = [], 0
+        deleted: list[str] = []
+        reclaimed = 0
         for vol in self.store.list():
             if self.users(vol.name):
                 continue
