@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 import threading
 from collections.abc import Iterator
@@ -31,9 +32,9 @@ class ContainerQueries:
         """A consistent, independent copy of the container's record."""
         return self._ctx.registry.lookup(ref).snapshot()
 
-    def list(self, all: bool = False, filters: dict[str, list[str]] | None = None,
-             limit: int = -1) -> list[Container]:
-        containers = sorted((l.snapshot() for l in self._ctx.registry.all()),
+    def list(self, all: bool = False, filters: dict[str, builtins.list[str]] | None = None,
+             limit: int = -1) -> builtins.list[Container]:
+        containers = sorted((live.snapshot() for live in self._ctx.registry.all()),
                             key=lambda c: c.created, reverse=True)
         if limit is not None and limit > 0:
             all = True
@@ -49,7 +50,7 @@ class ContainerQueries:
             containers = containers[:limit]
         return containers
 
-    def _matches(self, c: Container, filters: dict[str, list[str]]) -> bool:
+    def _matches(self, c: Container, filters: dict[str, builtins.list[str]]) -> bool:
         for key, values in filters.items():
             if key == "id":
                 ok = any(c.id.startswith(v) for v in values)
@@ -113,7 +114,7 @@ class ContainerQueries:
             image_size = 0
         return rw, rw + image_size
 
-    def top(self, ref: str, ps_args: str = "") -> tuple[list[str], list[list[str]]]:
+    def top(self, ref: str, ps_args: str = "") -> tuple[builtins.list[str], builtins.list[builtins.list[str]]]:
         """(Titles, Processes) as `docker top` shows."""
         live = self._ctx.registry.lookup(ref)
         with live.lock:
@@ -125,7 +126,7 @@ class ContainerQueries:
             return ps_with_args(pids, ps_args)
         return ps_from_proc(sorted(pids))
 
-    def pids(self, ref: str) -> list[int]:
+    def pids(self, ref: str) -> builtins.list[int]:
         """Host pids of the container's processes (empty when it is not running)."""
         live = self._ctx.registry.lookup(ref)
         with live.lock:

@@ -114,7 +114,7 @@ class ContainerRemover:
         until = filters.pop("until", None)
         deleted: list[str] = []
         reclaimed = 0
-        lives = sorted(ctx.registry.all(), key=lambda l: l.c.created, reverse=True)
+        lives = sorted(ctx.registry.all(), key=lambda entry: entry.c.created, reverse=True)
         for live in lives:
             c = live.snapshot()
             if c.state.running or c.state.restarting:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -43,18 +44,18 @@ class ContainerService:
         """A snapshot of the container (by id, unique id prefix or name); NotFound otherwise."""
         return self._queries.inspect(ref)
 
-    def list(self, all: bool = False, filters: dict[str, list[str]] | None = None,
-             limit: int = -1) -> list[Container]:
+    def list(self, all: bool = False, filters: dict[str, builtins.list[str]] | None = None,
+             limit: int = -1) -> builtins.list[Container]:
         """Snapshots, newest first."""
         return self._queries.list(all, filters, limit)
 
     def size(self, ref: str) -> tuple[int, int]:
         return self._queries.size(ref)
 
-    def top(self, ref: str, ps_args: str = "") -> tuple[list[str], list[list[str]]]:
+    def top(self, ref: str, ps_args: str = "") -> tuple[builtins.list[str], builtins.list[builtins.list[str]]]:
         return self._queries.top(ref, ps_args)
 
-    def pids(self, ref: str) -> list[int]:
+    def pids(self, ref: str) -> builtins.list[int]:
         return self._queries.pids(ref)
 
     def logs(self, ref: str, stdout: bool = True, stderr: bool = True, follow: bool = False,
@@ -102,11 +103,11 @@ class ContainerService:
     def rename(self, ref: str, new_name: str) -> None:
         self._remover.rename(self.ctx.registry.lookup(ref), new_name)
 
-    def update(self, ref: str, body: Any) -> list[str] | None:
+    def update(self, ref: str, body: Any) -> builtins.list[str] | None:
         """`docker update`: limits and restart policy, live on a running container."""
         return self._updater.update(self.ctx.registry.lookup(ref), body)
 
-    def prune(self, filters: dict[str, list[str]] | None = None) -> tuple[list[str], int]:
+    def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> tuple[builtins.list[str], int]:
         return self._remover.prune(filters)
 
     # stdio and waits -----------------------------------------------------------

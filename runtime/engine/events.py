@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..event_bus import Event, EventBus, EventSubscription
-from ..models import Container
+from ..event_bus import EventBus, EventSubscription
+from ..models import Container, Event
 
 
 class EventService:

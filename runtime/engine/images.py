@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..images.registry_credentials import RegistryCredentials
 from ..images.store import Image, ImageStore, ProgressCallback
@@ -49,13 +51,13 @@ class ImageService:
     def get(self, ref_or_id: str) -> Image:
         return self.store.get(ref_or_id)
 
-    def list(self) -> list[Image]:
+    def list(self) -> builtins.list[Image]:
         return self.store.list()
 
-    def history(self, ref_or_id: str) -> list[dict[str, Any]]:
+    def history(self, ref_or_id: str) -> builtins.list[dict[str, Any]]:
         return self.store.history(ref_or_id)
 
-    def layer_dirs(self, image: Image) -> list[Path]:
+    def layer_dirs(self, image: Image) -> builtins.list[Path]:
         return list(self.store.layer_dirs(image))
 
     # writes ------------------------------------------------------------------
@@ -70,30 +72,30 @@ class ImageService:
         image = self.store.get(f"{repo}:{tag}")
         self._events.publish("image", "tag", image.id, {"name": f"{repo}:{tag}"})
 
-    def remove(self, ref_or_id: str, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
+    def remove(self, ref_or_id: str, force: bool = False, prune: bool = True) -> builtins.list[dict[str, str]]:
         """Conflict while a container, or a create in flight, uses it (unless `force`)."""
         with self._use_lock:
             records = self.store.remove(ref_or_id, force=force, prune=prune, in_use_by=self._users)
         self._publish_removals(records)
         return records
 
-    def prune(self, dangling_only: bool = True) -> tuple[list[dict[str, str]], int]:
+    def prune(self, dangling_only: bool = True) -> tuple[builtins.list[dict[str, str]], int]:
         """Unused images (dangling ones only by default); none a container or create uses."""
         with self._use_lock:
-            in_use = {l.c.image_id for l in self._registry.all()} | set(self._creating.values())
+            in_use = {live.c.image_id for live in self._registry.all()} | set(self._creating.values())
             records, reclaimed = self.store.prune(dangling_only=dangling_only, in_use=in_use)
         self._publish_removals(records)
         return records, reclaimed
 
-    def _users(self, image_id: str) -> list[str]:
+    def _users(self, image_id: str) -> builtins.list[str]:
         """Containers using the image, including creates in flight (caller holds _use_lock)."""
         creating = [cid for cid, iid in self._creating.items() if iid == image_id]
         # Newest first, as the API layer listed them: a conflict names the newest user.
-        users = sorted((l.c for l in self._registry.all() if l.c.image_id == image_id),
+        users = sorted((live.c for live in self._registry.all() if live.c.image_id == image_id),
                        key=lambda c: c.created, reverse=True)
         return creating + [c.id for c in users]
 
-    def _publish_removals(self, records: list[dict[str, str]]) -> None:
+    def _publish_removals(self, records: builtins.list[dict[str, str]]) -> None:
         for rec in records:
             if "Untagged" in rec:
                 self._events.publish("image", "untag", rec["Untagged"], {"name": rec["Untagged"]})

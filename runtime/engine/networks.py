@@ -62,10 +62,10 @@ class NetworkService:
     def await_ready(self) -> None:
         """Block until network set-up finished; retry it once more if it had failed."""
         self._ready.wait()
-        if self._error is None:
+        if not self._failed():
             return
         with self._lock:
-            if self._error is None:
+            if not self._failed():   # another start's retry succeeded meanwhile
                 return
             try:
                 self.manager.setup()
@@ -73,6 +73,9 @@ class NetworkService:
                 self._error = err
                 raise RuntimeFailure(f"container networking is not available: {err}") from err
             self._error = None
+
+    def _failed(self) -> bool:
+        return self._error is not None
 
     def shutdown(self) -> None:
         try:

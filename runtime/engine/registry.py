@@ -85,7 +85,7 @@ class ContainerRegistry:
             if cid is not None and cid in self._containers:
                 return self._containers[cid]
             if ref:
-                matches = [l for i, l in self._containers.items() if i.startswith(ref)]
+                matches = [live for i, live in self._containers.items() if i.startswith(ref)]
                 if len(matches) == 1:
                     return matches[0]
                 if len(matches) > 1:

@@ -31,7 +31,7 @@ class SystemService:
 
     def info(self) -> dict[str, Any]:
         """Counts and host facts for `GET /info` (Containers, ContainersRunning, Images, NCPU, MemTotal, ...)."""
-        states = [l.c.state for l in self._registry.all()]
+        states = [live.c.state for live in self._registry.all()]
         running = sum(1 for s in states if s.running and not s.paused)
         paused = sum(1 for s in states if s.paused)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from ..errors import DockyardError
 from ..models import Volume
 from ..volumes.store import VolumeStore
@@ -46,9 +48,9 @@ class VolumeService:
     def is_anonymous(self, vol: Volume) -> bool:
         return self.store.is_anonymous(vol)
 
-    def list(self, filters: dict[str, list[str]] | None = None) -> list[Volume]:
+    def list(self, filters: dict[str, builtins.list[str]] | None = None) -> builtins.list[Volume]:
         filters = {k: v for k, v in (filters or {}).items() if v}
-        result: list[Volume] = []
+        result: builtins.list[Volume] = []
         for vol in self.store.list():
             if "name" in filters and not any(f in vol.name for f in filters["name"]):
                 continue
@@ -78,11 +80,11 @@ class VolumeService:
             self.store.remove(vol.name)
             self._events.publish("volume", "destroy", vol.name, {"driver": "local"})
 
-    def prune(self, filters: dict[str, list[str]] | None = None) -> tuple[list[str], int]:
+    def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> tuple[builtins.list[str], int]:
         filters = {k: v for k, v in (filters or {}).items() if v}
         # Docker 23+: only anonymous volumes unless all=true.
         prune_all = (filters.pop("all", ["false"])[0].lower() in ("true", "1"))
-        deleted: list[str] = []
+        deleted: builtins.list[str] = []
         reclaimed = 0
         for vol in self.store.list():
             if self.users(vol.name):
@@ -100,7 +102,7 @@ class VolumeService:
             reclaimed += size
         return deleted, reclaimed
 
-    def users(self, name: str) -> list[str]:
+    def users(self, name: str) -> builtins.list[str]:
         """Ids of containers that mount the volume."""
-        return [l.c.id for l in self._registry.all()
-                if any(m.get("Type") == "volume" and m.get("Name") == name for m in l.c.mounts)]
+        return [live.c.id for live in self._registry.all()
+                if any(m.get("Type") == "volume" and m.get("Name") == name for m in live.c.mounts)]
