@@ -218,12 +218,12 @@ class ContainerRunner:
         live.hub.wait_drained(DRAIN_TIMEOUT)
         try:
             oom = bool(proc.oom_killed())
-        except Exception:   # noqa: BLE001
+        except Exception:  # noqa: BLE001 - an unreadable OOM flag must not lose the exit
             oom = False
         ctx.networks.detach(c.id)
         try:
             launcher().cleanup(spec)
-        except Exception as err:   # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - cleanup is best effort; the exit is recorded anyway
             log.warning("cleanup of %s failed: %s", c.id[:12], err)
         ctx.volumes.store.release(c.id)
         policy = RestartPolicy.from_host_config(c.host_config)

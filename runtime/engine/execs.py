@@ -168,7 +168,7 @@ class ExecService:
     def _watch(self, rec: ExecRecord, proc: Any, c: Container) -> None:
         try:
             code = wait_exit(proc)
-        except Exception as err:   # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - never lose the exec's exit bookkeeping
             log.error("waiting for exec %s failed: %s", rec.inst.id[:12], err)
             code = 255
         rec.hub.wait_drained(DRAIN_TIMEOUT)

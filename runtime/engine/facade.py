@@ -175,7 +175,7 @@ class Engine:
         self.networks.detach(c.id, "network cleanup")
         try:
             launcher().cleanup(self._ctx.bare_spec(c))
-        except Exception as err:    # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - best effort on stale state
             log.warning("process cleanup of %s failed: %s", c.id[:12], err)
 
     # shutdown ----------------------------------------------------------------

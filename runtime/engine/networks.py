@@ -69,7 +69,7 @@ class NetworkService:
                 return
             try:
                 self.manager.setup()
-            except Exception as err:   # noqa: BLE001
+            except Exception as err:  # noqa: BLE001 - any set-up failure is reported to the start
                 self._error = err
                 raise RuntimeFailure(f"container networking is not available: {err}") from err
             self._error = None
@@ -80,7 +80,7 @@ class NetworkService:
     def shutdown(self) -> None:
         try:
             self.manager.shutdown()
-        except Exception as err:    # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - shutdown goes on whatever failed
             log.warning("network shutdown failed: %s", err)
 
     # per container -----------------------------------------------------------
@@ -93,7 +93,7 @@ class NetworkService:
         """Best effort: a failure is logged (the container's run is over either way)."""
         try:
             self.manager.detach(cid)
-        except Exception as err:   # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - best effort: the run is over either way
             log.warning("%s of %s failed: %s", why, cid[:12], err)
 
     def etc_files(self, c: Container, attachment: Any, link_hosts: str, cdir: Path) -> dict[str, Path]:

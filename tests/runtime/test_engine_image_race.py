@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from runtime.errors import Conflict, NotFound
+from runtime.models import Container
 from tests.runtime.test_engine_fixtures import busybox, engine  # noqa: F401 - fixtures
 
 ROUNDS = 5
@@ -75,8 +76,8 @@ def test_rmi_racing_create_never_leaves_a_container_without_its_image(engine, bu
         if isinstance(created, str):
             assert "No such image" in created and result["rmi"] == "removed"
             continue
-        image_id = created.image_id   # type: ignore[attr-defined]
+        assert isinstance(created, Container)
         assert result["rmi"] == "in use"
-        assert engine.images.get(image_id).id == image_id, "a container outlived its image"
-        engine.containers.remove(created.id)   # type: ignore[attr-defined]
+        assert engine.images.get(created.image_id).id == created.image_id, "a container outlived its image"
+        engine.containers.remove(created.id)
         engine.images.remove(busybox)
