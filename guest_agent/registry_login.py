@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from runtime.errors import InvalidArgument, RegistryAuthError, RegistryError
-from runtime.images.registry_client import is_insecure_host
+from runtime.images.registry_session import is_insecure_host
 
 log = logging.getLogger(__name__)
 
