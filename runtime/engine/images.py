@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..images.pull import ProgressCallback
 from ..images.registry_credentials import RegistryCredentials
-from ..images.store import Image, ImageStore, ProgressCallback
+from ..images.store import Image, ImageStore
 from .events import EventService
 from .registry import ContainerRegistry
 

@@ -182,3 +182,8 @@ def parse_repository(name: str) -> Reference:
 
 def is_sha256_hex(value: str) -> bool:
     return bool(_SHA256_HEX.match(value))
+
+
+def short_hex(digest: str) -> str:
+    """Docker's 12-character short form of an id or digest."""
+    return digest.split(":", 1)[-1][:12]

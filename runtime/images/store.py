@@ -31,27 +31,24 @@ import datetime
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict, InvalidArgument, NotFound, RegistryError, ResourceError, describe_os_error
+from ..errors import Conflict, InvalidArgument, NotFound
 from .blob_store import BlobStore
-from .index import ImageIndex, ImageRecord
-from .layer_store import LayerStore, chain_ids
-from .reference import Reference, is_sha256_hex, parse_reference
+from .index import ImageIndex
+from .layer_store import LayerStore
+from .pull import ProgressCallback, Puller, PullProgress
+from .reference import Reference, is_sha256_hex, parse_reference, short_hex
 from .registry_credentials import RegistryCredentials
 
 if TYPE_CHECKING:
     # Imported on the first pull (http.client, ssl, ...): not needed to start the engine.
-    from .registry_client import Descriptor, DialMap, RegistryClient, ResolvedImage
+    from .registry_client import DialMap, RegistryClient
 
 log = logging.getLogger(__name__)
-
-PULL_PARALLELISM = 3              # Docker's default max-concurrent-downloads
-PROGRESS_STEP = 512 << 10         # emit a progress message at most every 512 KiB
 
 
 @dataclass
@@ -66,14 +63,6 @@ class Image:
     created: str = ""                         # from config["created"]
 
 
-ProgressCallback = Callable[[dict[str, Any]], None]   # receives Docker JSON progress messages
-
-
-def short_hex(digest: str) -> str:
-    """Docker's 12-character short form of an id or digest."""
-    return digest.split(":", 1)[-1][:12]
-
-
 def _unix_time(rfc3339: str) -> int:
     if not rfc3339:
         return 0
@@ -86,51 +75,6 @@ def _unix_time(rfc3339: str) -> int:
         return int(datetime.datetime.fromisoformat(text).timestamp())
     except ValueError:
         return 0
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.4g}{unit}" if unit != "B" else f"{int(n)}B"
-        n /= 1000
-    return f"{n}"
-
-
-def _progress_bar(current: int, total: int | None) -> str:
-    if not total:
-        return f"{_human(current)}"
-    width = 50
-    filled = min(width, int(width * current / total))
-    bar = "=" * max(filled - 1, 0) + (">" if filled < width else "=") + " " * (width - filled)
-    return f"[{bar}] {_human(current)}/{_human(total)}"
-
-
-class _Emitter:
-    """Serialises progress messages from the pull's worker threads."""
-
-    def __init__(self, callback: ProgressCallback | None) -> None:
-        self.callback = callback
-        self.lock = threading.Lock()
-
-    def __call__(self, message: dict[str, Any]) -> None:
-        if self.callback is None:
-            return
-        with self.lock:
-            try:
-                self.callback(message)
-            except Exception:   # a client going away must not break the pull
-                log.debug("progress callback failed", exc_info=True)
-                self.callback = None
-
-    def layer(self, layer_id: str, status: str, current: int | None = None,
-              total: int | None = None) -> None:
-        msg: dict[str, Any] = {"status": status, "id": layer_id}
-        if current is not None:
-            msg["progressDetail"] = {"current": current, "total": total} if total else {"current": current}
-            msg["progress"] = _progress_bar(current, total)
-        else:
-            msg["progressDetail"] = {}
-        self(msg)
 
 
 class ImageStore:
@@ -187,8 +131,8 @@ class ImageStore:
              progress: ProgressCallback | None = None) -> Image:
         """Pull `reference` (short names → docker.io/library/...), verify, unpack, tag."""
         ref = parse_reference(reference)
-        emit = _Emitter(progress)
-        emit({"status": f"Pulling from {ref.path}", "id": ref.tag or ref.digest})
+        emit = PullProgress(progress)
+        emit.started(ref)
         resolved = self.client.resolve(ref, credentials)
         image_id = resolved.config.digest
         with self._lock:
@@ -197,7 +141,7 @@ class ImageStore:
             name = self._name_key(ref)
             previously = self.index.refs.get(name)
         if not complete:
-            record = self._download(resolved, credentials, emit)
+            record = Puller(self.blobs, self.layers, self.client).download(resolved, credentials, emit)
         assert record is not None
         with self._lock:
             if image_id not in self.index.images:
@@ -213,95 +157,8 @@ class ImageStore:
                 self.index.refs = before
                 raise
             image = self._image(image_id)
-        emit({"status": f"Digest: {resolved.digest}"})
-        if previously == image_id:
-            emit({"status": f"Status: Image is up to date for {ref.familiar()}"})
-        else:
-            emit({"status": f"Status: Downloaded newer image for {ref.familiar()}"})
+        emit.finished(ref, resolved.digest, up_to_date=previously == image_id)
         return image
-
-    def _download(self, resolved: ResolvedImage, credentials: Any, emit: _Emitter) -> ImageRecord:
-        ref = resolved.reference
-        image_id = resolved.config.digest
-        config_bytes = None
-        if self.blobs.has(image_id):
-            try:
-                config_bytes = self.blobs.read(image_id)
-            except RegistryError:
-                log.warning("stored config %s is corrupt; fetching it again", image_id)
-                self.blobs.delete(image_id)
-        if config_bytes is None:
-            config_bytes = self.client.fetch_blob(ref, resolved.config, credentials)
-            self.blobs.put(config_bytes, image_id)
-        self.blobs.put(resolved.manifest_bytes, resolved.manifest_digest)
-        try:
-            config = json.loads(config_bytes)
-            diff_ids = list(config["rootfs"]["diff_ids"])
-        except (ValueError, KeyError, TypeError):
-            raise RegistryError(f"{ref.familiar()}: image config has no rootfs.diff_ids") from None
-        if len(diff_ids) != len(resolved.layers):
-            raise RegistryError(f"{ref.familiar()}: manifest has {len(resolved.layers)} layers but "
-                                f"the config lists {len(diff_ids)}")
-        chains = chain_ids(diff_ids)
-        todo = []
-        for i, (desc, chain) in enumerate(zip(resolved.layers, chains, strict=True)):
-            if self.layers.has(chain):
-                emit.layer(short_hex(desc.digest), "Already exists")
-            else:
-                emit.layer(short_hex(desc.digest), "Pulling fs layer")
-                todo.append(i)
-
-        def fetch(i: int) -> None:
-            desc, chain = resolved.layers[i], chains[i]
-            self._fetch_layer(ref, desc, chain, diff_ids[i], chains[i - 1] if i else "",
-                              credentials, emit)
-
-        if len(todo) == 1:
-            fetch(todo[0])
-        elif todo:
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(max_workers=min(PULL_PARALLELISM, len(todo)),
-                                    thread_name_prefix="pull") as pool:
-                for future in [pool.submit(fetch, i) for i in todo]:
-                    future.result()
-        size = sum(self.layers.get(c).size for c in chains)
-        return ImageRecord(id=image_id, chain_ids=chains, size=size, config=config,
-                           manifest_digest=resolved.manifest_digest, pulled_at=time.time())
-
-    def _fetch_layer(self, ref: Reference, desc: Descriptor, chain: str, diff_id: str, parent: str,
-                     credentials: Any, emit: _Emitter) -> None:
-        layer_id = short_hex(desc.digest)
-        with self.layers.locked(chain):
-            if self.layers.has(chain):   # another pull finished it while we waited
-                emit.layer(layer_id, "Already exists")
-                return
-            tmp = self.blobs.new_temp()
-            try:
-                last = [0]
-
-                def downloaded(current: int, total: int | None) -> None:
-                    if current - last[0] >= PROGRESS_STEP or (total and current >= total):
-                        last[0] = current
-                        emit.layer(layer_id, "Downloading", current, total)
-
-                self.client.download_blob(ref, desc, tmp, credentials, downloaded)
-                emit.layer(layer_id, "Verifying Checksum")
-                emit.layer(layer_id, "Download complete")
-                last[0] = 0
-
-                def extracted(position: int) -> None:
-                    if position - last[0] >= PROGRESS_STEP:
-                        last[0] = position
-                        emit.layer(layer_id, "Extracting", position, desc.size or None)
-
-                try:
-                    self.layers.create(chain, diff_id, parent, tmp, extracted)
-                except OSError as err:   # the unpacked tree was removed by create()
-                    raise ResourceError(f"failed to register layer: {describe_os_error(err)}",
-                                        err.errno) from err
-                emit.layer(layer_id, "Pull complete")
-            finally:
-                tmp.unlink(missing_ok=True)
 
     # --- lookup ------------------------------------------------------------------
     @staticmethod
