@@ -1,4 +1,4 @@
-"""Images: references, the registry client, blob and layer stores, safe layer unpacking.
+"""Images: references, the registry session and client, pulls, blob and layer stores, safe unpacking.
 
 Owns everything under the image store's root (blobs, image records, tags,
 unpacked layers). May import the runtime's shared base modules and
