@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..atomic_file import read_json, write_json_atomic
-from ..errors import InvalidArgument, RuntimeFailure
+from ..errors import Conflict, InvalidArgument, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,12 @@ class IPPool:
     """Addresses of `subnet` handed to owners; every change is written before it is returned."""
 
     def __init__(self, path: Path, subnet: str, lease_dir: Path | None = None,
-                 lease_alive: Callable[[str, str], bool] | None = None) -> None:
+                 lease_alive: Callable[[str, str], bool] | None = None,
+                 gateway: str = "", ip_range: str = "") -> None:
         """`lease_alive(pool_path, owner)`: False once another pool's owner surely has no use
-        for its address any more (e.g. its namespace is gone), so its lease can be reclaimed."""
+        for its address any more (e.g. its namespace is gone), so its lease can be reclaimed.
+        `gateway` defaults to the first host; `ip_range` (a sub-network of `subnet`) limits
+        the addresses handed out without a request, as Docker's --ip-range."""
         try:
             self.network = ipaddress.IPv4Network(subnet)
         except ValueError as err:
@@ -130,7 +133,8 @@ class IPPool:
         if self.network.num_addresses < 4:
             raise InvalidArgument(f"subnet {subnet} is too small for a gateway and containers")
         self.path = Path(path)
-        self.gateway = self.network.network_address + 1
+        self.gateway = ipaddress.IPv4Address(gateway) if gateway else self.network.network_address + 1
+        self.range = ipaddress.IPv4Network(ip_range) if ip_range else self.network
         self._lock = threading.Lock()
         self._by_owner: dict[str, ipaddress.IPv4Address] = {}
         self._next = 0   # index among the host addresses where the next search starts
@@ -148,7 +152,7 @@ class IPPool:
             log.warning("address pool %s was for subnet %s, now %s: dropping old allocations",
                         self.path, saved_subnet, self.network)
             return
-        self._next = int(data.get("next") or 0) % (self.network.num_addresses - 2)
+        self._next = int(data.get("next") or 0) % max(1, self.range.num_addresses - 2)
         for owner, addr in (data.get("allocations") or {}).items():
             ip = ipaddress.IPv4Address(addr)
             if ip in self.network and ip != self.gateway:
@@ -171,18 +175,36 @@ class IPPool:
             "allocations": {owner: str(ip) for owner, ip in sorted(self._by_owner.items())},
         })
 
-    def allocate(self, owner: str) -> str:
-        """The owner's address (the same one if it already has one)."""
+    def allocate(self, owner: str, want: str = "") -> str:
+        """The owner's address (the same one if it already has one); `want` asks for one
+        address of the subnet (Conflict if another owner has it)."""
         with self._lock:
             if owner in self._by_owner:
                 return str(self._by_owner[owner])
             used = set(self._by_owner.values())
-            first = int(self.network.network_address) + 1
-            count = self.network.num_addresses - 2   # host addresses
+            if want:
+                ip = ipaddress.IPv4Address(want)
+                if ip not in self.network or ip in (self.network.network_address,
+                                                    self.network.broadcast_address):
+                    raise InvalidArgument(f"no available IPv4 address on this network's address "
+                                          f"pools: {want} is not in {self.network}")
+                if ip == self.gateway or ip in used:
+                    raise Conflict("Address already in use")
+                self._by_owner[owner] = ip
+                try:
+                    self._save()
+                except BaseException:
+                    del self._by_owner[owner]
+                    raise
+                return want
+            first = int(self.range.network_address) + (1 if self.range == self.network else 0)
+            count = self.range.num_addresses - (2 if self.range == self.network else 0)
+            count = max(count, 1)
             for k in range(count):
                 index = (self._next + k) % count
                 ip = ipaddress.IPv4Address(first + index)
-                if ip == self.gateway or ip in used:
+                if (ip == self.gateway or ip in used or ip == self.network.network_address
+                        or ip == self.network.broadcast_address):
                     continue
                 if self._leases is not None and not self._leases.take(str(ip), owner, self._mine()):
                     continue  # another engine on the same bridge holds it
@@ -197,7 +219,8 @@ class IPPool:
                         self._leases.drop(str(ip), owner)
                     raise
                 return str(ip)
-        raise RuntimeFailure(f"no free address left in {self.network}")
+        raise RuntimeFailure(f"no available IPv4 address on this network's address pools: "
+                             f"{self.range}")
 
     def release(self, owner: str) -> bool:
         """Give the owner's address back; False if it had none."""

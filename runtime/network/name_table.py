@@ -1,0 +1,100 @@
+"""Which names each container's network namespace can resolve: the embedded DNS server's view.
+
+A container on user networks sees, per network it is on, every running endpoint of
+that network under its container name, its short id and its network aliases (compose
+service names arrive as aliases). Names on the default bridge are not resolvable, as
+in Docker. The table is keyed by the namespace owner: the container whose network
+namespace it is (a `--network container:X` joiner queries with X's id).
+
+    table.lookup(netns_id, "db")  -> ["10.213.1.3", ...]   # [] when the name is unknown
+    table.subscribe(callback)      # callback(NameEvent) after every attach and detach
+
+Lookups are case-insensitive, like DNS. Thread-safe; callbacks run in the thread that
+changed the table and must not block.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NameEntry:
+    """One endpoint: a container on a network, with the names it answers to there."""
+
+    network_id: str
+    network_name: str
+    container_id: str
+    ip: str
+    names: tuple[str, ...]
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class NameEvent:
+    """`kind` is "attach" or "detach"; `netns_path` is where the namespace is pinned."""
+
+    kind: str
+    entry: NameEntry
+    netns_path: str = ""
+
+
+@dataclass
+class NameTable:
+    """Endpoints of running containers on user networks, and who sees whom."""
+
+    _entries: dict[tuple[str, str], NameEntry] = field(default_factory=dict)  # (network, container)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _listeners: list[Callable[[NameEvent], None]] = field(default_factory=list)
+
+    def subscribe(self, callback: Callable[[NameEvent], None]) -> None:
+        with self._lock:
+            self._listeners.append(callback)
+
+    def _notify(self, event: NameEvent) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for callback in listeners:
+            try:
+                callback(event)
+            except Exception:   # noqa: BLE001 - a listener's bug must not break networking
+                log.exception("name table listener failed")
+
+    def attach(self, entry: NameEntry, netns_path: str = "") -> None:
+        with self._lock:
+            self._entries[(entry.network_id, entry.container_id)] = entry
+        self._notify(NameEvent("attach", entry, netns_path))
+
+    def detach(self, network_id: str, container_id: str) -> None:
+        with self._lock:
+            entry = self._entries.pop((network_id, container_id), None)
+        if entry is not None:
+            self._notify(NameEvent("detach", entry))
+
+    def networks_of(self, netns_id: str) -> list[NameEntry]:
+        """The endpoints of one namespace owner (one per network it is on)."""
+        with self._lock:
+            return [e for (_, cid), e in self._entries.items() if cid == netns_id]
+
+    def entries_on(self, network_id: str) -> list[NameEntry]:
+        with self._lock:
+            return [e for (nid, _), e in self._entries.items() if nid == network_id]
+
+    def lookup(self, netns_id: str, name: str) -> list[str]:
+        """Addresses `name` has on the networks `netns_id` is on (sorted; [] if none)."""
+        wanted = name.rstrip(".").lower()
+        with self._lock:
+            mine = {nid for (nid, cid) in self._entries if cid == netns_id}
+            found = {e.ip for (nid, _), e in self._entries.items()
+                     if nid in mine and wanted in (n.lower() for n in e.names)}
+        return sorted(found)
+
+    def is_internal_only(self, netns_id: str) -> bool:
+        """True when every network of the namespace is --internal (no forwarding upstream)."""
+        entries = self.networks_of(netns_id)
+        return bool(entries) and all(e.internal for e in entries)
