@@ -8,6 +8,7 @@ from .http_server import Router
 from .routes_containers import ContainerRoutes
 from .routes_exec import ExecRoutes
 from .routes_images import ImageRoutes
+from .routes_networks import NetworkRoutes
 from .routes_system import SystemRoutes
 from .routes_volumes import VolumeRoutes
 
@@ -22,4 +23,5 @@ def build_router(engine: Engine, root: str = "",
     ExecRoutes(engine).register(router)
     ImageRoutes(engine).register(router)
     VolumeRoutes(engine).register(router)
+    NetworkRoutes(engine).register(router)
     return router

@@ -135,23 +135,30 @@ def _endpoint(attachment: NetworkAttachment | None, name: str) -> dict[str, Any]
     }
 
 
-def network_settings(container: Container) -> dict[str, Any]:
-    """NetworkSettings of container inspect."""
+def network_settings(container: Container,
+                     networks: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """NetworkSettings of container inspect; `networks` (routes_networks.container_networks)
+    has one entry per network. The top-level address fields describe the default bridge only."""
     name = network_name(container)
     a = container.network if container.state.running else None
     endpoint = _endpoint(a, name)
+    if networks is not None:
+        endpoint = networks.get("bridge") or _endpoint(None, "")
+        if a is not None and a.user_network:
+            a = NetworkAttachment(mode="bridge", netns_path=a.netns_path, ports=a.ports)
     return {
         "Bridge": a.bridge if a else "", "SandboxID": "", "SandboxKey": (a.netns_path or "") if a else "",
         "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
         "Ports": ports_map(container), "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-        "EndpointID": "", "Gateway": endpoint["Gateway"], "GlobalIPv6Address": "",
+        "EndpointID": endpoint["EndpointID"], "Gateway": endpoint["Gateway"], "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0, "IPAddress": endpoint["IPAddress"],
         "IPPrefixLen": endpoint["IPPrefixLen"], "IPv6Gateway": "", "MacAddress": endpoint["MacAddress"],
-        "Networks": {name: endpoint},
+        "Networks": networks if networks is not None else {name: endpoint},
     }
 
 
-def container_inspect(container: Container, size: tuple[int, int] | None = None) -> dict[str, Any]:
+def container_inspect(container: Container, size: tuple[int, int] | None = None,
+                      networks: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """GET /containers/{id}/json."""
     s = container.state
     argv = command_line(container.config)
@@ -179,7 +186,7 @@ def container_inspect(container: Container, size: tuple[int, int] | None = None)
         "GraphDriver": {"Name": "overlay2", "Data": None},
         "Mounts": container.mounts,
         "Config": container.config,
-        "NetworkSettings": network_settings(container),
+        "NetworkSettings": network_settings(container, networks),
     }
     if s.health is not None:
         result["State"]["Health"] = s.health
@@ -203,7 +210,8 @@ def port_list(container: Container) -> list[dict[str, Any]]:
 
 
 def container_summary(container: Container, now: float | None = None,
-                      size: tuple[int, int] | None = None) -> dict[str, Any]:
+                      size: tuple[int, int] | None = None,
+                      networks: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One entry of GET /containers/json; `size` (SizeRw, SizeRootFs) when asked for."""
     argv = command_line(container.config)
     name = network_name(container)
@@ -220,7 +228,7 @@ def container_summary(container: Container, now: float | None = None,
         "State": container.state.status,
         "Status": container_status_text(container, now),
         "HostConfig": {"NetworkMode": container.host_config.get("NetworkMode") or "default"},
-        "NetworkSettings": {"Networks": {name: _endpoint(a, name)}},
+        "NetworkSettings": {"Networks": networks if networks is not None else {name: _endpoint(a, name)}},
         "Mounts": container.mounts,
     }
     if size is not None:

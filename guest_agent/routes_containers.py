@@ -18,6 +18,7 @@ from . import docker_json
 from .api_errors import NotImplementedByDockyard
 from .http_server import (MULTIPLEXED_STREAM, RAW_STREAM, HijackedConnection, HijackResponse,
                           Request, Response, Router, StreamResponse, empty_response, json_response)
+from .routes_networks import container_networks
 from .stdio_stream import frame, pump_session
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,17 @@ class ContainerRoutes:
                                                  filters=request.filters(),
                                                  limit=request.int_arg("limit", -1) or -1)
         if not request.bool_arg("size"):
-            return json_response([docker_json.container_summary(c) for c in containers])
-        return json_response([docker_json.container_summary(c, size=self.engine.containers.size(c.id))
+            return json_response([docker_json.container_summary(c, networks=container_networks(self.engine, c))
+                                  for c in containers])
+        return json_response([docker_json.container_summary(c, size=self.engine.containers.size(c.id),
+                                                            networks=container_networks(self.engine, c))
                               for c in containers])
 
     def inspect(self, request: Request) -> Response:
         container = self.engine.containers.inspect(request.params["id"])
         size = self.engine.containers.size(container.id) if request.bool_arg("size") else None
-        return json_response(docker_json.container_inspect(container, size))
+        return json_response(docker_json.container_inspect(container, size,
+                                                           container_networks(self.engine, container)))
 
     def top(self, request: Request) -> Response:
         titles, processes = self.engine.containers.top(request.params["id"],

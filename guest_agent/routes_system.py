@@ -1,4 +1,4 @@
-"""System endpoints: _ping, version, info, events, system df, and the read-only default networks.
+"""System endpoints: _ping, version, info, events, system df.
 
 _ping and version need no engine: the agent serves them (register_startup_routes) while
 the engine is still being imported and its state recovered, so this module imports
@@ -12,7 +12,6 @@ import os
 import socket
 import sys
 
-from runtime.errors import InvalidArgument, NotFound
 from runtime.version import SERVER_VERSION
 
 from .api_errors import NotImplementedByDockyard
@@ -34,21 +33,8 @@ _PING_HEADERS = {
     "Builder-Version": "1",
 }
 
-# The three networks every Docker engine has; user-defined networks are not provided yet.
-DEFAULT_NETWORKS: tuple[tuple[str, str, str], ...] = (
-    ("bridge", "bridge", "local"),
-    ("host", "host", "local"),
-    ("none", "null", "local"),
-)
-
-
 # Endpoints answered with 501 and a sentence saying which feature is missing.
 NOT_IMPLEMENTED: tuple[tuple[str, str, str], ...] = (
-    ("POST", "/networks/create", "creating networks (docker network create)"),
-    ("DELETE", "/networks/{name}", "removing networks (docker network rm)"),
-    ("POST", "/networks/{name}/connect", "connecting containers to networks"),
-    ("POST", "/networks/{name}/disconnect", "disconnecting containers from networks"),
-    ("POST", "/networks/prune", "pruning networks"),
     ("GET", "/containers/{id}/changes", "listing filesystem changes (docker diff)"),
     ("GET", "/containers/{id}/export", "exporting containers (docker export)"),
     ("GET", "/containers/{id}/archive", "copying files from containers (docker cp)"),
@@ -65,51 +51,6 @@ NOT_IMPLEMENTED: tuple[tuple[str, str, str], ...] = (
 def _go_arch() -> str:
     machine = os.uname().machine
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
-
-
-def _network_json(name: str, driver: str, scope: str) -> dict[str, Any]:
-    return {
-        "Name": name, "Id": name, "Created": ZERO_TIME, "Scope": scope,
-        "Driver": driver, "EnableIPv6": False, "Internal": False, "Attachable": False,
-        "Ingress": False, "IPAM": {"Driver": "default", "Options": None, "Config": []},
-        "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {}, "Options": {},
-        "Labels": {},
-    }
-
-
-def _network_matches(name: str, driver: str, scope: str, filters: dict[str, list[str]]) -> bool:
-    """dockerd's `GET /networks` filters for the built-in networks (no labels, never dangling).
-
-    name and id match as unanchored regular expressions, as dockerd's filters.Match does.
-    """
-    import re
-    for key, values in filters.items():
-        if key in ("name", "id"):
-            try:
-                ok = any(re.search(v, name) for v in values)   # a built-in network's id is its name
-            except re.error as err:
-                raise InvalidArgument(f"invalid {key} filter: {err}") from None
-        elif key == "driver":
-            ok = driver in values
-        elif key == "scope":
-            ok = scope in values
-        elif key == "type":
-            for v in values:
-                if v not in ("custom", "builtin"):
-                    raise InvalidArgument(f"invalid filter: 'type'='{v}'")
-            ok = "builtin" in values
-        elif key == "label":
-            ok = False
-        elif key == "dangling":
-            if any(v.lower() not in ("true", "false", "1", "0") for v in values):
-                raise InvalidArgument(f"invalid filter 'dangling={values[0]}'")
-            # dockerd never lists the predefined networks as dangling.
-            ok = any(v.lower() in ("false", "0") for v in values)
-        else:
-            raise InvalidArgument(f"Invalid filter '{key}'")
-        if not ok:
-            return False
-    return True
 
 
 def ping(request: Request) -> Response:
@@ -154,8 +95,6 @@ class SystemRoutes:
         router.get("/events", self.events)
         router.get("/system/df", self.system_df)
         router.post("/auth", self.auth)
-        router.get("/networks", self.networks)
-        router.get("/networks/{name}", self.network_inspect)
         for method, path, what in NOT_IMPLEMENTED:
             router.add(method, path, self._not_implemented(what))
 
@@ -240,15 +179,3 @@ class SystemRoutes:
                         for v in volumes],
             "BuildCache": [],
         })
-
-    def networks(self, request: Request) -> Response:
-        filters = {k: v for k, v in request.filters().items() if v}
-        return json_response([_network_json(*n) for n in DEFAULT_NETWORKS
-                              if _network_matches(n[0], n[1], n[2], filters)])
-
-    def network_inspect(self, request: Request) -> Response:
-        name = request.params["name"]
-        for n in DEFAULT_NETWORKS:
-            if n[0] == name:
-                return json_response(_network_json(*n))
-        raise NotFound(f"network {name} not found")

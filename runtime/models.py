@@ -52,6 +52,7 @@ class NetworkAttachment:
     mac_address: str = ""
     bridge: str = ""
     ports: list[PortMapping] = field(default_factory=list)
+    user_network: str = ""          # name of the primary user-defined network, if on one
 
 
 @dataclass

@@ -30,6 +30,7 @@ from .spec import DEFAULT_CAPABILITIES, BindMount
 
 NAME_RE = lazy_compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 NETWORK_MODES = ("bridge", "host", "none")
+_USER_NETWORK_MODE = re.compile(r"^(container:)?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MIN_MEMORY = 6 * 1024 * 1024
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
@@ -241,8 +242,11 @@ def build_config(container_id: str, config: dict[str, Any], host_config: dict[st
     mode = hc.get("NetworkMode") or "default"
     if mode == "default":
         mode = "bridge"
-    if mode not in NETWORK_MODES:
-        raise InvalidArgument(f"network mode \"{mode}\" is not supported: use bridge, host or none")
+    if mode not in NETWORK_MODES and not _USER_NETWORK_MODE.match(mode):
+        # Anything else names a user-defined network (or container:NAME); the network
+        # manager checks it exists.
+        raise InvalidArgument(f"network mode \"{mode}\" is not supported: use bridge, host, none, "
+                              f"container:NAME or a network's name")
     hc["NetworkMode"] = mode
     if not cfg.get("Hostname"):
         cfg["Hostname"] = os.uname().nodename if mode == "host" else container_id[:12]

@@ -72,6 +72,7 @@ class ContainerCreator:
         ctx.store.reserve_name(name, cid)
         created_volumes: list[str] = []
         try:
+            ctx.networks.register(cid, name, hc, networking_config)
             cdir = ctx.store.dir(cid)
             cdir.mkdir(parents=True)
             mounts: list[dict[str, Any]] = []
@@ -87,6 +88,7 @@ class ContainerCreator:
             ctx.store.save_config(c)
             live = Live(c)
         except BaseException:
+            ctx.networks.forget(cid)
             ctx.store.release_name(name, cid)
             shutil.rmtree(ctx.store.dir(cid), ignore_errors=True)
             for vname in created_volumes:

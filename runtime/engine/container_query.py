@@ -72,7 +72,7 @@ class ContainerQueries:
                 ok = any(m.get("Name") in values or m.get("Destination") in values
                          or m.get("Source") in values for m in c.mounts)
             elif key == "network":
-                ok = c.host_config.get("NetworkMode") in values
+                ok = self._ctx.networks.on_network(c, values)
             elif key == "health":
                 health = c.state.health
                 ok = (health.get("Status") if health else container_health.NO_HEALTHCHECK) in values

@@ -65,6 +65,7 @@ class ContainerRemover:
                 live.removing = False
             raise
         ctx.networks.detach(c.id)
+        ctx.networks.forget(c.id)
         ctx.registry.discard(c.id)
         ctx.execs.forget(c.id)
         ctx.store.release_name(c.name, c.id)
@@ -106,6 +107,7 @@ class ContainerRemover:
                 ctx.store.release_name(new, c.id)
                 raise
         ctx.store.release_name(old, c.id)
+        ctx.networks.rename(c.id, new)
         ctx.events.container(c, "rename", oldName="/" + old)
 
     def prune(self, filters: dict[str, list[str]] | None = None) -> tuple[list[str], int]:

@@ -1,8 +1,9 @@
 """The networks service: every network-facing step of the engine, in one place.
 
-Today that is the default bridge (set-up at engine start, attach and detach per run),
-`--link`, `--mac-address` and the container's /etc/hosts and /etc/resolv.conf. User
-networks (runtime/network/) hook in here.
+The default bridge and user-defined networks (set-up at engine start, attach and
+detach per run; runtime/network/ does the work), a container's networks kept from
+create to removal, `--link`, `--mac-address` and the container's /etc/hosts and
+/etc/resolv.conf.
 """
 
 from __future__ import annotations
@@ -88,6 +89,30 @@ class NetworkService:
         hc, cfg = c.host_config, c.config
         return self.manager.attach(c.id, hc["NetworkMode"], port_mappings,
                                    mac_address=cfg.get("MacAddress") or "")
+
+    def register(self, cid: str, name: str, hc: dict[str, Any], networking: Any) -> None:
+        """At create: `container:NAME` stored by id (as dockerd, so a rename of the donor
+        does not break it); the user networks asked for (NetworkMode and
+        NetworkingConfig.EndpointsConfig) checked and kept until the container is removed."""
+        mode = hc["NetworkMode"]
+        if mode.startswith("container:"):
+            hc["NetworkMode"] = "container:" + self._registry.lookup(mode[len("container:"):]).c.id
+            return
+        endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
+        hc["NetworkMode"] = self.manager.user.register(cid, name, mode, endpoints)
+
+    def forget(self, cid: str) -> None:
+        """At removal (or a failed create): the container's networks are forgotten."""
+        self.manager.user.forget(cid)
+
+    def rename(self, cid: str, new_name: str) -> None:
+        self.manager.user.rename(cid, new_name)
+
+    def on_network(self, c: Container, refs: list[str]) -> bool:
+        """`docker ps --filter network=`: the container is on one of `refs` (name or id)."""
+        if c.host_config.get("NetworkMode") in refs:
+            return True
+        return any(r.name in refs or r.id in refs for r, _ in self.manager.user.wished_networks(c.id))
 
     def detach(self, cid: str, why: str = "network detach") -> None:
         """Best effort: a failure is logged (the container's run is over either way)."""

@@ -20,14 +20,16 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import InvalidArgument, RuntimeFailure
+from ..errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
 from ..linux import netns
 from ..linux.netlink import NetlinkSocket
 from ..models import NetworkAttachment, PortMapping
 from . import nat_rules
 from .ip_pool import IPPool
 from .port_proxy import DEFAULT_UDP_IDLE_TIMEOUT, PortProxy
+from .user_networks import EndpointWish, UserNetworks
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,8 @@ class NetworkManager:
         self._host_veths: dict[str, str] = {}
         self._attached: set[str] = set()   # by this instance: not stale even without processes yet
         self.mtu = DEFAULT_MTU                 # of the veths; matched to the uplink by setup()
+        self.user = UserNetworks(self.state_dir, bridge, self.subnet, lambda: self.mtu)
+        self.names = self.user.names           # the embedded DNS server's view (name_table.py)
 
     # paths -----------------------------------------------------------------------
     def netns_path(self, container_id: str) -> Path:
@@ -176,6 +180,7 @@ class NetworkManager:
                 raise RuntimeFailure(f"cannot enable IP forwarding: {err}") from err
             nat_rules.install(self.chain, self.bridge, self.subnet)
             self._drop_stale()
+            self.user.setup()
             self._start_filler()
 
     def _drop_stale(self) -> None:
@@ -259,9 +264,13 @@ class NetworkManager:
         to the container's address; the returned attachment has the real host ports.
         """
         path = self.netns_path(container_id)
-        if mode not in ("bridge", "host", "none"):
-            raise InvalidArgument(f"network mode {mode!r} is not supported (bridge, host or none)")
-        if ports and mode != "bridge":
+        if mode.startswith("container:"):
+            donor = self.netns_path(mode[len("container:"):])
+            if not netns.is_pinned(donor):
+                raise Conflict(f"cannot join network of a non running container: {mode[10:]}")
+            return NetworkAttachment(mode="container", netns_path=str(donor))
+        user_network = self.user.is_user_network(mode)
+        if ports and mode != "bridge" and not user_network:
             # As dockerd: published ports mean nothing without a bridge; they are dropped.
             log.warning("published ports are discarded when using %s network mode", mode)
         if mode == "host":
@@ -279,7 +288,82 @@ class NetworkManager:
                 os.close(fd)
             self._attached.add(container_id)
             return NetworkAttachment(mode="none", netns_path=str(path))
-        return self._attach_bridge(container_id, path, ports, mac_address)
+        if user_network:
+            self.user.find(mode)   # NotFound("network X not found") as dockerd says it
+            return self._attach_user(container_id, path, ports, mac_address)
+        attachment = self._attach_bridge(container_id, path, ports, mac_address)
+        try:
+            for record, wish in self.user.wished_networks(container_id):
+                self.user.plug(container_id, str(path), record, wish)
+        except BaseException:
+            self.detach(container_id)
+            raise
+        return attachment
+
+    def _attach_user(self, container_id: str, path: Path, ports: list[PortMapping],
+                     mac_address: str) -> NetworkAttachment:
+        """A fresh namespace with one veth per user network: eth0 on the primary, which has
+        the default route (none if it is internal), eth1… on the others."""
+        wished = self.user.wished_networks(container_id)
+        if not wished:
+            raise NotFound(f"network of container {container_id[:12]} not found")
+        fd, nl = netns.new_netns(_open_inside)
+        try:
+            netns.pin_netns(fd, path)
+        finally:
+            assert nl is not None
+            nl.close()
+            os.close(fd)
+        self._attached.add(container_id)
+        try:
+            primary = None
+            for i, (record, wish) in enumerate(wished):
+                endpoint = self.user.plug(container_id, str(path), record, wish,
+                                          mac=mac_address if i == 0 else "", default_route=i == 0)
+                primary = primary or (record, endpoint)
+            assert primary is not None
+            record, endpoint = primary
+            attachment = NetworkAttachment(mode="bridge", netns_path=str(path), ip_address=endpoint.ip,
+                                           prefix_len=endpoint.prefix_len,
+                                           gateway="" if record.internal else endpoint.gateway,
+                                           mac_address=endpoint.mac, bridge=record.bridge,
+                                           user_network=record.name)
+            attachment.ports = self.publish(container_id, endpoint.ip, ports)
+        except BaseException:
+            self.detach(container_id)
+            raise
+        return attachment
+
+    # user networks: live connect and disconnect ------------------------------------------
+    def connect(self, container_id: str, running: bool, network_ref: str, config: Any) -> None:
+        """`docker network connect`: remembered for the next starts, plugged now if running."""
+        record = self.user.find(network_ref)
+        wish = EndpointWish.from_json(config)
+        if record.builtin:
+            raise InvalidArgument(f"connecting containers to the built-in {record.name} network "
+                                  f"is not supported by Dockyard")
+        path = self.netns_path(container_id)
+        if running and not netns.is_pinned(path):
+            raise InvalidArgument("container sharing network namespace with another container or "
+                                  "host cannot be connected to any other network")
+        self.user.connect_wish(container_id, record, wish)
+        if running:
+            try:
+                self.user.plug(container_id, str(path), record, wish)
+            except BaseException:
+                self.user.disconnect_wish(container_id, record)
+                raise
+
+    def disconnect(self, container_id: str, network_ref: str) -> None:
+        """`docker network disconnect`: unplugged at once, forgotten for later starts."""
+        record = self.user.find(network_ref)
+        if record.builtin:
+            raise InvalidArgument(f"disconnecting containers from the built-in {record.name} network "
+                                  f"is not supported by Dockyard")
+        wished = self.user.disconnect_wish(container_id, record)
+        plugged = self.user.unplug(container_id, record)
+        if not (wished or plugged):
+            raise InvalidArgument(f"container {container_id} is not connected to network {record.name}")
 
     def _attach_bridge(self, container_id: str, path: Path, ports: list[PortMapping],
                        mac_address: str = "") -> NetworkAttachment:
@@ -332,6 +416,7 @@ class NetworkManager:
         """Stop the port forwarders, delete the namespace and veth, release the address. Idempotent."""
         path = self.netns_path(container_id)
         self.proxy.remove(container_id)
+        self.user.unplug_all(container_id)
         # Unpinning drops the last reference: the kernel destroys the namespace and with it
         # both veth ends. Deleting the veth ourselves would cost ~20 ms of rtnl time per container.
         netns.remove_netns(path)

@@ -55,13 +55,16 @@ def _restore(chain: str, tables: dict[str, list[str]]) -> None:
                              f"{proc.stderr.strip()}")
 
 
-def _ensure_jump(table: str, builtin: str, chain: str) -> None:
+def _ensure_jump(table: str, builtin: str, chain: str, append: bool = False) -> None:
     for attempt in range(5):
         rc = _iptables("-t", table, "-C", builtin, "-j", chain, check=False).returncode
         if rc == 0:
             return
         if rc == 1:  # "does a matching rule exist?": no
-            _iptables("-t", table, "-I", builtin, "1", "-j", chain)
+            if append:
+                _iptables("-t", table, "-A", builtin, "-j", chain)
+            else:
+                _iptables("-t", table, "-I", builtin, "1", "-j", chain)
             return
         # Other codes are transient failures (e.g. a concurrent nft transaction): ask again.
         time.sleep(0.05 * (attempt + 1))
@@ -96,3 +99,42 @@ def uninstall(chain: str) -> None:
 def rules(table: str) -> list[str]:
     """`iptables -t TABLE -S` lines, for inspection and tests."""
     return _iptables("-t", table, "-S").stdout.splitlines()
+
+
+def install_network(chain: str, bridge: str, subnet: str, *, internal: bool = False,
+                    icc: bool = True, masquerade: bool = True, other_bridges: tuple[str, ...] = ()) -> None:
+    """(Re)build the chains of one user network and hook them in.
+
+    Isolation as Docker's: `chain`, jumped to from the top of FORWARD, accepts replies
+    into `bridge` and drops every other packet entering it from elsewhere, so a container
+    on another network cannot reach it (published ports reach containers through the
+    userspace proxy, not FORWARD). Accepting what leaves the bridge happens in
+    `chain`-OUT, jumped to from the end of FORWARD: only after every network's chain had
+    its say, or an accept here would let the packet past the target network's drop. An
+    internal network drops everything leaving the bridge and is never masqueraded.
+    """
+    filter_rules = [f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                    f"-i {bridge} -o {bridge} -j {'ACCEPT' if icc else 'DROP'}",
+                    f"-o {bridge} -j DROP"]
+    filter_rules += [f"-i {bridge} -o {other} -j DROP" for other in other_bridges]
+    if internal:
+        filter_rules.append(f"-i {bridge} -j DROP")
+    out_rules = [] if internal else [f"-i {bridge} -j ACCEPT"]
+    nat_rules = [] if internal or not masquerade else [f"-s {subnet} ! -o {bridge} -j MASQUERADE"]
+    with _locked():
+        _restore(chain, {"nat": nat_rules, "filter": filter_rules})
+        _restore(f"{chain}-OUT", {"filter": out_rules})
+        _ensure_jump("nat", "POSTROUTING", chain)
+        _ensure_jump("filter", "FORWARD", chain)
+        _ensure_jump("filter", "FORWARD", f"{chain}-OUT", append=True)
+    log.debug("iptables chain %s installed for network bridge %s (%s)", chain, bridge, subnet)
+
+
+def uninstall_network(chain: str) -> None:
+    """Remove a user network's chains and jumps; missing pieces are ignored."""
+    uninstall(chain)
+    with _locked():
+        while _iptables("-t", "filter", "-D", "FORWARD", "-j", f"{chain}-OUT", check=False).returncode == 0:
+            pass
+        _iptables("-t", "filter", "-F", f"{chain}-OUT", check=False)
+        _iptables("-t", "filter", "-X", f"{chain}-OUT", check=False)

@@ -51,6 +51,28 @@ def filtered_resolv_conf(host_text: str) -> str:
     return "\n".join(lines).strip("\n") + "\n"
 
 
+EMBEDDED_DNS = "127.0.0.11"
+
+
+def embedded_dns_resolv_conf(host_text: str) -> str:
+    """On a user-defined network, as Docker: the host's search and options lines, the
+    embedded DNS server as the only nameserver, and `ndots:0` (the server forwards the rest)."""
+    lines = []
+    options: list[str] = []
+    for line in host_text.splitlines():
+        fields = line.split()
+        if not fields or fields[0] == "nameserver":
+            continue
+        if fields[0] == "options":
+            options += [o for o in fields[1:] if not o.startswith("ndots:")]
+            continue
+        if fields[0] in ("search", "domain"):
+            lines.append(line)
+    lines.append(f"nameserver {EMBEDDED_DNS}")
+    lines.append("options " + " ".join(options + ["ndots:0"]))
+    return "\n".join(lines) + "\n"
+
+
 def parse_extra_host(entry: str, gateway: str = "") -> tuple[str, str]:
     """Docker's ExtraHosts entry "name:ip" (or "name=ip"; "host-gateway" = `gateway`, the host)."""
     sep = "=" if "=" in entry else ":"
@@ -113,7 +135,8 @@ def container_etc_files(container_id: str, hostname: str, attachment: NetworkAtt
         hosts = _LOCALHOST_HOSTS + extra
         if attachment and attachment.ip_address:
             hosts += f"{attachment.ip_address}\t{hostname}\n"
-        resolv = filtered_resolv_conf(resolv_text)
+        resolv = (embedded_dns_resolv_conf(resolv_text) if attachment and attachment.user_network
+                  else filtered_resolv_conf(resolv_text))
     return {
         "/etc/hosts": hosts.encode(),
         "/etc/hostname": f"{hostname}\n".encode(),

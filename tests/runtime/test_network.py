@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import Conflict, InvalidArgument
+from runtime.errors import Conflict, InvalidArgument, NotFound
 from runtime.linux.netlink import NetlinkSocket
 from runtime.models import NetworkAttachment, PortMapping
 from runtime.network import nat_rules
@@ -275,7 +275,7 @@ def test_none_mode_has_only_loopback_and_host_mode_has_no_namespace(attached):
     assert len(links) == 1 and ": lo:" in links[0] and "UP" in links[0]
     _cid2, host = attached(mode="host", ports=[PortMapping(container_port=80)])
     assert host == NetworkAttachment(mode="host")
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(NotFound, match="network overlay not found"):   # a user network's name
         attached(mode="overlay")
 
 
