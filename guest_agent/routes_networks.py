@@ -34,7 +34,7 @@ def network_json(engine: Engine, record: NetworkRecord, with_containers: bool) -
                        "com.docker.network.driver.mtu": str(manager.mtu)}
         else:
             ipam_config, options = [], {}
-        ipam_options = None
+        ipam_options: dict[str, str] | None = None
         if with_containers and record.name == "bridge":
             for c in engine.containers.list(all=False):
                 a = c.network
@@ -46,7 +46,8 @@ def network_json(engine: Engine, record: NetworkRecord, with_containers: bool) -
         ipam_entry = {"Subnet": record.subnet, "Gateway": record.gateway}
         if record.ip_range:
             ipam_entry["IPRange"] = record.ip_range
-        ipam_config, options, ipam_options = [ipam_entry], dict(record.options), {}
+        ipam_config, options = [ipam_entry], dict(record.options)
+        ipam_options = {}
         if with_containers:
             for cid, ep in manager.user.containers_on(record.id):
                 containers[cid] = {"Name": manager.user.container_name(cid), "EndpointID": ep.endpoint_id,

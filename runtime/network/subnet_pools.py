@@ -25,7 +25,7 @@ Net = ipaddress.IPv4Network
 
 def host_routes(route_table: Path = ROUTE_TABLE) -> list[Net]:
     """Destinations of this machine's IPv4 routes, default route left out."""
-    routes = []
+    routes: list[Net] = []
     try:
         lines = route_table.read_text().splitlines()[1:]
     except OSError:

@@ -272,7 +272,8 @@ def test_networks_are_isolated_and_connect_disconnect_work_live(ours, image):
         ip_a = ip_on(ours, f"{PREFIX}-ca", f"{PREFIX}-iso-a")
         ip_b = ip_on(ours, f"{PREFIX}-cb", f"{PREFIX}-iso-b")
         # A container on both reaches each; the two networks do not reach each other.
-        assert reaches(ours, f"{PREFIX}-cab", ip_a) and reaches(ours, f"{PREFIX}-cab", ip_b)
+        assert poll(lambda: reaches(ours, f"{PREFIX}-cab", ip_a) and reaches(ours, f"{PREFIX}-cab", ip_b),
+                    timeout=10, what="both networks reached")
         assert not reaches(ours, f"{PREFIX}-ca", ip_b)
         assert not reaches(ours, f"{PREFIX}-cb", ip_a)
         # Nor through the container on both (it does not route).
