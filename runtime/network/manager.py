@@ -335,7 +335,8 @@ class NetworkManager:
         return attachment
 
     # user networks: live connect and disconnect ------------------------------------------
-    def connect(self, container_id: str, running: bool, network_ref: str, config: Any) -> None:
+    def connect(self, container_id: str, container_name: str, running: bool, network_ref: str,
+                config: Any) -> None:
         """`docker network connect`: remembered for the next starts, plugged now if running."""
         record = self.user.find(network_ref)
         wish = EndpointWish.from_json(config)
@@ -346,7 +347,7 @@ class NetworkManager:
         if running and not netns.is_pinned(path):
             raise InvalidArgument("container sharing network namespace with another container or "
                                   "host cannot be connected to any other network")
-        self.user.connect_wish(container_id, record, wish)
+        self.user.connect_wish(container_id, container_name, record, wish)
         if running:
             try:
                 self.user.plug(container_id, str(path), record, wish)

@@ -70,11 +70,11 @@ class NameTable:
             self._entries[(entry.network_id, entry.container_id)] = entry
         self._notify(NameEvent("attach", entry, netns_path))
 
-    def detach(self, network_id: str, container_id: str) -> None:
+    def detach(self, network_id: str, container_id: str, netns_path: str = "") -> None:
         with self._lock:
             entry = self._entries.pop((network_id, container_id), None)
         if entry is not None:
-            self._notify(NameEvent("detach", entry))
+            self._notify(NameEvent("detach", entry, netns_path))
 
     def networks_of(self, netns_id: str) -> list[NameEntry]:
         """The endpoints of one namespace owner (one per network it is on)."""

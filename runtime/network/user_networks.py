@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +206,8 @@ class UserNetworks:
                 masquerade=(_bool_option(OPT_MASQUERADE, options[OPT_MASQUERADE])
                             if OPT_MASQUERADE in options else True),
                 user_subnet=bool(subnet))
+            if not record.icc:
+                _bridge_traffic_through_iptables(OPT_ICC)
             try:
                 self._realise(record)
                 self.store.add(record)
@@ -307,9 +310,12 @@ class UserNetworks:
         elif primary is not None:
             order.remove(primary.id)
             order.insert(0, primary.id)
-        with self._lock:
-            self._wishes[container_id] = {"name": container_name, "networks": networks, "order": order}
-            self._save_wishes()
+        if networks:
+            # Only containers on user networks are written down: a container on the default
+            # bridge costs no write at create and none at removal.
+            with self._lock:
+                self._wishes[container_id] = {"name": container_name, "networks": networks, "order": order}
+                self._save_wishes()
         return primary.name if primary is not None else mode
 
     def _check_wish(self, record: NetworkRecord, wish: EndpointWish) -> None:
@@ -322,9 +328,14 @@ class UserNetworks:
                                       f"network's subnets")
 
     def forget(self, container_id: str) -> None:
+        """The container is removed. Best effort: a removal must not fail on a full disk,
+        and a leftover entry only names networks for an id that never comes back."""
         with self._lock:
             if self._wishes.pop(container_id, None) is not None:
-                self._save_wishes()
+                try:
+                    self._save_wishes()
+                except OSError as err:
+                    log.warning("cannot record the removal of %s from its networks: %s", container_id[:12], err)
 
     def rename(self, container_id: str, new_name: str) -> None:
         with self._lock:
@@ -439,7 +450,8 @@ class UserNetworks:
             with NetlinkSocket() as nl:
                 nl.delete_link(name=endpoint.host_veth)
             self._pool(record).release(container_id)
-        self.names.detach(record.id, container_id)
+            path = self._netns.get(container_id, "")
+        self.names.detach(record.id, container_id, path)
         return True
 
     def unplug_all(self, container_id: str) -> None:
@@ -457,15 +469,17 @@ class UserNetworks:
                         nl.delete_link(name=endpoint.host_veth)
                 except NetlinkError:
                     pass
-            self._netns.pop(container_id, None)
+            path = self._netns.pop(container_id, "")
         for nid, _ in gone:
-            self.names.detach(nid, container_id)
+            self.names.detach(nid, container_id, path)
 
-    def connect_wish(self, container_id: str, record: NetworkRecord, wish: EndpointWish) -> None:
+    def connect_wish(self, container_id: str, container_name: str, record: NetworkRecord,
+                     wish: EndpointWish) -> None:
         """Record that a container is on `record` (docker network connect)."""
         self._check_wish(record, wish)
+        self._check_aliases(record, container_id, wish.aliases)
         with self._lock:
-            entry = self._wishes.setdefault(container_id, {"name": "", "networks": {}, "order": []})
+            entry = self._wishes.setdefault(container_id, {"name": container_name, "networks": {}, "order": []})
             if record.id in entry["networks"]:
                 raise Conflict(f"endpoint with name {entry['name']} already exists in network {record.name}")
             entry["networks"][record.id] = wish.__dict__
@@ -481,6 +495,23 @@ class UserNetworks:
             entry["order"].remove(record.id)
             self._save_wishes()
             return True
+
+
+BRIDGE_NF_CALL_IPTABLES = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+
+
+def _bridge_traffic_through_iptables(option: str) -> None:
+    """enable_icc=false drops traffic between ports of one bridge in FORWARD, which sees
+    bridged frames only with br_netfilter on (as dockerd turns it on); refused by name
+    when the kernel cannot."""
+    if not BRIDGE_NF_CALL_IPTABLES.exists():
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
+    try:
+        if BRIDGE_NF_CALL_IPTABLES.read_text().strip() != "1":
+            BRIDGE_NF_CALL_IPTABLES.write_text("1\n")
+    except OSError as err:
+        raise InvalidArgument(f"{option}=false cannot be honoured here: bridged traffic does not pass "
+                              f"through iptables (br_netfilter: {err.strerror})") from None
 
 
 def _configure_inside(ifname: str, ip: str, record: NetworkRecord, mac: str, gateway: str) -> None:

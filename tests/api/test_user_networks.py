@@ -129,6 +129,7 @@ def test_container_inspect_networks_match_dockerd(both, image):
         ok(engine.docker("run", "-d", "--name", f"{PREFIX}-c", "--network", f"{PREFIX}-n1",
                          "--ip", "10.78.0.9", "--network-alias", "web", image, "sleep", "300"))
         ok(engine.docker("network", "connect", "--alias", "api", f"{PREFIX}-n2", f"{PREFIX}-c"))
+        assert ok(engine.docker("ps", "--filter", f"network={PREFIX}-n2", "--format", "{{.Names}}")) == f"{PREFIX}-c\n"
         c = inspect_json(engine, "inspect", f"{PREFIX}-c")
         net = inspect_json(engine, "network", "inspect", f"{PREFIX}-n1")
         ifaces = ok(engine.docker("exec", f"{PREFIX}-c", "sh", "-c", "ls /sys/class/net | sort"))
@@ -394,3 +395,22 @@ def test_networks_survive_an_agent_restart(tmp_path, image, test_images):
     finally:
         cleanup(agent)
         agent.stop()
+
+
+def test_icc_false_separates_containers_of_one_network(ours, image):
+    try:
+        for name, icc in (("icc-off", "false"), ("icc-on", "true")):
+            ok(ours.docker("network", "create", "-o", f"com.docker.network.bridge.enable_icc={icc}",
+                           f"{PREFIX}-{name}"))
+            for c in ("x", "y"):
+                ok(ours.docker("run", "-d", "--name", f"{PREFIX}-{name}-{c}", "--network", f"{PREFIX}-{name}",
+                               image, "sleep", "300"))
+        on_ip = ip_on(ours, f"{PREFIX}-icc-on-y", f"{PREFIX}-icc-on")
+        assert poll(lambda: reaches(ours, f"{PREFIX}-icc-on-x", on_ip), timeout=10, what="icc on")
+        assert not reaches(ours, f"{PREFIX}-icc-off-x", ip_on(ours, f"{PREFIX}-icc-off-y", f"{PREFIX}-icc-off"))
+        refused = ours.docker("network", "create", "-o", "com.docker.network.bridge.host_binding_ipv4=1.2.3.4",
+                              f"{PREFIX}-refused")
+        assert refused.returncode == 1
+        assert "com.docker.network.bridge.host_binding_ipv4" in refused.stderr
+    finally:
+        cleanup(ours)

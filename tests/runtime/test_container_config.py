@@ -60,7 +60,7 @@ def test_env_merge_and_unset():
 
 
 @pytest.mark.parametrize("host_config, message", [
-    ({"NetworkMode": "overlay1"}, "network mode"),
+    ({"NetworkMode": "not a name!"}, "network mode"),   # a valid name may be a user network
     ({"RestartPolicy": {"Name": "sometimes"}}, "invalid restart policy"),
     ({"RestartPolicy": {"Name": "always", "MaximumRetryCount": 3}}, "only be used with 'on-failure'"),
     ({"AutoRemove": True, "RestartPolicy": {"Name": "always"}}, "--restart and --rm"),

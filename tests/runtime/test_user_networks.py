@@ -166,10 +166,12 @@ def test_isolation_live_connect_disconnect_and_cleanup(manager, tmp_path):
     # Live: disconnect cuts the path, connect opens one.
     manager.disconnect(cab, "b")
     assert not pings(att_ab.netns_path, ip_b)
+    assert not pings(att_b.netns_path, att_ab.ip_address)
     assert manager.names.lookup(cb, "both") == []
-    manager.connect(ca, True, "b", {"IPAMConfig": {"IPv4Address": f"10.232.{TAG % 250}.100"}})
+    manager.connect(ca, "ca", True, "b", {"IPAMConfig": {"IPv4Address": f"10.232.{TAG % 250}.100"}})
     assert comes_through(att_a.netns_path, ip_b)
     assert manager.user.live_endpoint(b.id, ca).ip == f"10.232.{TAG % 250}.100"
+    assert manager.names.lookup(cb, "ca") == [f"10.232.{TAG % 250}.100"]
     with pytest.raises(Conflict, match="active endpoints"):
         manager.user.remove("b")
     assert traces(ids)[0] == ids
