@@ -7,7 +7,12 @@ in Docker. The table is keyed by the namespace owner: the container whose networ
 namespace it is (a `--network container:X` joiner queries with X's id).
 
     table.lookup(netns_id, "db")  -> ["10.213.1.3", ...]   # [] when the name is unknown
+    table.resolve / table.reverse  # the same as dns_server's Lookup and Reverse callables
     table.subscribe(callback)      # callback(NameEvent) after every attach and detach
+
+Wiring the DNS server: DnsServer(lookup=table.resolve, reverse=table.reverse); on an
+"attach" event whose container has no other entry yet, server.attach(container_id,
+event.netns_path); on a "detach" that leaves none (networks_of(id) == []), detach(id).
 
 Lookups are case-insensitive, like DNS. Thread-safe; callbacks run in the thread that
 changed the table and must not block.
@@ -15,6 +20,7 @@ changed the table and must not block.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -93,6 +99,22 @@ class NameTable:
             found = {e.ip for (nid, _), e in self._entries.items()
                      if nid in mine and wanted in (n.lower() for n in e.names)}
         return sorted(found)
+
+    def resolve(self, netns_id: str, name: str) -> list[ipaddress.IPv4Address] | None:
+        """dns_server's `Lookup`: the addresses, or None when the name is not an endpoint's
+        on the namespace's networks (the server then forwards it upstream)."""
+        found = self.lookup(netns_id, name)
+        return [ipaddress.IPv4Address(ip) for ip in found] if found else None
+
+    def reverse(self, netns_id: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+        """dns_server's `Reverse`: the container name behind an address on the namespace's
+        networks, qualified with the network's name as Docker answers PTR queries."""
+        with self._lock:
+            mine = {nid for (nid, cid) in self._entries if cid == netns_id}
+            for (nid, _), e in self._entries.items():
+                if nid in mine and e.ip == str(address) and e.names:
+                    return f"{e.names[0]}.{e.network_name}"
+        return None
 
     def is_internal_only(self, netns_id: str) -> bool:
         """True when every network of the namespace is --internal (no forwarding upstream)."""

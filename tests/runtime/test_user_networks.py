@@ -90,6 +90,10 @@ def test_name_table_answers_per_namespace_and_notifies():
     assert table.lookup("c1", "api") == ["10.0.0.2", "10.0.0.3"]     # a shared alias: both
     assert table.lookup("c1", "cache") == []                          # another network
     assert table.lookup("c3", "web") == []
+    assert table.resolve("c1", "db") == [ipaddress.IPv4Address("10.0.0.3")]
+    assert table.resolve("c1", "cache") is None                       # forwarded upstream
+    assert table.reverse("c1", ipaddress.IPv4Address("10.0.0.3")) == "db.a"
+    assert table.reverse("c3", ipaddress.IPv4Address("10.0.0.3")) is None
     table.detach("netA", "c2")
     assert table.lookup("c1", "db") == []
     assert [(e.kind, e.entry.container_id) for e in events] == [
