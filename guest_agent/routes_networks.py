@@ -255,7 +255,7 @@ class NetworkRoutes:
                                   "cannot be connected to any other network")
         record = self._user.find(request.params["name"])
         self.engine.networks.manager.connect(container.id, container.name, container.state.running, record.id,
-                                    body.object("EndpointConfig", "network.EndpointSettings"))
+                                             body.object("EndpointConfig", "network.EndpointSettings"))
         self.engine.events.publish("network", "connect", record.id,
                                    {"container": container.id, "name": record.name, "type": "bridge"})
         return empty_response(200)
