@@ -405,7 +405,8 @@ def parse_mounts(config: dict[str, Any], host_config: dict[str, Any]) -> list[Mo
     for spec in host_config.get("Binds") or []:
         result.append(parse_bind(spec))
     for m in host_config.get("Mounts") or []:
-        result.append(parse_mount(m))
+        # A JSON null decodes to Go's zero Mount, which dockerd then refuses for its path.
+        result.append(parse_mount(m if m is not None else {}))
     for target, opts in (host_config.get("Tmpfs") or {}).items():
         if not target.startswith("/"):
             raise InvalidArgument(f"invalid tmpfs mount path: '{target}' mount path must be absolute")
