@@ -219,6 +219,11 @@ def test_custom_profile_is_compiled_and_applied(tmp_path):
 @pytest.mark.parametrize("profile, message", [
     ("{not json", "Decoding seccomp profile failed"),
     ('{"defaultAction": "SCMP_ACT_FOO"}', "unknown action"),
+    # Values of the wrong JSON type, unhashable ones included, are refused, not a TypeError (a 500).
+    ('{"defaultAction": ["SCMP_ACT_ALLOW"]}', "unknown action"),
+    ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": {"x": 1}}]}', "unknown action"),
+    ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",'
+     ' "args": [{"index": 0, "value": 1, "op": ["SCMP_CMP_EQ"]}]}]}', "unknown operator"),
     ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"name": "read", "names": ["write"], '
      '"action": "SCMP_ACT_ERRNO"}]}', "'name' and 'names'"),
     ('{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"], '

@@ -140,7 +140,8 @@ def _action(value: Any, what: str) -> str:
     if value == "SCMP_ACT_NOTIFY":
         raise SeccompProfileError(f"{what}: SCMP_ACT_NOTIFY is not supported by this engine "
                                   "(no seccomp listener)")
-    if value not in ACTIONS:
+    # isinstance first: an unhashable value (a list, an object) is not in the set either.
+    if not isinstance(value, str) or value not in ACTIONS:
         raise _fail(f"{what}: unknown action {value!r}")
     return value
 
@@ -175,7 +176,7 @@ def _rule(raw: Any, position: int) -> SyscallRule:
         if not isinstance(arg, dict):
             raise _fail(f"{where} must be an object")
         op = arg.get("op")
-        if op not in OPERATORS:
+        if not isinstance(op, str) or op not in OPERATORS:
             raise _fail(f"{where}: unknown operator {op!r}")
         args.append(ArgCondition(index=_uint(arg.get("index", 0), f"{where}.index", _MAX_ARGS - 1),
                                  value=_uint(arg.get("value", 0), f"{where}.value"),
