@@ -226,7 +226,7 @@ def cmd_image(args: argparse.Namespace) -> int:
             from runtime.errors import InvalidArgument
 
             raise InvalidArgument("this image builder has no --force; use `python -m vmimage build --force`")
-        image = ensure_image(cache, force=True)  # type: ignore[call-arg]
+        image = ensure_image(cache, force=True)
     else:
         image = ensure_image(cache)
     for field in ("kernel", "initrd", "rootfs", "cmdline", "recipe_hash"):

@@ -15,9 +15,18 @@ from __future__ import annotations
 import errno
 import logging
 
-from runtime.errors import (Conflict, ContainerStartError, DockyardError, InvalidArgument,
-                            NotFound, NotModified, RegistryAuthError, RegistryError,
-                            RegistryNotFound, describe_os_error)
+from runtime.errors import (
+    Conflict,
+    ContainerStartError,
+    DockyardError,
+    InvalidArgument,
+    NotFound,
+    NotModified,
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFound,
+    describe_os_error,
+)
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,12 @@ import stat
 import sys
 import threading
 
-if False:  # annotation-only: typing and argparse cost ~0.2 s each of a TCG guest's boot
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy reads the name as True
+if TYPE_CHECKING:  # annotation-only: typing and argparse cost ~0.2 s each of a TCG guest's boot
     import argparse
     from typing import Any
+
+    from .http_server import Handler, Router
 
 log = logging.getLogger("dockyard-agent")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -122,13 +125,13 @@ class StartupRouter:
     """Routes requests while the engine starts: a few engine-free routes at once, the rest
     (same router semantics: 404/405, HEAD falling back to GET) once the full API is set."""
 
-    def __init__(self, early: Any) -> None:
+    def __init__(self, early: Router) -> None:
         self._early = early
-        self._full: Any = None
+        self._full: Router | None = None
         self._failure = ""
         self._ready = threading.Event()
 
-    def set_full(self, router: Any) -> None:
+    def set_full(self, router: Router) -> None:
         self._full = router
         self._ready.set()
 
@@ -137,7 +140,7 @@ class StartupRouter:
         self._failure = message
         self._ready.set()
 
-    def resolve(self, method: str, path: str) -> tuple[Any, dict[str, str], bool]:
+    def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
         handler, params, path_known = self._early.resolve(method, path)
         if handler is not None:
             return handler, params, path_known
@@ -183,15 +186,17 @@ class _Waker:
         os.close(self._w)
 
 
-def _start_engine(args: argparse.Namespace, router: StartupRouter, holder: dict[str, Any],
+def _start_engine(args: argparse.Namespace | ServeArgs, router: StartupRouter, holder: dict[str, Any],
                   failed: threading.Event, waker: _Waker) -> None:
     """Background: import and make the engine, start it, then hand the full API to the router."""
     try:
+        from pathlib import Path
+
         from runtime.engine.facade import Engine
 
         from .app import build_router
 
-        engine = Engine(args.root, insecure_registries=args.insecure_registry)
+        engine = Engine(Path(args.root), insecure_registries=args.insecure_registry)
         holder["engine"] = engine
         engine.start(background=True)
         router.set_full(build_router(engine, str(args.root), args.insecure_registry))
@@ -208,7 +213,7 @@ def _start_engine(args: argparse.Namespace, router: StartupRouter, holder: dict[
         waker.wake()
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace | ServeArgs) -> int:
     from .http_server import Router, UnixHTTPServer
     from .routes_system import register_startup_routes
 

@@ -82,7 +82,7 @@ def network_stats(pid: int) -> dict[str, dict[str, int]]:
         # multicast), then 8 transmit columns in the same order.
         rx = [int(v) for v in values[0:4]]
         tx = [int(v) for v in values[8:12]]
-        result[name] = {**dict(zip(_NET_DEV_FIELDS, rx)), **dict(zip(_NET_DEV_TX, tx))}
+        result[name] = {**dict(zip(_NET_DEV_FIELDS, rx, strict=True)), **dict(zip(_NET_DEV_TX, tx, strict=True))}
     return result
 
 

@@ -6,7 +6,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from runtime.containers.config import keeps_logs, parse_signal
 from runtime.containers.detach_keys import parse_detach_keys
@@ -16,8 +17,18 @@ from runtime.errors import InvalidArgument
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard
-from .http_server import (MULTIPLEXED_STREAM, RAW_STREAM, HijackedConnection, HijackResponse,
-                          Request, Response, Router, StreamResponse, empty_response, json_response)
+from .http_server import (
+    MULTIPLEXED_STREAM,
+    RAW_STREAM,
+    HijackedConnection,
+    HijackResponse,
+    Request,
+    Response,
+    Router,
+    StreamResponse,
+    empty_response,
+    json_response,
+)
 from .routes_networks import container_networks
 from .stdio_stream import frame, pump_session
 
@@ -175,13 +186,13 @@ class ContainerRoutes:
         return empty_response(204)
 
     def stats(self, request: Request) -> Response | StreamResponse:
-        from . import container_stats   # cgroup and syscall modules: not needed to start serving
+        from . import container_stats  # cgroup and syscall modules: not needed to start serving
         ref = request.params["id"]
         container = self.engine.containers.inspect(ref)
         if request.bool_arg("one-shot") or not container.state.running:
             return json_response(container_stats.sample(container))
 
-        def sample(previous: dict | None) -> tuple[dict, bool]:
+        def sample(previous: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
             """A stats object (with `previous` as what CPU% is computed against), and whether it runs."""
             current = self.engine.containers.inspect(ref)
             stats = container_stats.sample(current)
@@ -198,7 +209,7 @@ class ContainerRoutes:
         gone = threading.Event()
 
         def body() -> Iterator[bytes]:
-            previous: dict | None = None
+            previous: dict[str, Any] | None = None
             while not gone.is_set():
                 stats, running = sample(previous)
                 yield json.dumps(stats).encode() + b"\n"

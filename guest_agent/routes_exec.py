@@ -9,8 +9,16 @@ from runtime.engine.facade import Engine
 from runtime.errors import InvalidArgument
 
 from . import docker_json
-from .http_server import (MULTIPLEXED_STREAM, RAW_STREAM, HijackedConnection, HijackResponse,
-                          Request, Response, Router, json_response)
+from .http_server import (
+    MULTIPLEXED_STREAM,
+    RAW_STREAM,
+    HijackedConnection,
+    HijackResponse,
+    Request,
+    Response,
+    Router,
+    json_response,
+)
 from .request_body import BodyFields, top_level_object
 from .stdio_stream import pump_session
 

@@ -9,12 +9,14 @@ import json
 import logging
 import queue
 import threading
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from runtime.engine.facade import Engine
 from runtime.errors import InvalidArgument
 from runtime.images.reference import parse_reference, validate_tag
-from runtime.images.store import Image, RegistryCredentials
+from runtime.images.registry_credentials import RegistryCredentials
+from runtime.images.store import Image
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard, error_response_for, stream_error
@@ -115,7 +117,7 @@ class ImageRoutes:
         router.delete("/images/{name:path}", self.remove)
 
     @staticmethod
-    def _unsupported(what: str):
+    def _unsupported(what: str) -> Callable[[Request], Response]:
         def handler(request: Request) -> Response:
             raise NotImplementedByDockyard(f"Dockyard does not support {what} yet")
         return handler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from runtime.engine.facade import Engine
+
 from . import docker_json
 from .http_server import Request, Response, Router, empty_response, json_response
 from .request_body import BodyFields, top_level_object

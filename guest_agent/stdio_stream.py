@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from runtime.containers.detach_keys import DetachScanner
 from runtime.containers.stdio import AttachSession

@@ -18,9 +18,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..linux import syscalls as sc
 from ..linux.cgroups import CgroupLayout, ContainerCgroup

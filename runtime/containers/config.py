@@ -13,8 +13,9 @@ import os
 import random
 import re
 import signal as signal_mod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .. import path_scope
 from ..errors import InvalidArgument
@@ -160,13 +161,13 @@ def merge_image_env(image_env: list[str], request_env: list[str]) -> list[str]:
 def merge_env(defaults: list[str], overrides: list[str]) -> list[str]:
     """Docker's ReplaceOrAppendEnvValues: overrides replace same-named entries in place,
     new ones are appended, and a bare "NAME" removes NAME."""
-    result = list(defaults)
-    index = {e.partition("=")[0]: i for i, e in enumerate(result)}
+    result: list[str | None] = list(defaults)   # None: removed, dropped at the end
+    index = {e.partition("=")[0]: i for i, e in enumerate(defaults)}
     for entry in overrides:
         key, eq, _ = entry.partition("=")
         if not eq:
             if key in index:
-                result[index.pop(key)] = None  # type: ignore[call-overload]
+                result[index.pop(key)] = None
             continue
         if key in index and result[index[key]] is not None:
             result[index[key]] = entry
@@ -510,7 +511,7 @@ def limits(host_config: dict[str, Any], ncpu: int | None = None) -> Limits:
 
 
 def _has_cpuset_controller() -> bool:
-    from ..linux.cgroups import host_layout    # reads mountinfo: only when a cpuset is asked for
+    from ..linux.cgroups import host_layout  # reads mountinfo: only when a cpuset is asked for
     layout = host_layout()
     return layout.uses_v1("cpuset") or layout.uses_v2("cpuset")
 

@@ -54,7 +54,8 @@ def validate_devices(devices: Any) -> list[dict[str, str]]:
 
 def _node(path_inside: str, host_path: str, st: os.stat_result, access: str) -> DeviceNode:
     kind = "b" if stat.S_ISBLK(st.st_mode) else "c"
-    return DeviceNode(path=path_inside, host_path=host_path, kind=kind, major=os.major(st.st_rdev), minor=os.minor(st.st_rdev),
+    return DeviceNode(path=path_inside, host_path=host_path, kind=kind,
+                      major=os.major(st.st_rdev), minor=os.minor(st.st_rdev),
                       mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, access=access)
 
 

@@ -23,9 +23,10 @@ import heapq
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import InvalidArgument
 from ..timestamps import now_rfc3339
@@ -85,7 +86,7 @@ class HealthSettings:
     retries: int
 
     @staticmethod
-    def from_config(config: dict[str, Any]) -> "HealthSettings | None":
+    def from_config(config: dict[str, Any]) -> HealthSettings | None:
         """The probe of a container's Config, None when it has none (no check, NONE, unknown type)."""
         hc = config.get("Healthcheck") or {}
         test = list(hc.get("Test") or [])

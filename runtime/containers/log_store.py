@@ -18,12 +18,17 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, BinaryIO
 
 from ..errors import describe_os_error
 from ..timestamps import now_rfc3339, parse_time_ns
+
+# One line of a json-file log as json.loads gives it: "log", "stream" and "time" at least
+# (_parse drops any line without "log" and "time").
+_Line = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +79,12 @@ class LogFile:
             self._active = True
             self.changed.notify_all()
 
-    def _open(self) -> None:
+    def _open(self) -> int:
+        """The descriptor of the current file, opened if it is not (OSError if it cannot be)."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
             self._size = os.fstat(self._fd).st_size
+        return self._fd
 
     def write(self, stream: str, data: bytes) -> None:
         """Append output; complete lines become records at once, the rest waits for its newline."""
@@ -158,13 +165,14 @@ class LogFile:
         if not batch:
             return
         payload = b"".join(batch)
+        fd = self._open()   # open already (the caller opened it); this gives it a type
         # One write(2) per batch with O_APPEND: readers never see half a line of JSON
         # from us except at the very end, and readers ignore an unterminated tail.
-        written = os.write(self._fd, payload)   # type: ignore[arg-type]
+        written = os.write(fd, payload)
         if written < len(payload):
             # The disk filled up mid-record: cut the torn tail off so the next append
             # starts on a line of its own, and report the rest as lost.
-            os.ftruncate(self._fd, self._size)   # type: ignore[arg-type]
+            os.ftruncate(fd, self._size)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
         self._size += len(payload)
 
@@ -205,7 +213,7 @@ class LogFile:
         until_ns = int(until * 1e9) if until else 0
         streams = {s for s, want in (("stdout", stdout), ("stderr", stderr)) if want}
 
-        def keep(rec: dict) -> bool:
+        def keep(rec: _Line) -> bool:
             if rec.get("stream") not in streams:
                 return False
             if since_ns or until_ns:
@@ -216,7 +224,7 @@ class LogFile:
                     return False
             return True
 
-        def to_record(rec: dict) -> LogRecord:
+        def to_record(rec: _Line) -> LogRecord:
             return LogRecord(rec["stream"], rec["log"].encode("utf-8", "surrogateescape"), rec["time"])
 
         with self.changed:
@@ -228,21 +236,21 @@ class LogFile:
             live = None
             if follow and active and files:
                 try:
-                    live = open(self.path, "rb")
+                    live = open(self.path, "rb")  # noqa: SIM115 - handed to _follow, closed in the finally below
                     live.seek(ends[-1])
                 except FileNotFoundError:
                     live = None
         try:
             if tail is not None and tail >= 0:
-                chosen: list[dict] = []
-                for path, end in zip(reversed(files), reversed(ends)):
+                chosen: list[_Line] = []
+                for path, end in zip(reversed(files), reversed(ends), strict=True):
                     if len(chosen) >= tail:
                         break
                     chosen = _tail_records(path, end, tail - len(chosen), keep) + chosen
                 for rec in chosen:
                     yield to_record(rec)
             else:
-                for path, end in zip(files, ends):
+                for path, end in zip(files, ends, strict=True):
                     for rec in _records_between(path, 0, end):
                         if keep(rec):
                             yield to_record(rec)
@@ -258,14 +266,14 @@ class LogFile:
             cancel.set()
             self.changed.notify_all()
 
-    def _follow(self, f, until_ns: int, cancel: threading.Event | None) -> Iterator[dict]:
+    def _follow(self, f: BinaryIO, until_ns: int, cancel: threading.Event | None) -> Iterator[_Line]:
         """New records from `f` on, switching to the new file after a rotation."""
         try:
             yield from self._follow_file(f, until_ns, cancel)
         finally:
             f.close()
 
-    def _follow_file(self, f, until_ns: int, cancel: threading.Event | None) -> Iterator[dict]:
+    def _follow_file(self, f: BinaryIO, until_ns: int, cancel: threading.Event | None) -> Iterator[_Line]:
         pending = b""
         while True:
             with self.changed:
@@ -285,9 +293,8 @@ class LogFile:
                         inodes = [_inode(p) for p in files]
                         successor = files[inodes.index(mine) + 1] if mine in inodes else files[0]
                         # Swap the descriptor in place so the caller's finally closes the new one.
-                        new = open(successor, "rb")
-                        os.dup2(new.fileno(), f.fileno())
-                        new.close()
+                        with open(successor, "rb") as new:
+                            os.dup2(new.fileno(), f.fileno())
                         f.seek(0)
                         pending = b""
                         continue
@@ -331,7 +338,7 @@ def _complete_size(path: Path) -> int:
     return offset
 
 
-def _parse(line: bytes) -> dict | None:
+def _parse(line: bytes) -> _Line | None:
     try:
         rec = json.loads(line)
     except ValueError:
@@ -339,10 +346,10 @@ def _parse(line: bytes) -> dict | None:
     return rec if isinstance(rec, dict) and "log" in rec and "time" in rec else None
 
 
-def _records_between(path: Path, start: int, end: int) -> Iterator[dict]:
+def _records_between(path: Path, start: int, end: int) -> Iterator[_Line]:
     """Stream the records in [start, end) without loading the whole file."""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - the try covers only the open; the with below closes it
     except FileNotFoundError:
         return
     with f:
@@ -357,16 +364,16 @@ def _records_between(path: Path, start: int, end: int) -> Iterator[dict]:
                 yield rec
 
 
-def _tail_records(path: Path, end: int, count: int, keep) -> list[dict]:
+def _tail_records(path: Path, end: int, count: int, keep: Callable[[_Line], bool]) -> list[_Line]:
     """The last `count` records that `keep` accepts, reading backwards from `end`."""
     if count == 0:
         return []
-    found: list[dict] = []
+    found: list[_Line] = []
     block = 64 * 1024
     pos = end
     carry = b""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - the try covers only the open; the with below closes it
     except FileNotFoundError:
         return []
     with f:
@@ -389,7 +396,7 @@ def _tail_records(path: Path, end: int, count: int, keep) -> list[dict]:
     return found
 
 
-def _read_from(path: Path, offset: int) -> tuple[int, list[dict]]:
+def _read_from(path: Path, offset: int) -> tuple[int, list[_Line]]:
     """Complete JSON lines from byte `offset`; returns the offset after the last one."""
     try:
         with open(path, "rb") as f:

@@ -11,9 +11,10 @@ from. The donor container of a `container:` mode must be running then.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import Conflict, InvalidArgument, NotFound
 from .spec import SharedNamespaces

@@ -42,9 +42,10 @@ import stat
 import struct
 import termios
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from ..errors import Conflict, ContainerStartError, InvalidArgument, RuntimeFailure
 from ..linux import cgroups
@@ -143,7 +144,9 @@ class ContainerProcess:
 
     def wait(self) -> int:
         """Block until the process exits; Docker's exit code (the code, or 128+signal)."""
-        return self._reap(0)  # type: ignore[return-value]
+        code = self._reap(0)
+        assert code is not None, "a blocking waitpid returns only once the process has exited"
+        return code
 
     def poll(self) -> int | None:
         """The exit code if the process has exited, else None (does not block)."""
@@ -464,7 +467,7 @@ def _spawn(stdio: Stdio, join_pid_ns: int | None, child_main: Callable[[_ChildPi
 def _receive_console(sock: socket.socket) -> int:
     """The pty master the child sent before it exec'd (already queued: never blocks)."""
     _, ancdata, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
-    fds = [fd for level, kind, data in ancdata if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+    fds: list[int] = [fd for level, kind, data in ancdata if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
            for (fd,) in struct.iter_unpack("i", data[:len(data) - len(data) % 4])]
     if len(fds) != 1:
         for fd in fds:

@@ -25,7 +25,7 @@ class RestartPolicy:
     max_retries: int = 0
 
     @classmethod
-    def from_host_config(cls, host_config: dict[str, Any]) -> "RestartPolicy":
+    def from_host_config(cls, host_config: dict[str, Any]) -> RestartPolicy:
         """Parse and validate; raises InvalidArgument with Docker's messages."""
         raw = host_config.get("RestartPolicy") or {}
         name = raw.get("Name") or "no"

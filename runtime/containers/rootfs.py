@@ -17,7 +17,7 @@ import fcntl
 import os
 import stat
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from .. import path_scope
 from ..linux import syscalls as sc

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ..errors import InvalidArgument
 
@@ -49,7 +49,7 @@ class Integer:
 class ListOf:
     """A JSON array (Go slice or fixed array) of one element type."""
 
-    elem: "GoType"
+    elem: GoType
     go: str
     length: int | None = None     # Go arrays ([2]uint) take at most this many elements
 
@@ -58,7 +58,7 @@ class ListOf:
 class MapOf:
     """A JSON object with string keys and one value type (Go map)."""
 
-    value: "GoType"
+    value: GoType
     go: str
 
 
@@ -73,7 +73,7 @@ class Struct:
 
     name: str
     go: str
-    fields: dict[str, "Field"] = field(default_factory=dict)
+    fields: dict[str, Field] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class AnyJSON:
     """Any JSON value (kept as given)."""
 
 
-GoType = Union[Scalar, Integer, ListOf, MapOf, StrSlice, Struct, AnyJSON]
+GoType = Scalar | Integer | ListOf | MapOf | StrSlice | Struct | AnyJSON
 
 
 @dataclass(frozen=True)

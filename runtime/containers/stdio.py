@@ -18,7 +18,7 @@ import stat
 import struct
 import termios
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from .log_store import LogFile
 from .spec import Stdio
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 STDOUT = 1
 STDERR = 2
-_END = object()
 _READ_SIZE = 64 * 1024
 
 
@@ -55,13 +54,13 @@ class AttachSession:
 class HubSession(AttachSession):
     """An AttachSession fed by a StreamHub."""
 
-    def __init__(self, hub: "StreamHub", stdin: bool, stdout: bool, stderr: bool) -> None:
+    def __init__(self, hub: StreamHub, stdin: bool, stdout: bool, stderr: bool) -> None:
         self._hub = hub
         self.stdin = stdin
         self._streams = {STDOUT} if stdout else set()
         if stderr:
             self._streams.add(STDERR)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()  # None: the end
         self._ended = False
 
     def _deliver(self, stream: int, data: bytes) -> None:
@@ -71,12 +70,12 @@ class HubSession(AttachSession):
     def _end(self) -> None:
         if not self._ended:
             self._ended = True
-            self._queue.put(_END)
+            self._queue.put(None)
 
     def output(self) -> Iterator[tuple[int, bytes]]:
         while True:
             item = self._queue.get()
-            if item is _END:
+            if item is None:
                 return
             yield item
 

@@ -9,8 +9,9 @@ and inherited ones win over the image's anonymous volumes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import InvalidArgument, NotFound
 from .config import MountRequest

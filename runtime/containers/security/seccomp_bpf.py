@@ -67,11 +67,12 @@ def enosys_prologue(last_syscall: dict[int, int]) -> bytes:
     labels[_END] = len(code)
 
     out = bytearray()
+    def offset(label: str | None, index: int) -> int:
+        return 0 if label is None else labels[label] - index - 1
+
     for index, (op, jt, jf, k) in enumerate(code):
-        def offset(label: str | None) -> int:
-            return 0 if label is None else labels[label] - index - 1
-        value = offset(k) if isinstance(k, str) else k
-        jump_true, jump_false = offset(jt), offset(jf)
+        value = offset(k, index) if isinstance(k, str) else k
+        jump_true, jump_false = offset(jt, index), offset(jf, index)
         if not (0 <= jump_true <= 255 and 0 <= jump_false <= 255):
             raise ValueError("seccomp prologue jump out of range")
         out += struct.pack("=HBBI", op, jump_true, jump_false, value)

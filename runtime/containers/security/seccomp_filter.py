@@ -28,8 +28,16 @@ from ...errors import RuntimeFailure
 from ..spec import BUILTIN_SECCOMP_PROFILE, SeccompPolicy
 from .seccomp_bpf import enosys_prologue
 from .seccomp_default import DEFAULT_PROFILE
-from .seccomp_profile import (FILTER_FLAGS, SeccompProfile, SeccompProfileError, applicable_rules,
-                              architectures, docker_arch, kernel_version, parse_profile)
+from .seccomp_profile import (
+    FILTER_FLAGS,
+    SeccompProfile,
+    SeccompProfileError,
+    applicable_rules,
+    architectures,
+    docker_arch,
+    kernel_version,
+    parse_profile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +113,7 @@ class SeccompProgram:
 
     instructions: int
     flags: int
-    _buffer: ctypes.Array
+    _buffer: ctypes.Array[ctypes.c_char]
     _fprog: _SockFprog
 
     def install(self) -> None:
@@ -218,7 +226,7 @@ def _action_value(action: str, errno_ret: int | None) -> int:
 
 def _arch_token(lib: _LibSeccomp, name: str) -> int:
     word = name.removeprefix("SCMP_ARCH_").lower()
-    token = lib.lib.seccomp_arch_resolve_name(word.encode())
+    token: int = lib.lib.seccomp_arch_resolve_name(word.encode())
     if not token:
         raise SeccompProfileError(f"unknown seccomp architecture {name!r}")
     return token
