@@ -23,14 +23,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 # Files whose bare suppressions are waived while they are rewritten on another branch.
-# Only tests are left (issue 7, lint round 2). Remove a file from here as soon as it is
+# Empty since the second lint round (issue 7). Remove a file from here as soon as it is
 # clean: the test fails on a waiver that is no longer needed.
-ROUND_2: frozenset[str] = frozenset({
-    "tests/machine/test_supervisor_early_link.py",
-    "tests/runtime/test_full_disk.py",
-    "tests/runtime/test_image_store.py",
-    "tests/security/test_path_scope.py",
-})
+ROUND_2: frozenset[str] = frozenset()
 
 _CODE = r"[A-Z]+[0-9]+"
 # The marker with its codes; what follows it is the reason.

@@ -9,9 +9,9 @@ import stat
 import subprocess
 import threading
 import uuid
+from pathlib import Path
 
 from tests.support.agent import http_request, start_agent
-
 from tests.support.waiting import poll
 
 
@@ -80,7 +80,7 @@ def test_sigterm_stops_containers_and_a_new_agent_restores_state(tmp_path, test_
         raise
     assert agent.stop() == 0
     assert not os.path.exists(f"/proc/{pid}") or \
-        open(f"/proc/{pid}/stat").read().split()[2] == "Z", "container process survived shutdown"
+        Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", "container process survived shutdown"
 
     agent = start_agent(sock, root)
     try:

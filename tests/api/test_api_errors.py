@@ -6,12 +6,20 @@ import json
 
 import pytest
 
-from guest_agent.api_errors import (NotImplementedByDockyard, error_response_for, status_for,
-                                    stream_error)
+from guest_agent.api_errors import NotImplementedByDockyard, error_response_for, status_for, stream_error
 from guest_agent.routes_images import decode_registry_auth, pull_reference
-from runtime.errors import (Conflict, ContainerStartError, DockyardError, InvalidArgument,
-                            NotFound, NotModified, RegistryAuthError, RegistryError,
-                            RegistryNotFound, RuntimeFailure)
+from runtime.errors import (
+    Conflict,
+    ContainerStartError,
+    DockyardError,
+    InvalidArgument,
+    NotFound,
+    NotModified,
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFound,
+    RuntimeFailure,
+)
 
 
 @pytest.mark.parametrize("err, status", [

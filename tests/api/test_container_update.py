@@ -125,7 +125,7 @@ def test_memory_below_usage_is_refused_on_both(engines):
     try:
         _run(engines, name, "-m", "64m", "--memory-swap", "64m", cmd=("sh", "-c", fill))
         for engine in (engines.ours, engines.reference):
-            poll(lambda: engine.docker("exec", name, "test", "-e", "/tmp/filled").returncode == 0,
+            poll(lambda engine=engine: engine.docker("exec", name, "test", "-e", "/tmp/filled").returncode == 0,
                  timeout=30, what="the container's memory filled")
         ours, theirs = engines.each("update", "-m", "10m", "--memory-swap", "10m", name)
         assert (ours.returncode, theirs.returncode) == (theirs.returncode, theirs.returncode)
@@ -162,7 +162,7 @@ def test_raw_answer_and_event_as_dockerd(engines):
             answers.append((status, json.loads(body)))
         assert answers[0] == answers[1] == (200, {"Warnings": None})
         for engine in (engines.ours, engines.reference):
-            out = poll(lambda: (r := engine.docker("events", "--since", "5m", "--until", "0s", "--filter",
+            out = poll(lambda engine=engine: (r := engine.docker("events", "--since", "5m", "--until", "0s", "--filter",
                                                    f"container={name}", "--filter", "event=update",
                                                    "--format", "{{.Action}}")).stdout.strip() and r,
                        timeout=10, what="update event")

@@ -137,7 +137,7 @@ def test_detached_logs_streams_tail_timestamps(agent, busybox):
     assert ok(agent.docker("logs", "--tail", "2", name)) == "two\nthree\n"
     stamped = ok(agent.docker("logs", "--timestamps", name)).splitlines()
     assert len(stamped) == 3
-    for line, word in zip(stamped, ("one", "two", "three")):
+    for line, word in zip(stamped, ("one", "two", "three"), strict=True):
         assert re.match(rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z {word}$", line), line
     ok(agent.docker("rm", name))
 

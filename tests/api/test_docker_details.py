@@ -91,7 +91,7 @@ def _read_until(sock: socket.socket, want: bytes) -> bytes:
     while want not in data:
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError(f"{want!r} never came; got {data!r}") from None
         if not chunk:
             raise AssertionError(f"stream ended before {want!r}; got {data!r}")
@@ -106,7 +106,7 @@ def _ends(sock: socket.socket) -> bytes:
     while True:
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError(f"the stream stayed open; got {data!r}") from None
         if not chunk:
             return data
@@ -517,7 +517,7 @@ def test_mac_address(engines, bridged_dockerd, cleanup):
         api.close()
         seen[engine.name] = (inside, shown, errors)
     assert seen["dockyard"][:2] == seen["dockerd"][:2] == ("02:42:ac:11:00:99",) * 2, seen
-    for ours, theirs in zip(seen["dockyard"][2], seen["dockerd"][2]):
+    for ours, theirs in zip(seen["dockyard"][2], seen["dockerd"][2], strict=True):
         assert ours is not None and theirs is not None and ours in theirs, seen
     ours = engines[0]
     name = unique("climac")
@@ -549,8 +549,10 @@ def test_remove_without_force_refuses_live_containers(engines, cleanup):
         ok(engine.docker("pause", paused))
         engine.run("--name", flapping, "--restart", "always", engine.image, "sh", "-c", "exit 1")
         # After a few restarts the back-off (0.1 s doubling) leaves a wide "restarting" window.
-        poll(lambda: engine.inspect(flapping)["RestartCount"] >= 3, what="three restarts")
-        poll(lambda: engine.inspect(flapping)["State"]["Status"] == "restarting", what="restarting")
+        poll(lambda engine=engine, flapping=flapping: engine.inspect(flapping)["RestartCount"] >= 3,
+             what="three restarts")
+        poll(lambda engine=engine, flapping=flapping: engine.inspect(flapping)["State"]["Status"] == "restarting",
+             what="restarting")
         answers = []
         for name in (running, paused, flapping):
             cid = engine.inspect(name)["Id"]

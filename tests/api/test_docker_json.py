@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from guest_agent import docker_json
 from runtime.images.store import Image
-from runtime.models import (Container, ContainerState, Event, ExecInstance, NetworkAttachment,
-                            PortMapping, Volume)
+from runtime.models import Container, ContainerState, Event, ExecInstance, NetworkAttachment, PortMapping, Volume
 
 NOW = 1_700_000_000.0
 
 
 def _stamp(t: float) -> str:
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
+    from datetime import datetime
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
 
 
 def _container(**state) -> Container:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from typing import Any
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_health_events_as_dockerd(engines):
         for engine in (engines.ours, engines.reference):
             _wait_status(engine, name, "healthy")
 
-            def seen() -> list[str]:
+            def seen(engine: Any = engine) -> list[str]:
                 # `--until 0s` is the CLI's clock in whole seconds: poll until the event is in range.
                 out = engine.docker("events", "--since", "5m", "--until", "0s", "--filter",
                                     f"container={name}", "--format", "{{.Action}}")
@@ -127,7 +128,7 @@ def test_stop_and_restart_as_dockerd(engines):
             before.append(_health(engine, name))
         # A stopped container's probe is over; dockerd reports it unhealthy, its log kept.
         assert [h["Status"] for h in before] == ["unhealthy"] * 2
-        for engine, earlier in zip(both, before):
+        for engine, earlier in zip(both, before, strict=True):
             assert engine.docker("start", name).returncode == 0
             after = _health(engine, name)
             assert (after["Status"], after["FailingStreak"]) == ("starting", 0)
@@ -143,7 +144,7 @@ def test_failures_inside_the_start_period_do_not_count(engines):
         _run(engines, name, "--health-cmd", "exit 1", "--health-interval", "1s", "--health-retries", "1",
              "--health-start-period", "5m")
         for engine in (engines.ours, engines.reference):
-            health = poll(lambda: (h := _health(engine, name)) and len(h["Log"]) >= 2 and h,
+            health = poll(lambda engine=engine: (h := _health(engine, name)) and len(h["Log"]) >= 2 and h,
                           timeout=30, what="two failed probes")
             assert (health["Status"], health["FailingStreak"]) == ("starting", 0)
     finally:

@@ -8,17 +8,25 @@ framework, not the engine (the end-to-end files use the real Engine).
 from __future__ import annotations
 
 import json
-import socket
 import os
 import queue
+import socket
 import stat
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from guest_agent.http_server import (MULTIPLEXED_STREAM, HijackedConnection, HijackResponse,
-                                     Request, Response, Router, StreamResponse, json_response)
+from guest_agent.http_server import (
+    MULTIPLEXED_STREAM,
+    HijackedConnection,
+    HijackResponse,
+    Request,
+    Response,
+    Router,
+    StreamResponse,
+    json_response,
+)
 from guest_agent.stdio_stream import frame, pump_session
 from runtime.errors import Conflict, InvalidArgument
 

@@ -23,13 +23,13 @@ class FarEndState:
     def __init__(self) -> None:
         self.containers: list[dict] = []
         self.requests: list[str] = []
-        self._subscribers: list["queue.Queue[dict | None]"] = []
+        self._subscribers: list[queue.Queue[dict | None]] = []
         # Events published while nobody listens go to the next subscriber.
         self._backlog: list[dict | None] = []
         self._lock = threading.Lock()
 
-    def subscribe(self) -> "queue.Queue[dict | None]":
-        q: "queue.Queue[dict | None]" = queue.Queue()
+    def subscribe(self) -> queue.Queue[dict | None]:
+        q: queue.Queue[dict | None] = queue.Queue()
         with self._lock:
             self._subscribers.append(q)
             for ev in self._backlog:
@@ -37,7 +37,7 @@ class FarEndState:
             self._backlog.clear()
         return q
 
-    def unsubscribe(self, q: "queue.Queue[dict | None]") -> None:
+    def unsubscribe(self, q: queue.Queue[dict | None]) -> None:
         with self._lock:
             if q in self._subscribers:
                 self._subscribers.remove(q)
@@ -53,7 +53,7 @@ class FarEndState:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, fmt: str, *args: object) -> None:  # unix peers have no address
         pass

@@ -75,7 +75,8 @@ def test_status_and_rm(home, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["machine", "start", "--name", "ghost"], "dockyard: machine 'ghost' does not exist: run `dockyard machine init` first"),
+    (["machine", "start", "--name", "ghost"],
+     "dockyard: machine 'ghost' does not exist: run `dockyard machine init` first"),
     (["machine", "init", "--memory", "lots"], "dockyard: invalid size 'lots'"),
     (["machine", "init", "--mount", "/does/not/exist"], "dockyard: cannot share '/does/not/exist': not a directory"),
     (["machine", "init", "--name", "bad/name"], "dockyard: invalid machine name 'bad/name'"),

@@ -40,7 +40,7 @@ def _supervisor(links: list[FakeLink]) -> Supervisor:
     sup = Supervisor.__new__(Supervisor)  # no machine on disk needed for this part
     sup._early_link = None
     sup._early_thread = None
-    sup._new_link = lambda port, host_key: links.pop(0)  # type: ignore[method-assign]
+    sup._new_link = lambda port, host_key: links.pop(0)  # type: ignore[method-assign]  # the test stands in for the SSH dial
     return sup
 
 

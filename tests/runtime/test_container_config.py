@@ -7,8 +7,17 @@ import signal
 import pytest
 
 from runtime.containers.config import (
-    build_config, capabilities, generate_name, limits, merge_env, parse_bind, parse_mounts,
-    parse_signal, port_mappings, process_env, validate_container_name,
+    build_config,
+    capabilities,
+    generate_name,
+    limits,
+    merge_env,
+    parse_bind,
+    parse_mounts,
+    parse_signal,
+    port_mappings,
+    process_env,
+    validate_container_name,
 )
 from runtime.containers.spec import DEFAULT_CAPABILITIES
 from runtime.errors import InvalidArgument
@@ -149,7 +158,8 @@ def test_names():
 def test_log_options():
     from runtime.containers.config import log_rotation, parse_size
     assert parse_size("10m") == 10 << 20 and parse_size("512k") == 512 << 10 and parse_size("100") == 100
-    assert log_rotation({"LogConfig": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "3"}}}) == (1 << 20, 3)
+    json_file = {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "3"}}
+    assert log_rotation({"LogConfig": json_file}) == (1 << 20, 3)
     assert log_rotation({}) == (0, 1)
     # As dockerd's json-file: max-file alone is accepted and rotates nothing.
     assert log_rotation({"LogConfig": {"Type": "json-file", "Config": {"max-file": "3"}}}) == (0, 1)

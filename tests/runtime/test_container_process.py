@@ -14,7 +14,6 @@ import struct
 import subprocess
 import termios
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path

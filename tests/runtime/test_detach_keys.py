@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runtime.containers.detach_keys import DEFAULT_DETACH_KEYS, DetachScanner, parse_detach_keys
 from runtime.errors import InvalidArgument

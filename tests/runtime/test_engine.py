@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import re
 import threading
+from pathlib import Path
 
 import pytest
 
 from runtime.errors import Conflict, ContainerStartError, InvalidArgument, NotFound, NotModified
-from tests.runtime.test_engine_fixtures import (  # noqa: F401 - fixtures
-    busybox, collect, engine, poll_until, run, start_background,
-)
+from tests.runtime.engine_helpers import collect, run, start_background
+from tests.support.waiting import poll as poll_until
 
 
 def test_run_collects_exit_code_and_both_streams(engine, busybox):
@@ -203,7 +203,7 @@ def test_auto_remove_takes_anonymous_volumes_with_it(engine, busybox):
         engine.containers.inspect(cid)
     anonymous = [v for v in engine.volumes.list() if engine.volumes.is_anonymous(v)]
     assert not [v for v in anonymous if not engine.volumes.users(v.name)]
-    assert (open(os.path.join(engine.volumes.get(named).mountpoint, "f")).read()) == "y\n"
+    assert Path(engine.volumes.get(named).mountpoint, "f").read_text() == "y\n"
 
 
 def test_named_volume_outlives_its_container(engine, busybox):
@@ -257,7 +257,8 @@ def test_list_and_filters(engine, busybox):
 
 def test_bridge_network_and_etc_files(engine, busybox):
     _, code, out, err = run(engine, busybox, ["sh", "-c", "cat /etc/hostname; grep -c $(hostname) /etc/hosts; "
-                                              "ip -4 addr show eth0 | grep -c inet; grep -c nameserver /etc/resolv.conf"],
+                                              "ip -4 addr show eth0 | grep -c inet; "
+                                              "grep -c nameserver /etc/resolv.conf"],
                             host_config={"NetworkMode": "bridge", "ExtraHosts": ["db:10.1.2.3"]})
     lines = out.decode().split()
     assert code == 0, err
@@ -360,11 +361,12 @@ def test_published_port_reaches_the_container(engine, busybox):
 
 def test_dns_options_reach_resolv_conf(engine, busybox):
     _, code, out, _ = run(engine, busybox, ["cat", "/etc/resolv.conf"],
-                          host_config={"NetworkMode": "bridge", "Dns": ["192.0.2.53"], "DnsSearch": ["example.test"],
-                                       "DnsOptions": ["ndots:2"], "AutoRemove": True})
+                          host_config={"NetworkMode": "bridge", "Dns": ["192.0.2.53"],
+                                       "DnsSearch": ["example.test"], "DnsOptions": ["ndots:2"],
+                                       "AutoRemove": True})
     lines = out.decode().splitlines()
     assert code == 0
-    assert [l for l in lines if l.startswith("nameserver")] == ["nameserver 192.0.2.53"]
+    assert [line for line in lines if line.startswith("nameserver")] == ["nameserver 192.0.2.53"]
     assert "search example.test" in lines and "options ndots:2" in lines
 
 
@@ -382,8 +384,8 @@ def test_log_rotation_options(engine, busybox):
 
 
 def test_readonly_rootfs_and_capabilities(engine, busybox):
-    _, code, out, _ = run(engine, busybox, ["sh", "-c", "touch /x 2>/dev/null || echo ro; touch /t/ok && echo tmpfs-rw; "
-                                            "grep CapEff /proc/self/status"],
+    _, code, out, _ = run(engine, busybox, ["sh", "-c", "touch /x 2>/dev/null || echo ro; "
+                                            "touch /t/ok && echo tmpfs-rw; grep CapEff /proc/self/status"],
                           host_config={"ReadonlyRootfs": True, "Tmpfs": {"/t": ""}, "CapDrop": ["ALL"],
                                        "CapAdd": ["CHOWN"], "AutoRemove": True})
     lines = out.decode().splitlines()

@@ -9,9 +9,8 @@ import time
 import pytest
 
 from runtime.errors import Conflict, NotFound
-from tests.runtime.test_engine_fixtures import (  # noqa: F401 - fixtures
-    busybox, collect, engine, poll_until, run, start_background,
-)
+from tests.runtime.engine_helpers import collect, run, start_background
+from tests.support.waiting import poll as poll_until
 
 
 @pytest.fixture()

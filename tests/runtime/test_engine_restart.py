@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from runtime.engine.facade import Engine
-from tests.runtime.test_engine_fixtures import (  # noqa: F401 - fixtures
-    busybox, engine, make_engine, poll_until, start_background,
-)
+from tests.runtime.engine_helpers import make_engine, start_background
+from tests.support.waiting import poll as poll_until
 
 REPO = Path(__file__).resolve().parents[2]
 

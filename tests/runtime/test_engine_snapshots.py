@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 
 from runtime.models import Container
-
-from tests.runtime.test_engine_fixtures import busybox, engine, start_background  # noqa: F401 - fixtures
+from tests.runtime.engine_helpers import start_background
 
 CYCLES = 15
 

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,10 @@ def _state_on_disk(root: Path, cid: str) -> dict:
 def test_full_disk_gives_clear_errors_and_recovers_without_restart(tmp_path, small_root, test_images):
     agent = start_agent(tmp_path / "docker.sock", small_root)
     pid = agent.process.pid
-    docker = lambda *a, **kw: agent.docker(*a, timeout=kw.pop("timeout", CALL_TIMEOUT), **kw)  # noqa: E731
+
+    def docker(*a: str, **kw: Any) -> subprocess.CompletedProcess:
+        return agent.docker(*a, timeout=kw.pop("timeout", CALL_TIMEOUT), **kw)
+
     busybox, debian, layered = test_images["busybox"], test_images["debian"], test_images["layered"]
     attached = None
     try:
@@ -93,7 +97,7 @@ def test_full_disk_gives_clear_errors_and_recovers_without_restart(tmp_path, sma
              TRAPPED.format(name="att", code=4)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=agent.docker_env())
         for name in ("keep", "gone", "att"):
-            poll(lambda: "ready" in docker("logs", name).stdout, what=f"{name} ready")
+            poll(lambda name=name: "ready" in docker("logs", name).stdout, what=f"{name} ready")
 
         # 1. A pull that does not fit: a clear error, and nothing half-written is left.
         result = docker("pull", debian)

@@ -141,7 +141,10 @@ def test_remove_in_use_image(test_images, tmp_path: Path) -> None:
     ref = test_images["busybox"]
     image = store.pull(ref)
     container = "c0ffee" * 10 + "abcd"
-    users = lambda image_id: [container] if image_id == image.id else []   # noqa: E731
+
+    def users(image_id: str) -> list[str]:
+        return [container] if image_id == image.id else []
+
     with pytest.raises(Conflict) as err:
         store.remove(ref, in_use_by=users)
     assert str(err.value) == (f'conflict: unable to remove repository reference "{ref}" (must force) '

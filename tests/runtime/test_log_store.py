@@ -16,10 +16,10 @@ def test_lines_are_docker_json_file_records(tmp_path):
     log.write("stdout", b"lo\nwor")
     log.write("stderr", b"oops\n")
     log.end_run()
-    lines = [json.loads(l) for l in (tmp_path / "c-json.log").read_text().splitlines()]
-    assert [(l["stream"], l["log"]) for l in lines] == [
+    entries = [json.loads(line) for line in (tmp_path / "c-json.log").read_text().splitlines()]
+    assert [(e["stream"], e["log"]) for e in entries] == [
         ("stdout", "hello\n"), ("stderr", "oops\n"), ("stdout", "wor")]
-    assert all(l["time"].endswith("Z") and len(l["time"].split(".")[1]) == 10 for l in lines)
+    assert all(e["time"].endswith("Z") and len(e["time"].split(".")[1]) == 10 for e in entries)
 
 
 def test_tail_and_stream_filters(tmp_path):

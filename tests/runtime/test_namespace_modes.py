@@ -87,7 +87,8 @@ def test_cgroup_view_on_pure_v2(tmp_path):
 def test_cgroup_view_on_v1_binds_each_hierarchy(tmp_path):
     # Hierarchies as on a cgroup v1 host: "cpu,cpuacct" co-mounted, with the usual symlinks.
     root = tmp_path / "cgroup"
-    mounts = ((root / "memory", frozenset({"rw", "memory"})), (root / "cpu,cpuacct", frozenset({"rw", "cpu", "cpuacct"})),
+    mounts = ((root / "memory", frozenset({"rw", "memory"})),
+              (root / "cpu,cpuacct", frozenset({"rw", "cpu", "cpuacct"})),
               (root / "net_cls", frozenset({"rw", "net_cls"})))
     for mount, _ in mounts:
         mount.mkdir(parents=True)

@@ -181,8 +181,8 @@ def test_two_containers_reach_each_other(attached):
     server = NsServer(att_b.netns_path, "tcp", 9000)
     try:
         out = in_ns(att_a.netns_path, PY, "-c",
-                    "import socket; s = socket.create_connection(('%s', 9000), timeout=10); "
-                    "s.sendall(b'from-a'); print(s.recv(100).decode())" % att_b.ip_address)
+                    f"import socket; s = socket.create_connection(('{att_b.ip_address}', 9000), timeout=10); "
+                    "s.sendall(b'from-a'); print(s.recv(100).decode())")
         assert out.stdout.strip() == "pong:from-a", out.stderr
     finally:
         server.stop()

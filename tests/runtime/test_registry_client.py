@@ -10,10 +10,15 @@ import pytest
 
 from runtime.errors import RegistryAuthError, RegistryError, RegistryNotFound
 from runtime.images.reference import parse_reference
-from runtime.images.store import RegistryCredentials
 from runtime.images.registry_client import (
-    MEDIA_DOCKER_MANIFEST, MEDIA_OCI_MANIFEST, RegistryClient, dial_map_from_env, is_insecure_host,
-    loopback_dial_map)
+    MEDIA_DOCKER_MANIFEST,
+    MEDIA_OCI_MANIFEST,
+    RegistryClient,
+    dial_map_from_env,
+    is_insecure_host,
+    loopback_dial_map,
+)
+from runtime.images.store import RegistryCredentials
 from tests.conftest import CACHE_DIR
 from tests.support.registry import FaultyProxy, start_registry
 from tests.support.test_images import push_test_images

@@ -16,19 +16,18 @@ import platform
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from runtime.containers.process import cleanup, launch
 from runtime.containers.security import seccomp_filter
-from runtime.containers.spec import (DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, SeccompPolicy,
-                                    Stdio)
-from runtime.containers.security.seccomp_default import DEFAULT_PROFILE
-from runtime.errors import InvalidArgument
-from runtime.containers.security.seccomp_profile import (SeccompProfileError, applicable_rules, parse_profile)
 from runtime.containers.security.options import parse_security_options
+from runtime.containers.security.seccomp_default import DEFAULT_PROFILE
+from runtime.containers.security.seccomp_profile import SeccompProfileError, applicable_rules, parse_profile
+from runtime.containers.spec import DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, SeccompPolicy, Stdio
+from runtime.errors import InvalidArgument
 from tests.support.rootfs import PATH_ENV, make_busybox_rootfs
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64",

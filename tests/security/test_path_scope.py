@@ -27,7 +27,10 @@ def test_clean_and_go_clean(path: str, cleaned: str, go: str) -> None:
 
 def test_resolve_follows_links_in_scope() -> None:
     links = {("a",): "/x/y", ("x", "y", "up"): "../../../../..", ("loop",): "loop"}
-    resolve = lambda p: path_scope.resolve(p, lambda parts: links.get(tuple(parts)))  # noqa: E731
+
+    def resolve(path: str) -> list[str]:
+        return path_scope.resolve(path, lambda parts: links.get(tuple(parts)))
+
     assert resolve("/a/z") == ["x", "y", "z"]
     assert resolve("../../a/up/etc") == ["etc"]
     with pytest.raises(path_scope.ScopeError):

@@ -1,4 +1,6 @@
-"""Shared fixtures and helpers for the engine tests (no tests here).
+"""Helpers for the engine tests: start an engine, run and collect containers.
+
+Their fixtures (`engine`, `busybox`) are in this folder's conftest.py.
 
 The engine runs for real: images pulled from the session's test registry, the real
 process launcher (namespaces, overlayfs, cgroups) and the real network manager.
@@ -10,29 +12,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from runtime.engine.facade import Engine
-from tests.support.waiting import poll as poll_until  # noqa: F401 - used by the engine tests
 
 
 def make_engine(root: Path) -> Engine:
     engine = Engine(root)
     engine.start()
     return engine
-
-
-@pytest.fixture(scope="module")
-def busybox(test_images) -> str:
-    return test_images["busybox"]
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory, busybox):
-    eng = make_engine(tmp_path_factory.mktemp("engine"))
-    eng.images.pull(busybox)
-    yield eng
-    eng.shutdown()
 
 
 def run(engine: Engine, image: str, cmd: list[str], host_config: dict | None = None,
