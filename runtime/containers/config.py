@@ -2,7 +2,8 @@
 
 `build_config` turns a create request plus the image into the Config and HostConfig
 that inspect shows (the way dockerd merges them); the other functions derive the
-launcher's view (mounts, ports, limits, capabilities, the process) from those.
+launcher's view (ports, limits, capabilities, the process) from those. Mounts are
+parsed in `mounts`, container names checked and generated in `names`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,8 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
-import random
 import re
 import signal as signal_mod
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .. import path_scope
@@ -22,14 +20,13 @@ from ..errors import InvalidArgument
 from ..lazy_re import lazy_compile
 from ..linux.cgroup_limits import Limits
 from ..models import PortMapping
-from ..volumes.store import validate_volume_name
 from . import cpuset, health, sysctls, ulimits
 from . import init as container_init
+from .mounts import parse_mounts
 from .restart_policy import RestartPolicy
 from .schema import check_create
 from .spec import DEFAULT_CAPABILITIES, BindMount
 
-NAME_RE = lazy_compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 NETWORK_MODES = ("bridge", "host", "none")
 _USER_NETWORK_MODE = re.compile(r"^(container:)?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -49,80 +46,6 @@ ALL_CAPABILITIES: tuple[str, ...] = (
     "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
     "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 )
-
-# Docker's name generator draws from longer lists; these are enough to make clashes rare.
-_ADJECTIVES = (
-    "admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome", "blissful",
-    "bold", "boring", "brave", "busy", "charming", "clever", "compassionate", "competent",
-    "confident", "cool", "cranky", "crazy", "dazzling", "determined", "distracted", "dreamy",
-    "eager", "ecstatic", "elastic", "elated", "elegant", "eloquent", "epic", "exciting",
-    "fervent", "festive", "flamboyant", "focused", "friendly", "frosty", "funny", "gallant",
-    "gifted", "goofy", "gracious", "great", "happy", "hardcore", "heuristic", "hopeful",
-    "hungry", "infallible", "inspiring", "intelligent", "interesting", "jolly", "jovial",
-    "keen", "kind", "laughing", "loving", "lucid", "magical", "modest", "musing", "mystifying",
-    "naughty", "nervous", "nice", "nifty", "nostalgic", "objective", "optimistic", "peaceful",
-    "pedantic", "pensive", "practical", "priceless", "quirky", "quizzical", "recursing",
-    "relaxed", "reverent", "romantic", "sad", "serene", "sharp", "silly", "sleepy", "stoic",
-    "strange", "stupefied", "suspicious", "sweet", "tender", "thirsty", "trusting", "unruffled",
-    "upbeat", "vibrant", "vigilant", "vigorous", "wizardly", "wonderful", "xenodochial",
-    "youthful", "zealous", "zen",
-)
-_SURNAMES = (
-    "agnesi", "albattani", "allen", "almeida", "archimedes", "ardinghelli", "aryabhata",
-    "austin", "babbage", "banach", "bardeen", "bartik", "bassi", "bell", "bhabha", "blackwell",
-    "bohr", "booth", "borg", "bose", "boyd", "brahmagupta", "brattain", "brown", "carson",
-    "chandrasekhar", "clarke", "colden", "cori", "cray", "curie", "darwin", "davinci", "diffie",
-    "dijkstra", "dirac", "driscoll", "dubinsky", "easley", "edison", "einstein", "elion",
-    "engelbart", "euclid", "euler", "faraday", "fermat", "fermi", "feynman", "franklin",
-    "galileo", "gates", "goldberg", "goldstine", "golick", "goodall", "hamilton", "hawking",
-    "heisenberg", "hermann", "hodgkin", "hoover", "hopper", "hugle", "hypatia", "jackson",
-    "jang", "jennings", "jepsen", "johnson", "joliot", "jones", "kalam", "kapitsa", "keller",
-    "kepler", "khorana", "kilby", "kirch", "knuth", "kowalevski", "lalande", "lamarr",
-    "lamport", "leakey", "leavitt", "lederberg", "lehmann", "lewin", "lichterman", "liskov",
-    "lovelace", "lumiere", "mahavira", "margulis", "matsumoto", "maxwell", "mayer", "mccarthy",
-    "mcclintock", "mclean", "meitner", "mendel", "mendeleev", "merkle", "mirzakhani", "moore",
-    "morse", "murdock", "napier", "nash", "neumann", "newton", "nightingale", "nobel",
-    "noether", "northcutt", "noyce", "panini", "pare", "pascal", "pasteur", "payne",
-    "perlman", "pike", "poincare", "poitras", "ptolemy", "raman", "ramanujan", "ride",
-    "ritchie", "roentgen", "rosalind", "saha", "sammet", "shannon", "shaw", "shockley",
-    "sinoussi", "snyder", "spence", "stonebraker", "swanson", "swartz", "tesla", "thompson",
-    "torvalds", "turing", "varahamihira", "visvesvaraya", "wescoff", "wiles", "williams",
-    "wilson", "wing", "wozniak", "wright", "yalow", "yonath",
-)
-
-
-@dataclass
-class MountRequest:
-    """One mount as asked for: a bind of a host path, a volume (named or anonymous) or a tmpfs."""
-
-    type: str                 # "bind" | "volume" | "tmpfs"
-    target: str
-    source: str = ""          # host path (bind) or volume name ("" = new anonymous volume)
-    readonly: bool = False
-    options: str = ""         # tmpfs mount options
-    nocopy: bool = False      # volume: do not copy the image's content into a new volume
-    create_source: bool = False   # bind: --mount bind-create-mountpoint / legacy -v creates it
-
-
-# names ----------------------------------------------------------------------
-def validate_container_name(name: str) -> str:
-    """Returns the name without its leading "/"; InvalidArgument when Docker would refuse it."""
-    if not NAME_RE.match(name) or name in ("/", ""):
-        raise InvalidArgument(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-    return name.lstrip("/")
-
-
-def generate_name(taken: Callable[[str], bool]) -> str:
-    """adjective_surname like Docker, with a digit appended after repeated clashes."""
-    rng = random.SystemRandom()
-    for attempt in range(20):
-        name = f"{rng.choice(_ADJECTIVES)}_{rng.choice(_SURNAMES)}"
-        if attempt >= 10:
-            name += str(rng.randint(0, 9))
-        if not taken(name):
-            return name
-    raise InvalidArgument("could not generate a unique container name")
-
 
 # signals --------------------------------------------------------------------
 def parse_signal(sig: str | int | None, default: int = signal_mod.SIGTERM) -> int:
@@ -324,114 +247,6 @@ def log_rotation(host_config: dict[str, Any]) -> tuple[int, int]:
             raise InvalidArgument("failed to initialize logging driver: max-file cannot be less than 1")
         max_files = int(opts["max-file"])
     return max_size, max_files if max_size else 1
-
-
-# mounts ---------------------------------------------------------------------
-_BIND_OPTIONS = {"ro", "rw", "z", "Z", "nocopy", "private", "rprivate", "shared", "rshared",
-                 "slave", "rslave", "consistent", "cached", "delegated"}
-
-
-def parse_bind(spec: str) -> MountRequest:
-    """`-v` syntax: "src:dst[:opts]" (src without "/" is a named volume) or "/dst" (anonymous)."""
-    path_scope.check(spec, "volume specification")
-    parts = spec.split(":")
-    if len(parts) == 1:
-        src, dst, opts = "", parts[0], ""
-    elif len(parts) == 2:
-        src, dst, opts = parts[0], parts[1], ""
-    elif len(parts) == 3:
-        src, dst, opts = parts
-    else:
-        raise InvalidArgument(f"invalid volume specification: '{spec}'")
-    if not dst or not dst.startswith("/"):
-        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config: "
-                              "destination must be an absolute path")
-    options = [o for o in opts.split(",") if o]
-    for o in options:
-        if o not in _BIND_OPTIONS:
-            raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mode: {opts}")
-    readonly = "ro" in options
-    dst = path_scope.clean(dst)     # "/a/../../b" is "/b" inside the container, as in dockerd
-    if not src:
-        return MountRequest("volume", dst, "", readonly)
-    if src.startswith("/"):
-        # The legacy -v creates a missing host directory (dockerd does too).
-        return MountRequest("bind", dst, os.path.normpath(src), readonly, create_source=True)
-    if src.startswith("."):
-        raise InvalidArgument(f"invalid volume specification: '{spec}': bind source must be an absolute path")
-    validate_volume_name(src)
-    return MountRequest("volume", dst, src, readonly, nocopy="nocopy" in options)
-
-
-def parse_mount(m: dict[str, Any]) -> MountRequest:
-    """One entry of HostConfig.Mounts (the `--mount` syntax)."""
-    mtype = m.get("Type") or ""
-    target = m.get("Target") or ""
-    source = m.get("Source") or ""
-    if not target.startswith("/"):
-        raise InvalidArgument(f"invalid mount config for type \"{mtype}\": invalid mount path: "
-                              f"'{target}' mount path must be absolute")
-    readonly = bool(m.get("ReadOnly"))
-    target = path_scope.clean(path_scope.check(target, "mount target"))
-    path_scope.check(source, "mount source")
-    if mtype == "bind":
-        if not source.startswith("/"):
-            raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: "
-                                  f"'{source}' mount path must be absolute")
-        create = bool((m.get("BindOptions") or {}).get("CreateMountpoint"))
-        return MountRequest("bind", target, os.path.normpath(source), readonly, create_source=create)
-    if mtype == "volume":
-        if source:
-            validate_volume_name(source)
-        nocopy = bool((m.get("VolumeOptions") or {}).get("NoCopy"))
-        return MountRequest("volume", target, source, readonly, nocopy=nocopy)
-    if mtype == "tmpfs":
-        if source:
-            raise InvalidArgument("invalid mount config for type \"tmpfs\": source must not be specified")
-        topts = m.get("TmpfsOptions") or {}
-        opts = []
-        if topts.get("SizeBytes"):
-            opts.append(f"size={int(topts['SizeBytes'])}")
-        if topts.get("Mode"):
-            opts.append(f"mode={int(topts['Mode']):o}")
-        if readonly:
-            opts.append("ro")
-        return MountRequest("tmpfs", target, "", readonly, options=",".join(opts))
-    raise InvalidArgument(f"invalid mount config: mount type unknown: \"{mtype}\"")
-
-
-def parse_mounts(config: dict[str, Any], host_config: dict[str, Any]) -> list[MountRequest]:
-    """All mounts in order: Binds, Mounts, Tmpfs, then image/Config Volumes not covered."""
-    result: list[MountRequest] = []
-    for spec in host_config.get("Binds") or []:
-        result.append(parse_bind(spec))
-    for m in host_config.get("Mounts") or []:
-        # A JSON null decodes to Go's zero Mount, which dockerd then refuses for its path.
-        result.append(parse_mount(m if m is not None else {}))
-    for target, opts in (host_config.get("Tmpfs") or {}).items():
-        if not target.startswith("/"):
-            raise InvalidArgument(f"invalid tmpfs mount path: '{target}' mount path must be absolute")
-        result.append(MountRequest("tmpfs", path_scope.clean(path_scope.check(target, "tmpfs mount path")),
-                                   "", "ro" in (opts or "").split(","),
-                                   options=opts or ""))
-    seen: set[str] = set()
-    for m in result:
-        if m.target in seen:
-            raise InvalidArgument(f"Duplicate mount point: {m.target}")
-        if m.target == "/":
-            raise InvalidArgument("invalid specification: destination can't be '/'")
-        seen.add(m.target)
-    for target in sorted((config.get("Volumes") or {}).keys()):
-        # An image's (or a request's) VOLUME may be relative or climb with "..": dockerd
-        # keeps the Go-cleaned key as the Destination ("../x" stays "../x") and resolves
-        # it inside the container's root wherever it is used; so do we (path_scope).
-        if not isinstance(target, str) or path_scope.is_root(target):
-            raise InvalidArgument(f"invalid volume {target!r}: destination can't be '/'")
-        target = path_scope.go_clean(path_scope.check(target, "volume"))
-        if target not in seen:
-            seen.add(target)
-            result.append(MountRequest("volume", target, ""))
-    return result
 
 
 # ports ----------------------------------------------------------------------

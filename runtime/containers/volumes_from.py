@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument, NotFound
-from .config import MountRequest
+from .mounts import MountRequest
 
 _MODES = ("ro", "rw")
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from ..containers import config as cc
 from ..containers import device_rules, namespace_modes, volumes_from
+from ..containers.mounts import MountRequest, parse_mounts
+from ..containers.names import generate_name, validate_container_name
 from ..containers.security.options import check_host_config as check_security_options
 from ..errors import DockyardError, InvalidArgument
 from ..images.store import Image
@@ -50,13 +52,13 @@ class ContainerCreator:
     def _create(self, cid: str, name: str | None, ref: str, image: Image, config: dict[str, Any],
                 host_config: dict[str, Any], networking_config: dict[str, Any] | None) -> Container:
         ctx = self._ctx
-        name = cc.validate_container_name(name) if name else cc.generate_name(ctx.store.name_taken)
+        name = validate_container_name(name) if name else generate_name(ctx.store.name_taken)
         runtime_cfg = image.config.get("config") or {}
         cfg, hc = cc.build_config(cid, config, host_config or {}, runtime_cfg)
         check_security_options(hc, cc.capabilities(hc))
         self._check_sharing_and_devices(hc)
         set_mac_address(cfg, hc, networking_config)
-        requests = volumes_from.merge(cc.parse_mounts(cfg, hc),
+        requests = volumes_from.merge(parse_mounts(cfg, hc),
                                       volumes_from.inherited_requests(
                                           hc.get("VolumesFrom"),
                                           lambda ref: ctx.registry.lookup(ref).c.mounts), hc)
@@ -111,7 +113,7 @@ class ContainerCreator:
         for entry in hc.get("VolumesFrom") or []:
             volumes_from.parse(entry)
 
-    def _mount_record(self, m: cc.MountRequest, created: list[str],
+    def _mount_record(self, m: MountRequest, created: list[str],
                       hc: dict[str, Any]) -> dict[str, Any]:
         """Docker's inspect "Mounts" entry; volumes are created now, as dockerd does."""
         if m.type == "volume":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal as signal_mod
 
-from ..containers import config as cc
+from ..containers.names import validate_container_name
 from ..errors import Conflict, DockyardError, InvalidArgument, NotFound, RuntimeFailure
 from .container_context import ContainerContext
 from .container_stop import ContainerStopper
@@ -93,7 +93,7 @@ class ContainerRemover:
     def rename(self, live: Live, new_name: str) -> None:
         ctx = self._ctx
         c = live.c
-        new = cc.validate_container_name(new_name)
+        new = validate_container_name(new_name)
         if new == c.name:
             raise InvalidArgument("Renaming a container with the same name as its current name")
         ctx.store.reserve_name(new, c.id)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..containers import config as cc
 from ..containers import device_rules, namespace_modes, volumes_from
+from ..containers.mounts import parse_mounts
 from ..containers.restart_policy import RestartPolicy
 from ..containers.security.options import parse_security_options
 from ..containers.spec import BindMount, ContainerSpec, ProcessSpec, TmpfsMount
@@ -188,7 +189,7 @@ class ContainerRunner:
         volumes = self._ctx.volumes
         volume_by_target = {m["Destination"]: m.get("Name", "") for m in c.mounts if m.get("Type") == "volume"}
         result: list[BindMount | TmpfsMount] = []
-        requests = volumes_from.at_start(cc.parse_mounts(c.config, c.host_config), c.mounts, c.host_config)
+        requests = volumes_from.at_start(parse_mounts(c.config, c.host_config), c.mounts, c.host_config)
         for m in requests:
             if m.type == "bind":
                 if not os.path.exists(m.source):

@@ -9,16 +9,14 @@ import pytest
 from runtime.containers.config import (
     build_config,
     capabilities,
-    generate_name,
     limits,
     merge_env,
-    parse_bind,
-    parse_mounts,
     parse_signal,
     port_mappings,
     process_env,
-    validate_container_name,
 )
+from runtime.containers.mounts import parse_bind, parse_mounts
+from runtime.containers.names import generate_name, validate_container_name
 from runtime.containers.spec import DEFAULT_CAPABILITIES
 from runtime.errors import InvalidArgument
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runtime.containers import cgroup_mounts, device_rules, namespace_modes, volumes_from
-from runtime.containers.config import MountRequest
+from runtime.containers.mounts import MountRequest
 from runtime.errors import Conflict, InvalidArgument, NotFound
 from runtime.linux.cgroups import CgroupLayout, container_cgroup
 
