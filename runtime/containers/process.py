@@ -24,48 +24,54 @@ master back over a socketpair made before the fork (SCM_RIGHTS), so the process
 sees /dev/pts/0 as under Docker.
 
 The children are forks of a multi-threaded process: between fork and exec they
-only make syscalls (os.*, ctypes) and never log, print or take a lock.
-The seccomp filter is compiled in the parent (`seccomp_filter.program_for`,
-cached); the child only installs the ready BPF program.
+only make syscalls (os.*, ctypes) and never log, print or take a lock. What runs
+there lives in `process_child` (the launch- and exec-specific steps below, the
+`container_init` and `exec_init` closures, are the only child code left here and
+keep the same rule). The seccomp filter is compiled in the parent
+(`seccomp_filter.program_for`, cached); the child only installs the ready BPF program.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import gc
 import logging
 import os
 import signal
 import socket
-import stat
 import struct
-import termios
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 from ..errors import Conflict, ContainerStartError, InvalidArgument, RuntimeFailure
 from ..linux import cgroups
 from ..linux import syscalls as sc
-from . import cgroup_mounts, sysctls, ulimits
+from . import cgroup_mounts
 from .device_rules import allow_rules
+from .process_child import (
+    EXIT_START_FAILED,
+    NO_CGROUP_MESSAGE,
+    ChildPipes,
+    ExecPlan,
+    StartFailure,
+    apply_sysctls,
+    finish_and_exec,
+    loopback_up,
+    open_namespace,
+    os_error_text,
+    run_child,
+    setup_stdio,
+    use_console,
+)
 from .rootfs import RootfsError, resolve_in_root, setup_rootfs
 from .security import seccomp_filter
 from .spec import ContainerSpec, ProcessSpec, SharedNamespaces, Stdio
-from .user import UserLookupError, resolve_groups, resolve_user
 
 log = logging.getLogger(__name__)
 
 # Where each container's root is mounted, inside its own private mount
 # namespace; one shared empty directory serves every container.
 ROOTFS_MOUNTPOINT = Path("/run/dockyard/rootfs")
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-EXIT_NOT_FOUND = 127
-EXIT_CANNOT_EXECUTE = 126
-EXIT_START_FAILED = 128
 
 # The pid namespace is entered at fork; the mount namespace last (it changes the root).
 _NAMESPACES_TO_JOIN = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
@@ -73,48 +79,9 @@ _NAMESPACES_TO_JOIN = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
                        ("mnt", sc.CLONE_NEWNS))
 # _spawn's "pid namespace to join" for --pid host: fork in the engine's own.
 HOST_PID_NAMESPACE = -1
-_SIOCSIFFLAGS = 0x8914
-_IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
-_MAX_FD = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1 << 20
 
-_REC_ERROR = b"E"
-_NO_CGROUP_MESSAGE = "the engine could not place the process in its cgroups"
 # Our own pid namespace, to switch a thread back after forking into another.
 _OWN_PID_NAMESPACE = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-
-
-class _StartFailure(Exception):
-    """A setup step in the child failed; carries Docker's exit code for it."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_START_FAILED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@dataclass
-class _ExecPlan:
-    """Everything the child needs, computed in the parent so the child only makes syscalls."""
-
-    process: ProcessSpec
-    keep_caps: int
-    last_cap: int
-    cgroup_view: cgroup_mounts.CgroupView = field(default_factory=cgroup_mounts.CgroupView)  # container init only
-    seccomp: seccomp_filter.SeccompProgram | None = None   # compiled in the engine, loaded by the child
-
-
-@dataclass
-class _ChildPipes:
-    """The child's ends of its two pipes (and console socket) to the parent."""
-
-    errw: int     # close-on-exec: failures are written here; exec closes it empty
-    syncr: int    # one byte arrives once the parent has put the child into its cgroups
-    console: socket.socket | None = None   # close-on-exec: the pty master goes back here
-
-    def keep(self) -> set[int]:
-        fds = {self.errw, self.syncr}
-        if self.console is not None:
-            fds.add(self.console.fileno())
-        return fds
 
 
 class ContainerProcess:
@@ -245,33 +212,33 @@ def launch(spec: ContainerSpec, stdio: Stdio,
     def before_pivot(root: str) -> None:
         cgroup_mounts.mount_before_pivot(plan.cgroup_view, root, resolve_in_root)
 
-    def container_init(pipes: _ChildPipes) -> NoReturn:
+    def container_init(pipes: ChildPipes) -> NoReturn:
         for path, flag in joins:
-            fd = _open_namespace(path)
+            fd = open_namespace(path)
             sc.setns(fd, flag)
             os.close(fd)
         sc.unshare(ns_flags)
         if ns_flags & sc.CLONE_NEWNET:
-            _loopback_up()
-        _apply_sysctls(spec.sysctls)
-        _setup_stdio(stdio, pipes)
+            loopback_up()
+        apply_sysctls(spec.sysctls)
+        setup_stdio(stdio, pipes)
         try:
             pty = setup_rootfs(spec, mountpoint, spec.process.tty, want_console, before_pivot)
         except RootfsError as err:
-            raise _StartFailure(str(err)) from None
+            raise StartFailure(str(err)) from None
         except OSError as err:
-            raise _StartFailure(f"error mounting the container's filesystem: {_os_error_text(err)}") from None
+            raise StartFailure(f"error mounting the container's filesystem: {os_error_text(err)}") from None
         if pty is not None:
-            _use_console(pipes, *pty, size)
+            use_console(pipes, *pty, size)
         if spec.hostname:
             sc.sethostname(spec.hostname)
         if spec.domainname:
             sc.setdomainname(spec.domainname)
-        _finish_and_exec(plan, pipes)
+        finish_and_exec(plan, pipes)
 
     try:
         pid_ns = _pid_namespace_to_join(shared)
-    except _StartFailure as err:
+    except StartFailure as err:
         _quiet_cleanup(cg, shared)
         raise Conflict(str(err)) from None
     try:
@@ -295,17 +262,17 @@ def exec_in(container: ContainerProcess | int, spec: ContainerSpec, process: Pro
     plan = _plan(spec, process)
     cg = cgroups.container_cgroup(spec.id)
     try:
-        pid_ns = _open_namespace(f"/proc/{target}/ns/pid")
-    except _StartFailure:
+        pid_ns = open_namespace(f"/proc/{target}/ns/pid")
+    except StartFailure:
         raise Conflict(f"container {spec.id[:12]} is not running") from None
 
-    def exec_init(pipes: _ChildPipes) -> NoReturn:
-        fds = [(_open_namespace(f"/proc/{target}/ns/{kind}"), flag) for kind, flag in _NAMESPACES_TO_JOIN]
+    def exec_init(pipes: ChildPipes) -> NoReturn:
+        fds = [(open_namespace(f"/proc/{target}/ns/{kind}"), flag) for kind, flag in _NAMESPACES_TO_JOIN]
         for fd, flag in fds:
             sc.setns(fd, flag)
             os.close(fd)
-        _setup_stdio(stdio, pipes)
-        _finish_and_exec(plan, pipes)
+        setup_stdio(stdio, pipes)
+        finish_and_exec(plan, pipes)
 
     try:
         pid, _ = _spawn(stdio, pid_ns, exec_init, [p for p in cg.procs_files() if p.exists()])
@@ -329,7 +296,7 @@ def container_pids(spec: ContainerSpec) -> list[int]:
 # ---------------------------------------------------------------- parent side
 
 
-def _plan(spec: ContainerSpec, process: ProcessSpec) -> _ExecPlan:
+def _plan(spec: ContainerSpec, process: ProcessSpec) -> ExecPlan:
     if not process.args:
         raise InvalidArgument("no command specified")
     last_cap = sc.last_capability()
@@ -340,7 +307,7 @@ def _plan(spec: ContainerSpec, process: ProcessSpec) -> _ExecPlan:
         raise InvalidArgument(str(err)) from None
     program = (seccomp_filter.program_for(process.seccomp, process.capabilities)
                if process.seccomp is not None else None)
-    return _ExecPlan(process=process, keep_caps=keep, last_cap=last_cap, seccomp=program)
+    return ExecPlan(process=process, keep_caps=keep, last_cap=last_cap, seccomp=program)
 
 
 def _pid_namespace_to_join(shared: SharedNamespaces) -> int | None:
@@ -348,7 +315,7 @@ def _pid_namespace_to_join(shared: SharedNamespaces) -> int | None:
     if shared.pid_host:
         return HOST_PID_NAMESPACE
     if shared.pid_path:
-        return _open_namespace(shared.pid_path)
+        return open_namespace(shared.pid_path)
     return None
 
 
@@ -361,7 +328,7 @@ def _mount_shareable_shm(directory: str, size: int) -> None:
         sc.mount("shm", directory, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
                  f"mode=1777,size={size}")
     except OSError as err:
-        raise RuntimeFailure(f"cannot mount the shareable /dev/shm: {_os_error_text(err)}") from None
+        raise RuntimeFailure(f"cannot mount the shareable /dev/shm: {os_error_text(err)}") from None
 
 
 def _unmount_shareable_shm(directory: str) -> None:
@@ -399,7 +366,7 @@ def _fork_into_pid_namespace(join_fd: int | None) -> int:
     return pid
 
 
-def _spawn(stdio: Stdio, join_pid_ns: int | None, child_main: Callable[[_ChildPipes], NoReturn],
+def _spawn(stdio: Stdio, join_pid_ns: int | None, child_main: Callable[[ChildPipes], NoReturn],
            cgroup_procs: list[Path], want_console: bool = False) -> tuple[int, int | None]:
     """Fork the process and wait until it has exec'd or reported a failure.
 
@@ -423,9 +390,9 @@ def _spawn(stdio: Stdio, join_pid_ns: int | None, child_main: Callable[[_ChildPi
         for sock in (console_r, console_w):
             if sock is not None:
                 sock.close()
-        raise RuntimeFailure(f"cannot start the container process: {_os_error_text(err)}") from None
+        raise RuntimeFailure(f"cannot start the container process: {os_error_text(err)}") from None
     if pid == 0:
-        _child_main(_ChildPipes(errw, syncr, console_w), stdio, child_main)
+        run_child(ChildPipes(errw, syncr, console_w), stdio, child_main)
     os.close(errw)
     os.close(syncr)
     if console_w is not None:
@@ -459,7 +426,7 @@ def _spawn(stdio: Stdio, join_pid_ns: int | None, child_main: Callable[[_ChildPi
     if error is None and cgroup_error is None:
         return pid, master
     os.waitpid(pid, 0)
-    if error is not None and error[1] != _NO_CGROUP_MESSAGE:
+    if error is not None and error[1] != NO_CGROUP_MESSAGE:
         raise ContainerStartError(error[1], error[0])
     raise ContainerStartError(f"cannot start the container: {cgroup_error}", EXIT_START_FAILED)
 
@@ -497,213 +464,3 @@ def _docker_exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
-
-
-# ---------------------------------------------------------------- child side
-
-
-def _fail(errw: int, code: int, message: str) -> NoReturn:
-    """Report a failure to the parent and exit (the child's only way out besides exec)."""
-    try:
-        body = bytes([code & 0xFF]) + message.encode("utf-8", "replace")[:3000]
-        os.write(errw, _REC_ERROR + struct.pack("I", len(body)) + body)
-    finally:
-        os._exit(code)
-
-
-def _os_error_text(err: OSError) -> str:
-    if err.filename is not None:
-        return f"{err.filename}: {err.strerror}"
-    return str(err.strerror or err)
-
-
-def _close_fds_except(keep: set[int]) -> None:
-    low = 0
-    for fd in sorted(keep) + [_MAX_FD]:
-        if fd > low:
-            os.closerange(low, fd)
-        low = fd + 1
-
-
-def _child_main(pipes: _ChildPipes, stdio: Stdio, child_main: Callable[[_ChildPipes], NoReturn]) -> NoReturn:
-    """The forked child: never returns into the engine's code."""
-    errw = pipes.errw
-    try:
-        gc.disable()
-        _close_fds_except({stdio.stdin, stdio.stdout, stdio.stderr, *pipes.keep()})
-        signal.set_wakeup_fd(-1)
-        sc.reset_all_signal_dispositions()
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        child_main(pipes)
-    except _StartFailure as err:
-        _fail(errw, err.exit_code, str(err))
-    except OSError as err:
-        _fail(errw, EXIT_START_FAILED, f"cannot start the container process: {_os_error_text(err)}")
-    except BaseException as err:  # never let a forked child unwind into the engine
-        _fail(errw, EXIT_START_FAILED, f"container init: {type(err).__name__}: {err}")
-
-
-def _setup_stdio(stdio: Stdio, pipes: _ChildPipes) -> None:
-    """Make the caller's fds 0, 1, 2, close everything else, start a new session."""
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in (stdio.stdin, stdio.stdout, stdio.stderr)]
-    for target, fd in enumerate(high):
-        os.dup2(fd, target)
-    _close_fds_except({0, 1, 2, *pipes.keep()})
-    os.umask(0)
-    os.setsid()
-
-
-def _use_console(pipes: _ChildPipes, master: int, slave: int, size: tuple[int, int] | None) -> None:
-    """Make the container's own pty our stdio (the controlling terminal comes before exec)
-    and send its master to the parent; like runc with a console socket."""
-    for target in (0, 1, 2):
-        os.dup2(slave, target)
-    os.close(slave)
-    if size is not None:
-        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
-    assert pipes.console is not None
-    pipes.console.sendmsg([b"C"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))])
-    pipes.console.close()
-    pipes.console = None
-    os.close(master)
-
-
-def _open_namespace(path: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise _StartFailure(f"namespace {path} does not exist (is the container running?)") from None
-
-
-def _await_cgroups(syncr: int) -> None:
-    """Block until the parent has put this process into the container's cgroups."""
-    if os.read(syncr, 1) != b"1":
-        raise _StartFailure(_NO_CGROUP_MESSAGE)
-    os.close(syncr)
-
-
-def _loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _IFF_UP_LOOPBACK_RUNNING))
-
-
-def _apply_sysctls(settings: dict[str, str]) -> None:
-    try:
-        sysctls.apply(settings)
-    except OSError as err:
-        raise _StartFailure(f"cannot set sysctl: {_os_error_text(err)}") from None
-
-
-def _find_program(name: str, env: list[str]) -> str:
-    """Go's exec.LookPath inside the container's root: the first executable regular file in PATH."""
-    if "/" in name:
-        return name
-    path_value = DEFAULT_PATH
-    for item in env:
-        if item.startswith("PATH="):
-            path_value = item[5:]
-    for directory in path_value.split(":"):
-        candidate = f"{directory or '.'}/{name}"
-        try:
-            st = os.stat(candidate)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
-            return candidate
-    raise _StartFailure(f'exec: "{name}": executable file not found in $PATH', EXIT_NOT_FOUND)
-
-
-def _env_mapping(env: list[str]) -> dict[str, str]:
-    # os.execve wants a mapping; a later duplicate wins, as in Docker.
-    mapping: dict[str, str] = {}
-    for item in env:
-        key, sep, value = item.partition("=")
-        if sep and key:
-            mapping[key] = value
-    return mapping
-
-
-def _install_seccomp(program: seccomp_filter.SeccompProgram) -> None:
-    try:
-        program.install()
-    except OSError as err:
-        raise _StartFailure(f"cannot start the container process: {err.strerror}") from None
-
-
-def _finish_and_exec(plan: _ExecPlan, pipes: _ChildPipes) -> NoReturn:
-    """In the container's root: tty, user, cwd, cgroups, capabilities, then execve."""
-    process = plan.process
-    if process.tty:
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    try:
-        user = resolve_user(process.user)
-        if process.group_add:
-            # As runc: the primary group leads the supplementary list, then the added ones.
-            user.groups = list(dict.fromkeys([*(user.groups or [user.gid]),
-                                              *resolve_groups(process.group_add)]))
-    except UserLookupError as err:
-        raise _StartFailure(str(err)) from None
-    env = list(process.env)
-    if not any(item.startswith("HOME=") for item in env):
-        env.append(f"HOME={user.home}")
-    cwd = process.cwd or "/"
-    try:
-        os.makedirs(cwd, mode=0o755, exist_ok=True)
-        os.chdir(cwd)
-    except OSError as err:
-        raise _StartFailure(f"cannot use working directory {cwd}: {err.strerror}") from None
-    _await_cgroups(pipes.syncr)
-    try:
-        # As Docker: with its own cgroup namespace the container sees its cgroup as the root.
-        cgroup_mounts.enter_namespace(plan.cgroup_view)
-    except OSError as err:
-        raise _StartFailure(f"cannot mount /sys/fs/cgroup: {_os_error_text(err)}") from None
-    try:
-        # Never the engine's own OOM protection: the container's value (0 unless --oom-score-adj).
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(process.oom_score_adj))
-    except OSError as err:
-        if process.oom_score_adj:
-            raise _StartFailure(f"cannot set oom_score_adj: {_os_error_text(err)}") from None
-    try:
-        ulimits.apply(process.rlimits)
-    except (OSError, ValueError) as err:
-        raise _StartFailure(f"error setting rlimits: {err}") from None
-    program = _find_program(process.args[0], env)
-
-    bounding = plan.keep_caps
-    for cap in range(plan.last_cap + 1):
-        if not bounding >> cap & 1:
-            sc.prctl(sc.PR_CAPBSET_DROP, cap)
-    try:
-        sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
-    except OSError:
-        pass  # kernels before 4.3 have no ambient set
-    seccomp = plan.seccomp
-    if process.no_new_privileges:
-        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-    elif seccomp is not None:
-        # As runc: without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so it
-        # goes in before setuid/capset drop it (the profile allows every call below).
-        _install_seccomp(seccomp)
-        seccomp = None
-    os.setgroups(user.groups)
-    os.setgid(user.gid)
-    os.setuid(user.uid)
-    if user.uid == 0:
-        _, permitted, _ = sc.capget()
-        sc.capset(bounding & permitted, bounding & permitted, 0)
-    os.umask(0o022)
-    if seccomp is not None:
-        _install_seccomp(seccomp)   # with no_new_privs: as late as possible, as runc does
-    try:
-        os.execve(program, process.args, _env_mapping(env))
-    except OSError as err:
-        name = process.args[0]
-        if err.errno == errno.ENOENT:
-            raise _StartFailure(f'exec: "{name}": stat {program}: no such file or directory',
-                                EXIT_NOT_FOUND) from None
-        if err.errno == errno.EACCES:
-            raise _StartFailure(f'exec: "{name}": permission denied', EXIT_CANNOT_EXECUTE) from None
-        raise _StartFailure(f'exec: "{name}": {err.strerror}', EXIT_CANNOT_EXECUTE) from None
-    raise AssertionError("unreachable")
