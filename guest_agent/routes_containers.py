@@ -17,18 +17,18 @@ from runtime.errors import InvalidArgument
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard
-from .http_server import (
+from .http_request import Request
+from .http_response import (
     MULTIPLEXED_STREAM,
     RAW_STREAM,
     HijackedConnection,
     HijackResponse,
-    Request,
     Response,
-    Router,
     StreamResponse,
     empty_response,
     json_response,
 )
+from .http_server import Router
 from .routes_networks import container_networks
 from .stdio_stream import frame, pump_session
 

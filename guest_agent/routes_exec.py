@@ -9,16 +9,9 @@ from runtime.engine.facade import Engine
 from runtime.errors import InvalidArgument
 
 from . import docker_json
-from .http_server import (
-    MULTIPLEXED_STREAM,
-    RAW_STREAM,
-    HijackedConnection,
-    HijackResponse,
-    Request,
-    Response,
-    Router,
-    json_response,
-)
+from .http_request import Request
+from .http_response import MULTIPLEXED_STREAM, RAW_STREAM, HijackedConnection, HijackResponse, Response, json_response
+from .http_server import Router
 from .request_body import BodyFields, top_level_object
 from .stdio_stream import pump_session
 

@@ -20,7 +20,9 @@ from runtime.images.store import Image
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard, error_response_for, stream_error
-from .http_server import Request, Response, Router, StreamResponse, json_response, parse_json
+from .http_request import Request, parse_json
+from .http_response import Response, StreamResponse, json_response
+from .http_server import Router
 from .request_body import BodyFields, top_level_object
 
 log = logging.getLogger(__name__)

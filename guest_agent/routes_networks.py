@@ -12,7 +12,9 @@ from runtime.models import Container
 from runtime.network.network_store import NetworkRecord
 from runtime.timestamps import parse_time_ns
 
-from .http_server import Request, Response, Router, empty_response, json_response
+from .http_request import Request
+from .http_response import Response, empty_response, json_response
+from .http_server import Router
 from .request_body import BodyFields, top_level_object
 
 _CREATE_FIELDS = ("Name", "CheckDuplicate", "Driver", "Scope", "Internal", "Attachable", "Ingress",

@@ -15,7 +15,9 @@ import sys
 from runtime.version import SERVER_VERSION
 
 from .api_errors import NotImplementedByDockyard
-from .http_server import API_VERSION, MIN_API_VERSION, Request, Response, Router, StreamResponse, json_response
+from .http_request import Request
+from .http_response import Response, StreamResponse, json_response
+from .http_server import API_VERSION, MIN_API_VERSION, Router
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy reads the name as True
 if TYPE_CHECKING:  # annotations only: typing (and platform) cost ~0.1-0.2 s each of a TCG boot

@@ -5,7 +5,9 @@ from __future__ import annotations
 from runtime.engine.facade import Engine
 
 from . import docker_json
-from .http_server import Request, Response, Router, empty_response, json_response
+from .http_request import Request
+from .http_response import Response, empty_response, json_response
+from .http_server import Router
 from .request_body import BodyFields, top_level_object
 
 

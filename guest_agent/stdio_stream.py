@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from runtime.containers.detach_keys import DetachScanner
 from runtime.containers.stdio import AttachSession
 
-from .http_server import HijackedConnection
+from .http_response import HijackedConnection
 
 log = logging.getLogger(__name__)
 

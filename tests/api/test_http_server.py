@@ -17,16 +17,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from guest_agent.http_server import (
+from guest_agent.http_request import Request
+from guest_agent.http_response import (
     MULTIPLEXED_STREAM,
     HijackedConnection,
     HijackResponse,
-    Request,
     Response,
-    Router,
     StreamResponse,
     json_response,
 )
+from guest_agent.http_server import Router
 from guest_agent.stdio_stream import frame, pump_session
 from runtime.errors import Conflict, InvalidArgument
 
@@ -355,7 +355,7 @@ def test_request_filters_accept_both_shapes():
 
 
 def test_oversized_body_is_refused_without_buffering_it(serve_router):
-    from guest_agent.http_server import MAX_BODY
+    from guest_agent.http_request import MAX_BODY
 
     path = serve_router(_basic_router())
     conn = RawConnection(path)
