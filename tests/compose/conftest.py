@@ -1,0 +1,86 @@
+"""Fixtures of the Compose tests: the engines to drive and a fresh copy of the test project.
+
+`compose_engine` is parametrised over our agent ("dockyard") and a reference Debian
+dockerd ("dockerd"). The session's `dockerd` fixture runs without a bridge or
+iptables, which leaves Compose's networks without published ports or isolation, so
+these tests start their own: no default bridge (`--bridge none`, so there is no
+docker0 to share with another dockerd on the host), iptables on, and address pools
+that cannot meet ours (Dockyard's default bridge is 172.29.0.0/16, its user
+networks take Docker's 172.17-31/16 and 192.168.0.0/20 pools). The iptables rules
+and chains it leaves when it stops are removed.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.compose.host_network import iptables_rules, remove_new_rules
+from tests.compose.project_copy import ComposeProject
+
+DOCKERD_ADDRESS_POOL = "base=10.213.0.0/16,size=24"
+# What our reference dockerd adds to iptables (its chains, jumps to them, its pool).
+_DOCKERD_RULE = re.compile(r"DOCKER|10\.213\.|br-[0-9a-f]{12}")
+
+
+@dataclass
+class ComposeEngine:
+    """An engine Compose is pointed at: its name, DOCKER_HOST and a docker CLI runner."""
+
+    name: str
+    docker_host: str
+    docker: Callable
+    config_dir: Path
+
+
+@pytest.fixture(scope="session")
+def compose_dockerd(tmp_path_factory):
+    """Debian's dockerd with iptables and its own address pool, for Compose's networks."""
+    from tests.support.dockerd import Dockerd
+
+    before = frozenset(iptables_rules())
+    daemon = Dockerd(tmp_path_factory.mktemp("compose-dockerd"),
+                     ["--bridge", "none", "--default-address-pool", DOCKERD_ADDRESS_POOL])
+    yield daemon
+    daemon.stop()
+    # Only dockerd's own leftovers: other sessions may have added rules meanwhile.
+    remove_new_rules(before, only=_DOCKERD_RULE)
+
+
+@pytest.fixture(params=["dockyard", "dockerd"])
+def compose_engine(request, tmp_path_factory) -> ComposeEngine:
+    if request.param == "dockyard":
+        agent = request.getfixturevalue("agent")
+        return ComposeEngine("dockyard", agent.docker_host, agent.docker,
+                             tmp_path_factory.mktemp("compose-config-dockyard"))
+    daemon = request.getfixturevalue("compose_dockerd")
+    return ComposeEngine("dockerd", daemon.host, daemon.docker,
+                         tmp_path_factory.mktemp("compose-config-dockerd"))
+
+
+def make_project(generation: str, engine: ComposeEngine, test_images: dict[str, str],
+                 tmp_path: Path) -> ComposeProject:
+    name = f"dy{generation}{uuid.uuid4().hex[:8]}"
+    return ComposeProject.copy(generation, engine.name, engine.docker_host, engine.docker,
+                               engine.config_dir, tmp_path / "project", name,
+                               {"BUSYBOX_IMAGE": test_images["busybox"],
+                                "DEBIAN_IMAGE": test_images["debian"]})
+
+
+@pytest.fixture
+def project_v2(compose_engine, test_images, tmp_path):
+    project = make_project("v2", compose_engine, test_images, tmp_path)
+    yield project
+    project.cleanup()
+
+
+@pytest.fixture
+def project_v1(compose_engine, test_images, tmp_path):
+    project = make_project("v1", compose_engine, test_images, tmp_path)
+    yield project
+    project.cleanup()
