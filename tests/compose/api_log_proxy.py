@@ -7,7 +7,13 @@ start) the rest of that connection is passed through unread. It answers "which
 calls does Compose make, with which bodies" for an engine that does not yet take
 them all: put it in front of a reference dockerd and read the log.
 
-    python -m tests.compose.api_log_proxy LISTEN_SOCKET TARGET_SOCKET LOG_FILE
+    python -m tests.compose.api_log_proxy LISTEN_SOCKET TARGET_SOCKET LOG_FILE [CLAIMED:REAL]
+
+With CLAIMED:REAL (e.g. 1.45:1.41) the proxy makes an older engine look newer to the
+client, so the log shows what the client sends at the API version our agent
+advertises: `Api-Version` and `"ApiVersion"` in answers say CLAIMED, request paths
+/vCLAIMED/ go upstream as /vREAL/ (same length, so no framing changes). Fields newer
+than REAL reach the engine and are ignored there; only the log matters.
 """
 
 from __future__ import annotations
@@ -84,8 +90,18 @@ class _RequestReader:
 class ApiLogProxy:
     """Listens on `listen`, forwards to `target`, logs each request to `log_file`."""
 
-    def __init__(self, listen: Path, target: Path, log_file: Path) -> None:
+    def __init__(self, listen: Path, target: Path, log_file: Path,
+                 claim_version: tuple[str, str] | None = None) -> None:
         self.listen, self.target, self.log_file = Path(listen), Path(target), Path(log_file)
+        self._requests: list[tuple[bytes, bytes]] = []
+        self._answers: list[tuple[bytes, bytes]] = []
+        if claim_version is not None:
+            claimed, real = (v.encode() for v in claim_version)
+            if len(claimed) != len(real):
+                raise ValueError("the claimed and real API versions must have the same length")
+            self._requests = [(b" /v" + claimed + b"/", b" /v" + real + b"/")]
+            self._answers = [(b"Api-Version: " + real, b"Api-Version: " + claimed),
+                             (b'"ApiVersion":"' + real + b'"', b'"ApiVersion":"' + claimed + b'"')]
         self._lock = threading.Lock()
         self._server: socket.socket | None = None
         self._out = open(self.log_file, "a")
@@ -141,22 +157,26 @@ class ApiLogProxy:
             client.close()
             return
         reader = _RequestReader(self._record)
-        answers = threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True)
+        answers = threading.Thread(target=self._pump, args=(upstream, client, None, self._answers),
+                                   daemon=True)
         answers.start()
-        self._pump(client, upstream, reader)
+        self._pump(client, upstream, reader, self._requests)
         answers.join()
         client.close()
         upstream.close()
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, reader: _RequestReader | None) -> None:
+    def _pump(src: socket.socket, dst: socket.socket, reader: _RequestReader | None,
+              rewrites: list[tuple[bytes, bytes]]) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
                 if reader is not None:
-                    reader.feed(data)
+                    reader.feed(data)   # logged as the client sent it
+                for old, new in rewrites:
+                    data = data.replace(old, new)
                 dst.sendall(data)
         except OSError:
             pass
@@ -169,11 +189,12 @@ class ApiLogProxy:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
+    if len(argv) not in (3, 4):
         print(__doc__, file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO)
-    proxy = ApiLogProxy(Path(argv[0]), Path(argv[1]), Path(argv[2])).start()
+    claim = tuple(argv[3].split(":", 1)) if len(argv) == 4 else None
+    proxy = ApiLogProxy(Path(argv[0]), Path(argv[1]), Path(argv[2]), claim).start()  # type: ignore[arg-type]
     log.info("logging %s -> %s into %s (pid %d)", proxy.listen, proxy.target, proxy.log_file, os.getpid())
     threading.Event().wait()
     return 0

@@ -12,7 +12,6 @@ and chains it leaves when it stops are removed.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,8 @@ import pytest
 
 from tests.compose.host_network import iptables_rules, remove_new_rules
 from tests.compose.project_copy import ComposeProject
+from tests.support.compose import DOCKERD_COMPOSE_ARGS, DOCKERD_RULE
 
-DOCKERD_ADDRESS_POOL = "base=10.213.0.0/16,size=24"
-# What our reference dockerd adds to iptables (its chains, jumps to them, its pool).
-_DOCKERD_RULE = re.compile(r"DOCKER|10\.213\.|br-[0-9a-f]{12}")
 
 
 @dataclass
@@ -45,11 +42,11 @@ def compose_dockerd(tmp_path_factory):
 
     before = frozenset(iptables_rules())
     daemon = Dockerd(tmp_path_factory.mktemp("compose-dockerd"),
-                     ["--bridge", "none", "--default-address-pool", DOCKERD_ADDRESS_POOL])
+                     DOCKERD_COMPOSE_ARGS)
     yield daemon
     daemon.stop()
     # Only dockerd's own leftovers: other sessions may have added rules meanwhile.
-    remove_new_rules(before, only=_DOCKERD_RULE)
+    remove_new_rules(before, only=DOCKERD_RULE)
 
 
 @pytest.fixture(params=["dockyard", "dockerd"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -30,6 +31,14 @@ COMPOSE_V2_PLUGIN = COMPOSE_DOCKER_CONFIG / "cli-plugins" / "docker-compose"
 COMPOSE_V1 = shutil.which("docker-compose") or "/usr/bin/docker-compose"
 GENERATIONS = ("v2", "v1")
 PROJECT_DIR = REPO / "tests" / "compose" / "project"
+
+# A reference dockerd for Compose (tests and bench): no default bridge (so no docker0
+# shared with another dockerd on the host), iptables on (published ports, isolation),
+# and an address pool that cannot meet ours (Dockyard's default bridge is
+# 172.29.0.0/16; its user networks take Docker's 172.17-31/16 and 192.168.0.0/20).
+DOCKERD_COMPOSE_ARGS = ("--bridge", "none", "--default-address-pool", "base=10.213.0.0/16,size=24")
+# What that dockerd adds to iptables: its chains, the jumps to them, its pool, its bridges.
+DOCKERD_RULE = re.compile(r"DOCKER|10\.213\.|br-[0-9a-f]{12}")
 
 
 class ComposeMissing(RuntimeError):
