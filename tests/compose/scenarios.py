@@ -224,6 +224,7 @@ def down_leaves_nothing(project: ComposeProject) -> None:
     subnets = [c["Subnet"] for c in network["IPAM"]["Config"]]
     assert subnets, network
     sandboxes = [k for k in _sandbox_keys(project) if k]
+    assert sandboxes, "no container reports its network namespace (SandboxKey)"
     while_up = HostNetwork.snapshot()
     bridge_names = while_up.bridges_on(subnets)
     assert bridge_names, f"no bridge on {subnets} while the project is up: {while_up.bridges}"
