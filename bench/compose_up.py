@@ -27,17 +27,17 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-import time
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.compose.host_network import iptables_rules, remove_new_rules  # noqa: E402
+from tests.compose.host_network import iptables_rules, remove_dockerd_leftovers  # noqa: E402
 from tests.support.agent import start_agent  # noqa: E402
-from tests.support.compose import (DOCKERD_COMPOSE_ARGS, DOCKERD_RULE, PROJECT_DIR,  # noqa: E402
-                                   Compose)
+from tests.support.compose import (DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS,  # noqa: E402
+                                   DOCKERD_POOL_RULE, PROJECT_DIR, Compose)
 from tests.support.dockerd import Dockerd  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
 from tests.support.test_images import push_test_images  # noqa: E402
@@ -148,7 +148,7 @@ def main() -> int:
         finally:
             if dockerd:
                 dockerd.stop()
-                remove_new_rules(rules_before, only=DOCKERD_RULE)
+                remove_dockerd_leftovers(rules_before, DOCKERD_POOL_RULE, DOCKERD_CHAIN_RULE)
             if agent:
                 agent.stop()
             registry.stop()

@@ -5,9 +5,9 @@ dockerd ("dockerd"). The session's `dockerd` fixture runs without a bridge or
 iptables, which leaves Compose's networks without published ports or isolation, so
 these tests start their own: no default bridge (`--bridge none`, so there is no
 docker0 to share with another dockerd on the host), iptables on, and address pools
-that cannot meet ours (Dockyard's default bridge is 172.29.0.0/16, its user
-networks take Docker's 172.17-31/16 and 192.168.0.0/20 pools). The iptables rules
-and chains it leaves when it stops are removed.
+that cannot meet ours (tests/support/compose.py: DOCKERD_COMPOSE_ARGS). The
+iptables rules it leaves when it stops are removed: those naming its pool always,
+Docker's shared chains only when no other dockerd runs.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Callable
 
 import pytest
 
-from tests.compose.host_network import iptables_rules, remove_new_rules
+from tests.compose.host_network import iptables_rules, remove_dockerd_leftovers
 from tests.compose.project_copy import ComposeProject
-from tests.support.compose import DOCKERD_COMPOSE_ARGS, DOCKERD_RULE
+from tests.support.compose import (DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS,
+                                   DOCKERD_POOL_RULE)
 
 
 
@@ -46,7 +47,7 @@ def compose_dockerd(tmp_path_factory):
     yield daemon
     daemon.stop()
     # Only dockerd's own leftovers: other sessions may have added rules meanwhile.
-    remove_new_rules(before, only=DOCKERD_RULE)
+    remove_dockerd_leftovers(before, DOCKERD_POOL_RULE, DOCKERD_CHAIN_RULE)
 
 
 @pytest.fixture(params=["dockyard", "dockerd"])

@@ -9,7 +9,7 @@ Other test sessions may create and delete their own bridges and rules on this ho
 at the same time, so leftovers are counted only among what appeared in between.
 
 `remove_new_rules(before, only)` deletes the iptables rules and chains that appeared since
-`before`: what a reference dockerd with iptables leaves when it stops.
+`before`; `remove_dockerd_leftovers` uses it for what a stopped reference dockerd leaves.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import re
 import shlex
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +139,27 @@ def remove_new_rules(before: frozenset[str], only: re.Pattern[str] | None = None
                                     capture_output=True, text=True)
             if result.returncode != 0:
                 log.warning("could not remove chain %s/%s: %s", table, chain, result.stderr.strip())
+
+
+def other_dockerd_running() -> bool:
+    """Whether any dockerd process runs (called once ours has exited: someone else's)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdecimal():
+            try:
+                if (entry / "comm").read_text().strip() == "dockerd":
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def remove_dockerd_leftovers(before: frozenset[str], own: re.Pattern[str],
+                             shared: re.Pattern[str]) -> None:
+    """After our reference dockerd stopped: remove the new rules matching `own` (its pool),
+    and the new ones matching `shared` (Docker's chains and jumps, which every dockerd
+    installs alike) only when no other dockerd runs that may rely on them."""
+    remove_new_rules(before, only=own)
+    if other_dockerd_running():
+        log.info("another dockerd runs: Docker's shared iptables chains are left to it")
+        return
+    remove_new_rules(before, only=shared)

@@ -35,10 +35,13 @@ PROJECT_DIR = REPO / "tests" / "compose" / "project"
 # A reference dockerd for Compose (tests and bench): no default bridge (so no docker0
 # shared with another dockerd on the host), iptables on (published ports, isolation),
 # and an address pool that cannot meet ours (Dockyard's default bridge is
-# 172.29.0.0/16; its user networks take Docker's 172.17-31/16 and 192.168.0.0/20).
-DOCKERD_COMPOSE_ARGS = ("--bridge", "none", "--default-address-pool", "base=10.213.0.0/16,size=24")
-# What that dockerd adds to iptables: its chains, the jumps to them, its pool, its bridges.
-DOCKERD_RULE = re.compile(r"DOCKER|10\.213\.|br-[0-9a-f]{12}")
+# 172.29.0.0/16; its user networks take Docker's 172.17-31/16 and 192.168.0.0/20) nor
+# the 10.213.x.0/24 test bridges of tests/api.
+DOCKERD_COMPOSE_ARGS = ("--bridge", "none", "--default-address-pool", "base=10.177.0.0/16,size=24")
+# What that dockerd adds to iptables: rules naming its pool (its own for sure), and
+# Docker's chains and the jumps to them (shared by every dockerd running with iptables).
+DOCKERD_POOL_RULE = re.compile(r"10\.177\.")
+DOCKERD_CHAIN_RULE = re.compile(r"DOCKER")
 
 
 class ComposeMissing(RuntimeError):
