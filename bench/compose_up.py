@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.compose.host_network import iptables_rules, remove_dockerd_leftovers  # noqa: E402
 from tests.support.agent import start_agent  # noqa: E402
-from tests.support.compose import (DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS,  # noqa: E402
-                                   DOCKERD_POOL_RULE, PROJECT_DIR, Compose)
+from tests.support.compose import DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS, DOCKERD_POOL_RULE, PROJECT_DIR, Compose  # noqa: E402
 from tests.support.dockerd import Dockerd  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
 from tests.support.test_images import push_test_images  # noqa: E402
@@ -80,7 +80,7 @@ class Side:
         return elapsed
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 

@@ -104,13 +104,13 @@ class ApiLogProxy:
                              (b'"ApiVersion":"' + real + b'"', b'"ApiVersion":"' + claimed + b'"')]
         self._lock = threading.Lock()
         self._server: socket.socket | None = None
-        self._out = open(self.log_file, "a")
+        self._logging = True
 
     @property
     def docker_host(self) -> str:
         return f"unix://{self.listen}"
 
-    def start(self) -> "ApiLogProxy":
+    def start(self) -> ApiLogProxy:
         if self.listen.exists():
             self.listen.unlink()
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -124,7 +124,7 @@ class ApiLogProxy:
             self._server.close()
             self._server = None
         with self._lock:
-            self._out.close()
+            self._logging = False
 
     def _record(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
         entry: dict[str, object] = {"method": method, "path": target}
@@ -135,9 +135,9 @@ class ApiLogProxy:
             except ValueError:
                 entry["body_bytes"] = len(body)
         with self._lock:
-            if not self._out.closed:
-                self._out.write(json.dumps(entry, sort_keys=True) + "\n")
-                self._out.flush()
+            if self._logging:   # one append per request: the log is whole at any moment
+                with open(self.log_file, "a") as out:
+                    out.write(json.dumps(entry, sort_keys=True) + "\n")
 
     def _accept_loop(self) -> None:
         server = self._server

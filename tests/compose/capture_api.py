@@ -23,8 +23,7 @@ from pathlib import Path
 from guest_agent.http_server import API_VERSION
 from tests.compose.api_log_proxy import ApiLogProxy
 from tests.compose.host_network import iptables_rules, remove_dockerd_leftovers
-from tests.support.compose import (DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS, DOCKERD_POOL_RULE,
-                                   PROJECT_DIR, Compose)
+from tests.support.compose import DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS, DOCKERD_POOL_RULE, PROJECT_DIR, Compose
 from tests.support.dockerd import Dockerd
 from tests.support.registry import start_registry
 from tests.support.test_images import push_test_images

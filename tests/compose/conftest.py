@@ -13,17 +13,15 @@ Docker's shared chains only when no other dockerd runs.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from tests.compose.host_network import iptables_rules, remove_dockerd_leftovers
 from tests.compose.project_copy import ComposeProject
-from tests.support.compose import (DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS,
-                                   DOCKERD_POOL_RULE)
-
+from tests.support.compose import DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS, DOCKERD_POOL_RULE
 
 
 @dataclass

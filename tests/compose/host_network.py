@@ -76,7 +76,7 @@ class HostNetwork:
     namespaces: frozenset[str]
 
     @classmethod
-    def snapshot(cls) -> "HostNetwork":
+    def snapshot(cls) -> HostNetwork:
         return cls(bridges(), frozenset(iptables_rules()), frozenset(nsfs_mounts()))
 
     def bridges_on(self, subnets: list[str]) -> list[str]:

@@ -15,9 +15,9 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 from tests.support.compose import PROJECT_DIR, Compose
 from tests.support.waiting import poll
@@ -36,7 +36,7 @@ class ComposeProject:
 
     @classmethod
     def copy(cls, generation: str, engine: str, docker_host: str, docker: Callable,
-             config_dir: Path, dest: Path, name: str, variables: Mapping[str, str]) -> "ComposeProject":
+             config_dir: Path, dest: Path, name: str, variables: Mapping[str, str]) -> ComposeProject:
         shutil.copytree(PROJECT_DIR, dest, symlinks=True)
         return cls(Compose(generation, docker_host, config_dir, dest, name, dict(variables)),
                    engine, docker)
@@ -104,7 +104,7 @@ class ComposeProject:
     def service_ids(self) -> dict[str, str]:
         """{service: container id} of the running services (one container each)."""
         ids = {}
-        for name, cid in self.containers().items():
+        for cid in self.containers().values():
             service = self.inspect(cid)["Config"]["Labels"]["com.docker.compose.service"]
             ids[service] = cid
         return ids

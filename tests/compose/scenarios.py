@@ -16,8 +16,8 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from tests.compose.host_network import HostNetwork, leftovers
 from tests.compose.project_copy import ComposeProject
@@ -216,8 +216,8 @@ def down_leaves_nothing(project: ComposeProject) -> None:
     """down -v --remove-orphans removes containers (orphans too), the network, the volume,
     and on the host every bridge, iptables rule and pinned namespace the project made."""
     before = HostNetwork.snapshot()
-    project.add_service("orphan", f"image: ${{BUSYBOX_IMAGE}}\ncommand: [\"sleep\", \"3600\"]\n"
-                                  f"stop_signal: KILL")
+    project.add_service("orphan", "image: ${BUSYBOX_IMAGE}\ncommand: [\"sleep\", \"3600\"]\n"
+                                  "stop_signal: KILL")
     project.up()
     project.answer("backend says")
     network = json.loads(project.docker_ok("network", "inspect", f"{project.name}_default"))[0]
