@@ -256,6 +256,7 @@ class NetworkRoutes:
             raise InvalidArgument("container sharing network namespace with another container or host "
                                   "cannot be connected to any other network")
         record = self._user.find(request.params["name"])
+        self.engine.networks.configure_dns(container)
         self.engine.networks.manager.connect(container.id, container.name, container.state.running, record.id,
                                              body.object("EndpointConfig", "network.EndpointSettings"))
         self.engine.events.publish("network", "connect", record.id,

@@ -1,9 +1,10 @@
 """The networks service: every network-facing step of the engine, in one place.
 
 The default bridge and user-defined networks (set-up at engine start, attach and
-detach per run; runtime/network/ does the work), a container's networks kept from
-create to removal, `--link`, `--mac-address` and the container's /etc/hosts and
-/etc/resolv.conf.
+detach per run; runtime/network/ does the work), the embedded DNS server of user
+networks (started with the engine, told each container's `--dns` settings before its
+networks are plugged), a container's networks kept from create to removal, `--link`,
+`--mac-address` and the container's /etc/hosts and /etc/resolv.conf.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 from ..containers.links import LinkedContainer, hosts_line, link_env, parse_links
 from ..errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
 from ..models import Container
+from ..network.dns_server import ContainerDns
+from ..network.resolv_conf import HOST_RESOLV_CONF
 from .registry import ContainerRegistry
 
 log = logging.getLogger(__name__)
@@ -38,14 +41,16 @@ class NetworkService:
         self._ready.set()
         self._error: BaseException | None = None
         self._lock = threading.Lock()
+        self.dns: Any = None    # network.embedded_dns.EmbeddedDns once set-up ran
 
     # set-up ----------------------------------------------------------------
     def begin_setup(self) -> None:
         self._ready.clear()
 
     def setup(self) -> None:
-        """Bridge, ip_forward, NAT; an error is kept for container starts to retry."""
+        """Bridge, ip_forward, NAT, the DNS server; an error is kept for container starts to retry."""
         try:
+            self._start_dns()
             self.manager.setup()
         except BaseException as err:   # noqa: BLE001 - kept for the waiters
             self._error = err
@@ -78,15 +83,27 @@ class NetworkService:
     def _failed(self) -> bool:
         return self._error is not None
 
+    def _start_dns(self) -> None:
+        from ..host_loopback import host_loopback_address
+        from ..network.embedded_dns import EmbeddedDns
+        with self._lock:
+            if self.dns is None:
+                self.dns = EmbeddedDns(self.manager.names, host_loopback_address())
+
     def shutdown(self) -> None:
         try:
             self.manager.shutdown()
         except Exception as err:  # noqa: BLE001 - shutdown goes on whatever failed
             log.warning("network shutdown failed: %s", err)
+        with self._lock:
+            dns, self.dns = self.dns, None
+        if dns is not None:
+            dns.close()
 
     # per container -----------------------------------------------------------
     def attach(self, c: Container, port_mappings: Any) -> Any:
         hc, cfg = c.host_config, c.config
+        self.configure_dns(c)
         return self.manager.attach(c.id, hc["NetworkMode"], port_mappings,
                                    mac_address=cfg.get("MacAddress") or "")
 
@@ -100,10 +117,20 @@ class NetworkService:
             return
         endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
         hc["NetworkMode"] = self.manager.user.register(cid, name, mode, endpoints)
+        if self.manager.user.wished_networks(cid):
+            container_dns(hc)   # a bad --dns address is refused at create, not at the start
+
+    def configure_dns(self, c: Container) -> None:
+        """Before the container's user networks are plugged (start, live connect): its
+        `--dns` servers become the embedded server's upstreams for it."""
+        if self.dns is not None:
+            self.dns.configure(c.id, container_dns(c.host_config))
 
     def forget(self, cid: str) -> None:
         """At removal (or a failed create): the container's networks are forgotten."""
         self.manager.user.forget(cid)
+        if self.dns is not None:
+            self.dns.forget(cid)
 
     def rename(self, cid: str, new_name: str) -> None:
         self.manager.user.rename(cid, new_name)
@@ -131,7 +158,9 @@ class NetworkService:
                                                    list(hc.get("ExtraHosts") or []),
                                                    host_loopback=host_loopback_address()).items():
             if target == "/etc/resolv.conf":
-                content = apply_dns_options(content, hc)
+                content = (container_dns(hc).resolv_conf(_engine_resolv_conf()).encode()
+                           if attachment is not None and attachment.user_network
+                           else apply_dns_options(content, hc))
             if target == "/etc/hosts" and link_hosts:
                 content = insert_link_hosts(content, link_hosts, attachment.ip_address)
             host_file = cdir / os.path.basename(target)
@@ -192,6 +221,19 @@ def set_mac_address(cfg: dict[str, Any], hc: dict[str, Any], networking: Any) ->
     from ..network.manager import validate_mac  # the network module (netlink, proxies) loads lazily
     validate_mac(mac)
     cfg["MacAddress"] = mac
+
+
+def container_dns(host_config: dict[str, Any]) -> ContainerDns:
+    """A container's `--dns`, `--dns-search` and `--dns-option` (InvalidArgument for a bad server)."""
+    return ContainerDns(tuple(host_config.get("Dns") or ()), tuple(host_config.get("DnsSearch") or ()),
+                        tuple(host_config.get("DnsOptions") or ()))
+
+
+def _engine_resolv_conf() -> str:
+    try:
+        return HOST_RESOLV_CONF.read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def insert_link_hosts(hosts: bytes, lines: str, own_address: str) -> bytes:

@@ -10,9 +10,8 @@ namespace it is (a `--network container:X` joiner queries with X's id).
     table.resolve / table.reverse  # the same as dns_server's Lookup and Reverse callables
     table.subscribe(callback)      # callback(NameEvent) after every attach and detach
 
-Wiring the DNS server: DnsServer(lookup=table.resolve, reverse=table.reverse); on an
-"attach" event whose container has no other entry yet, server.attach(container_id,
-event.netns_path); on a "detach" that leaves none (networks_of(id) == []), detach(id).
+The DNS server follows the table's events (embedded_dns.py): attached at a namespace's
+first endpoint, detached when it has none left.
 
 Lookups are case-insensitive, like DNS. Thread-safe; callbacks run in the thread that
 changed the table and must not block.
@@ -39,6 +38,7 @@ class NameEntry:
     ip: str
     names: tuple[str, ...]
     internal: bool = False
+    gateway: str = ""           # the network's gateway as the container reaches it ("" if internal)
 
 
 @dataclass(frozen=True)

@@ -413,8 +413,8 @@ class UserNetworks:
         # Name and short id first (_check_aliases relies on it), then the aliases.
         names = tuple(dict.fromkeys(n for n in (name or container_id[:12], container_id[:12],
                                                 *wish.aliases) if n))
-        self.names.attach(NameEntry(record.id, record.name, container_id, ip, names, record.internal),
-                          netns_path)
+        self.names.attach(NameEntry(record.id, record.name, container_id, ip, names, record.internal,
+                                    "" if record.internal else record.gateway), netns_path)
         return endpoint
 
     @staticmethod
