@@ -35,12 +35,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.compose.host_network import iptables_rules, remove_dockerd_leftovers  # noqa: E402
-from tests.support.agent import start_agent  # noqa: E402
-from tests.support.compose import DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS, DOCKERD_POOL_RULE, PROJECT_DIR, Compose  # noqa: E402
-from tests.support.dockerd import Dockerd  # noqa: E402
-from tests.support.registry import start_registry  # noqa: E402
-from tests.support.test_images import push_test_images  # noqa: E402
+from tests.compose.host_network import iptables_rules, remove_dockerd_leftovers  # noqa: E402 - imported after the sys.path insert above
+from tests.support.agent import start_agent  # noqa: E402 - imported after the sys.path insert above
+from tests.support.compose import DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS, DOCKERD_POOL_RULE, PROJECT_DIR, Compose  # noqa: E402 - imported after the sys.path insert above
+from tests.support.dockerd import Dockerd  # noqa: E402 - imported after the sys.path insert above
+from tests.support.registry import start_registry  # noqa: E402 - imported after the sys.path insert above
+from tests.support.test_images import push_test_images  # noqa: E402 - imported after the sys.path insert above
 
 CACHE_DIR = Path(os.environ.get("DOCKYARD_TEST_CACHE", Path.home() / ".cache" / "dockyard-tests"))
 # Each lookup's time in microseconds, one per line (AF_UNSPEC, as most programs ask).

@@ -3,7 +3,8 @@
 Each network has its own Linux bridge (`br-<id12>`, or the name given with
 `com.docker.network.bridge.name`), a subnet from Docker's default pools unless one is
 given, an address pool under `<state>/networks/<id>/`, and iptables chains
-`DOCKYARD-<id12>` (nat and filter) that give Docker's isolation between networks.
+`DOCKYARD-<id12>` (nat and filter) that give Docker's isolation between networks
+(user_bridges.py makes the bridge and the chains real).
 
 Containers' wishes (which networks, aliases, a fixed address) are kept per container
 in `<state>/endpoints.json`, so they survive restarts of the container and the engine;
@@ -19,7 +20,6 @@ import ipaddress
 import logging
 import os
 import shutil
-import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from ..errors import Conflict, DockyardError, InvalidArgument, NotFound
 from ..linux import netns
 from ..linux.netlink import NetlinkError, NetlinkSocket
 from ..timestamps import now_rfc3339
-from . import nat_rules, subnet_pools
+from . import subnet_pools, user_bridges
 from .ip_pool import IPPool
 from .name_table import NameEntry, NameTable
 from .network_store import NetworkRecord, NetworkStore, validate_name
@@ -106,10 +106,6 @@ class LiveEndpoint:
     mac: str
     prefix_len: int
     gateway: str
-
-
-def _mac_for_ip(ip: str) -> str:
-    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
 class UserNetworks:
@@ -207,45 +203,20 @@ class UserNetworks:
                             if OPT_MASQUERADE in options else True),
                 user_subnet=bool(subnet))
             if not record.icc:
-                _bridge_traffic_through_iptables(OPT_ICC)
+                user_bridges.bridge_traffic_through_iptables(OPT_ICC)
             try:
-                self._realise(record)
+                user_bridges.realise(record, self.default_bridge)
                 self.store.add(record)
             except BaseException:
-                self._unrealise(record)
+                user_bridges.unrealise(record)
                 raise
             return record
-
-    def chain(self, record: NetworkRecord) -> str:
-        return f"DOCKYARD-{record.id[:12]}"
-
-    def _realise(self, record: NetworkRecord) -> None:
-        """Bridge with the gateway address, up; iptables chains. Idempotent (engine start)."""
-        net = ipaddress.IPv4Network(record.subnet)
-        with NetlinkSocket() as nl:
-            nl.create_bridge(record.bridge)
-            link = nl.link(record.bridge)
-            if link is None or link.kind != "bridge":
-                raise Conflict(f"{record.bridge} exists but is not a bridge")
-            nl.batch([nl.set_link_msg(link.index, mac=_mac_for_ip(record.gateway))])
-            nl.add_address(link.index, record.gateway, net.prefixlen, exist_ok=True)
-            nl.set_link(link.index, up=True)
-        # Other user networks drop what enters them from here in their own chains; the
-        # default bridge's chain accepts everything, so that direction is dropped here.
-        nat_rules.install_network(self.chain(record), record.bridge, record.subnet,
-                                  internal=record.internal, icc=record.icc, masquerade=record.masquerade,
-                                  other_bridges=(self.default_bridge,))
-
-    def _unrealise(self, record: NetworkRecord) -> None:
-        nat_rules.uninstall_network(self.chain(record))
-        with NetlinkSocket() as nl:
-            nl.delete_link(name=record.bridge)
 
     def setup(self) -> None:
         """At engine start: every user network's bridge and chains; stale endpoints dropped."""
         for record in self.store.user_networks():
             try:
-                self._realise(record)
+                user_bridges.realise(record, self.default_bridge)
             except DockyardError as err:
                 log.error("cannot set up network %s: %s", record.name, err)
             # Nothing runs after an engine start: containers are restarted afresh.
@@ -263,7 +234,7 @@ class UserNetworks:
             if self.active_endpoints(record.id):
                 raise Conflict(f"error while removing network: network {record.name} id {record.id} "
                                f"has active endpoints")
-            self._unrealise(record)
+            user_bridges.unrealise(record)
             self.store.remove(record.id)
             self._pools.pop(record.id, None)
             shutil.rmtree(self.state_dir / "networks" / record.id, ignore_errors=True)
@@ -382,7 +353,7 @@ class UserNetworks:
             used = {ep.ifname for (nid, cid), ep in self._live.items() if cid == container_id}
             used |= {"eth0"} if self._has_default_bridge(netns_path) else set()
             ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
-            mac = mac or wish.mac or _mac_for_ip(ip)
+            mac = mac or wish.mac or user_bridges.mac_for_ip(ip)
             host_veth = "dy" + hashlib.sha256(f"{record.id}/{container_id}".encode()).hexdigest()[:10]
             mtu = record.mtu or self._mtu()
             try:
@@ -495,23 +466,6 @@ class UserNetworks:
             entry["order"].remove(record.id)
             self._save_wishes()
             return True
-
-
-BRIDGE_NF_CALL_IPTABLES = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
-
-
-def _bridge_traffic_through_iptables(option: str) -> None:
-    """enable_icc=false drops traffic between ports of one bridge in FORWARD, which sees
-    bridged frames only with br_netfilter on (as dockerd turns it on); refused by name
-    when the kernel cannot."""
-    if not BRIDGE_NF_CALL_IPTABLES.exists():
-        subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
-    try:
-        if BRIDGE_NF_CALL_IPTABLES.read_text().strip() != "1":
-            BRIDGE_NF_CALL_IPTABLES.write_text("1\n")
-    except OSError as err:
-        raise InvalidArgument(f"{option}=false cannot be honoured here: bridged traffic does not pass "
-                              f"through iptables (br_netfilter: {err.strerror})") from None
 
 
 def _configure_inside(ifname: str, ip: str, record: NetworkRecord, mac: str, gateway: str) -> None:

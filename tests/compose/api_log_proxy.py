@@ -194,7 +194,7 @@ def main(argv: list[str]) -> int:
         return 2
     logging.basicConfig(level=logging.INFO)
     claim = tuple(argv[3].split(":", 1)) if len(argv) == 4 else None
-    proxy = ApiLogProxy(Path(argv[0]), Path(argv[1]), Path(argv[2]), claim).start()  # type: ignore[arg-type]
+    proxy = ApiLogProxy(Path(argv[0]), Path(argv[1]), Path(argv[2]), claim).start()  # type: ignore[arg-type]  # "uid:gid" always splits in two here
     log.info("logging %s -> %s into %s (pid %d)", proxy.listen, proxy.target, proxy.log_file, os.getpid())
     threading.Event().wait()
     return 0
