@@ -18,8 +18,7 @@ from typing import Any
 from ..containers.links import LinkedContainer, hosts_line, link_env, parse_links
 from ..errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
 from ..models import Container
-from ..network.dns_server import ContainerDns
-from ..network.resolv_conf import HOST_RESOLV_CONF
+from ..network.resolv_conf import HOST_RESOLV_CONF, ContainerDns
 from .registry import ContainerRegistry
 
 log = logging.getLogger(__name__)

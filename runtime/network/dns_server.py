@@ -17,8 +17,9 @@ gets an empty NOERROR AAAA (and MX) answer rather than a forwarded one; with a
 user-set `ndots` option single-label A/AAAA misses are answered empty instead
 of forwarded; at most three upstreams are tried, moving on after SERVFAIL,
 REFUSED, a non-authoritative NXDOMAIN or a timeout, and the last reply is
-passed through. `host.docker.internal` resolves to the user's host, as on
-Docker Desktop.
+passed through (dns_forward.py). `host.docker.internal` resolves to the user's
+host, as on Docker Desktop. A container's `--dns` settings and resolv.conf are
+resolv_conf.ContainerDns.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InvalidArgument, RuntimeFailure
+from ..errors import RuntimeFailure
 from ..linux.netns import run_in_netns
 from . import dns_message as msg
+from .dns_forward import DNS_PORT, MAX_UPSTREAMS, UPSTREAM_TIMEOUT, Upstream, ask_upstreams, upstreams_from_resolv_conf
 
 log = logging.getLogger(__name__)
 
@@ -48,117 +50,15 @@ Lookup = Callable[[str, str], list[IPAddress] | None]
 Reverse = Callable[[str, IPAddress], str | None]
 
 LISTEN_ADDRESS = "127.0.0.11"
-DNS_PORT = 53
 RESPONSE_TTL = 600
-MAX_UPSTREAMS = 3
-UPSTREAM_TIMEOUT = 4.0
 MAX_CONCURRENT_FORWARDS = 256
 TCP_IDLE_TIMEOUT = 30.0
 MAX_TCP_CONNECTIONS = 64  # per container: a client that opens more waits for old ones to be closed
 HOST_NAME = "host.docker.internal"
-FALLBACK_UPSTREAMS = ("8.8.8.8", "8.8.4.4")  # Docker's default when the host names none
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 _IP_FREEBIND = 15  # bind 127.0.0.11 even before the container's loopback is up
 _UDP_BURST = 64  # datagrams read from one socket per wake-up, so no container starves the others
 _MAX_OUTBOUND = 4 * (msg.MAX_MESSAGE + 2)
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """An upstream nameserver, asked from the agent's namespace (`from_host`) or the container's."""
-
-    address: str
-    port: int = DNS_PORT
-    from_host: bool = False
-
-    @property
-    def family(self) -> int:
-        return socket.AF_INET6 if ipaddress.ip_address(self.address).version == 6 else socket.AF_INET
-
-    @classmethod
-    def parse(cls, text: str, *, engine_side: bool = False) -> "Upstream":
-        """"1.2.3.4", "1.2.3.4:5353", "::1" or "[::1]:5353".
-
-        The engine's own loopback nameservers (`engine_side`) are asked from the
-        agent's namespace, where they listen; a container's `--dns 127.0.0.1` means
-        a server inside the container, as in Docker.
-        """
-        text = text.strip()
-        address, port = text, DNS_PORT
-        if text.startswith("["):
-            address, _, rest = text[1:].partition("]")
-            if rest.startswith(":"):
-                port = int(rest[1:]) if rest[1:].isdigit() else -1
-        elif text.count(":") == 1:
-            address, _, port_text = text.partition(":")
-            port = int(port_text) if port_text.isdigit() else -1
-        try:
-            parsed = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            raise InvalidArgument(f"{text!r} is not an IP address of a DNS server") from None
-        if not 0 < port < 65536:
-            raise InvalidArgument(f"invalid port in DNS server {text!r}")
-        return cls(str(parsed), port, engine_side and parsed.is_loopback)
-
-
-def upstreams_from_resolv_conf(text: str) -> list[Upstream]:
-    """The nameservers of a resolv.conf, Docker's public fallback if it names none."""
-    found = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and fields[0] == "nameserver":
-            try:
-                found.append(Upstream.parse(fields[1], engine_side=True))
-            except InvalidArgument:
-                log.warning("ignoring nameserver %r in resolv.conf", fields[1])
-    return found or [Upstream(addr) for addr in FALLBACK_UPSTREAMS]
-
-
-@dataclass(frozen=True)
-class ContainerDns:
-    """A container's `--dns`, `--dns-search` and `--dns-option` on a user network.
-
-    The container's resolv.conf names only 127.0.0.11; its `--dns` servers become
-    the embedded server's upstreams for it. Search domains and options come from
-    the user, else from the engine's resolv.conf, and `ndots:0` is added unless
-    the user chose an ndots (dockerd 20.10 writes exactly this).
-    """
-
-    servers: tuple[str, ...] = ()
-    search: tuple[str, ...] = ()
-    options: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for server in self.servers:
-            Upstream.parse(server)  # refuse a bad address at create, not at the first query
-
-    @property
-    def ndots_set(self) -> bool:
-        return any(option.startswith("ndots:") for option in self.options)
-
-    @property
-    def upstreams(self) -> list[str] | None:
-        """For `DnsServer.attach()`: the user's servers, None for the engine's."""
-        return list(self.servers) or None
-
-    def resolv_conf(self, engine_resolv_conf: str) -> str:
-        """The container's /etc/resolv.conf."""
-        host_search: list[str] = []
-        host_options: list[str] = []
-        for line in engine_resolv_conf.splitlines():
-            fields = line.split()
-            if fields and fields[0] in ("search", "domain"):
-                host_search = fields[1:]  # the last search/domain line wins, as in glibc
-            elif fields and fields[0] == "options":
-                host_options += fields[1:]
-        search = [d for d in (self.search or host_search) if d != "."]
-        options = list(self.options) if self.options else [o for o in host_options if not o.startswith("ndots:")]
-        if not self.ndots_set:
-            options.append("ndots:0")  # container names first, before any search domain
-        lines = [f"search {' '.join(search)}"] if search else []
-        lines.append(f"nameserver {LISTEN_ADDRESS}")
-        lines.append(f"options {' '.join(options)}")
-        return "\n".join(lines) + "\n"
 
 
 @dataclass(eq=False)
@@ -569,7 +469,7 @@ class DnsServer:
     def _forward(self, attachment: _Attachment, netns_fd: int, query: msg.Query, data: bytes, tcp: bool,
                  reply: Callable[[bytes], None]) -> None:
         try:
-            answer = self._ask_upstreams(attachment.upstreams, netns_fd, query, data, tcp)
+            answer = ask_upstreams(attachment.upstreams, netns_fd, query, data, tcp, self._timeout)
         except Exception:
             log.exception("DNS server: forwarding %s for %s failed", query.qname, attachment.key)
             answer = msg.build_reply(query, rcode=msg.RCODE_SERVFAIL)
@@ -578,70 +478,3 @@ class DnsServer:
             if netns_fd >= 0:
                 os.close(netns_fd)
         self._post(reply, answer)
-
-    def _ask_upstreams(self, upstreams: list[Upstream], netns_fd: int, query: msg.Query, data: bytes,
-                       tcp: bool) -> bytes:
-        last: bytes | None = None
-        for upstream in upstreams:
-            try:
-                answer = self._exchange(netns_fd, upstream, data, tcp)
-                header = msg.parse_reply_header(answer)
-                if header.truncated and not tcp:
-                    # Ask again over TCP; if even that is too big for the client's UDP
-                    # buffer, the truncated reply tells it to come back over TCP.
-                    try:
-                        full = self._exchange(netns_fd, upstream, data, True)
-                        if len(full) <= query.udp_size:
-                            answer, header = full, msg.parse_reply_header(full)
-                    except (OSError, msg.MalformedMessage) as err:
-                        log.debug("DNS server: TCP retry with %s for %s: %s", upstream.address, query.qname, err)
-            except (OSError, msg.MalformedMessage) as err:
-                log.debug("DNS server: upstream %s for %s: %s", upstream.address, query.qname, err)
-                continue
-            last = answer
-            if header.rcode == msg.RCODE_NOERROR:
-                break
-            if header.rcode == msg.RCODE_NXDOMAIN and header.authoritative:
-                break
-        return last if last is not None else msg.build_reply(query, rcode=msg.RCODE_SERVFAIL)
-
-    @staticmethod
-    def _upstream_socket(netns_fd: int, upstream: Upstream, kind: int) -> socket.socket:
-        if upstream.from_host:
-            return socket.socket(upstream.family, kind)
-        return run_in_netns(netns_fd, lambda: socket.socket(upstream.family, kind))
-
-    def _exchange(self, netns_fd: int, upstream: Upstream, data: bytes, tcp: bool) -> bytes:
-        """One query and its reply with one upstream; OSError on timeout or failure."""
-        deadline = time.monotonic() + self._timeout
-        with self._upstream_socket(netns_fd, upstream,
-                                   socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM) as sock:
-            sock.settimeout(self._timeout)
-            sock.connect((upstream.address, upstream.port))
-            if tcp:
-                sock.sendall(struct.pack("!H", len(data)) + data)
-                length = struct.unpack("!H", _recv_exact(sock, 2))[0]
-                return _recv_exact(sock, length)
-            sock.send(data)
-            wanted_id, wanted_question = data[:2], msg.question_of(data)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("no reply")
-                sock.settimeout(remaining)
-                answer = sock.recv(msg.MAX_MESSAGE)
-                # A connected socket only hears from the upstream; still, a late reply
-                # to an earlier query must not be taken for this one.
-                question = msg.question_of(answer)
-                if answer[:2] == wanted_id and question in (None, wanted_question):
-                    return answer
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    out = bytearray()
-    while len(out) < size:
-        chunk = sock.recv(size - len(out))
-        if not chunk:
-            raise ConnectionError("upstream closed the connection")
-        out += chunk
-    return bytes(out)

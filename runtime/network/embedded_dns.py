@@ -17,8 +17,9 @@ import ipaddress
 import logging
 import threading
 
-from .dns_server import HOST_NAME, ContainerDns, DnsServer, IPAddress
+from .dns_server import HOST_NAME, DnsServer, IPAddress
 from .name_table import NameEvent, NameTable
+from .resolv_conf import ContainerDns
 
 log = logging.getLogger(__name__)
 

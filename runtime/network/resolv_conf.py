@@ -3,16 +3,19 @@
 On a bridge or none network the host's loopback nameservers (127.x, ::1: a local
 caching resolver) are unreachable from the container, so they are dropped; if
 nothing is left, Docker's public fallback is used. With host networking the
-host's files are used as they are.
+host's files are used as they are. On a user network the embedded DNS server is
+the only nameserver (ContainerDns: `--dns` servers become its upstreams).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidArgument
 from ..models import NetworkAttachment
+from .dns_forward import Upstream
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 HOST_HOSTS = Path("/etc/hosts")
@@ -71,6 +74,53 @@ def embedded_dns_resolv_conf(host_text: str) -> str:
     lines.append(f"nameserver {EMBEDDED_DNS}")
     lines.append("options " + " ".join(options + ["ndots:0"]))
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ContainerDns:
+    """A container's `--dns`, `--dns-search` and `--dns-option` on a user network.
+
+    The container's resolv.conf names only 127.0.0.11; its `--dns` servers become
+    the embedded server's upstreams for it. Search domains and options come from
+    the user, else from the engine's resolv.conf, and `ndots:0` is added unless
+    the user chose an ndots (dockerd 20.10 writes exactly this).
+    """
+
+    servers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for server in self.servers:
+            Upstream.parse(server)  # refuse a bad address at create, not at the first query
+
+    @property
+    def ndots_set(self) -> bool:
+        return any(option.startswith("ndots:") for option in self.options)
+
+    @property
+    def upstreams(self) -> list[str] | None:
+        """For `DnsServer.attach()`: the user's servers, None for the engine's."""
+        return list(self.servers) or None
+
+    def resolv_conf(self, engine_resolv_conf: str) -> str:
+        """The container's /etc/resolv.conf."""
+        host_search: list[str] = []
+        host_options: list[str] = []
+        for line in engine_resolv_conf.splitlines():
+            fields = line.split()
+            if fields and fields[0] in ("search", "domain"):
+                host_search = fields[1:]  # the last search/domain line wins, as in glibc
+            elif fields and fields[0] == "options":
+                host_options += fields[1:]
+        search = [d for d in (self.search or host_search) if d != "."]
+        options = list(self.options) if self.options else [o for o in host_options if not o.startswith("ndots:")]
+        if not self.ndots_set:
+            options.append("ndots:0")  # container names first, before any search domain
+        lines = [f"search {' '.join(search)}"] if search else []
+        lines.append(f"nameserver {EMBEDDED_DNS}")
+        lines.append(f"options {' '.join(options)}")
+        return "\n".join(lines) + "\n"
 
 
 def parse_extra_host(entry: str, gateway: str = "") -> tuple[str, str]:

@@ -24,7 +24,9 @@ import pytest
 
 from runtime.linux.netns import run_in_netns
 from runtime.network import dns_message as msg
-from runtime.network.dns_server import ContainerDns, DnsServer, Upstream, upstreams_from_resolv_conf
+from runtime.network.dns_forward import Upstream, upstreams_from_resolv_conf
+from runtime.network.dns_server import DnsServer
+from runtime.network.resolv_conf import ContainerDns
 
 NETNS_DIR = Path("/run/netns")
 IP = ipaddress.ip_address
