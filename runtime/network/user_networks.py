@@ -272,7 +272,9 @@ class UserNetworks:
                                           "in user defined networks")
                 continue
             self._check_wish(record, wish)
-            self._check_aliases(record, container_id, wish.aliases)
+            # Aliases are checked when the endpoint goes live (plug), not here: Compose v2
+            # recreates a service by creating the new container, aliased with the old one's
+            # name, while the old one still runs, and renames it once the old one is gone.
             networks[record.id] = wish.__dict__
             order.append(record.id)
         if primary is not None and primary.id not in networks:
