@@ -279,6 +279,14 @@ def image_summary(image: Image, containers: int = -1) -> dict[str, Any]:
     }
 
 
+# Go's zero container.Config as dockerd marshals it (an image built without a container).
+_ZERO_CONTAINER_CONFIG: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
+    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
+}
+
+
 def image_inspect(image: Image) -> dict[str, Any]:
     """GET /images/{name}/json."""
     cfg = image.config
@@ -292,6 +300,10 @@ def image_inspect(image: Image) -> dict[str, Any]:
         "Created": image.created or cfg.get("created", ""),
         "DockerVersion": cfg.get("docker_version", ""),
         "Author": cfg.get("author", ""),
+        # Gone from API 1.45 in Docker 26, but dockerd 20.10 sends them and docker-compose
+        # 1.29 reads ContainerConfig when it recreates a container (KeyError without it).
+        "Container": cfg.get("container", ""),
+        "ContainerConfig": cfg.get("container_config") or dict(_ZERO_CONTAINER_CONFIG),
         "Config": cfg.get("config") or {},
         "Architecture": cfg.get("architecture", "amd64"),
         "Variant": cfg.get("variant", ""),

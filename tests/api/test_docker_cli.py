@@ -596,6 +596,18 @@ def test_images_ls_inspect_history_tag_rmi_prune(agent, busybox):
     assert result.returncode == 1 and "No such image" in result.stderr
 
 
+def test_image_inspect_container_config_matches_dockerd(agent, dockerd, test_images):
+    """docker-compose 1.29 reads an image's ContainerConfig when it recreates a container."""
+    ref = test_images["busybox"]
+    found = []
+    for engine in (agent, dockerd):
+        ok(engine.docker("pull", "-q", ref))
+        data = json.loads(ok(engine.docker("image", "inspect", ref)))[0]
+        found.append((data.get("Container"), data.get("ContainerConfig")))
+    assert found[0] == found[1]
+    assert isinstance(found[0][1], dict)
+
+
 def test_rmi_of_an_image_in_use_is_refused(agent, busybox):
     name = unique("user")
     ok(agent.docker("create", "--name", name, busybox, "true"))
