@@ -157,15 +157,32 @@ class NetworkService:
                                                    list(hc.get("ExtraHosts") or []),
                                                    host_loopback=host_loopback_address()).items():
             if target == "/etc/resolv.conf":
-                content = (container_dns(hc).resolv_conf(_engine_resolv_conf()).encode()
-                           if attachment is not None and attachment.user_network
-                           else apply_dns_options(content, hc))
+                dns_owner = self._embedded_dns_owner(c, attachment)
+                content = (container_dns(dns_owner.host_config).resolv_conf(_engine_resolv_conf()).encode()
+                           if dns_owner is not None else apply_dns_options(content, hc))
             if target == "/etc/hosts" and link_hosts:
                 content = insert_link_hosts(content, link_hosts, attachment.ip_address)
             host_file = cdir / os.path.basename(target)
             host_file.write_bytes(content)
             etc_files[target] = host_file
         return etc_files
+
+    def _embedded_dns_owner(self, c: Container, attachment: Any) -> Container | None:
+        """Whose DNS settings the container's resolv.conf takes when its namespace is on a
+        user network: its own, or a `container:X` donor's (as dockerd shares X's file)."""
+        if attachment is None:
+            return None
+        if attachment.user_network:
+            return c
+        mode = c.host_config.get("NetworkMode") or ""
+        if attachment.mode == "container" and mode.startswith("container:"):
+            try:
+                donor = self._registry.lookup(mode[len("container:"):]).c
+            except NotFound:
+                return None
+            if donor.network is not None and donor.network.user_network:
+                return donor
+        return None
 
     # links -------------------------------------------------------------------
     def check_links(self, hc: dict[str, Any]) -> None:

@@ -105,6 +105,11 @@ def test_names_and_aliases_resolve_per_network(clean, image):
     assert re.findall(r"nameserver (\S+)", ok(ours.docker("exec", client, "cat", "/etc/resolv.conf"))) \
         == ["127.0.0.11"]
     assert web_ip in ok(ours.docker("exec", client, "nslookup", "frontend"))
+    # A container in web's namespace (--network container:) resolves as web does.
+    joiner = ok(ours.docker("run", "--rm", "--network", f"container:{PREFIX}-web", image,
+                            "sh", "-c", "cat /etc/resolv.conf; nslookup cache"))
+    assert re.findall(r"nameserver (\S+)", joiner) == ["127.0.0.11"]
+    assert cache_ip in joiner
 
 
 class FakeUpstream:
