@@ -13,8 +13,8 @@ the service name `backend` LOOKUPS times with getaddrinfo in a perl loop (the im
 has no python) and prints each lookup's time: p50/p99 for ours and for dockerd's
 embedded DNS (127.0.0.11).
 
-Until Dockyard has user networks, its side fails at `up`; the script still measures
-dockerd, prints ours' error, and exits 1.
+If Dockyard's side fails at `up`, the script still measures dockerd, prints ours'
+error, and exits 1.
 
 Usage: .venv/bin/python bench/compose_up.py [--rounds N] [--lookups N]
 Needs `make compose` (Compose v2 plugin) and Debian's docker.io.
