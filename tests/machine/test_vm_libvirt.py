@@ -226,3 +226,21 @@ def test_named_volume_survives_stop_and_start(machine, test_images):
     out = machine.docker("run", "--rm", "-v", "keep:/data", test_images["busybox"], "cat", "/data/f")
     assert out.stdout == "persisted\n"
     assert _pinned_host_key(machine) == host_key   # generated once, kept on the data disk
+
+
+def test_compose_project_comes_up_through_the_machine(machine, share, test_images, tmp_path):
+    """The Compose test project, driven by the real Compose v2 through the machine's socket:
+    its bind-mount sources sit in a shared folder (the same path in the guest), and the
+    web service's published port answers on the host through the port forwarder."""
+    from tests.compose.project_copy import ComposeProject
+    from tests.compose.scenarios import up_serves_backend_answer
+
+    project = ComposeProject.copy(
+        "v2", "dockyard", machine.docker_host, machine.docker, tmp_path / "docker-config",
+        share / "compose-project", "vmcompose",
+        {"BUSYBOX_IMAGE": test_images["busybox"], "DEBIAN_IMAGE": test_images["debian"]})
+    try:
+        up_serves_backend_answer(project)
+    finally:
+        project.cleanup()
+    assert "vmcompose" not in machine.docker("ps", "-a", "--format", "{{.Names}}").stdout
