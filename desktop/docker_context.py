@@ -19,8 +19,9 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from runtime.atomic_file import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +60,7 @@ def write_context(host: str, name: str = DEFAULT_NAME, base: Path | None = None)
     path = meta_path(name, base)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(context_json(name, host), separators=(",", ":")).encode()
-    fd, tmp = tempfile.mkstemp(prefix=".meta-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_bytes_atomic(path, data, 0o644)
     return path
 
 

@@ -13,24 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.errors import InvalidArgument
+from runtime.go_json import json_kind
 
 # Go's int64, the widest integer a Docker API field takes.
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def json_kind(value: Any) -> str:
-    """The JSON type name Go's errors use for `value`."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def top_level_object(body: Any, go_type: str) -> dict[str, Any]:

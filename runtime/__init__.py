@@ -7,7 +7,7 @@ Layout, lowest layer first (a package imports only from the ones before it;
 tests/test_layering.py checks this):
 
 * shared base modules at the top: `errors`, `models`, `atomic_file`, `lazy_re`,
-  `timestamps`, `path_scope`, `host_loopback`, `version`, `event_bus`;
+  `timestamps`, `path_scope`, `host_loopback`, `version`, `event_bus`, `go_json`;
 * `linux/`: Linux plumbing (syscalls, netlink, namespaces, cgroups, mounts);
 * `images/`, `volumes/`, `network/`: one kind of resource each;
 * `containers/`: a container's config, launch, stdio, logs and records;

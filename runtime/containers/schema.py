@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidArgument
+from ..go_json import json_kind
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "int": (-(1 << 63), (1 << 63) - 1), "int64": (-(1 << 63), (1 << 63) - 1),
@@ -229,18 +230,6 @@ def unhonoured_fields() -> list[str]:
             + [f"HostConfig.{name}" for name, f in HOST_CONFIG_FIELDS.items() if not f.honoured])
 
 
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 class _TypeError(Exception):
     """A value does not fit its Go type: the pieces of encoding/json's message."""
 
@@ -250,7 +239,7 @@ class _TypeError(Exception):
 
 
 def _mismatch(value: Any, go: str) -> _TypeError:
-    return _TypeError(_json_kind(value), go)
+    return _TypeError(json_kind(value), go)
 
 
 def _decode(value: Any, kind: GoType, struct: str, path: str) -> Any:
@@ -357,7 +346,7 @@ def check_create(config: dict[str, Any], host_config: Any) -> tuple[dict[str, An
     InvalidArgument with Go's decoding message or with the refused field's name.
     """
     if not isinstance(config, dict):
-        raise InvalidArgument(f"json: cannot unmarshal {_json_kind(config)} into Go value "
+        raise InvalidArgument(f"json: cannot unmarshal {json_kind(config)} into Go value "
                               "of type container.ContainerConfigWrapper")
     cfg = _decode_struct(config, _CONFIG_STRUCT, "")
     hc = _decode(host_config, _HOST_CONFIG_STRUCT, "ContainerConfigWrapper", "HostConfig") or {}
