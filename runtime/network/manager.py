@@ -279,14 +279,7 @@ class NetworkManager:
             log.warning("container %s was still attached; detaching first", container_id)
             self.detach(container_id)
         if mode == "none":
-            fd, nl = netns.new_netns(_open_inside)
-            try:
-                netns.pin_netns(fd, path)
-            finally:
-                assert nl is not None
-                nl.close()
-                os.close(fd)
-            self._attached.add(container_id)
+            self._new_pinned_namespace(container_id, path)
             return NetworkAttachment(mode="none", netns_path=str(path))
         if user_network:
             self.user.find(mode)   # NotFound("network X not found") as dockerd says it
@@ -300,13 +293,8 @@ class NetworkManager:
             raise
         return attachment
 
-    def _attach_user(self, container_id: str, path: Path, ports: list[PortMapping],
-                     mac_address: str) -> NetworkAttachment:
-        """A fresh namespace with one veth per user network: eth0 on the primary, which has
-        the default route (none if it is internal), eth1… on the others."""
-        wished = self.user.wished_networks(container_id)
-        if not wished:
-            raise NotFound(f"network of container {container_id[:12]} not found")
+    def _new_pinned_namespace(self, container_id: str, path: Path) -> None:
+        """A new network namespace with lo up, pinned at `path` and counted as attached."""
         fd, nl = netns.new_netns(_open_inside)
         try:
             netns.pin_netns(fd, path)
@@ -315,6 +303,15 @@ class NetworkManager:
             nl.close()
             os.close(fd)
         self._attached.add(container_id)
+
+    def _attach_user(self, container_id: str, path: Path, ports: list[PortMapping],
+                     mac_address: str) -> NetworkAttachment:
+        """A fresh namespace with one veth per user network: eth0 on the primary, which has
+        the default route (none if it is internal), eth1… on the others."""
+        wished = self.user.wished_networks(container_id)
+        if not wished:
+            raise NotFound(f"network of container {container_id[:12]} not found")
+        self._new_pinned_namespace(container_id, path)
         try:
             primary = None
             for i, (record, wish) in enumerate(wished):
