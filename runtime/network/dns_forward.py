@@ -41,7 +41,7 @@ class Upstream:
         return socket.AF_INET6 if ipaddress.ip_address(self.address).version == 6 else socket.AF_INET
 
     @classmethod
-    def parse(cls, text: str, *, engine_side: bool = False) -> "Upstream":
+    def parse(cls, text: str, *, engine_side: bool = False) -> Upstream:
         """"1.2.3.4", "1.2.3.4:5353", "::1" or "[::1]:5353".
 
         The engine's own loopback nameservers (`engine_side`) are asked from the

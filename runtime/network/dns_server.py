@@ -34,9 +34,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import RuntimeFailure
 from ..linux.netns import run_in_netns

@@ -24,8 +24,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ..atomic_file import read_json, write_json_atomic
 from ..errors import Conflict, InvalidArgument, RuntimeFailure

@@ -12,8 +12,8 @@ import fcntl
 import logging
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import RuntimeFailure
 

@@ -18,8 +18,8 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import Conflict, InvalidArgument
 
@@ -76,7 +76,7 @@ def _bind_listener(protocol: str, host_ip: str, host_port: int) -> socket.socket
 class _TcpPair:
     """A client connection and its connection to the container, with a buffer each way."""
 
-    def __init__(self, listener: "_Listener", client: socket.socket, backend: socket.socket) -> None:
+    def __init__(self, listener: _Listener, client: socket.socket, backend: socket.socket) -> None:
         self.listener = listener
         self.client = client
         self.backend = backend
@@ -90,10 +90,15 @@ class _TcpPair:
         self.closed = False
 
 
+# What recvfrom() gives for a client: (host, port) on AF_INET,
+# (host, port, flowinfo, scope_id) on AF_INET6.
+_ClientAddr = tuple[str, int] | tuple[str, int, int, int]
+
+
 @dataclass
 class _UdpSession:
     sock: socket.socket
-    client_addr: tuple
+    client_addr: _ClientAddr
     last_seen: float
 
 
@@ -103,7 +108,7 @@ class _Listener:
     forward: Forward
     sock: socket.socket
     pairs: set[_TcpPair] = field(default_factory=set)
-    sessions: dict[tuple, _UdpSession] = field(default_factory=dict)
+    sessions: dict[_ClientAddr, _UdpSession] = field(default_factory=dict)
 
 
 class PortProxy:
@@ -353,7 +358,7 @@ class PortProxy:
         self._set_mask(pair.client, client_mask, ("client", pair))
         self._set_mask(pair.backend, backend_mask, ("backend", pair))
 
-    def _set_mask(self, sock: socket.socket, mask: int, data: tuple) -> None:
+    def _set_mask(self, sock: socket.socket, mask: int, data: tuple[str, _TcpPair]) -> None:
         registered = self._is_registered(sock)
         if mask and registered:
             self._sel.modify(sock, mask, data)

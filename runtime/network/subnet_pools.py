@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..errors import Conflict, InvalidArgument
 

@@ -21,9 +21,10 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..atomic_file import read_json, write_json_atomic
 from ..errors import Conflict, DockyardError, InvalidArgument, NotFound
@@ -68,7 +69,7 @@ class EndpointWish:
     ipam: dict[str, str] | None = None      # IPAMConfig as sent (null and {} differ in inspect)
 
     @staticmethod
-    def from_json(config: Any) -> "EndpointWish":
+    def from_json(config: Any) -> EndpointWish:
         config = config if isinstance(config, dict) else {}
         ipam = config.get("IPAMConfig") or {}
         if not isinstance(ipam, dict):

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import Conflict, InvalidArgument, NotFound
+from runtime.models import NetworkAttachment
 from runtime.network import subnet_pools
 from runtime.network.ip_pool import IPPool
 from runtime.network.manager import NetworkManager
 from runtime.network.name_table import NameEntry, NameEvent, NameTable
 from runtime.network.resolv_conf import container_etc_files, embedded_dns_resolv_conf
-from runtime.models import NetworkAttachment
 from tests.support.waiting import poll
 
 TAG = os.getpid() % 100000
