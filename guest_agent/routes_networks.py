@@ -256,9 +256,8 @@ class NetworkRoutes:
             raise InvalidArgument("container sharing network namespace with another container or host "
                                   "cannot be connected to any other network")
         record = self._user.find(request.params["name"])
-        self.engine.networks.configure_dns(container)
-        self.engine.networks.manager.connect(container.id, container.name, container.state.running, record.id,
-                                             body.object("EndpointConfig", "network.EndpointSettings"))
+        self.engine.networks.connect(container, record.id,
+                                     body.object("EndpointConfig", "network.EndpointSettings"))
         self.engine.events.publish("network", "connect", record.id,
                                    {"container": container.id, "name": record.name, "type": "bridge"})
         return empty_response(200)

@@ -125,6 +125,18 @@ class NetworkService:
         if self.dns is not None:
             self.dns.configure(c.id, container_dns(c.host_config))
 
+    def connect(self, c: Container, network_ref: str, endpoint: Any) -> None:
+        """`docker network connect`. A running container that was on no user network so
+        far gets its resolv.conf pointed at the embedded server, as dockerd does, so the
+        new network's names resolve without an explicit server."""
+        self.configure_dns(c)
+        self.manager.connect(c.id, c.name, c.state.running, network_ref, endpoint)
+        if c.state.running and c.network is not None and not c.network.user_network:
+            resolv_conf = self._registry.store.dir(c.id) / "resolv.conf"
+            if resolv_conf.exists():
+                # In place, not by rename: the file is bind-mounted into the container.
+                resolv_conf.write_text(container_dns(c.host_config).resolv_conf(_engine_resolv_conf()))
+
     def forget(self, cid: str) -> None:
         """At removal (or a failed create): the container's networks are forgotten."""
         self.manager.user.forget(cid)
@@ -172,8 +184,8 @@ class NetworkService:
         user network: its own, or a `container:X` donor's (as dockerd shares X's file)."""
         if attachment is None:
             return None
-        if attachment.user_network:
-            return c
+        if attachment.user_network or self.manager.user.wished_networks(c.id):
+            return c   # on the default bridge too once it is also on a user network, as dockerd
         mode = c.host_config.get("NetworkMode") or ""
         if attachment.mode == "container" and mode.startswith("container:"):
             try:

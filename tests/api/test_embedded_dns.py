@@ -218,6 +218,11 @@ def test_live_connect_and_disconnect_change_what_resolves(clean, image):
     target_ip = ip_on(ours, f"{PREFIX}-target", f"{PREFIX}-live")
     assert resolved(ours, mover, f"{PREFIX}-target") == [target_ip]
     assert resolved(ours, f"{PREFIX}-target", "moved") == [ip_on(ours, mover, f"{PREFIX}-live")]
+    # As dockerd: its resolv.conf now names the embedded server, so plain lookups work.
+    assert "nameserver 127.0.0.11" in ok(ours.docker("exec", mover, "cat", "/etc/resolv.conf"))
+    assert target_ip in ok(ours.docker("exec", mover, "nslookup", f"{PREFIX}-target"))
+    ok(ours.docker("restart", "-t", "0", mover))
+    assert "nameserver 127.0.0.11" in ok(ours.docker("exec", mover, "cat", "/etc/resolv.conf"))
     # The last user network goes: the names go, and so do the server's sockets.
     ok(ours.docker("network", "disconnect", f"{PREFIX}-live", mover))
     assert resolved(ours, f"{PREFIX}-target", "moved") == []
