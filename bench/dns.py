@@ -7,11 +7,15 @@ reply; p50/p99 over `--queries` queries. Cases:
 * ours, an internal name, one namespace attached;
 * ours, an internal name, 200 namespaces attached (queries rotate over all 200);
 * ours, a forwarded name (to a minimal upstream on 127.0.0.1 in this process);
+* with `--containers N`: a real `dockyard-agent serve` with N busybox containers
+  on one user network; queries rotate over every container's name and are sent
+  from every container's namespace in turn (the issue's "keeps answering with
+  200 containers on the network");
 * with `--dockerd`: Debian's dockerd, a container on a user network asking for
   another container's name (the socket joins the container's namespace from
   the host, through /proc/PID/ns/net).
 
-Usage: sudo .venv/bin/python bench/dns.py [--queries N] [--namespaces N] [--dockerd]
+Usage: sudo .venv/bin/python bench/dns.py [--queries N] [--namespaces N] [--containers N] [--dockerd]
 Needs root (network namespaces); `--dockerd` also needs Debian's docker.io.
 """
 
@@ -57,11 +61,14 @@ def socket_in(netns: str | Path) -> socket.socket:
     return sock
 
 
-def time_queries(sockets: list[socket.socket], name: str, count: int) -> list[float]:
-    """Milliseconds per query (send to reply), one at a time, rotating over `sockets`."""
+def time_queries(sockets: list[socket.socket], name: str | list[str], count: int) -> list[float]:
+    """Milliseconds per query (send to reply), one at a time, rotating over `sockets`
+    (and over the names, when given several)."""
+    names = [name] if isinstance(name, str) else name
     timings = []
     for i in range(count):
         sock = sockets[i % len(sockets)]
+        name = names[i % len(names)]
         query = query_bytes(name, i & 0xFFFF)
         start = time.perf_counter()
         sock.send(query)
@@ -155,6 +162,48 @@ def bench_ours(queries: int, count: int) -> dict[str, float]:
     return results
 
 
+def bench_containers(queries: int, count: int) -> float:
+    """N real containers of ours on one user network, each asking for the others."""
+    from tests.support.agent import start_agent
+    from tests.support.registry import start_registry
+    from tests.support.test_images import push_test_images
+
+    with tempfile.TemporaryDirectory(prefix="dockyard-dnsbench-") as tmp:
+        base = Path(tmp)
+        registry = start_registry(base / "registry")
+        agent = None
+        try:
+            image = push_test_images(registry, CACHE_DIR, names=["busybox"])["busybox"]
+            agent = start_agent(socket=base / "docker.sock", root=base / "root")
+
+            def docker(*args: str) -> str:
+                result = agent.docker(*args, timeout=120)
+                if result.returncode != 0:
+                    raise RuntimeError(f"docker {' '.join(args)}: {result.stderr}")
+                return str(result.stdout).strip()
+
+            docker("pull", "-q", image)
+            docker("network", "create", "dnsbench")
+            names = [f"c{i:03d}" for i in range(count)]
+            start = time.perf_counter()
+            for name in names:
+                docker("run", "-d", "--name", name, "--network", "dnsbench", image, "sleep", "600")
+            print(f"  ({count} containers started in {time.perf_counter() - start:.1f} s)")
+            pids = docker("inspect", "-f", "{{.State.Pid}}", *names).split()
+            sockets = [socket_in(f"/proc/{pid}/ns/net") for pid in pids]
+            time_queries(sockets, names, 50)
+            p50 = report(f"ours: {count} containers, every name, from each",
+                         time_queries(sockets, names, queries))
+            for sock in sockets:
+                sock.close()
+            docker("rm", "-f", *names)
+            return p50
+        finally:
+            if agent is not None:
+                agent.stop()
+            registry.stop()
+
+
 def bench_dockerd(queries: int) -> float:
     from tests.support.dockerd import Dockerd
     from tests.support.registry import start_registry
@@ -196,10 +245,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--namespaces", type=int, default=200)
+    parser.add_argument("--containers", type=int, default=0,
+                        help="also run this many real containers on one network and query among them")
     parser.add_argument("--dockerd", action="store_true", help="also measure dockerd's 127.0.0.11")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     ours = bench_ours(args.queries, args.namespaces)
+    if args.containers:
+        bench_containers(args.queries, args.containers)
     if args.dockerd:
         theirs = bench_dockerd(args.queries)
         print(f"  ratio ours/dockerd at p50: {ours['one'] / theirs:.2f}")
