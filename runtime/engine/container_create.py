@@ -15,6 +15,7 @@ from ..containers.names import generate_name, validate_container_name
 from ..containers.security.options import check_host_config as check_security_options
 from ..errors import DockyardError, InvalidArgument
 from ..images.store import Image
+from ..linux import cgroup_lock_warmer
 from ..models import Container
 from ..timestamps import now_rfc3339
 from ..volumes.store import check_volume_targets, populate_from_layers
@@ -39,6 +40,7 @@ class ContainerCreator:
                networking_config: dict[str, Any] | None = None) -> Container:
         """Raises NotFound("No such image: X") so the CLI pulls, Conflict on a taken name."""
         ctx = self._ctx
+        cgroup_lock_warmer.warmer().kick()   # a start usually follows: see the module
         ctx.registry.await_recovery()   # names of recovered containers are taken
         config = dict(config or {})
         ref = config.get("Image") or ""

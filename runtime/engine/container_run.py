@@ -25,6 +25,7 @@ from ..errors import (
     ResourceError,
     RuntimeFailure,
 )
+from ..linux import cgroup_lock_warmer
 from ..models import Container
 from ..timestamps import now_rfc3339
 from .container_context import ContainerContext
@@ -64,6 +65,7 @@ class ContainerRunner:
     def run(self, live: Live, manual: bool, from_policy: bool = False) -> None:
         ctx = self._ctx
         c = live.c
+        cgroup_lock_warmer.warmer().kick()   # before the process's cgroup move: see the module
         ctx.networks.await_ready()
         with live.lock:
             if from_policy and not c.state.restarting:

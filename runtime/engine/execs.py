@@ -14,6 +14,7 @@ from ..containers.security.options import parse_security_options
 from ..containers.spec import ProcessSpec
 from ..containers.stdio import AttachSession, StreamHub
 from ..errors import Conflict, ContainerStartError, InvalidArgument, NotFound
+from ..linux import cgroup_lock_warmer
 from ..models import Container, ExecInstance
 from .events import EventService
 from .processes import DRAIN_TIMEOUT, launcher, wait_exit
@@ -54,6 +55,7 @@ class ExecService:
                attach_stdout: bool = True, attach_stderr: bool = True,
                privileged: bool = False, detach_keys: str = "") -> ExecInstance:
         """Conflict if the container is not running; InvalidArgument for malformed detach keys."""
+        cgroup_lock_warmer.warmer().kick()   # the exec's process joins the cgroups at start
         live = self._registry.lookup(ref)
         c = live.c
         if not cmd:

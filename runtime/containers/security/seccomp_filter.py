@@ -49,6 +49,8 @@ _ACTION_BASE = {
 }
 _OPERATOR = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
              "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+_SCMP_FLTATR_CTL_OPTIMIZE = 8     # enum scmp_filter_attr (libseccomp >= 2.5)
+_OPTIMIZE_BINARY_TREE = 2
 _NR_SCMP_ERROR = -1
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
@@ -104,6 +106,8 @@ class _LibSeccomp:
         lib.seccomp_rule_add_array.restype = ctypes.c_int
         lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
         lib.seccomp_export_bpf.restype = ctypes.c_int
+        lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+        lib.seccomp_attr_set.restype = ctypes.c_int
         self.lib = lib
 
 
@@ -238,6 +242,11 @@ def _compile(lib: _LibSeccomp, profile: SeccompProfile, caps: frozenset[str]) ->
     if not ctx:
         raise RuntimeFailure("seccomp_init failed")
     try:
+        # A binary tree of syscall numbers instead of a list: the kernel walks the filter for
+        # every syscall number once when it is loaded (the per-syscall action cache), so a
+        # tree loads faster and each filtered syscall takes fewer steps. Older libseccomp
+        # without the attribute keeps its default order (same meaning, slower to load).
+        lib.lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_OPTIMIZE, _OPTIMIZE_BINARY_TREE)
         arch = docker_arch(_MACHINE)
         arch_tokens = {lib.lib.seccomp_arch_native()}
         for name in architectures(profile, arch):
