@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import logging
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,46 +42,70 @@ def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     return proc
 
 
-def _restore(chain: str, tables: dict[str, list[str]]) -> None:
-    """Create-or-flush `chain` in each table and fill it: one iptables-restore process
-    (each table is its own transaction), as processes are what set-up costs in a slow guest."""
-    script = "".join(f"*{table}\n:{chain} - [0:0]\n" + "".join(f"-A {chain} {rule}\n" for rule in rules)
-                     + "COMMIT\n" for table, rules in tables.items())
-    proc = subprocess.run([f"{IPTABLES}-restore", "-w", "--noflush"], input=script,
-                          capture_output=True, text=True)
+def _apply(chains: dict[str, dict[str, list[str]]], jumps: list[tuple[str, str, str, bool]]) -> None:
+    """Create-or-flush each chain and fill it, and add each jump (table, builtin chain,
+    target, append) not there yet: one iptables-save to see the jumps and one
+    iptables-restore for everything (each table is its own transaction), as processes
+    are what set-up costs (~2 ms each here, more in a slow guest). Call under `_locked`."""
+    present: set[tuple[str, str, str]] = set()
+    if jumps:
+        present = _present_jumps({table for table, _, _, _ in jumps})
+    by_table: dict[str, list[str]] = {}
+    for chain, tables in chains.items():
+        for table in tables:
+            by_table.setdefault(table, []).append(f":{chain} - [0:0]\n")
+    for chain, tables in chains.items():
+        for table, rules in tables.items():
+            by_table[table] += [f"-A {chain} {rule}\n" for rule in rules]
+    for table, builtin, target, append in jumps:
+        if (table, builtin, target) not in present:
+            by_table.setdefault(table, []).append(
+                f"-A {builtin} -j {target}\n" if append else f"-I {builtin} 1 -j {target}\n")
+    script = "".join(f"*{table}\n" + "".join(lines) + "COMMIT\n" for table, lines in by_table.items())
+    if not script:
+        return
+    try:
+        proc = subprocess.run([f"{IPTABLES}-restore", "-w", "--noflush"], input=script,
+                              capture_output=True, text=True)
+    except FileNotFoundError as err:
+        raise RuntimeFailure("iptables is not installed; it is needed for container NAT") from err
     if proc.returncode != 0:
-        raise RuntimeFailure(f"iptables-restore for {'/'.join(tables)} {chain} failed: "
+        raise RuntimeFailure(f"iptables-restore for {', '.join(chains) or 'jumps'} failed: "
                              f"{proc.stderr.strip()}")
 
 
-def _ensure_jump(table: str, builtin: str, chain: str, append: bool = False) -> None:
-    for attempt in range(5):
-        rc = _iptables("-t", table, "-C", builtin, "-j", chain, check=False).returncode
-        if rc == 0:
-            return
-        if rc == 1:  # "does a matching rule exist?": no
-            if append:
-                _iptables("-t", table, "-A", builtin, "-j", chain)
-            else:
-                _iptables("-t", table, "-I", builtin, "1", "-j", chain)
-            return
-        # Other codes are transient failures (e.g. a concurrent nft transaction): ask again.
-        time.sleep(0.05 * (attempt + 1))
-    raise RuntimeFailure(f"iptables cannot check the {builtin} jump to {chain} (exit code {rc})")
+def _present_jumps(tables: set[str]) -> set[tuple[str, str, str]]:
+    """(table, builtin, target) of every plain `-A BUILTIN -j TARGET` rule in `tables`."""
+    found: set[tuple[str, str, str]] = set()
+    for table in sorted(tables):
+        saved = _iptables_save(table)
+        for line in saved.splitlines():
+            words = line.split()
+            if len(words) == 4 and words[0] == "-A" and words[2] == "-j":
+                found.add((table, words[1], words[3]))
+    return found
+
+
+def _iptables_save(table: str) -> str:
+    try:
+        proc = subprocess.run([f"{IPTABLES}-save", "-t", table], capture_output=True, text=True)
+    except FileNotFoundError as err:
+        raise RuntimeFailure("iptables is not installed; it is needed for container NAT") from err
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"iptables-save -t {table} failed: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def install(chain: str, bridge: str, subnet: str) -> None:
     """(Re)build our chains for `bridge`/`subnet` and hook them in."""
     with _locked():
-        _restore(chain, {
+        _apply({chain: {
             "nat": [f"-s {subnet} ! -o {bridge} -j MASQUERADE"],
             "filter": [
                 f"-o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
                 f"-i {bridge} -j ACCEPT",
             ],
-        })
-        _ensure_jump("nat", "POSTROUTING", chain)
-        _ensure_jump("filter", "FORWARD", chain)
+        }}, [("nat", "POSTROUTING", chain, False), ("filter", "FORWARD", chain, False)])
     log.debug("iptables chain %s installed for %s (%s)", chain, bridge, subnet)
 
 
@@ -122,11 +145,9 @@ def install_network(chain: str, bridge: str, subnet: str, *, internal: bool = Fa
     out_rules = [] if internal else [f"-i {bridge} -j ACCEPT"]
     nat_rules = [] if internal or not masquerade else [f"-s {subnet} ! -o {bridge} -j MASQUERADE"]
     with _locked():
-        _restore(chain, {"nat": nat_rules, "filter": filter_rules})
-        _restore(f"{chain}-OUT", {"filter": out_rules})
-        _ensure_jump("nat", "POSTROUTING", chain)
-        _ensure_jump("filter", "FORWARD", chain)
-        _ensure_jump("filter", "FORWARD", f"{chain}-OUT", append=True)
+        _apply({chain: {"nat": nat_rules, "filter": filter_rules}, f"{chain}-OUT": {"filter": out_rules}},
+               [("nat", "POSTROUTING", chain, False), ("filter", "FORWARD", chain, False),
+                ("filter", "FORWARD", f"{chain}-OUT", True)])
     log.debug("iptables chain %s installed for network bridge %s (%s)", chain, bridge, subnet)
 
 
