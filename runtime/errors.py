@@ -91,3 +91,8 @@ def _filename(err: OSError) -> str:
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
     return str(name) if name is not None else ""
+
+
+class InvalidArchive(InvalidArgument):
+    """A tar the client sent (import, load, a layer inside one) is corrupt, of an unknown
+    format, or tries to write outside its root: refused as a whole, nothing kept."""

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..images.layer_store import LayerRecord
 from ..images.pull import ProgressCallback
 from ..images.registry_credentials import RegistryCredentials
 from ..images.store import Image, ImageStore
@@ -61,7 +62,31 @@ class ImageService:
     def layer_dirs(self, image: Image) -> builtins.list[Path]:
         return list(self.store.layer_dirs(image))
 
+    def layer_blob(self, chain_id: str) -> tuple[str, int, str, Path]:
+        """(digest, size, media type, path) of a layer's distributable blob (push, save)."""
+        return self.store.layer_blob(chain_id)
+
+    def manifest_for(self, image: Image) -> bytes:
+        """The image's Docker schema2 manifest (push, save)."""
+        return self.store.manifest_for(image)
+
     # writes ------------------------------------------------------------------
+    def register_layer(self, tar_path: Path, parent_chain: str) -> LayerRecord:
+        """A layer from a tar on top of `parent_chain` (see ImageStore.register_layer)."""
+        return self.store.register_layer(tar_path, parent_chain)
+
+    def create_image(self, config: dict[str, Any], chain_ids: builtins.list[str],
+                     tags: builtins.list[str] | None = None) -> Image:
+        """A new image from a config and registered layers, tagged (see ImageStore.create_image).
+
+        Publishes a "tag" event per tag; the operation's own event (commit, import, load,
+        build) is the caller's, which knows which it is.
+        """
+        image = self.store.create_image(config, chain_ids, list(tags or []))
+        for tag in tags or []:
+            self._events.publish("image", "tag", image.id, {"name": tag})
+        return image
+
     def pull(self, reference: str, credentials: RegistryCredentials | None = None,
              progress: ProgressCallback | None = None) -> Image:
         image = self.store.pull(reference, credentials, progress)

@@ -7,7 +7,8 @@ Layout under the store root:
   (as in Docker's overlay2), so the launcher can ``chdir(<root>/layers)`` and
   pass ``lowerdir=l/A:l/B:...``: the mount option string is limited to one
   page, and short relative paths fit ~4x more layers than absolute ones;
-* ``layerdb/<chain-id hex>.json`` — the record (diff id, parent, size); it is
+* ``layerdb/<chain-id hex>.json`` — the record (diff id, parent, size, and the
+  digest of the layer's distributable blob in the blob store); it is
   written last and is the commit marker: a directory without it is debris
   from a crash and is deleted when the store opens;
 * ``locks/<chain-id hex>.lock`` — flock() per layer, so concurrent pulls (threads
@@ -69,6 +70,11 @@ class LayerRecord:
     parent: str          # chain id of the layer below, "" for a base layer
     size: int            # bytes of file content
     short_id: str
+    # The distributable blob (push, save): the compressed or plain tar as a registry
+    # serves it, in the blob store; empty for a layer pulled before blobs were kept.
+    blob_digest: str = ""
+    blob_size: int = 0
+    media_type: str = ""
 
 
 class LayerStore:
@@ -161,8 +167,13 @@ class LayerStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def create(self, chain_id: str, diff_id: str, parent: str, blob: Path,
-               on_progress: Callable[[int], None] | None = None) -> LayerRecord:
-        """Unpack `blob` as layer `chain_id`; the caller holds `locked(chain_id)`."""
+               on_progress: Callable[[int], None] | None = None,
+               distributable: tuple[str, int, str] = ("", 0, "")) -> LayerRecord:
+        """Unpack `blob` as layer `chain_id`; the caller holds `locked(chain_id)`.
+
+        `distributable` is the (digest, size, media type) of the layer's blob already in
+        the blob store, recorded with the layer.
+        """
         if self.has(chain_id):
             return self.get(chain_id)
         hexid = digest_hex(chain_id)
@@ -181,11 +192,31 @@ class LayerStore:
         except BaseException:
             _rmtree(tmp)
             raise
+        blob_digest, blob_size, media_type = distributable
         record = LayerRecord(chain_id=chain_id, diff_id=diff_id, parent=parent,
-                             size=result.size, short_id=short_id(chain_id))
+                             size=result.size, short_id=short_id(chain_id),
+                             blob_digest=blob_digest, blob_size=blob_size, media_type=media_type)
         self.short_link(chain_id)
         write_json_atomic(self.db_dir / f"{hexid}.json", asdict(record))
         return record
+
+    def set_blob(self, chain_id: str, digest: str, size: int, media_type: str) -> LayerRecord:
+        """Record the layer's distributable blob; the caller holds `locked(chain_id)`."""
+        record = self.get(chain_id)
+        record.blob_digest, record.blob_size, record.media_type = digest, size, media_type
+        write_json_atomic(self.db_dir / f"{digest_hex(chain_id)}.json", asdict(record))
+        return record
+
+    def blob_users(self, digest: str) -> list[str]:
+        """Chain ids of the layers whose distributable blob is `digest`."""
+        users = []
+        for path in self.db_dir.glob("*.json"):
+            try:
+                if json.loads(path.read_text()).get("blob_digest") == digest:
+                    users.append("sha256:" + path.stem)
+            except (OSError, ValueError):
+                continue
+        return users
 
     def remove(self, chain_id: str) -> None:
         """Delete a layer: the record first (so a crash leaves debris, not a trusted half layer)."""

@@ -172,11 +172,20 @@ class Puller:
                         last[0] = position
                         emit.layer(layer_id, "Extracting", position, desc.size or None)
 
+                # The verified blob is kept (push and save serve it as it came).
+                had_blob = self.blobs.has(desc.digest)
+                size = tmp.stat().st_size
+                blob = self.blobs.commit(tmp, desc.digest, verified=True)
                 try:
-                    self.layers.create(chain, diff_id, parent, tmp, extracted)
-                except OSError as err:   # the unpacked tree was removed by create()
-                    raise ResourceError(f"failed to register layer: {describe_os_error(err)}",
-                                        err.errno) from err
+                    self.layers.create(chain, diff_id, parent, blob, extracted,
+                                       (desc.digest, size, desc.media_type))
+                except BaseException as err:
+                    if not had_blob and not self.layers.blob_users(desc.digest):
+                        self.blobs.delete(desc.digest)
+                    if isinstance(err, OSError):   # the unpacked tree was removed by create()
+                        raise ResourceError(f"failed to register layer: {describe_os_error(err)}",
+                                            err.errno) from err
+                    raise
                 emit.layer(layer_id, "Pull complete")
             finally:
                 tmp.unlink(missing_ok=True)

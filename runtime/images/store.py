@@ -8,7 +8,8 @@ Layout under the store's root (see blob_store, layer_store, index):
   read-only by all images and containers; ``layers/l/<SHORT>`` short links;
 * ``layerdb/``, ``locks/``, ``tmp/`` — layer records, per-layer locks, downloads.
 
-Layer blobs are not kept once unpacked (the diff dir is what containers use).
+Layer blobs are kept as pulled (push and save serve them); layers made here keep a
+gzip blob (image_authoring.py: register_layer, create_image, layer_blob, manifest_for).
 
 Overlay mounts: `layer_dirs(image)` gives absolute diff dirs, lowest first.
 `short_layer_links(image)` gives the same layers as paths *relative to*
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import Conflict, InvalidArgument, NotFound
 from .blob_store import BlobStore
 from .index import ImageIndex
-from .layer_store import LayerStore
+from .layer_store import LayerRecord, LayerStore
 from .pull import ProgressCallback, Puller, PullProgress
 from .reference import Reference, is_sha256_hex, parse_reference, short_hex
 from .registry_credentials import RegistryCredentials
@@ -159,6 +160,49 @@ class ImageStore:
             image = self._image(image_id)
         emit.finished(ref, resolved.digest, up_to_date=previously == image_id)
         return image
+
+    # --- authoring (commit, build, import, load) and distribution (push, save) ---------
+    # image_authoring is imported on first use (tarfile, gzip, lzma: not needed to start).
+    def register_layer(self, tar_path: Path, parent_chain: str) -> LayerRecord:
+        """Unpack an uncompressed layer tar (safe unpacking, as pulls do) on top of parent_chain ("" for
+        none), compute its diff id, keep a gzip blob of it for push/save; idempotent (same content and
+        parent -> the same chain id, nothing done twice). InvalidArchive if corrupt or unsafe."""
+        from . import image_authoring
+        return image_authoring.register_layer(self.blobs, self.layers, Path(tar_path), parent_chain)
+
+    def create_image(self, config: dict[str, Any], chain_ids: builtins.list[str],
+                     tags: builtins.list[str] = []) -> Image:   # noqa: B006  # the interface's signature; never mutated
+        """Store a new image: `config` is a full image config (architecture, os, config, history,
+        created...); rootfs.diff_ids is filled in from chain_ids; the id is the sha256 of the canonical
+        config JSON written; tags are familiar refs ("name:tag") moved to this image."""
+        targets = [parse_reference(t) for t in tags]
+        if any(t.digest for t in targets):
+            raise InvalidArgument(f"refusing to create a tag with a digest reference: {tags}")
+        from . import image_authoring
+        with self._lock:
+            image_id = image_authoring.create_image(self.blobs, self.layers, self.index, config,
+                                                    chain_ids)
+            for target in targets:
+                self.index.refs[target.familiar()] = image_id
+            if targets:
+                self.index.save_refs()
+            return self._image(image_id)
+
+    def layer_blob(self, chain_id: str) -> tuple[str, int, str, Path]:
+        """(digest, size, media_type, path) of the layer's distributable blob; a layer pulled before
+        blobs were kept gets one made from its diff dir, checked against its diff id (RegistryError
+        if the rebuilt tar does not match)."""
+        from . import image_authoring
+        return image_authoring.layer_blob(self.blobs, self.layers, chain_id)
+
+    def manifest_for(self, image: Image) -> bytes:
+        """Docker schema2 manifest of the image's config and layer blobs (for push and save)."""
+        with self._lock:
+            record = self.index.images.get(image.id)
+            if record is None:
+                raise NotFound(f"No such image: {image.id}")
+        from . import image_authoring
+        return image_authoring.manifest_for(self.blobs, self.layers, record)
 
     # --- lookup ------------------------------------------------------------------
     @staticmethod
@@ -350,8 +394,11 @@ class ImageStore:
         for chain in reversed(record.chain_ids):
             if chain in still_used or not self.layers.has(chain):
                 continue
-            reclaimed += self.layers.get(chain).size
+            layer = self.layers.get(chain)
+            reclaimed += layer.size
             self.layers.remove(chain)
+            if layer.blob_digest and not self.layers.blob_users(layer.blob_digest):
+                self.blobs.delete(layer.blob_digest)
             records.append({"Deleted": chain})
         return records, reclaimed
 
