@@ -32,13 +32,37 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _KEPT_XATTRS = ("security.capability",)
 
 
+class _Counting:
+    """`out` with the position tarfile asks for (a pipe or socket cannot tell it)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._count = 0
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self._count += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._count
+
+
 class _LayerWriter:
     """One tar being written: the tarfile and the hard links seen so far."""
 
     def __init__(self, out: BinaryIO) -> None:
-        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,  # noqa: SIM115  # closed in write_layer_tar
-                                encoding="utf-8", errors="surrogateescape")
+        self.out = _Counting(out)
+        self.tar = tarfile.TarFile(fileobj=self.out, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[arg-type]  # TarFile only calls write and tell
+                                   encoding="utf-8", errors="surrogateescape")
         self.links: dict[tuple[int, int], str] = {}
+
+    def finish(self) -> None:
+        """The end-of-archive marker only, as Go's archive/tar writes it: two zero blocks,
+        no padding to tarfile's 10 KiB record (so an empty layer is Docker's 1024-byte
+        empty tar, whose digest dockerd recognises as "no layer")."""
+        # TarFile.close() would add the padding; it holds nothing else to release here.
+        self.out.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
 
     def walk(self, dfd: int, prefix: str) -> None:
         """Write every entry of the directory open at `dfd` (its path in the tar is `prefix`)."""
@@ -133,9 +157,7 @@ def write_layer_tar(diff_dir: Path, out: BinaryIO) -> None:
     root = os.open(diff_dir, _DIR_FLAGS)
     try:
         writer = _LayerWriter(out)
-        try:
-            writer.walk(root, "")
-        finally:
-            writer.tar.close()
+        writer.walk(root, "")
+        writer.finish()
     finally:
         os.close(root)
