@@ -96,3 +96,8 @@ def _filename(err: OSError) -> str:
 class InvalidArchive(InvalidArgument):
     """A tar the client sent (import, load, a layer inside one) is corrupt, of an unknown
     format, or tries to write outside its root: refused as a whole, nothing kept."""
+
+
+class BuildError(InvalidArgument):
+    """A build cannot proceed from what the client sent: a Dockerfile that does not parse, a
+    context tar that is corrupt, a COPY source outside the context or missing."""

@@ -24,7 +24,8 @@ RUNTIME_LAYERS: dict[str, set[str]] = {
     "volumes": {"linux"},
     "network": {"linux"},
     "containers": {"linux", "volumes"},
-    "engine": {"linux", "images", "volumes", "network", "containers"},
+    "build": {"linux", "images"},
+    "engine": {"linux", "images", "volumes", "network", "containers", "build"},
 }
 GUI_AND_HOST_ONLY = {"desktop", "vmimage", "PySide6", "PyQt5", "PyQt6", "shiboken6", "libvirt"}
 
