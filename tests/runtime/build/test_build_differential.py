@@ -6,13 +6,16 @@ base image is needed) and checks that our parse and expansion give what dockerd 
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from runtime.build.dockerfile import parse_dockerfile
+from runtime.build.dockerignore import IgnoreMatcher, kept_paths
 from runtime.build.shell_words import expand_word, parse_arg_defaults, parse_key_values
 from tests.support.agent import DOCKER_CLI
 
@@ -103,3 +106,68 @@ def test_env_and_labels_match_dockerd(dockerd, tmp_path, text):
     assert ours_env == theirs_env
     assert ours_labels == config["Labels"]
     assert len(ours_env) > 5 and len(ours_labels) > 1
+
+
+# A context with ignored and excepted files: comments, globs, **, exceptions inside an
+# ignored directory, leading / and ./, escaped brackets, the .dockerignore itself.
+DOCKERIGNORE = """# a comment
+*.log
+!keep.log
+**/*.o
+!src/gen/keep.o
+node_modules
+!node_modules/keep
+/docs/img
+./tmp
+.git/
+sub/deep
+!sub/deep/e.txt
+  spaced.txt
+weird\\[1\\].txt
+?.md
+.dockerignore
+"""
+CONTEXT_FILES = ["a.log", "keep.log", "sub/b.log", "sub/c.txt", "sub/deep/d.txt", "sub/deep/e.txt",
+                 "node_modules/x/index.js", "node_modules/keep/k.js", "docs/readme.md", "docs/img/p.png",
+                 "tmp/t", "tmpfile", "spaced.txt", "weird[1].txt", "weird1.txt", ".git/config", "src/main.c",
+                 "src/main.o", "src/gen/main.o", "src/gen/keep.o", "a.md", "ab.md", "empty/"]
+
+
+def make_context(root: Path) -> None:
+    for name in CONTEXT_FILES:
+        path = root / name
+        if name.endswith("/"):
+            path.mkdir(parents=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+    (root / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx\n")
+    (root / ".dockerignore").write_text(DOCKERIGNORE)
+
+
+def saved_paths(dockerd, image: str, under: str) -> set[str]:
+    """The paths below `under` in the layers of `image`, from `docker save`."""
+    saved = subprocess.run([DOCKER_CLI, "save", image], capture_output=True, timeout=120,
+                           env=dockerd.docker_env())
+    assert saved.returncode == 0, saved.stderr
+    found: set[str] = set()
+    with tarfile.open(fileobj=io.BytesIO(saved.stdout)) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))
+        for layer in manifest[0]["Layers"]:
+            with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
+                for member in inner.getmembers():
+                    name = member.name.rstrip("/")
+                    if name.startswith(under + "/"):
+                        found.add(name[len(under) + 1:])
+    return found
+
+
+def test_dockerignore_keeps_what_docker_keeps(dockerd, tmp_path):
+    make_context(tmp_path)
+    theirs = saved_paths(dockerd, classic_build(dockerd, tmp_path), "ctx")
+    matcher = IgnoreMatcher.from_text(DOCKERIGNORE)
+    ours = set(kept_paths(tmp_path, matcher))
+    # A kept file inside an ignored directory brings its parent directories along.
+    ours |= {"/".join(p.split("/")[:i]) for p in ours for i in range(1, p.count("/") + 1)}
+    assert ours == theirs
+    assert "node_modules/keep/k.js" in ours and "sub/deep/e.txt" in ours and "a.log" not in ours
