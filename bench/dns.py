@@ -22,6 +22,7 @@ Needs root (network namespaces); `--dockerd` also needs Debian's docker.io.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
@@ -34,7 +35,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -162,49 +165,11 @@ def bench_ours(queries: int, count: int) -> dict[str, float]:
     return results
 
 
-def bench_containers(queries: int, count: int) -> float:
-    """N real containers of ours on one user network, each asking for the others."""
+@contextlib.contextmanager
+def engine_with_busybox(kind: str) -> Iterator[tuple[Callable[..., str], str]]:
+    """A fresh engine of ours ("dockyard") or Debian's dockerd with busybox pulled and a
+    user network "dnsbench": yields (docker CLI runner, image reference)."""
     from tests.support.agent import start_agent
-    from tests.support.registry import start_registry
-    from tests.support.test_images import push_test_images
-
-    with tempfile.TemporaryDirectory(prefix="dockyard-dnsbench-") as tmp:
-        base = Path(tmp)
-        registry = start_registry(base / "registry")
-        agent = None
-        try:
-            image = push_test_images(registry, CACHE_DIR, names=["busybox"])["busybox"]
-            agent = start_agent(socket=base / "docker.sock", root=base / "root")
-
-            def docker(*args: str) -> str:
-                result = agent.docker(*args, timeout=120)
-                if result.returncode != 0:
-                    raise RuntimeError(f"docker {' '.join(args)}: {result.stderr}")
-                return str(result.stdout).strip()
-
-            docker("pull", "-q", image)
-            docker("network", "create", "dnsbench")
-            names = [f"c{i:03d}" for i in range(count)]
-            start = time.perf_counter()
-            for name in names:
-                docker("run", "-d", "--name", name, "--network", "dnsbench", image, "sleep", "600")
-            print(f"  ({count} containers started in {time.perf_counter() - start:.1f} s)")
-            pids = docker("inspect", "-f", "{{.State.Pid}}", *names).split()
-            sockets = [socket_in(f"/proc/{pid}/ns/net") for pid in pids]
-            time_queries(sockets, names, 50)
-            p50 = report(f"ours: {count} containers, every name, from each",
-                         time_queries(sockets, names, queries))
-            for sock in sockets:
-                sock.close()
-            docker("rm", "-f", *names)
-            return p50
-        finally:
-            if agent is not None:
-                agent.stop()
-            registry.stop()
-
-
-def bench_dockerd(queries: int) -> float:
     from tests.support.dockerd import Dockerd
     from tests.support.registry import start_registry
     from tests.support.test_images import push_test_images
@@ -212,33 +177,56 @@ def bench_dockerd(queries: int) -> float:
     with tempfile.TemporaryDirectory(prefix="dockyard-dnsbench-") as tmp:
         base = Path(tmp)
         registry = start_registry(base / "registry")
-        dockerd = None
+        engine: Any = None
         try:
             image = push_test_images(registry, CACHE_DIR, names=["busybox"])["busybox"]
-            dockerd = Dockerd(base / "dockerd", DOCKERD_ARGS)
+            engine = (start_agent(socket=base / "docker.sock", root=base / "root") if kind == "dockyard"
+                      else Dockerd(base / "dockerd", DOCKERD_ARGS))
 
             def docker(*args: str) -> str:
-                result = dockerd.docker(*args)
+                result = engine.docker(*args, timeout=120)
                 if result.returncode != 0:
                     raise RuntimeError(f"docker {' '.join(args)}: {result.stderr}")
-                return result.stdout.strip()
+                return str(result.stdout).strip()
 
             docker("pull", "-q", image)
             docker("network", "create", "dnsbench")
-            docker("run", "-d", "--name", "target", "--network", "dnsbench", image, "sleep", "600")
-            docker("run", "-d", "--name", "client", "--network", "dnsbench", image, "sleep", "600")
-            pid = docker("inspect", "-f", "{{.State.Pid}}", "client")
-            sock = socket_in(f"/proc/{pid}/ns/net")
-            time_queries([sock], "target", 50)
-            p50 = report("dockerd 20.10: internal name, 127.0.0.11", time_queries([sock], "target", queries))
-            sock.close()
-            docker("rm", "-f", "target", "client")
-            docker("network", "rm", "dnsbench")
-            return p50
+            yield docker, image
         finally:
-            if dockerd:
-                dockerd.stop()
+            if engine is not None:
+                engine.stop()
             registry.stop()
+
+
+def bench_containers(queries: int, count: int) -> float:
+    """N real containers of ours on one user network, each asking for the others."""
+    with engine_with_busybox("dockyard") as (docker, image):
+        names = [f"c{i:03d}" for i in range(count)]
+        start = time.perf_counter()
+        for name in names:
+            docker("run", "-d", "--name", name, "--network", "dnsbench", image, "sleep", "600")
+        print(f"  ({count} containers started in {time.perf_counter() - start:.1f} s)")
+        pids = docker("inspect", "-f", "{{.State.Pid}}", *names).split()
+        sockets = [socket_in(f"/proc/{pid}/ns/net") for pid in pids]
+        time_queries(sockets, names, 50)
+        p50 = report(f"ours: {count} containers, every name, from each", time_queries(sockets, names, queries))
+        for sock in sockets:
+            sock.close()
+        docker("rm", "-f", *names)
+        return p50
+
+
+def bench_dockerd(queries: int) -> float:
+    with engine_with_busybox("dockerd") as (docker, image):
+        docker("run", "-d", "--name", "target", "--network", "dnsbench", image, "sleep", "600")
+        docker("run", "-d", "--name", "client", "--network", "dnsbench", image, "sleep", "600")
+        pid = docker("inspect", "-f", "{{.State.Pid}}", "client")
+        sock = socket_in(f"/proc/{pid}/ns/net")
+        time_queries([sock], "target", 50)
+        p50 = report("dockerd 20.10: internal name, 127.0.0.11", time_queries([sock], "target", queries))
+        sock.close()
+        docker("rm", "-f", "target", "client")
+        return p50
 
 
 def main() -> int:
