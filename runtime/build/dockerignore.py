@@ -60,7 +60,8 @@ def _class_regex(pattern: str, start: int) -> tuple[str, int]:
     raise BuildError(f"syntax error in pattern: {pattern}")
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
+def glob_regex(pattern: str, double_star: bool = True) -> re.Pattern[str]:
+    """The regex of a Go `filepath.Match` glob; with `double_star`, `**` also crosses `/`."""
     out = "^"
     i = 0
     n = len(pattern)
@@ -68,7 +69,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
         ch = pattern[i]
         i += 1
         if ch == "*":
-            if i < n and pattern[i] == "*":
+            if double_star and i < n and pattern[i] == "*":
                 i += 1
                 if i < n and pattern[i] == "/":
                     i += 1   # "**/" is "**"
@@ -118,7 +119,7 @@ class IgnoreMatcher:
             # this too; a caller may hand patterns over directly).
             if len(text) > 1 and text.startswith("/"):
                 text = text[1:]
-            self.patterns.append(_Pattern(text, exclusion, _compile(text)))
+            self.patterns.append(_Pattern(text, exclusion, glob_regex(text)))
         self.has_exclusions = any(p.exclusion for p in self.patterns)
 
     @classmethod
