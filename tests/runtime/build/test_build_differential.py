@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.build.dockerfile import parse_dockerfile
+from runtime.build.dockerfile import DockerfileError, healthcheck_config, parse_dockerfile
 from runtime.build.dockerignore import IgnoreMatcher, kept_paths
 from runtime.build.shell_words import expand_word, parse_arg_defaults, parse_key_values
 from tests.support.agent import DOCKER_CLI
@@ -171,3 +171,74 @@ def test_dockerignore_keeps_what_docker_keeps(dockerd, tmp_path):
     ours |= {"/".join(p.split("/")[:i]) for p in ours for i in range(1, p.count("/") + 1)}
     assert ours == theirs
     assert "node_modules/keep/k.js" in ours and "sub/deep/e.txt" in ours and "a.log" not in ours
+
+
+# Instruction forms whose parse shows in the image config: JSON and its shell-form fallback,
+# HEALTHCHECK, ONBUILD triggers kept as written, one-argument instructions, continuations.
+FORMS_DOCKERFILE = """FROM scratch
+cmd ["a" "b"]
+ENTRYPOINT [ "/bin/x", "-c" ]  trailing text
+HEALTHCHECK --interval=5s --timeout=1m30s --retries=3 \\
+  CMD curl -f http://localhost/ \\
+      || exit 1
+onbuild  run  echo "$a" \\
+  b
+ONBUILD COPY --chown=1:2 a b /c/
+ONBUILD foo bar
+ONBUILD RUN trailing blanks kept   \x20
+STOPSIGNAL SIGKILL
+USER  me:grp
+WORKDIR /w
+"""
+
+
+def test_instruction_forms_match_dockerd(dockerd, tmp_path):
+    (tmp_path / "Dockerfile").write_text(FORMS_DOCKERFILE)
+    config = dockerd_config(dockerd, tmp_path)
+    insts = {i.keyword: i for i in parse_dockerfile(FORMS_DOCKERFILE).stages[0].instructions}
+    cmd, entrypoint = insts["CMD"], insts["ENTRYPOINT"]
+    assert (cmd.json_form, entrypoint.json_form) == (False, True)
+    assert config["Cmd"] == ["/bin/sh", "-c", *cmd.args]
+    assert config["Entrypoint"] == entrypoint.args
+    assert config["Healthcheck"] == healthcheck_config(insts["HEALTHCHECK"])
+    onbuild = [i.onbuild.original for i in parse_dockerfile(FORMS_DOCKERFILE).stages[0].instructions
+               if i.keyword == "ONBUILD"]
+    assert config["OnBuild"] == onbuild
+    assert (config["StopSignal"], config["User"], config["WorkingDir"]) == (
+        insts["STOPSIGNAL"].args[0], insts["USER"].args[0], insts["WORKDIR"].args[0])
+
+
+# Dockerfiles dockerd refuses: where it names a line we must name the same one, and the
+# reason must be the same. dockerd 20.10 words the prefix "dockerfile parse error line N:"
+# for instruction errors and "failed to parse Dockerfile:" (no line) for lexical ones.
+BAD_DOCKERFILES = [
+    "FROM scratch\nENV a=1\n\n# c\nFOO bar\n",
+    "FROM scratch\nRUN a \\\n  b\nWORKDIR\n",
+    "FROM scratch AS 1x\n",
+    "FROM scratch\nENV =b\n",
+    "FROM scratch\nCOPY --from a b\n",
+    "FROM scratch\nCOPY a\n",
+    "FROM scratch\nONBUILD ONBUILD RUN x\n",
+    "FROM scratch\nHEALTHCHECK --retries=0 CMD x\n",
+    "FROM scratch\nSHELL /bin/sh\n",
+    "FROM scratch\nLABEL a=b c\n",
+    'FROM scratch\nCMD ["a", 1]\n',
+    "# escape=x\nFROM scratch\n",
+]
+
+
+@pytest.mark.parametrize("text", BAD_DOCKERFILES)
+def test_parse_errors_match_dockerd(dockerd, tmp_path, text):
+    (tmp_path / "Dockerfile").write_text(text)
+    env = {**dockerd.docker_env(), "DOCKER_BUILDKIT": "0"}
+    result = subprocess.run([DOCKER_CLI, "build", "-q", "--network", "none", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    theirs = result.stderr.strip().splitlines()[-1].removeprefix("Error response from daemon: ")
+    with pytest.raises(DockerfileError) as caught:
+        parse_dockerfile(text)
+    ours = str(caught.value)
+    if theirs.startswith("failed to parse Dockerfile: "):
+        assert caught.value.reason == theirs.removeprefix("failed to parse Dockerfile: ")
+    else:
+        assert ours.lower() == theirs.lower()
