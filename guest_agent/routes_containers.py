@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import threading
@@ -95,6 +97,11 @@ class ContainerRoutes:
         router.post("/containers/{id}/pause", self.pause)
         router.post("/containers/{id}/unpause", self.unpause)
         router.delete("/containers/{id}", self.remove)
+        router.head("/containers/{id}/archive", self.archive_stat)
+        router.get("/containers/{id}/archive", self.archive_get)
+        router.put("/containers/{id}/archive", self.archive_put)
+        router.get("/containers/{id}/export", self.export)
+        router.get("/containers/{id}/changes", self.changes)
 
     # -- listing and inspection -----------------------------------------------
     def list(self, request: Request) -> Response:
@@ -238,6 +245,37 @@ class ContainerRoutes:
 
         return StreamResponse(chunks=body(), on_client_gone=handle.cancel)
 
+    # -- files ----------------------------------------------------------------
+    def _path_arg(self, request: Request) -> str:
+        path = request.arg("path")
+        if not path:
+            raise InvalidArgument("Path cannot be empty")
+        return path
+
+    def archive_stat(self, request: Request) -> Response:
+        stat, _ = self.engine.containers.archive(request.params["id"], self._path_arg(request), content=False)
+        return Response(status=200, body=b"", content_type=None, headers={PATH_STAT_HEADER: _stat_header(stat)})
+
+    def archive_get(self, request: Request) -> StreamResponse:
+        stat, chunks = self.engine.containers.archive(request.params["id"], self._path_arg(request))
+        return StreamResponse(chunks=chunks or (), content_type="application/x-tar",
+                              headers={PATH_STAT_HEADER: _stat_header(stat)})
+
+    def archive_put(self, request: Request) -> Response:
+        self.engine.containers.extract(
+            request.params["id"], self._path_arg(request), io.BytesIO(request.body),
+            no_overwrite_dir_non_dir=request.bool_arg("noOverwriteDirNonDir"),
+            copy_uid_gid=request.bool_arg("copyUIDGID"))
+        return Response(status=200, body=b"", content_type=None)
+
+    def export(self, request: Request) -> StreamResponse:
+        chunks = self.engine.containers.export(request.params["id"])
+        return StreamResponse(chunks=chunks, content_type="application/octet-stream")
+
+    def changes(self, request: Request) -> Response:
+        found = self.engine.containers.changes(request.params["id"])
+        return json_response([{"Path": path, "Kind": kind} for kind, path in found])
+
     # -- stdio ----------------------------------------------------------------
     def attach(self, request: Request) -> HijackResponse:
         container = self.engine.containers.inspect(request.params["id"])
@@ -286,6 +324,14 @@ class ContainerRoutes:
         on_gone = (lambda: self.engine.containers.cancel_logs(container.id, gone)) if follow else None
         return StreamResponse(chunks=body(), content_type=RAW_STREAM if tty else MULTIPLEXED_STREAM,
                               on_client_gone=on_gone)
+
+
+PATH_STAT_HEADER = "X-Docker-Container-Path-Stat"
+
+
+def _stat_header(stat: Any) -> str:
+    """base64 of the JSON stat, as dockerd sends it."""
+    return base64.b64encode(json.dumps(stat.as_json(), separators=(",", ":")).encode()).decode()
 
 
 def split_create_body(body: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:

@@ -38,11 +38,6 @@ _PING_HEADERS = {
 
 # Endpoints answered with 501 and a sentence saying which feature is missing.
 NOT_IMPLEMENTED: tuple[tuple[str, str, str], ...] = (
-    ("GET", "/containers/{id}/changes", "listing filesystem changes (docker diff)"),
-    ("GET", "/containers/{id}/export", "exporting containers (docker export)"),
-    ("GET", "/containers/{id}/archive", "copying files from containers (docker cp)"),
-    ("HEAD", "/containers/{id}/archive", "copying files from containers (docker cp)"),
-    ("PUT", "/containers/{id}/archive", "copying files into containers (docker cp)"),
     ("POST", "/commit", "committing containers to images (docker commit)"),
     ("GET", "/containers/{id}/attach/ws", "attaching over websockets"),
     ("POST", "/session", "build sessions (BuildKit)"),

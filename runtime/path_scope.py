@@ -20,6 +20,10 @@ something on disk:
   on the fd (`fd_path`) rather than on a path string.
 * `open_beneath` opens a path of plain directories below a fd without
   following any symlink at all (layer directories, where a link is content).
+* `open_parent_in_root` is `docker cp`'s rule for the last component: the
+  directories are followed in scope, the last name is left as it is (a
+  symlink there is copied as a link); `resolve_in_root` gives the components a
+  path ends at with every link followed, read through a root fd.
 """
 
 from __future__ import annotations
@@ -263,3 +267,34 @@ def open_beneath(dir_fd: int, parts: list[str] | tuple[str, ...], create: bool =
         os.close(fd)
         raise
     return fd
+
+
+def open_parent_in_root(root_fd: int, path: str, create: bool = False) -> tuple[int, str]:
+    """(O_PATH fd of the directory holding the last component, that name), the directories
+    resolved in scope and the last component not followed; the name is "" when `path` is the
+    root. With `create`, missing directories are made. The caller closes the fd."""
+    parts = components(path)
+    if not parts:
+        return open_in_root(root_fd, ""), ""
+    parent = open_in_root(root_fd, "/".join(parts[:-1]), create="dir" if create else "")
+    if not stat.S_ISDIR(os.fstat(parent).st_mode):
+        os.close(parent)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+    return parent, parts[-1]
+
+
+def resolve_in_root(root_fd: int, path: str) -> list[str]:
+    """The components `path` ends at inside the directory `root_fd`, every symlink followed in
+    scope (as Go's FollowSymlinkInScope); missing components are kept as they are."""
+    def readlink(parts: list[str]) -> str | None:
+        try:
+            parent = open_in_root(root_fd, "/".join(parts[:-1]))
+        except OSError:
+            return None
+        try:
+            return os.readlink(parts[-1], dir_fd=parent)
+        except OSError:     # not a link, or missing
+            return None
+        finally:
+            os.close(parent)
+    return resolve(path, readlink)

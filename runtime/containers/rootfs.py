@@ -140,6 +140,13 @@ def _bind_in_root(root_fd: int, path: str, source: str | None, readonly: bool) -
         os.close(mounted)
 
 
+def bind_into_root(root_fd: int, path: str, source: str, readonly: bool) -> None:
+    """Bind the host path `source` at `path` inside the root (a mount point is made in scope
+    when missing), read-only if asked: how a container's volumes and binds are mounted, also
+    for `docker cp` into a stopped container's root (containers/container_fs_view)."""
+    _bind_in_root(root_fd, path, source, readonly)
+
+
 def _drop_symlink(root_fd: int, path: str) -> None:
     """Remove a symlink the image has at `path` (its directory resolved in scope).
 

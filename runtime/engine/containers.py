@@ -5,14 +5,17 @@ from __future__ import annotations
 import builtins
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
+from ..containers.archive import PathStat
 from ..containers.log_store import LogRecord
 from ..containers.stdio import AttachSession
 from ..errors import InvalidArgument, NotModified
 from ..models import Container
+from .container_archive import ContainerArchiver
 from .container_context import ContainerContext
 from .container_create import ContainerCreator
+from .container_export import ContainerExporter
 from .container_query import ContainerQueries
 from .container_remove import ContainerRemover
 from .container_run import ContainerRunner
@@ -38,6 +41,8 @@ class ContainerService:
         self._runner = ContainerRunner(ctx, self._remover.auto_remove)
         self._queries = ContainerQueries(ctx)
         self._updater = ContainerUpdater(ctx)
+        self._archiver = ContainerArchiver(ctx)
+        self._exporter = ContainerExporter(ctx)
 
     # reads -----------------------------------------------------------------
     def inspect(self, ref: str) -> Container:
@@ -65,6 +70,28 @@ class ContainerService:
 
     def cancel_logs(self, ref: str, cancel: threading.Event) -> None:
         self._queries.cancel_logs(ref, cancel)
+
+    # files ---------------------------------------------------------------------
+    def archive(self, ref: str, path: str,
+                content: bool = True) -> tuple[PathStat, Iterator[bytes] | None]:
+        """`docker cp` out: the stat of a path in the container and (unless only the stat is
+        asked for, HEAD) its tar stream, which keeps the container's view open until it ends."""
+        if not content:
+            return self._archiver.stat(ref, path), None
+        return self._archiver.get(ref, path)
+
+    def extract(self, ref: str, path: str, body: BinaryIO, no_overwrite_dir_non_dir: bool = False,
+                copy_uid_gid: bool = False) -> None:
+        """Unpack a tar at a directory of the container (PUT archive)."""
+        self._archiver.put(ref, path, body, no_overwrite_dir_non_dir, copy_uid_gid)
+
+    def export(self, ref: str) -> Iterator[bytes]:
+        """A tar stream of the container's filesystem, without volumes."""
+        return self._exporter.export(ref)
+
+    def changes(self, ref: str) -> builtins.list[tuple[int, str]]:
+        """`docker diff`: (kind, path), kind 0 modified, 1 added, 2 deleted."""
+        return self._exporter.changes(ref)
 
     # lifecycle ---------------------------------------------------------------
     def create(self, name: str | None, config: dict[str, Any], host_config: dict[str, Any],

@@ -20,29 +20,41 @@ OPTIONS_LIMIT = 4000          # one page minus room for the terminating NUL and 
 _UNSAFE_CHARS = (",", ":", "\\")
 
 
-def overlay_options(lower_dirs: list[str], upper_dir: str, work_dir: str) -> str:
-    """The mount(2) data string; `lower_dirs` lowest first (overlayfs wants topmost first)."""
-    return f"lowerdir={':'.join(reversed(lower_dirs))},upperdir={upper_dir},workdir={work_dir}"
+def overlay_options(lower_dirs: list[str], upper_dir: str | None, work_dir: str | None) -> str:
+    """The mount(2) data string; `lower_dirs` lowest first (overlayfs wants topmost first).
+
+    Without an upper dir the overlay is read-only (lower layers only)."""
+    lower = f"lowerdir={':'.join(reversed(lower_dirs))}"
+    if upper_dir is None or work_dir is None:
+        return lower
+    return f"{lower},upperdir={upper_dir},workdir={work_dir}"
 
 
 def _needs_links(paths: list[str], options: str) -> bool:
     return len(options) > OPTIONS_LIMIT or any(c in p for p in paths for c in _UNSAFE_CHARS)
 
 
-def mount_overlay(lower_dirs: list[Path] | list[str], upper_dir: Path | str, work_dir: Path | str,
-                  target: Path | str) -> str:
+def mount_overlay(lower_dirs: list[Path] | list[str], upper_dir: Path | str | None,
+                  work_dir: Path | str | None, target: Path | str) -> str:
     """Mount the overlay and return the path of the merged root (under `target`).
 
-    Must run in a private mount namespace: the long-option path mounts a tmpfs
-    on `target` and changes the working directory.
+    `upper_dir` and `work_dir` None: a read-only overlay of the lower dirs alone
+    (overlayfs then wants at least two). Must run in a private mount namespace:
+    the long-option path mounts a tmpfs on `target` and changes the working directory.
     """
     if not lower_dirs:
         raise OSError(22, "overlay: an image needs at least one layer")
     lowers = [os.fspath(p) for p in lower_dirs]
-    upper, work, target = os.fspath(upper_dir), os.fspath(work_dir), os.fspath(target)
-    options = overlay_options(lowers, upper, work)
-    if not _needs_links(lowers + [upper, work], options):
-        sc.mount("overlay", target, "overlay", 0, options)
+    target = os.fspath(target)
+    upper_work: list[str] = []
+    flags = sc.MS_RDONLY
+    if upper_dir is not None and work_dir is not None:
+        upper_work = [os.fspath(upper_dir), os.fspath(work_dir)]
+        flags = 0
+    options = overlay_options(lowers, upper_work[0] if upper_work else None,
+                              upper_work[1] if upper_work else None)
+    if not _needs_links(lowers + upper_work, options):
+        sc.mount("overlay", target, "overlay", flags, options)
         return target
 
     sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=1m,mode=755")
@@ -51,13 +63,14 @@ def mount_overlay(lower_dirs: list[Path] | list[str], upper_dir: Path | str, wor
     os.mkdir(links)
     os.mkdir(merged)
     names = []
-    for index, path in enumerate(lowers + [upper, work]):
+    for index, path in enumerate(lowers + upper_work):
         name = format(index, "x")
         os.symlink(path, os.path.join(links, name))
         names.append(name)
     os.chdir(links)
-    short = overlay_options(names[:-2], names[-2], names[-1])
+    upper_names: tuple[str | None, str | None] = (names[-2], names[-1]) if upper_work else (None, None)
+    short = overlay_options(names[:len(lowers)], *upper_names)
     if len(short) > OPTIONS_LIMIT:
         raise OSError(7, f"overlay: {len(lowers)} layers are too many to mount")
-    sc.mount("overlay", merged, "overlay", 0, short)
+    sc.mount("overlay", merged, "overlay", flags, short)
     return merged

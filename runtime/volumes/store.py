@@ -281,6 +281,31 @@ class LayerView:
             raise
         return result
 
+    @classmethod
+    def lookup(cls, dirs: list[int], name: str) -> tuple[int, os.stat_result] | None:
+        """The visible entry `name` of the merged directory `dirs` (from `open_dir`)."""
+        return cls._top(dirs, name)
+
+    @classmethod
+    def descend(cls, dirs: list[int], name: str) -> list[int]:
+        """Fresh fds of the merged directory `name` below `dirs` ([] if it is not one)."""
+        return cls._descend(dirs, name)
+
+    @staticmethod
+    def listdir(dirs: list[int]) -> set[str]:
+        """The names visible in the merged directory `dirs` (whiteouts hide lower ones)."""
+        names: set[str] = set()
+        hidden: set[str] = set()
+        for fd in dirs:
+            for name in os.listdir(fd):
+                if name in names or name in hidden:
+                    continue
+                st = _lstat_at(fd, name)
+                if st is None:
+                    continue
+                (hidden if _is_whiteout(st) else names).add(name)
+        return names
+
     def _parent_dirs(self, parts: list[str]) -> list[int]:
         """Fresh fds of the merged directory holding `parts[-1]` ([] if it is not reachable)."""
         dirs = [os.dup(fd) for fd in self._roots]

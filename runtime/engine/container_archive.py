@@ -1,0 +1,202 @@
+"""`docker cp` (the /containers/{id}/archive endpoints) and the filesystem views they share.
+
+A running container is read and written through its own mount namespace
+(volumes and binds included); a created or exited one through a temporary
+overlay of its layers and upper dir, with its volumes and binds, mounted in
+the private namespace of a short-lived child (`containers.container_fs_view`).
+What is done inside the view is `containers.archive` (stat, tar out) and
+`containers.archive_extract` (tar in).
+
+Locking: the container's lock is held only to read its state, except while a
+tar is extracted into a stopped container: then it is held throughout, so a
+start cannot mount the same upper dir while the helper writes to it (bodies
+are bounded by the HTTP layer, so the wait is short).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from .. import path_scope
+from ..containers import archive, archive_extract
+from ..containers.container_fs_view import ContainerRoot, ViewMount, mounted_root, running_root
+from ..containers.user import UserLookupError, resolve_user
+from ..errors import Conflict, InvalidArgument, NotFound
+from .container_context import ContainerContext
+from .live import Live
+
+log = logging.getLogger(__name__)
+
+
+def open_view(ctx: ContainerContext, live: Live, writable: bool = False,
+              with_mounts: bool = True) -> ContainerRoot:
+    """The container's root as `docker cp` sees it (see the module docstring).
+
+    `with_mounts` False (export): the container's own files only, never its
+    volumes, so a running container is read through an overlay too.
+    """
+    with live.lock:
+        if live.removed or live.removing:
+            raise NotFound(f"No such container: {live.c.id}")
+        c = live.c
+        pid = c.state.pid if c.state.running else 0
+        mounts = [ViewMount(m["Source"], m["Destination"], not m.get("RW", True))
+                  for m in c.mounts if m.get("Type") in ("volume", "bind") and m.get("Source")]
+        image_id, cid = c.image_id, c.id
+    if pid and with_mounts:
+        root = running_root(pid)
+        with live.lock:
+            still = live.c.state.running and live.c.state.pid == pid
+        if still:
+            return root
+        root.close()   # it stopped meanwhile (the pid may be another's now): use its layers
+    try:
+        image = ctx.images.get(image_id)
+    except NotFound:
+        raise Conflict(f"image {image_id} of container {cid} was removed") from None
+    cdir = ctx.store.dir(cid)
+    return mounted_root(ctx.images.layer_dirs(image), cdir / "diff", cdir / "work",
+                        cdir / "archive-mnt", mounts if with_mounts else [], writable)
+
+
+class ClosingStream:
+    """Chunks of a tar, and what to release (the view) when they end, are closed, or the
+    stream is dropped unread (a client gone before the first chunk): a plain generator would
+    never run its `finally` then, and the view's helper would wait forever."""
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> ClosingStream:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+            release()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class ContainerArchiver:
+    """HEAD, GET and PUT of /containers/{id}/archive."""
+
+    def __init__(self, ctx: ContainerContext) -> None:
+        self._ctx = ctx
+
+    def stat(self, ref: str, path: str) -> archive.PathStat:
+        live = self._ctx.registry.lookup(ref)
+        _check_path(path)
+        with open_view(self._ctx, live) as root, archive.Source(root.fd, path, live.c.name) as source:
+            return source.stat
+
+    def get(self, ref: str, path: str) -> tuple[archive.PathStat, Iterator[bytes]]:
+        """The stat of `path` and its tar, streamed; the view stays open until the stream ends."""
+        live = self._ctx.registry.lookup(ref)
+        _check_path(path)
+        root = open_view(self._ctx, live)
+        try:
+            source = archive.Source(root.fd, path, live.c.name)
+        except BaseException:
+            root.close()
+            raise
+        try:
+            owners = archive.OwnerNames(root.fd)
+        except BaseException:
+            source.close()
+            root.close()
+            raise
+
+        def release() -> None:
+            source.close()
+            root.close()
+
+        chunks = archive.tar_stream(source.parent_fd, source.name, source.arcname, owners)
+        return source.stat, ClosingStream(chunks, release)
+
+    def put(self, ref: str, path: str, body: BinaryIO, no_overwrite_dir_non_dir: bool = False,
+            copy_uid_gid: bool = False) -> None:
+        """Extract the tar `body` at directory `path` (links followed in scope)."""
+        ctx = self._ctx
+        live = ctx.registry.lookup(ref)
+        _check_path(path)
+        with live.lock:
+            running = live.c.state.running
+        if running:
+            self._extract(live, path, body, no_overwrite_dir_non_dir, copy_uid_gid)
+        else:
+            with live.lock:
+                self._extract(live, path, body, no_overwrite_dir_non_dir, copy_uid_gid)
+        ctx.events.container(live.c, "extract-to-dir")
+
+    def _extract(self, live: Live, path: str, body: BinaryIO, no_overwrite_dir_non_dir: bool,
+                 copy_uid_gid: bool) -> None:
+        with open_view(self._ctx, live, writable=True) as root:
+            c = live.c
+            dest = archive_extract.resolve_destination(root.fd, path, c.name)
+            _check_writable(c.mounts, bool(c.host_config.get("ReadonlyRootfs")), dest)
+            chown_to = _container_user(root.fd, c.config.get("User") or "") if copy_uid_gid else None
+            archive_extract.Extractor(root.fd, dest, no_overwrite_dir_non_dir, chown_to).extract(body)
+
+
+def _check_path(path: str) -> None:
+    if not path:
+        raise InvalidArgument("Path cannot be empty")
+    path_scope.check(path, "path")
+
+
+def _check_writable(mounts: list[dict[str, object]], readonly_rootfs: bool, dest: str) -> None:
+    """As dockerd: a read-only volume or (outside any volume) a read-only root refuses the copy."""
+    best: dict[str, object] | None = None
+    for m in mounts:
+        target = str(m.get("Destination") or "")
+        inside = dest == target or dest.startswith(target.rstrip("/") + "/")
+        longer = best is None or len(target) > len(str(best.get("Destination") or ""))
+        if m.get("Type") in ("volume", "bind", "tmpfs") and inside and longer:
+            best = m
+    if best is not None:
+        if not best.get("RW", True):
+            raise InvalidArgument("mounted volume is marked read-only")
+        return
+    if readonly_rootfs:
+        raise InvalidArgument("container rootfs is marked read-only")
+
+
+def _container_user(root_fd: int, user: str) -> tuple[int, int] | None:
+    """copyUIDGID: the container's Config.User as uid/gid from its own /etc/passwd and /etc/group."""
+    if not user:
+        return None   # dockerd keeps the archive's owners when the container runs as root
+    fds = []
+    try:
+        paths = []
+        for name in ("/etc/passwd", "/etc/group"):
+            try:
+                fd = path_scope.open_in_root(root_fd, name)
+            except OSError:
+                paths.append("/nonexistent")
+                continue
+            fds.append(fd)
+            paths.append(path_scope.fd_path(fd))
+        try:
+            found = resolve_user(user, paths[0], paths[1])
+        except UserLookupError as err:
+            raise InvalidArgument(str(err)) from None
+        return found.uid, found.gid
+    finally:
+        for fd in fds:
+            os.close(fd)
