@@ -30,6 +30,8 @@ from .live import Live
 
 log = logging.getLogger(__name__)
 
+_ETC_FILES = ("hostname", "hosts", "resolv.conf")   # what networks.etc_files writes in the container dir
+
 
 def open_view(ctx: ContainerContext, live: Live, writable: bool = False,
               with_mounts: bool = True) -> ContainerRoot:
@@ -58,8 +60,14 @@ def open_view(ctx: ContainerContext, live: Live, writable: bool = False,
     except NotFound:
         raise Conflict(f"image {image_id} of container {cid} was removed") from None
     cdir = ctx.store.dir(cid)
+    if not with_mounts:
+        mounts = []
+    else:
+        # The engine's /etc files of the last run come first, as when it runs (containers.rootfs).
+        mounts = [ViewMount(str(cdir / name), f"/etc/{name}") for name in _ETC_FILES
+                  if (cdir / name).is_file()] + mounts
     return mounted_root(ctx.images.layer_dirs(image), cdir / "diff", cdir / "work",
-                        cdir / "archive-mnt", mounts if with_mounts else [], writable)
+                        cdir / "archive-mnt", mounts, writable)
 
 
 class ClosingStream:

@@ -310,8 +310,30 @@ def test_cp_in_and_out_of_created_and_exited_containers(agent, engines, test_ima
         assert [e[0] for e in entries] == ["out"]
         assert b"done" in ours.cp_out(name, "/tmp/out")
         assert "archive-mnt" not in Path("/proc/self/mountinfo").read_text()
+        # The engine's /etc/hosts of the last run, as dockerd shows it for a stopped container.
+        hosts = ours.cp_out(name, "/etc/hosts")
+        assert b"localhost" in hosts
     finally:
         ours.docker("rm", "-f", "-v", name)
+
+
+def test_cp_archive_mode_gives_files_to_the_containers_user(engines, test_images, tmp_path):
+    """`docker cp -a` (copyUIDGID): the container's User, looked up in its own /etc/passwd
+    (the test image's "app" is 1000:1000); without -a the archive's owners are kept."""
+    ours = engines[0]
+    name = _name()
+    _ok(ours.docker("create", "--name", name, "--user", "app", test_images["busybox"], "true"))
+    try:
+        src = tmp_path / "owned.txt"
+        src.write_text("x")
+        os.chown(src, 1234, 5678)
+        _ok(ours.docker("cp", "-a", str(src), f"{name}:/tmp/with-a.txt"))
+        _ok(ours.docker("cp", str(src), f"{name}:/tmp/without-a.txt"))
+        owners = {e[0]: (e[3], e[4]) for e in _tar_entries(ours.cp_out(name, "/tmp/."))}
+        assert owners["./with-a.txt"] == (1000, 1000)
+        assert owners["./without-a.txt"] == (1234, 5678)
+    finally:
+        ours.docker("rm", "-f", name)
 
 
 def test_cp_into_a_read_only_volume_is_refused(engines, test_images, tmp_path):
