@@ -30,6 +30,7 @@ from .live import Live
 
 log = logging.getLogger(__name__)
 
+START_WAIT = 30.0   # seconds a copy waits for a start in progress
 _ETC_FILES = ("hostname", "hosts", "resolv.conf")   # what networks.etc_files writes in the container dir
 
 
@@ -41,6 +42,8 @@ def open_view(ctx: ContainerContext, live: Live, writable: bool = False,
     volumes, so a running container is read through an overlay too.
     """
     with live.lock:
+        # A start in progress has no pid yet but is mounting the upper dir: let it finish.
+        live.changed.wait_for(lambda: not live.starting, START_WAIT)
         if live.removed or live.removing:
             raise NotFound(f"No such container: {live.c.id}")
         c = live.c
