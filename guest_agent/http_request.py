@@ -3,7 +3,8 @@
 The request line, headers and body (by Content-Length or chunked) are read here
 from the connection's buffered reader, with limits on each, and refused with
 `BadRequest` (the server answers and closes the connection, since where the next
-request starts is unknown) or `BodyTooLarge`. JSON bodies are decoded as strictly
+request starts is unknown) or `BodyTooLarge`; a route marked `streams_body` gets
+its body as a `BodyStream` instead, read as it arrives. JSON bodies are decoded as strictly
 as Go's decoder does; query values are typed by `Request`. Standard library only,
 and light: the agent imports this before it can answer anything (see `http_server`).
 """
@@ -19,8 +20,8 @@ if TYPE_CHECKING:  # names for annotations only: importing typing costs ~0.2 s o
     from io import BufferedIOBase
     from typing import Any
 
-# No endpoint we serve takes big bodies (builds and image loads are not supported):
-# refuse rather than buffer them in memory.
+# Bodies are buffered in memory up to this size and refused beyond it; a route that takes
+# archives of any size (`docker cp` in) is marked `streams_body` and reads them as they arrive.
 MAX_BODY = 16 * 1024 * 1024
 
 MAX_LINE = 65536
@@ -81,7 +82,7 @@ class Request:
 
     def __init__(self, method: str, path: str, query: dict[str, list[str]], headers: Headers,
                  body: bytes, api_version: tuple[int, int] | None = None,
-                 params: dict[str, str] | None = None) -> None:
+                 params: dict[str, str] | None = None, stream: BodyStream | None = None) -> None:
         self.method = method
         self.path = path
         self.query = query
@@ -89,6 +90,7 @@ class Request:
         self.body = body
         self.api_version = api_version
         self.params = params if params is not None else {}
+        self.stream = stream    # the body as it arrives, for a handler marked `streams_body`
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """The last value of query parameter `name`, or `default`."""
@@ -252,3 +254,85 @@ def _read_chunked_body(rfile: BufferedIOBase) -> bytes:
         end = rfile.readline(3)
         if end not in (b"\r\n", b"\n"):
             raise BadRequest("invalid chunked request body: missing CRLF after a chunk")
+
+
+def streams_body(handler: Any) -> Any:
+    """Mark a route handler that reads its body from `request.stream` as it arrives (archives:
+    `docker cp` into a container), with no MAX_BODY limit, instead of from `request.body`."""
+    handler.__dict__["streams_body"] = True
+    return handler
+
+
+class BodyStream:
+    """A request body read as it arrives, by Content-Length or chunked: `read(n)` as a file's.
+
+    BadRequest when the framing breaks or the client stalls (408); `drain` reads
+    what the handler left, so the connection can serve the next request.
+    """
+
+    def __init__(self, rfile: BufferedIOBase, headers: Headers) -> None:
+        self._rfile = rfile
+        encoding = (headers.get("Transfer-Encoding") or "").strip().lower()
+        self._chunked = bool(encoding)
+        self._left = 0            # bytes left in the body (Content-Length) or in the current chunk
+        self._done = False
+        if encoding:
+            if encoding != "chunked":
+                raise BadRequest(f"unsupported transfer encoding: {encoding[:40]!r}", 501)
+            return
+        length = (headers.get("Content-Length") or "0").strip()
+        if not (length.isascii() and length.isdigit()):
+            raise BadRequest(f"invalid Content-Length: {length[:40]!r}")
+        self._left = int(length)
+        self._done = self._left == 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        if self._done or size == 0:
+            return b""
+        if self._chunked and self._left == 0 and not self._next_chunk():
+            return b""
+        try:
+            data = self._rfile.read1(min(size, self._left))
+        except TimeoutError:
+            raise BadRequest("request body stalled", 408) from None
+        if not data:
+            raise BadRequest("request body ended early")
+        self._left -= len(data)
+        if self._left == 0:
+            if self._chunked:
+                if self._rfile.readline(3) not in (b"\r\n", b"\n"):
+                    raise BadRequest("invalid chunked request body: missing CRLF after a chunk")
+            else:
+                self._done = True
+        return data
+
+    def _next_chunk(self) -> bool:
+        """Read the next chunk's size line; False after the last (empty) chunk and trailers."""
+        line = self._rfile.readline(MAX_LINE + 1)
+        if not line.endswith(b"\n") or len(line) > MAX_LINE:
+            raise BadRequest("chunked request body ended before its last chunk")
+        text = line.split(b";", 1)[0].strip()
+        if not text or len(text) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in text):
+            raise BadRequest(f"invalid chunked request body: bad chunk size {text[:20]!r}")
+        self._left = int(text, 16)
+        if self._left:
+            return True
+        for _ in range(_MAX_HEADERS + 1):   # trailers (usually none) end with an empty line
+            line = self._rfile.readline(MAX_LINE + 1)
+            if line in (b"\r\n", b"\n"):
+                self._done = True
+                return False
+            if not line.endswith(b"\n"):
+                raise BadRequest("chunked request body ended inside its trailers")
+        raise BadRequest("invalid chunked request body: too many trailers", 431)
+
+    def drain(self, limit: int = MAX_BODY) -> bool:
+        """Read and drop up to `limit` bytes of what is left; whether the body has ended."""
+        while limit > 0:
+            data = self.read(min(1 << 16, limit))
+            if not data:
+                return True
+            limit -= len(data)
+        return self._done

@@ -32,6 +32,7 @@ from .http_request import (
     MAX_BODY,
     MAX_LINE,
     BadRequest,
+    BodyStream,
     BodyTooLarge,
     Request,
     parse_request_line,
@@ -307,17 +308,22 @@ class _RequestHandler(socketserver.StreamRequestHandler):
         log.debug("<- %s %s (connection %x)", self.command, self.path, id(self.connection))
         url = urlsplit(self.path)
         request: Request | None = None
+        stream: BodyStream | None = None
         try:
-            try:
-                body = read_body(self.rfile, self.headers)
-            except TimeoutError:
-                raise BadRequest(f"request body not complete after {REQUEST_READ_TIMEOUT:g}s",
-                                  408) from None
-            self.connection.settimeout(None)   # handlers may wait or stream for as long as they need
+            if self._streams_body(url.path):
+                stream = BodyStream(self.rfile, self.headers)   # read per recv, with its timeout
+                body = b""
+            else:
+                try:
+                    body = read_body(self.rfile, self.headers)
+                except TimeoutError:
+                    raise BadRequest(f"request body not complete after {REQUEST_READ_TIMEOUT:g}s",
+                                      408) from None
+                self.connection.settimeout(None)   # handlers may wait or stream for as long as they need
             path, version = split_version(url.path)
             request = Request(method=self.command, path=path,
                               query=parse_qs(url.query, keep_blank_values=True),
-                              headers=self.headers, body=body, api_version=version)
+                              headers=self.headers, body=body, api_version=version, stream=stream)
             handler, params, path_known = self.server.router.resolve(self.command, path)
             if handler is None and self.command == "HEAD":
                 handler, params, path_known = self.server.router.resolve("GET", path)
@@ -326,7 +332,15 @@ class _RequestHandler(socketserver.StreamRequestHandler):
                     return json_response({"message": f"method {self.command} not allowed for {path}"}, 405)
                 return json_response({"message": "page not found"}, 404)
             request.params = params
-            return handler(request)
+            try:
+                return handler(request)
+            finally:
+                if stream is not None:
+                    # What the handler left (it failed half-way) is read, so the client sees
+                    # the answer and the connection can serve on; past a limit it closes.
+                    if not stream.drain():
+                        self.close_connection = True
+                    self.connection.settimeout(None)
         except _ClientGone:
             raise
         except BadRequest as err:
@@ -343,6 +357,15 @@ class _RequestHandler(socketserver.StreamRequestHandler):
             if status == 304:
                 return empty_response(304)
             return json_response({"message": message}, status)
+
+    def _streams_body(self, raw_path: str) -> bool:
+        """Whether the route for this request reads its body as it arrives (`streams_body`)."""
+        try:
+            path, _ = split_version(raw_path)
+        except InvalidArgument:
+            return False
+        handler, _, _ = self.server.router.resolve(self.command, path)
+        return bool(getattr(handler, "streams_body", False))
 
     # -- response -------------------------------------------------------------
     def _start(self, status: int, content_type: str | None, headers: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ from runtime.errors import InvalidArgument
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard
-from .http_request import Request
+from .http_request import Request, streams_body
 from .http_response import (
     MULTIPLEXED_STREAM,
     RAW_STREAM,
@@ -261,9 +261,10 @@ class ContainerRoutes:
         return StreamResponse(chunks=chunks or (), content_type="application/x-tar",
                               headers={PATH_STAT_HEADER: _stat_header(stat)})
 
+    @streams_body
     def archive_put(self, request: Request) -> Response:
         self.engine.containers.extract(
-            request.params["id"], self._path_arg(request), io.BytesIO(request.body),
+            request.params["id"], self._path_arg(request), request.stream or io.BytesIO(request.body),
             no_overwrite_dir_non_dir=request.bool_arg("noOverwriteDirNonDir"),
             copy_uid_gid=request.bool_arg("copyUIDGID"))
         return Response(status=200, body=b"", content_type=None)

@@ -25,10 +25,11 @@ tar or in the container can make a write land outside the container's root.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import tarfile
-from typing import BinaryIO
+from typing import Any, Protocol
 
 from .. import path_scope
 from ..errors import InvalidArgument, NotFound
@@ -36,6 +37,29 @@ from ..errors import InvalidArgument, NotFound
 _COPY_CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Readable(Protocol):
+    """Where a tar comes from: a file, or a request body read as it arrives."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _RawSource(io.RawIOBase):
+    """A `Readable` as the raw stream a buffered reader (which tarfile takes) reads from."""
+
+    def __init__(self, source: Readable) -> None:
+        super().__init__()
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:   # any writable buffer, as io's own
+        view = memoryview(buffer).cast("B")
+        data = self._source.read(len(view))
+        view[:len(data)] = data
+        return len(data)
 
 
 def resolve_destination(root_fd: int, path: str, container: str) -> str:
@@ -69,9 +93,9 @@ class Extractor:
         self.chown_to = chown_to
         self._dir_times: list[tuple[str, int]] = []
 
-    def extract(self, stream: BinaryIO) -> None:
+    def extract(self, stream: Readable) -> None:
         try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            with tarfile.open(fileobj=io.BufferedReader(_RawSource(stream), 1 << 16), mode="r|*") as tar:
                 for member in tar:
                     self._entry(tar, member)
         except (tarfile.TarError, EOFError) as err:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
 
 from .. import path_scope
 from ..containers import archive, archive_extract
+from ..containers.archive_extract import Readable
 from ..containers.container_fs_view import ContainerRoot, ViewMount, mounted_root, running_root
 from ..containers.user import UserLookupError, resolve_user
 from ..errors import Conflict, InvalidArgument, NotFound
@@ -140,7 +140,7 @@ class ContainerArchiver:
         chunks = archive.tar_stream(source.parent_fd, source.name, source.arcname, owners)
         return source.stat, ClosingStream(chunks, release)
 
-    def put(self, ref: str, path: str, body: BinaryIO, no_overwrite_dir_non_dir: bool = False,
+    def put(self, ref: str, path: str, body: Readable, no_overwrite_dir_non_dir: bool = False,
             copy_uid_gid: bool = False) -> None:
         """Extract the tar `body` at directory `path` (links followed in scope)."""
         ctx = self._ctx
@@ -155,7 +155,7 @@ class ContainerArchiver:
                 self._extract(live, path, body, no_overwrite_dir_non_dir, copy_uid_gid)
         ctx.events.container(live.c, "extract-to-dir")
 
-    def _extract(self, live: Live, path: str, body: BinaryIO, no_overwrite_dir_non_dir: bool,
+    def _extract(self, live: Live, path: str, body: Readable, no_overwrite_dir_non_dir: bool,
                  copy_uid_gid: bool) -> None:
         with open_view(self._ctx, live, writable=True) as root:
             c = live.c

@@ -5,9 +5,10 @@ from __future__ import annotations
 import builtins
 import threading
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..containers.archive import PathStat
+from ..containers.archive_extract import Readable
 from ..containers.log_store import LogRecord
 from ..containers.stdio import AttachSession
 from ..errors import InvalidArgument, NotModified
@@ -80,7 +81,7 @@ class ContainerService:
             return self._archiver.stat(ref, path), None
         return self._archiver.get(ref, path)
 
-    def extract(self, ref: str, path: str, body: BinaryIO, no_overwrite_dir_non_dir: bool = False,
+    def extract(self, ref: str, path: str, body: Readable, no_overwrite_dir_non_dir: bool = False,
                 copy_uid_gid: bool = False) -> None:
         """Unpack a tar at a directory of the container (PUT archive)."""
         self._archiver.put(ref, path, body, no_overwrite_dir_non_dir, copy_uid_gid)

@@ -10,6 +10,7 @@ outside the engine's root, and export is checked by importing it into dockerd.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.support.agent import DOCKER_CLI, http_request
+from tests.support.agent import DOCKER_CLI, UnixHTTPConnection, http_request
 from tests.support.waiting import poll
 
 Docker = Callable[..., subprocess.CompletedProcess]
@@ -252,6 +253,36 @@ def test_crafted_tars_land_where_dockerd_puts_them(engines, scenario):
         assert outcome["dockyard"] == outcome["dockerd"], label
         if label == "dotdot":
             assert outcome["dockyard"][0] is False
+
+
+def test_cp_in_of_a_file_bigger_than_a_request_body_may_be(engines, scenario, tmp_path):
+    """The archive is read as it arrives (the agent keeps other bodies to 16 MiB in memory)."""
+    from guest_agent.http_request import MAX_BODY
+    ours = engines[0]
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(MAX_BODY + (4 << 20)))
+    _ok(ours.docker("cp", str(big), f"{scenario['dockyard']}:/tmp/big.bin", timeout=180))
+    inside = _ok(ours.docker("exec", scenario["dockyard"], "md5sum", "/tmp/big.bin")).split()[0]
+    assert inside == hashlib.md5(big.read_bytes()).hexdigest()
+    ours.docker("exec", scenario["dockyard"], "rm", "/tmp/big.bin")
+
+
+def test_a_refused_archive_leaves_the_connection_usable(engines, scenario):
+    """A tar refused at its first entry is still read to its end: the client gets the 400 and
+    the keep-alive connection serves the next request."""
+    ours = engines[0]
+    body = _crafted_tar([("../escaped-early", "file", "x"), ("later", "file", "y" * (1 << 20))])
+    conn = UnixHTTPConnection(ours.socket)
+    try:
+        conn.request("PUT", f"/v1.41/containers/{scenario['dockyard']}/archive?path=/tmp", body=iter([body]),
+                     encode_chunked=True)
+        response = conn.getresponse()
+        assert response.status == 400 and b"outside" in response.read()
+        conn.request("GET", "/_ping")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"OK")
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------- escapes
