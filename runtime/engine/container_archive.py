@@ -1,16 +1,17 @@
 """`docker cp` (the /containers/{id}/archive endpoints) and the filesystem views they share.
 
-A running container is read and written through its own mount namespace
-(volumes and binds included); a created or exited one through a temporary
-overlay of its layers and upper dir, with its volumes and binds, mounted in
-the private namespace of a short-lived child (`containers.container_fs_view`).
-What is done inside the view is `containers.archive` (stat, tar out) and
-`containers.archive_extract` (tar in).
+A running container is read and written through a private copy of its own
+mount namespace (its root with its volumes, binds and /etc files; its /proc,
+/sys, /dev and tmpfs mounts taken off, as dockerd's cp never sees them); a
+created or exited one through a temporary overlay of its layers and upper dir
+with the same mounts, in the private namespace of a short-lived helper
+(`containers.container_fs_view`). What is done inside the view is
+`containers.archive` (stat, tar out) and `containers.archive_extract` (tar in).
 
-Locking: the container's lock is held only to read its state, except while a
-tar is extracted into a stopped container: then it is held throughout, so a
-start cannot mount the same upper dir while the helper writes to it (bodies
-are bounded by the HTTP layer, so the wait is short).
+Locking: the container's lock is held only to read its state. While a tar is
+extracted into a stopped container, `live.copying` makes a start refuse
+(overlayfs does not allow two mounts on one upper dir), and a copy waits for a
+start in progress.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..containers import archive, archive_extract
 from ..containers.archive_extract import Readable
 from ..containers.container_fs_view import ContainerRoot, ViewMount, mounted_root, running_root
 from ..containers.user import UserLookupError, resolve_user
-from ..errors import Conflict, InvalidArgument, NotFound
+from ..errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
 from .container_context import ContainerContext
 from .live import Live
 
@@ -39,7 +40,7 @@ def open_view(ctx: ContainerContext, live: Live, writable: bool = False,
     """The container's root as `docker cp` sees it (see the module docstring).
 
     `with_mounts` False (export): the container's own files only, never its
-    volumes, so a running container is read through an overlay too.
+    volumes, binds or the engine's /etc files.
     """
     with live.lock:
         # A start in progress has no pid yet but is mounting the upper dir: let it finish.
@@ -51,13 +52,21 @@ def open_view(ctx: ContainerContext, live: Live, writable: bool = False,
         mounts = [ViewMount(m["Source"], m["Destination"], not m.get("RW", True))
                   for m in c.mounts if m.get("Type") in ("volume", "bind") and m.get("Source")]
         image_id, cid = c.image_id, c.id
-    if pid and with_mounts:
-        root = running_root(pid)
+    if pid:
+        targets = [m.target for m in mounts] + [f"/etc/{name}" for name in _ETC_FILES] if with_mounts else []
+        try:
+            root: ContainerRoot | None = running_root(pid, _resolved(pid, targets))
+        except RuntimeFailure:
+            root = None
         with live.lock:
             still = live.c.state.running and live.c.state.pid == pid
-        if still:
+        if still and root is not None:
             return root
-        root.close()   # it stopped meanwhile (the pid may be another's now): use its layers
+        if root is not None:
+            root.close()
+        if still:
+            raise RuntimeFailure(f"cannot open the filesystem of container {cid}")
+        # It stopped meanwhile (the pid may be another's now): its layers are the view.
     try:
         image = ctx.images.get(image_id)
     except NotFound:
@@ -71,6 +80,19 @@ def open_view(ctx: ContainerContext, live: Live, writable: bool = False,
                   if (cdir / name).is_file()] + mounts
     return mounted_root(ctx.images.layer_dirs(image), cdir / "diff", cdir / "work",
                         cdir / "archive-mnt", mounts, writable)
+
+
+def _resolved(pid: int, targets: list[str]) -> list[str]:
+    """Where the mount targets are in the running container (links followed in scope, as the
+    mounts were made), for `running_root` to keep."""
+    try:
+        root_fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return []   # gone already: the caller finds it stopped and uses its layers
+    try:
+        return ["/" + "/".join(path_scope.resolve_in_root(root_fd, t)) for t in targets]
+    finally:
+        os.close(root_fd)
 
 
 class ClosingStream:
@@ -147,12 +169,16 @@ class ContainerArchiver:
         live = ctx.registry.lookup(ref)
         _check_path(path)
         with live.lock:
-            running = live.c.state.running
-        if running:
+            live.changed.wait_for(lambda: not live.starting, START_WAIT)
+            stopped = not live.c.state.running
+            if stopped:
+                live.copying += 1   # a start meanwhile is refused (container_run)
+        try:
             self._extract(live, path, body, no_overwrite_dir_non_dir, copy_uid_gid)
-        else:
-            with live.lock:
-                self._extract(live, path, body, no_overwrite_dir_non_dir, copy_uid_gid)
+        finally:
+            if stopped:
+                with live.lock:
+                    live.copying -= 1
         ctx.events.container(live.c, "extract-to-dir")
 
     def _extract(self, live: Live, path: str, body: Readable, no_overwrite_dir_non_dir: bool,

@@ -74,6 +74,10 @@ class ContainerRunner:
                 raise Conflict(f"container {c.id} is marked for removal and cannot be started")
             if c.state.running or live.starting:
                 raise NotModified(f"container {c.id} is already running")
+            if live.copying:
+                # Its upper dir is mounted by the copy's helper; two overlays on one upper dir
+                # are undefined behaviour in overlayfs.
+                raise Conflict(f"container {c.id} cannot start while files are copied into it")
             if live.restart_timer is not None:
                 live.restart_timer.cancel()
                 live.restart_timer = None

@@ -45,6 +45,7 @@ class Live:
         self.started_mono = 0.0
         self.volume_names: list[str] = []
         self.link_env: list[str] = []      # of the current run's --link targets (execs get them too)
+        self.copying = 0                   # `docker cp` writes in the stopped container's upper dir
 
     def active(self) -> bool:
         """Running, starting or about to restart: a "not-running" wait must block."""

@@ -172,6 +172,23 @@ def test_cp_out_matches_dockerd(engines, scenario):
         assert tars["dockyard"] == tars["dockerd"], path
 
 
+def test_cp_of_a_running_container_sees_its_volumes_but_not_its_kernel_or_tmpfs_mounts(engines, test_images):
+    """As dockerd: the root, volumes and /etc files; /proc, /sys, /dev and tmpfs mounts are the
+    container's own and not in the copy's view (their mount points are empty)."""
+    script = "echo tmp > /scratch/in-tmpfs && echo vol > /vol/in-volume && touch /ready"
+    seen = {}
+    for e in engines:
+        name = e.scenario(test_images["busybox"], script, "--tmpfs", "/scratch", "-v", "/vol")
+        try:
+            seen[e.label] = {path: e.request("HEAD", f"/containers/{name}/archive?path={path}")[0]
+                             for path in ("/scratch/in-tmpfs", "/vol/in-volume", "/proc/1/status",
+                                          "/sys/kernel", "/dev/null", "/etc/hosts")}
+        finally:
+            e.docker("rm", "-f", "-v", name)
+    assert seen["dockyard"]["/vol/in-volume"] == 200 and seen["dockyard"]["/proc/1/status"] == 404
+    assert seen["dockyard"] == seen["dockerd"]
+
+
 def test_cp_out_to_a_directory_follows_links_with_L_as_dockerd(engines, scenario, tmp_path):
     results = {}
     for e in engines:
