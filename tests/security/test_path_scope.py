@@ -100,6 +100,30 @@ def test_open_in_root_creates_inside(tree, resolver) -> None:
     assert sorted(os.listdir(tree["outside"])) == ["secret"]
 
 
+def test_cp_lookups_keep_the_last_link_and_resolve_in_scope(tree, resolver) -> None:
+    """docker cp's rules: the directories are followed in scope, the last name is not; the
+    stat's linkTarget is the fully resolved path, still inside the root."""
+    root_fd = os.open(tree["root"], os.O_PATH | os.O_DIRECTORY)
+    try:
+        parent, name = path_scope.open_parent_in_root(root_fd, "/ab/abs")     # ab -> /a/b
+        assert (_where(parent), name) == (str(tree["root"] / "a" / "b"), "abs")
+        parent, name = path_scope.open_parent_in_root(root_fd, "/ab/../abs")  # cleaned first, as dockerd
+        assert (_where(parent), name) == (str(tree["root"]), "abs")
+        parent, name = path_scope.open_parent_in_root(root_fd, "/")
+        assert (_where(parent), name) == (str(tree["root"]), "")
+        with pytest.raises(FileNotFoundError):
+            path_scope.open_parent_in_root(root_fd, "/abs/secret")
+        parent, name = path_scope.open_parent_in_root(root_fd, "/abs/new/file", create=True)
+        assert (_where(parent), name) == (str(tree["root"] / str(tree["outside"]).lstrip("/") / "new"), "file")
+        assert path_scope.resolve_in_root(root_fd, "/a/rel/secret") == [
+            *str(tree["outside"]).strip("/").split("/"), "secret"]
+        # ".." after a link climbs from where the link led (FollowSymlinkInScope), not lexically.
+        assert path_scope.resolve_in_root(root_fd, "/ab/../ab") == ["a", "ab"]
+    finally:
+        os.close(root_fd)
+    assert sorted(os.listdir(tree["outside"])) == ["secret"]
+
+
 def test_open_beneath_follows_nothing(tree) -> None:
     root_fd = os.open(tree["root"], os.O_RDONLY | os.O_DIRECTORY)
     try:
