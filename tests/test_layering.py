@@ -113,6 +113,23 @@ def layering_violations(root: Path) -> list[str]:
     return bad
 
 
+QT_MODULES = {"PySide6", "PyQt5", "PyQt6", "shiboken6"}
+
+
+def qt_outside_desktop_ui(root: Path) -> list[str]:
+    """Every Qt import outside desktop/ui: the engine and machine code stay Qt-free."""
+    bad: list[str] = []
+    for package in ("runtime", "guest_agent", "desktop", "vmimage", "bench"):
+        if not (root / package).is_dir():
+            continue
+        for path in sources(root, package):
+            if path.relative_to(root).parts[:2] == ("desktop", "ui"):
+                continue
+            bad += [f"{imp.path.relative_to(root)}:{imp.line}: Qt outside desktop/ui: {imp.module}"
+                    for imp in imports_of(path, root) if imp.module.split(".")[0] in QT_MODULES]
+    return bad
+
+
 def _runtime_rule_broken(importer: str, imported: str, root: Path) -> list[str]:
     own = runtime_package(importer, root)
     other = runtime_package(imported, root)
@@ -131,6 +148,19 @@ def _runtime_rule_broken(importer: str, imported: str, root: Path) -> list[str]:
 def test_runtime_and_guest_agent_keep_their_layers() -> None:
     bad = layering_violations(REPO)
     assert not bad, "\n".join(bad)
+
+
+def test_only_desktop_ui_imports_qt() -> None:
+    bad = qt_outside_desktop_ui(REPO)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_qt_checker_finds_qt_outside_desktop_ui(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"desktop/__init__.py": "", "desktop/ui/__init__.py": "",
+                            "desktop/ui/window.py": "from PySide6.QtWidgets import QWidget\n",
+                            "desktop/exec_session.py": "def f():\n    from PySide6 import QtCore\n"})
+    assert qt_outside_desktop_ui(root) == ["desktop/exec_session.py:2: Qt outside desktop/ui: PySide6",
+                                           "desktop/exec_session.py:2: Qt outside desktop/ui: PySide6.QtCore"]
 
 
 def test_every_runtime_package_has_its_layer_listed() -> None:

@@ -1,0 +1,1 @@
+"""The desktop app's Qt code: tray, dashboard and their widgets (the only package that imports Qt)."""
