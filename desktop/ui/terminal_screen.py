@@ -2,18 +2,23 @@
 
 pyte keeps the character grid, the cursor and the modes; this adds the replies a
 program asks the terminal for (cursor position, device attributes), a resize that
-keeps the cursor's line on screen, and the modes the key mapping needs to know.
+keeps the cursor's line on screen, the modes the key mapping needs to know, and
+the scrollback: lines that scroll off the top of the whole screen are kept.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import pyte
+from pyte.screens import Margins
 
 # pyte stores private modes (ESC [ ? n h) shifted left by 5 bits.
 DECCKM = 1 << 5                 # application cursor keys
 BRACKETED_PASTE = 2004 << 5
+SCROLLBACK_LINES = 5000
 
 
 class TerminalScreen(pyte.Screen):
@@ -23,6 +28,8 @@ class TerminalScreen(pyte.Screen):
         super().__init__(columns, lines)
         self._reply = reply
         self.title_changed: Callable[[str], None] = lambda title: None
+        self.history: deque[Any] = deque(maxlen=SCROLLBACK_LINES)   # pyte lines, oldest first
+        self.scrolled_off = 0      # lines ever added to the history (it may have dropped some)
 
     def write_process_input(self, data: str) -> None:
         self._reply(data.encode())
@@ -30,6 +37,23 @@ class TerminalScreen(pyte.Screen):
     def set_title(self, param: str) -> None:
         super().set_title(param)
         self.title_changed(param)
+
+    def index(self) -> None:
+        # A line leaves the screen for good only when the whole screen scrolls (not a
+        # program's scrolling region, as in a full-screen editor).
+        top, bottom = self.margins or Margins(0, self.lines - 1)
+        if self.cursor.y == bottom and top == 0 and bottom == self.lines - 1:
+            self._keep(self.buffer[0])
+        super().index()
+
+    def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
+        super().erase_in_display(how, *args, **kwargs)
+        if how == 3:    # xterm's "erase saved lines" (what `clear` sends)
+            self.history.clear()
+
+    def _keep(self, line: Any) -> None:
+        self.history.append(line)
+        self.scrolled_off += 1
 
     @property
     def application_cursor(self) -> bool:
@@ -49,6 +73,8 @@ class TerminalScreen(pyte.Screen):
         lines = lines or self.lines
         if lines < self.lines:
             drop = max(0, self.cursor.y - (lines - 1))
+            for y in range(drop):
+                self._keep(self.buffer[y])
             kept = {y - drop: line for y, line in self.buffer.items() if drop <= y < drop + lines}
             self.buffer.clear()
             self.buffer.update(kept)

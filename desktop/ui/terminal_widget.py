@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyte
-from PySide6.QtCore import QPointF, QRectF, QSize, QSizeF, Qt, QTimer, Signal
+from PySide6.QtCore import QRectF, QSize, QSizeF, Qt, QTimer, Signal
 from PySide6.QtGui import (
-    QColor,
     QFont,
     QFontDatabase,
     QFontMetricsF,
@@ -27,12 +26,14 @@ from PySide6.QtGui import (
     QPainter,
     QPaintEvent,
     QResizeEvent,
+    QWheelEvent,
 )
 from PySide6.QtWidgets import QApplication, QMenu, QWidget
 
 from desktop.exec_session import DEFAULT_COMMAND, ExecSession
 
 from .terminal_keys import key_bytes, paste_bytes
+from .terminal_painter import BACKGROUND, MARGIN, paint_cursor, paint_row
 from .terminal_screen import TerminalScreen
 
 log = logging.getLogger(__name__)
@@ -43,38 +44,8 @@ FEED_SLICE = 16 * 1024
 # Output waiting for the UI beyond which the reader thread stops reading, as a terminal
 # stops reading its pty: `yes` slows down instead of filling memory.
 MAX_PENDING = 256 * 1024
-MARGIN = 4
-
-BACKGROUND = QColor("#1e1e1e")
-FOREGROUND = QColor("#d4d4d4")
-# xterm's 16 colours as pyte names them ("brown" is yellow; pyte misspells one bright name).
-PALETTE = {
-    "black": "#000000", "red": "#cd3131", "green": "#0dbc79", "brown": "#e5e510",
-    "blue": "#2472c8", "magenta": "#bc3fbc", "cyan": "#11a8cd", "white": "#e5e5e5",
-    "brightblack": "#666666", "brightred": "#f14c4c", "brightgreen": "#23d18b",
-    "brightbrown": "#f5f543", "brightblue": "#3b8eea", "brightmagenta": "#d670d6",
-    "bfightmagenta": "#d670d6", "brightcyan": "#29b8db", "brightwhite": "#ffffff",
-}
-_COLOURS = {name: QColor(value) for name, value in PALETTE.items()}
-
-
-def colour(name: str, default: QColor) -> QColor:
-    """A pyte colour (a palette name, "default", or "rrggbb" for 256 and true colours)."""
-    if name == "default":
-        return default
-    known = _COLOURS.get(name)
-    if known is not None:
-        return known
-    if len(name) == 6:
-        try:
-            value = QColor(f"#{name}")
-        except ValueError:
-            return default
-        _COLOURS[name] = value
-        return value
-    return default
-
-
+WHEEL_LINES = 3
+_PAGE_KEYS = {Qt.Key.Key_PageUp: 1, Qt.Key.Key_PageDown: -1}   # with Shift: scroll the history
 class TerminalWidget(QWidget):
     """A terminal screen on an `ExecSession`: keys in, rendered output out.
 
@@ -108,6 +79,7 @@ class TerminalWidget(QWidget):
         self.stream = pyte.ByteStream(self.term)
         self._pending = bytearray()
         self._painted_cursor_line = 0
+        self.scroll_offset = 0         # rows scrolled back into the history
         self._pending_lock = threading.Lock()
         self._drained = threading.Condition(self._pending_lock)
         self._output_ready.connect(self._feed_pending, Qt.ConnectionType.QueuedConnection)
@@ -163,14 +135,18 @@ class TerminalWidget(QWidget):
         except RuntimeError:   # the widget was deleted while the session still ran
             pass
 
-    def _feed_pending(self) -> None:
+    def _feed_pending(self, limit: int | None = FEED_SLICE) -> None:
+        """Feed pyte up to `limit` bytes of the backlog (all with None), and come back for more."""
         with self._drained:
-            chunk = bytes(self._pending[:FEED_SLICE])
-            del self._pending[:FEED_SLICE]
+            chunk = bytes(self._pending[:limit])
+            del self._pending[:limit]
             more = bool(self._pending)
             self._drained.notify_all()
         if chunk:
+            pushed = self.term.scrolled_off
             self.stream.feed(chunk)
+            if self.scroll_offset:   # keep the lines being read where they are
+                self.scroll_to(self.scroll_offset + self.term.scrolled_off - pushed)
             self._update_dirty()
         if more:
             QTimer.singleShot(0, self._feed_pending)
@@ -180,24 +156,17 @@ class TerminalWidget(QWidget):
             self.session.write(data)
 
     def _on_exited(self, code: int | None) -> None:
-        self._feed_pending_all()
+        self._feed_pending(None)
         self.exit_code = code
         shown = "unknown" if code is None else str(code)
         self._show_notice(f"[process exited with code {shown}]", "90")
         self.exited.emit(code)
 
     def _on_failed(self, message: str) -> None:
-        self._feed_pending_all()
+        self._feed_pending(None)
         self.error_message = message
         self._show_notice(message, "31")
         self.failed.emit(message)
-
-    def _feed_pending_all(self) -> None:
-        with self._pending_lock:
-            rest = bytes(self._pending)
-            self._pending.clear()
-        if rest:
-            self.stream.feed(rest)
 
     def _show_notice(self, text: str, sgr: str) -> None:
         start = "\r\n" if self.term.cursor.x else ""
@@ -218,11 +187,42 @@ class TerminalWidget(QWidget):
         if _is_shortcut(event, Qt.Key.Key_C):
             self.copy_screen()
             return
+        if event.modifiers() == Qt.KeyboardModifier.ShiftModifier and event.key() in _PAGE_KEYS:
+            self.scroll_to(self.scroll_offset + _PAGE_KEYS[Qt.Key(event.key())] * (self.term.lines - 1))
+            return
         data = key_bytes(event, self.term.application_cursor)
         if data and self.session is not None and self.session.running:
+            self.scroll_to(0)    # typing brings the live screen back, as in xterm
             self.session.write(data)
             return
         super().keyPressEvent(event)
+
+    # Scrollback.
+
+    def scroll_to(self, offset: int) -> None:
+        """Show the screen `offset` lines back in the history (0: the live screen)."""
+        offset = max(0, min(offset, len(self.term.history)))
+        if offset != self.scroll_offset:
+            self.scroll_offset = offset
+            self.update()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        notches = event.angleDelta().y() / 120
+        self.scroll_to(self.scroll_offset + round(notches * WHEEL_LINES))
+        event.accept()
+
+    def _row(self, y: int) -> Any:
+        """The pyte line shown on row y, from the history while scrolled back."""
+        history = len(self.term.history)    # `clear` may have emptied it since the scroll
+        index = history - min(self.scroll_offset, history) + y
+        if index < history:
+            return self.term.history[index]
+        return self.term.buffer[index - history]
+
+    def visible_lines(self) -> list[str]:
+        """The text of the rows as shown, scrollback included (what a user reads)."""
+        return ["".join(self._row(y)[x].data for x in range(self.term.columns)).rstrip()
+                for y in range(self.term.lines)]
 
     def paste(self, text: str | None = None) -> None:
         """Send the clipboard's text (or `text`) as a terminal pastes it."""
@@ -278,6 +278,9 @@ class TerminalWidget(QWidget):
         """Repaint the lines pyte changed, and the cursor's old and new lines."""
         lines = set(self.term.dirty) | {self._painted_cursor_line, self.term.cursor.y}
         self.term.dirty.clear()
+        if self.scroll_offset:
+            self.update()    # every shown row moved
+            return
         cell = self.cell_size()
         top, bottom = min(lines), max(lines)
         self.update(QRectF(0, MARGIN + top * cell.height(), self.width(),
@@ -291,68 +294,13 @@ class TerminalWidget(QWidget):
         first = max(0, int((event.rect().top() - MARGIN) // cell.height()))
         last = min(self.term.lines - 1, int((event.rect().bottom() - MARGIN) // cell.height()))
         for y in range(first, last + 1):
-            self._paint_line(painter, y, cell, ascent)
-        self._paint_cursor(painter, cell, ascent)
+            paint_row(painter, self._row(y), self.term.columns, y, cell, ascent, self.font())
+        cursor = self.term.cursor
+        if not (cursor.hidden or self.scroll_offset or not self.running):
+            paint_cursor(painter, self.term.buffer[cursor.y][cursor.x].data, cursor.x, cursor.y, cell, ascent,
+                         self.font(), self.hasFocus())
         self._painted_cursor_line = self.term.cursor.y
         painter.end()
-
-    def _paint_line(self, painter: QPainter, y: int, cell: QSizeF, ascent: float) -> None:
-        line = self.term.buffer[y]
-        top = MARGIN + y * cell.height()
-        x = 0
-        columns = self.term.columns
-        while x < columns:
-            char = line[x]
-            style = (char.fg, char.bg, char.bold, char.italics, char.underscore, char.strikethrough,
-                     char.reverse)
-            end = x + 1
-            while end < columns and _style(line[end]) == style:
-                end += 1
-            self._paint_run(painter, [line[i].data for i in range(x, end)], x, top, style, cell, ascent)
-            x = end
-
-    def _paint_run(self, painter: QPainter, cells: list[str], x: int, top: float, style: tuple,
-                   cell: QSizeF, ascent: float) -> None:
-        fg_name, bg_name, bold, italics, underscore, strike, reverse = style
-        fg, bg = colour(fg_name, FOREGROUND), colour(bg_name, BACKGROUND)
-        if reverse:
-            fg, bg = bg, fg
-        left = MARGIN + x * cell.width()
-        width = len(cells) * cell.width()
-        if bg != BACKGROUND:
-            painter.fillRect(QRectF(left, top, width, cell.height()), bg)
-        if not any(c.strip() for c in cells) and not underscore and not strike:
-            return
-        font = QFont(self.font())
-        font.setBold(bold)
-        font.setItalic(italics)
-        font.setUnderline(underscore)
-        font.setStrikeOut(strike)
-        painter.setFont(font)
-        painter.setPen(fg)
-        if all(len(c) == 1 and c.isascii() for c in cells):
-            painter.drawText(QPointF(left, top + ascent), "".join(cells))
-            return
-        for i, text in enumerate(cells):   # wide or combined characters: one cell at a time
-            if text:
-                painter.drawText(QPointF(left + i * cell.width(), top + ascent), text)
-
-    def _paint_cursor(self, painter: QPainter, cell: QSizeF, ascent: float) -> None:
-        cursor = self.term.cursor
-        if cursor.hidden or self.session is None or not self.running:
-            return
-        rect = QRectF(MARGIN + cursor.x * cell.width(), MARGIN + cursor.y * cell.height(),
-                      cell.width(), cell.height())
-        if not self.hasFocus():
-            painter.setPen(FOREGROUND)
-            painter.drawRect(rect.adjusted(0.5, 0.5, -0.5, -0.5))
-            return
-        painter.fillRect(rect, FOREGROUND)
-        char = self.term.buffer[cursor.y][cursor.x].data
-        if char.strip():
-            painter.setFont(self.font())
-            painter.setPen(BACKGROUND)
-            painter.drawText(QPointF(rect.left(), rect.top() + ascent), char)
 
     def focusInEvent(self, event: Any) -> None:
         super().focusInEvent(event)
@@ -361,10 +309,6 @@ class TerminalWidget(QWidget):
     def focusOutEvent(self, event: Any) -> None:
         super().focusOutEvent(event)
         self.update()
-
-
-def _style(char: Any) -> tuple:
-    return (char.fg, char.bg, char.bold, char.italics, char.underscore, char.strikethrough, char.reverse)
 
 
 def _is_shortcut(event: QKeyEvent, key: Qt.Key) -> bool:

@@ -90,3 +90,28 @@ def test_shrinking_keeps_the_cursor_line_on_screen():
     screen.resize(4, 30)           # cursor on the last line: drop from the top
     assert screen.text_lines() == ["line 16", "line 17", "line 18", "line 19"]
     assert screen.cursor.y == 3
+
+
+def test_lines_scrolled_off_the_whole_screen_are_kept_as_history():
+    screen = TerminalScreen(20, 3, lambda data: None)
+    stream = pyte.ByteStream(screen)
+    stream.feed(b"\r\n".join(b"line %d" % i for i in range(6)))
+    assert screen.text_lines() == ["line 3", "line 4", "line 5"]
+    assert ["".join(line[x].data for x in range(20)).rstrip() for line in screen.history] == \
+        ["line 0", "line 1", "line 2"]
+    # A scrolling region (a full-screen program's) does not add to the history.
+    stream.feed(b"\x1b[1;2r\x1b[2;1H\nregion\x1b[r")
+    assert len(screen.history) == 3 and screen.scrolled_off == 3
+    stream.feed(b"\x1b[3J")           # what `clear` sends to erase the saved lines
+    assert len(screen.history) == 0
+
+
+def test_pyte_colours_map_to_the_palette_256_and_true_colours():
+    from PySide6.QtGui import QColor
+
+    from desktop.ui.terminal_painter import FOREGROUND, PALETTE, colour
+
+    assert colour("default", FOREGROUND) == FOREGROUND
+    assert colour("brown", FOREGROUND) == QColor(PALETTE["brown"])         # pyte's name for yellow
+    assert colour("ff8700", FOREGROUND) == QColor("#ff8700")               # 256-colour 208
+    assert colour("zzzzzz", FOREGROUND) == FOREGROUND

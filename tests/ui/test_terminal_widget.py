@@ -14,7 +14,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import docker
 import pytest
 from docker.models.containers import Container
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from desktop.exec_session import READ_SIZE
@@ -119,6 +120,26 @@ def test_a_flood_of_output_is_held_back_not_buffered_without_bound(qtbot, termin
     qtbot.waitUntil(done, timeout=120_000)
     assert 0 < peak <= MAX_PENDING + READ_SIZE
     assert lines(terminal).count("0123456789abcdef") >= terminal.term.lines - 3
+
+
+def test_shift_page_up_and_the_wheel_scroll_back_through_the_history(qtbot, terminal):
+    type_line(qtbot, terminal, "seq 1 200")
+    qtbot.waitUntil(lambda: "200" in lines(terminal) and cursor_line(terminal) == PROMPT, timeout=WAIT_MS)
+    assert terminal.visible_lines() == lines(terminal) and "1" not in lines(terminal)
+    for _ in range(200 // (terminal.term.lines - 1) + 2):
+        qtbot.keyClick(terminal, Qt.Key.Key_PageUp, Qt.KeyboardModifier.ShiftModifier)
+    top = terminal.visible_lines()
+    assert f"{PROMPT} seq 1 200" in top and top.index("2") == top.index("1") + 1
+
+    wheel_down = QWheelEvent(QPointF(10, 10), QPointF(10, 10), QPoint(0, 0), QPoint(0, -120),
+                             Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                             Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(terminal, wheel_down)
+    assert terminal.visible_lines()[:-3] == top[3:]
+
+    qtbot.keyClicks(terminal, "x")     # typing returns to the live screen
+    assert terminal.visible_lines() == lines(terminal)
+    qtbot.waitUntil(lambda: cursor_line(terminal) == f"{PROMPT} x", timeout=WAIT_MS)
 
 
 def test_tab_completes_in_the_shell(qtbot, terminal):
