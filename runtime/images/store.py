@@ -28,7 +28,6 @@ loopback registry to that address, keeping the port.
 from __future__ import annotations
 
 import builtins
-import datetime
 import json
 import logging
 import threading
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Conflict, InvalidArgument, NotFound
+from ..timestamps import unix_seconds
 from .blob_store import BlobStore
 from .index import ImageIndex
 from .layer_store import LayerRecord, LayerStore
@@ -62,20 +62,6 @@ class Image:
     repo_digests: list[str] = field(default_factory=list)  # "repo@sha256:<manifest digest>"
     size: int = 0                             # unpacked size in bytes
     created: str = ""                         # from config["created"]
-
-
-def _unix_time(rfc3339: str) -> int:
-    if not rfc3339:
-        return 0
-    text = rfc3339.strip().replace("Z", "+00:00")
-    if "." in text:   # Python 3.11 parses at most microseconds
-        head, _, rest = text.partition(".")
-        frac = "".join(ch for ch in rest if ch.isdigit())
-        text = head + "." + frac[:6] + rest[len(frac):]
-    try:
-        return int(datetime.datetime.fromisoformat(text).timestamp())
-    except ValueError:
-        return 0
 
 
 class ImageStore:
@@ -286,7 +272,7 @@ class ImageStore:
         """All images, newest first."""
         with self._lock:
             images = [self._image(i) for i in self.index.images]
-        return sorted(images, key=lambda im: _unix_time(im.created), reverse=True)
+        return sorted(images, key=lambda im: unix_seconds(im.created), reverse=True)
 
     def tag(self, ref_or_id: str, repo: str, tag: str = "latest") -> None:
         """Give an image another name, `repo:tag` (moving the tag if it named another image)."""
@@ -444,11 +430,11 @@ class ImageStore:
                 if not h.get("empty_layer"):
                     size = sizes[layer] if layer < len(sizes) else 0
                     layer += 1
-                out.append({"Id": "<missing>", "Created": _unix_time(h.get("created", "")),
+                out.append({"Id": "<missing>", "Created": unix_seconds(h.get("created", "")),
                             "CreatedBy": h.get("created_by", ""), "Tags": None, "Size": size,
                             "Comment": h.get("comment", "")})
         else:
-            created = _unix_time(image.created)
+            created = unix_seconds(image.created)
             out = [{"Id": "<missing>", "Created": created, "CreatedBy": "", "Tags": None,
                     "Size": s, "Comment": ""} for s in sizes]
         out.reverse()
