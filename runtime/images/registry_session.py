@@ -1,6 +1,6 @@
 """The HTTP side of talking to a registry: connections, TLS, dialling, authentication.
 
-Shared by everything that speaks the distribution API (pulls today, pushes next):
+Shared by everything that speaks the distribution API (pulls and pushes):
 `RegistrySession.request` sends one request with cached credentials and, on a
 401, answers the `Www-Authenticate` challenge and retries once.
 
@@ -206,15 +206,22 @@ class RegistrySession:
 
     def request(self, method: str, url: str, ref: Reference, creds: Credentials,
                 headers: dict[str, str] | None = None, body: bytes | None = None,
-                actions: str = "pull") -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+                actions: str = "pull", extra_scopes: tuple[str, ...] = ()
+                ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send with cached auth; on 401 authenticate from the challenge and retry once.
 
-        `actions` is the token scope's action list ("pull", or "pull,push" for a push).
+        `actions` is the token scope's action list ("pull", or "pull,push" for a push);
+        `extra_scopes` adds whole scopes ("repository:other:pull" for a cross-repository
+        mount). A refusal is worded for what was asked: "pull access denied ..." for a
+        pull, "unauthorized: ..." (or Docker's "no basic auth credentials") for a push.
         The caller reads the response and closes the connection.
         """
-        scope = f"repository:{ref.path}:{actions}"
+        scopes = (f"repository:{ref.path}:{actions}", *extra_scopes)
+        scope = " ".join(scopes)
         domain = ref.domain
+        pushing = "push" in actions.split(",")
         challenge_scheme = ""
+        refusal = b""
         for attempt in range(2):
             h = dict(headers or {})
             auth = self._cached_auth(domain, scope, creds)
@@ -224,11 +231,14 @@ class RegistrySession:
             if resp.status != 401:
                 return conn, resp
             challenge = resp.getheader("Www-Authenticate", "")
-            resp.read()
+            refusal = resp.read(1 << 16)
             conn.close()
             if attempt == 1:
                 break
-            challenge_scheme = self._authenticate(domain, scope, creds, challenge, ref)
+            challenge_scheme = self._authenticate(domain, scopes, creds, challenge, ref, pushing)
+        if pushing:   # the registry's own words, as dockerd reports a refused push
+            raise RegistryAuthError(registry_errors(refusal) if refusal.strip()
+                                    else "unauthorized: authentication required")
         if challenge_scheme == "basic" and creds.present:
             raise RegistryAuthError(f"unauthorized: incorrect username or password for {domain}")
         raise RegistryNotFound(f"pull access denied for {ref.familiar_name}, repository does not "
@@ -248,14 +258,19 @@ class RegistrySession:
         with self._lock:
             self._tokens[key] = (value, time.monotonic() + lifetime)
 
-    def _authenticate(self, domain: str, scope: str, creds: Credentials, challenge: str,
-                      ref: Reference) -> str:
+    def _authenticate(self, domain: str, scopes: tuple[str, ...], creds: Credentials,
+                      challenge: str, ref: Reference, pushing: bool) -> str:
         scheme, params = _parse_challenge(challenge)
-        denied = RegistryNotFound(f"pull access denied for {ref.familiar_name}, repository does "
-                                  "not exist or may require 'docker login'")
+        scope = " ".join(scopes)
+        if pushing:
+            denied: RegistryError = RegistryAuthError("unauthorized: authentication required")
+        else:
+            denied = RegistryNotFound(f"pull access denied for {ref.familiar_name}, repository "
+                                      "does not exist or may require 'docker login'")
         if scheme == "basic":
             if not creds.username:
-                raise denied
+                # dockerd's words when a registry wants Basic auth and the client sent none.
+                raise RegistryAuthError("no basic auth credentials") if pushing else denied
             value = "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
             self._remember((domain, "*", creds.key()), value, 24 * 3600)
             return scheme
@@ -267,17 +282,19 @@ class RegistrySession:
         realm = params.get("realm")
         if not realm:
             raise RegistryError(f"registry {domain} sent a Bearer challenge without a realm")
-        token_scope = params.get("scope") or scope
-        query = {"service": params.get("service", "")} if params.get("service") else {}
+        # The challenge may name several scopes (space-separated); ask for ours as well.
+        token_scopes = list(dict.fromkeys([*(params.get("scope") or "").split(), *scopes]))
+        service = [("service", params["service"])] if params.get("service") else []
         if creds.identity_token:
             # OAuth2 refresh-token grant, as the docker CLI does after `docker login`.
-            body = urlencode({"grant_type": "refresh_token", "client_id": "dockyard",
-                              "refresh_token": creds.identity_token, "scope": token_scope,
-                              **query}).encode()
+            body = urlencode([("grant_type", "refresh_token"), ("client_id", "dockyard"),
+                              ("refresh_token", creds.identity_token),
+                              ("scope", " ".join(token_scopes)), *service]).encode()
             conn, resp = self._follow("POST", realm,
                                       {"Content-Type": "application/x-www-form-urlencoded"}, body)
         else:
-            query["scope"] = token_scope
+            # One scope parameter per scope, as Docker's token clients send them.
+            query = [*service, *(("scope", s) for s in token_scopes)]
             headers = {}
             if creds.username:
                 headers["Authorization"] = "Basic " + base64.b64encode(
@@ -289,9 +306,8 @@ class RegistrySession:
         finally:
             conn.close()
         if resp.status in (401, 403):
-            if creds.present:
-                raise RegistryAuthError(f"unauthorized: authentication to {domain} failed: "
-                                        f"{data[:200].decode(errors='replace').strip()}")
+            if creds.present or pushing:
+                raise RegistryAuthError(f"unauthorized: {_token_refusal(data)}")
             raise denied
         if resp.status != 200:
             raise RegistryError(f"token server {realm} answered HTTP {resp.status}")
@@ -305,3 +321,18 @@ class RegistrySession:
         lifetime = max(int(doc.get("expires_in") or 60) - 10, 10)
         self._remember((domain, scope, creds.key()), "Bearer " + token, lifetime)
         return scheme
+
+
+def _token_refusal(body: bytes) -> str:
+    """Why a token server refused: its "details" or registry-style errors, else its text."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        if isinstance(doc.get("details"), str) and doc["details"]:
+            return str(doc["details"])
+        errors = doc.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return str(errors[0].get("message") or errors[0].get("code") or "")
+    return body[:200].decode(errors="replace").strip() or "authentication required"

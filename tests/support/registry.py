@@ -281,9 +281,10 @@ class FaultyProxy:
     `mode="cut"`: the first `faults` blob GETs send the full headers but only
     half of the body, then close the socket (a broken connection).
     `mode="corrupt"`: blob bodies have one byte flipped (a digest mismatch).
-    Requests are forwarded with their headers (Range, Authorization, Accept),
-    so resumption and auth go through it. `requests` records (method, path,
-    Range header) of every request seen.
+    `mode="pass"`: no faults, only the record (to see how a client talks).
+    Requests are forwarded with their headers (Range, Authorization, Accept) and
+    bodies (uploads), so resumption, auth and pushes go through it. `requests`
+    records (method, path, Range or Content-Range header) of every request seen.
     """
 
     def __init__(self, upstream: str, mode: str = "cut", faults: int = 1) -> None:
@@ -306,12 +307,24 @@ class FaultyProxy:
             def do_GET(self) -> None:  # noqa: N802 (http.server naming)
                 self._forward(send_body=True)
 
+            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+                self._forward(send_body=True)
+
+            def do_PUT(self) -> None:  # noqa: N802 (http.server naming)
+                self._forward(send_body=True)
+
+            def do_PATCH(self) -> None:  # noqa: N802 (http.server naming)
+                self._forward(send_body=True)
+
             def _forward(self, send_body: bool) -> None:
-                proxy.requests.append((self.command, self.path, self.headers.get("Range", "")))
+                proxy.requests.append((self.command, self.path, self.headers.get("Range", "")
+                                       or self.headers.get("Content-Range", "")))
+                length = int(self.headers.get("Content-Length") or 0)
+                request_body = self.rfile.read(length) if length else None
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = proxy.upstream
-                conn.request(self.command, self.path, headers=headers)
+                conn.request(self.command, self.path, body=request_body, headers=headers)
                 resp = conn.getresponse()
                 body = resp.read()
                 conn.close()
