@@ -1,4 +1,4 @@
-"""Image endpoints: list, pull (POST /images/create), inspect, history, tag, delete, prune."""
+"""Image endpoints: list, pull (POST /images/create), push, inspect, history, tag, delete, prune."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ class ImageRoutes:
         router.get("/images/{name:path}/json", self.inspect)
         router.get("/images/{name:path}/history", self.history)
         router.post("/images/{name:path}/tag", self.tag)
-        router.post("/images/{name:path}/push", self._unsupported("pushing images (docker push)"))
+        router.post("/images/{name:path}/push", self.push)
         router.get("/images/{name:path}/get", self._unsupported("saving images (docker save)"))
         router.delete("/images/{name:path}", self.remove)
 
@@ -222,3 +222,71 @@ class ImageRoutes:
                 yield json.dumps({"status": f"Status: Downloaded newer image for {reference}"}).encode() + b"\r\n"
 
         return StreamResponse(chunks=stream())
+
+    # -- push -----------------------------------------------------------------
+    def push(self, request: Request) -> Response | StreamResponse:
+        """dockerd's push: `name` may carry the tag itself; no tag at all pushes every tag."""
+        name = request.params["name"]
+        ref = parse_reference(name, default_tag=False)   # a malformed name is a 400 here
+        if ref.digest:
+            raise InvalidArgument(f"cannot push a digest reference: {name}")
+        tag = request.arg("tag") or ref.tag
+        if tag:
+            validate_tag(tag)
+        repo = ref.familiar_name
+        platform = request.arg("platform")
+        if platform:
+            self._check_push_platform(repo, tag, platform)
+        credentials = decode_registry_auth(request.headers.get("X-Registry-Auth"))
+        return progress_stream(f"push {repo}",
+                               lambda emit: self.engine.images.push(repo, tag, credentials, emit))
+
+    def _check_push_platform(self, repo: str, tag: str | None, platform: str) -> None:
+        """Images here hold one platform each: `platform` must be theirs, or it is refused."""
+        fields = BodyFields(top_level_object(parse_json(platform.encode(), "platform"),
+                                             "ocispec.Platform"), "platform")
+        want = (fields.string("os"), fields.string("architecture"), fields.string("variant"))
+        images = [i for i in self.engine.images.list()
+                  if any(t.rpartition(":")[0] == repo and (not tag or t == f"{repo}:{tag}")
+                         for t in i.repo_tags)]
+        for image in images:
+            have = (str(image.config.get("os", "")), str(image.config.get("architecture", "")),
+                    str(image.config.get("variant", "")))
+            if any(w and w != h for w, h in zip(want, have, strict=True)):
+                raise InvalidArgument(f"platform {'/'.join(w for w in want if w)} is not available "
+                                      f"for {repo}: its image is {'/'.join(h for h in have if h)}")
+
+
+def progress_stream(what: str, job: Callable[[Callable[[dict[str, Any]], None]], object]
+                    ) -> Response | StreamResponse:
+    """Run `job(emit)` in a thread and stream what it emits as JSON lines.
+
+    An error before the first message is a plain error status (raised here); after
+    it, an `errorDetail` line ends the stream, as dockerd does.
+    """
+    messages: queue.Queue[Any] = queue.Queue()
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            job(messages.put)
+        except BaseException as err:  # reported to the client, in the stream or as a status
+            outcome["error"] = err
+        finally:
+            messages.put(_DONE)
+
+    threading.Thread(target=run, name=what, daemon=True).start()
+    first = messages.get()
+    if first is _DONE and "error" in outcome:
+        raise outcome["error"]
+
+    def stream() -> Iterator[bytes]:
+        item = first
+        while item is not _DONE:
+            yield json.dumps(item).encode() + b"\r\n"
+            item = messages.get()
+        if "error" in outcome:
+            _, message = error_response_for(outcome["error"], what)
+            yield json.dumps(stream_error(message)).encode() + b"\r\n"
+
+    return StreamResponse(chunks=stream())

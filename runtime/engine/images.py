@@ -93,6 +93,14 @@ class ImageService:
         self._events.publish("image", "pull", reference, {"name": reference})
         return image
 
+    def push(self, name: str, tag: str | None, credentials: RegistryCredentials | None = None,
+             progress: ProgressCallback | None = None) -> None:
+        """Push `name:tag`, or every tag of `name` when `tag` is empty, streaming progress."""
+        from ..images.push import push_image  # http.client & co.: loaded on the first push
+        pushed = push_image(self.store, name, tag, credentials, progress)
+        for result in pushed:
+            self._events.publish("image", "push", f"{name}:{result.tag}", {"name": f"{name}:{result.tag}"})
+
     def tag(self, ref_or_id: str, repo: str, tag: str = "latest") -> None:
         self.store.tag(ref_or_id, repo, tag)
         image = self.store.get(f"{repo}:{tag}")

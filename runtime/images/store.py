@@ -285,6 +285,17 @@ class ImageStore:
             self.index.refs[target.familiar()] = image_id
             self.index.save_refs()
 
+    def record_repo_digest(self, image_id: str, repo_digest: str) -> None:
+        """Name the image `repo@sha256:...` (the manifest a push stored), as dockerd does."""
+        ref = parse_reference(repo_digest)
+        if not ref.digest:
+            raise InvalidArgument(f"not a digest reference: {repo_digest}")
+        with self._lock:
+            if image_id not in self.index.images:
+                raise NotFound(f"No such image: {image_id}")
+            self.index.refs[self._name_key(ref)] = image_id
+            self.index.save_refs()
+
     # --- removal ---------------------------------------------------------------------
     def remove(self, ref_or_id: str, force: bool = False, prune: bool = True,
                in_use_by: Callable[[str], builtins.list[str]] = lambda image_id: [],
