@@ -1,0 +1,52 @@
+"""push_image on images made here (not pulled): their gzip blobs go up and come back.
+
+The API tests (tests/api/test_push.py) push pulled images; an image made from a
+tar (as commit, import and build make them) has blobs the store compressed itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from runtime.images.push import push_image
+from runtime.images.store import ImageStore
+from tests.support.registry import start_registry
+
+
+def _layer_tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_an_image_made_here_round_trips(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "ours")
+    base = store.register_layer(_layer_tar(tmp_path / "a.tar", {"a.txt": b"a\n"}), "")
+    top = store.register_layer(_layer_tar(tmp_path / "b.tar", {"b.txt": b"b" * 100_000}),
+                               base.chain_id)
+    with start_registry(tmp_path / "registry") as reg:
+        name = f"{reg.host}/made/here"
+        config = {"architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+                  "config": {"Cmd": ["sh"]}, "history": [{"created_by": "a"}, {"created_by": "b"}]}
+        image = store.create_image(config, [base.chain_id, top.chain_id], [f"{name}:v1"])
+        messages: list[dict] = []
+        [pushed] = push_image(store, name, "v1", progress=messages.append)
+        assert [m["status"] for m in messages if m.get("status") in ("Pushed", "Preparing")] == \
+            ["Preparing", "Preparing", "Pushed", "Pushed"]
+        assert f"{name}@{pushed.digest}" in store.get(image.id).repo_digests
+
+        other = ImageStore(tmp_path / "theirs")
+        pulled = other.pull(f"{name}:v1")
+        assert pulled.id == image.id
+        assert f"{name}@{pushed.digest}" in pulled.repo_digests
+        top_dir = other.layer_dirs(pulled)[1]
+        assert (top_dir / "b.txt").read_bytes() == b"b" * 100_000
+        manifest = json.loads(other.blobs.read(pushed.digest))
+        assert [layer["digest"] for layer in manifest["layers"]] == \
+            [store.layer_blob(c)[0] for c in (base.chain_id, top.chain_id)]
