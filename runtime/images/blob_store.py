@@ -4,22 +4,31 @@ Blobs arrive in a temp file under <root>/tmp (same filesystem) and are renamed
 into place only after their digest has been checked, so a blob file that
 exists is always complete and correct. Temp files left by a crash are removed
 when the store opens.
+
+<root>/blobs/sources/<hex>.json lists the repositories a layer blob was pulled from
+or pushed to, oldest first (dockerd keeps the same in its "v2 metadata"): a push
+mounts the blob from the newest one on the target registry instead of uploading it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
+from ..atomic_file import write_json_atomic
 from ..errors import RegistryError
 from .reference import is_sha256_hex
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+MAX_SOURCES = 16                # repositories remembered per blob
 
 
 def pid_alive(pid: int) -> bool:
@@ -64,8 +73,10 @@ class BlobStore:
         self.root = Path(root)
         self.dir = self.root / "blobs" / "sha256"
         self.tmp_dir = self.root / "tmp"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.sources_dir = self.root / "blobs" / "sources"
+        self._sources_lock = threading.Lock()
+        for d in (self.dir, self.tmp_dir, self.sources_dir):
+            d.mkdir(parents=True, exist_ok=True)
 
     def clean_temp(self) -> None:
         """Drop partial downloads left by crashed processes (temp names carry the pid)."""
@@ -126,4 +137,30 @@ class BlobStore:
         return final
 
     def delete(self, digest: str) -> None:
+        # Where the blob lives stays known (as dockerd's v2 metadata does): the same blob
+        # pulled again, or rebuilt from the same layer, can still be mounted.
         self.path(digest).unlink(missing_ok=True)
+
+    # --- where blobs live on registries ------------------------------------------
+    def add_source(self, digests: Iterable[str], domain: str, path: str) -> None:
+        """Remember that repository `domain`/`path` holds these blobs (as its newest source).
+
+        Best effort: a failed write only costs a later push an upload instead of a mount.
+        """
+        entry = [domain, path]
+        with self._sources_lock:
+            for digest in digests:
+                known = [s for s in self.sources(digest) if s != (domain, path)]
+                rows = [list(s) for s in reversed(known)][-(MAX_SOURCES - 1):] + [entry]
+                try:
+                    write_json_atomic(self.sources_dir / f"{digest_hex(digest)}.json", rows)
+                except OSError as err:
+                    log.warning("cannot record where blob %s lives: %s", digest, err)
+
+    def sources(self, digest: str) -> list[tuple[str, str]]:
+        """(domain, path) of the repositories known to hold blob `digest`, newest first."""
+        try:
+            rows = json.loads((self.sources_dir / f"{digest_hex(digest)}.json").read_text())
+            return [(str(d), str(p)) for d, p in reversed(rows)]
+        except (OSError, ValueError, TypeError):
+            return []

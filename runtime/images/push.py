@@ -13,9 +13,10 @@ dockerd's progress messages:
     <tag>: digest: sha256:... size: N        then an aux {"Tag", "Digest", "Size"}
 
 Layer ids in the messages are short diff ids, as dockerd prints them. A blob is
-mounted rather than uploaded when an image holding that layer carries a repo digest
-of another repository on the same registry (it was pulled from or pushed there),
-so that repository holds the blob. The manifest comes from `ImageStore.manifest_for`
+mounted rather than uploaded when the blob store knows another repository on the
+same registry holds it (it was pulled from or pushed there: `BlobStore.sources`),
+preferring, as dockerd does, the one sharing most of the target's path, then the
+newest. The manifest comes from `ImageStore.manifest_for`
 (the layer blobs from `ImageStore.layer_blob`); after a push the image records the
 new `repo@digest`, as dockerd does.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound, RegistryError
@@ -125,19 +127,22 @@ class _Pusher:
 
     def _push_layer(self, chain: str, layer_id: str) -> None:
         digest, size, _media_type, path = self.store.layer_blob(chain)
+        status = self._upload_layer(digest, size, path, layer_id)
+        self.done.add(digest)
+        self.store.blobs.add_source([digest], self.repo.domain, self.repo.path)
+        self.emit.layer(layer_id, status)
+
+    def _upload_layer(self, digest: str, size: int, path: Path, layer_id: str) -> str:
+        """Make sure the repository holds the blob; the final status to show."""
         if digest in self.done or self.uploader.blob_exists(self.repo, digest, self.creds):
-            self.done.add(digest)
-            self.emit.layer(layer_id, "Layer already exists")
-            return
+            return "Layer already exists"
         location = None
-        sources = self._mount_sources(chain)
+        sources = self._mount_sources(digest)
         if sources:
             # One candidate, as a failed mount answers with an upload session we then use.
             location = self.uploader.mount_blob(self.repo, digest, sources[0], self.creds)
             if location is None:
-                self.done.add(digest)
-                self.emit.layer(layer_id, f"Mounted from {sources[0].path}")
-                return
+                return f"Mounted from {sources[0].path}"
         last = [0]
 
         def sent(current: int, total: int) -> None:
@@ -154,21 +159,22 @@ class _Pusher:
                     raise RegistryError(f"pushing layer {layer_id} failed: {err}") from None
                 log.warning("upload of %s interrupted (%s); starting again", digest, err)
                 location, last[0] = None, 0
-        self.done.add(digest)
-        self.emit.layer(layer_id, "Pushed")
+        return "Pushed"
 
-    def _mount_sources(self, chain: str) -> list[Reference]:
-        """Other repositories on the same registry whose images hold this layer."""
-        sources: dict[str, Reference] = {}
-        for image in self.store.list():
-            diff_ids = image.config.get("rootfs", {}).get("diff_ids") or []
-            if chain not in chain_ids(list(diff_ids)):
-                continue
-            for repo_digest in image.repo_digests:
-                ref = parse_reference(repo_digest)
-                if ref.domain == self.repo.domain and ref.path != self.repo.path:
-                    sources.setdefault(ref.path, ref)
-        return list(sources.values())
+    def _mount_sources(self, digest: str) -> list[Reference]:
+        """Other repositories on the target registry known to hold blob `digest`: those sharing
+        the most leading path components with the target first, then the newest (dockerd's order)."""
+        target = self.repo.path.split("/")
+        candidates = [Reference(domain, path) for domain, path in self.store.blobs.sources(digest)
+                      if domain == self.repo.domain and path != self.repo.path]
+        return sorted(candidates, key=lambda ref: -_common_prefix(ref.path.split("/"), target))
+
+
+def _common_prefix(a: list[str], b: list[str]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _media_type(manifest: bytes) -> str:

@@ -129,6 +129,8 @@ class ImageStore:
             previously = self.index.refs.get(name)
         if not complete:
             record = Puller(self.blobs, self.layers, self.client).download(resolved, credentials, emit)
+            # Where the blobs live, for a push's mounts (not on an up-to-date pull: dockerd's rule).
+            self.blobs.add_source((d.digest for d in resolved.layers), ref.domain, ref.path)
         assert record is not None
         with self._lock:
             if image_id not in self.index.images:

@@ -50,3 +50,21 @@ def test_an_image_made_here_round_trips(tmp_path: Path) -> None:
         manifest = json.loads(other.blobs.read(pushed.digest))
         assert [layer["digest"] for layer in manifest["layers"]] == \
             [store.layer_blob(c)[0] for c in (base.chain_id, top.chain_id)]
+
+
+def test_blob_sources_newest_first_deduplicated_and_bounded(tmp_path: Path) -> None:
+    from runtime.images.blob_store import MAX_SOURCES, BlobStore
+
+    blobs = BlobStore(tmp_path)
+    digest = "sha256:" + "ab" * 32
+    assert blobs.sources(digest) == []
+    blobs.add_source([digest], "r:5000", "a")
+    blobs.add_source([digest], "r:5000", "b")
+    blobs.add_source([digest], "r:5000", "a")           # seen again: newest now
+    assert blobs.sources(digest) == [("r:5000", "a"), ("r:5000", "b")]
+    for i in range(2 * MAX_SOURCES):
+        blobs.add_source([digest], "other:5000", f"n{i}")
+    kept = blobs.sources(digest)
+    assert len(kept) == MAX_SOURCES and kept[0] == ("other:5000", f"n{2 * MAX_SOURCES - 1}")
+    blobs.delete(digest)
+    assert blobs.sources(digest) == kept                 # a deleted blob's sources stay known
