@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotFound, RegistryError
+from ..errors import NotFound, RegistryAuthError, RegistryError
 from .layer_store import chain_ids
 from .pull import PROGRESS_STEP, ProgressCallback, PullProgress
 from .reference import Reference, parse_reference, parse_repository, short_hex
@@ -140,9 +140,14 @@ class _Pusher:
         sources = self._mount_sources(digest)
         if sources:
             # One candidate, as a failed mount answers with an upload session we then use.
-            location = self.uploader.mount_blob(self.repo, digest, sources[0], self.creds)
-            if location is None:
-                return f"Mounted from {sources[0].path}"
+            try:
+                location = self.uploader.mount_blob(self.repo, digest, sources[0], self.creds)
+            except RegistryAuthError as err:
+                # No pull access to the source: upload instead, as dockerd does.
+                log.info("cannot mount %s from %s (%s); uploading it", digest, sources[0].path, err)
+            else:
+                if location is None:
+                    return f"Mounted from {sources[0].path}"
         last = [0]
 
         def sent(current: int, total: int) -> None:

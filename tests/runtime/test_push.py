@@ -68,3 +68,22 @@ def test_blob_sources_newest_first_deduplicated_and_bounded(tmp_path: Path) -> N
     assert len(kept) == MAX_SOURCES and kept[0] == ("other:5000", f"n{2 * MAX_SOURCES - 1}")
     blobs.delete(digest)
     assert blobs.sources(digest) == kept                 # a deleted blob's sources stay known
+
+
+def test_a_mount_refused_for_want_of_access_falls_back_to_an_upload(tmp_path: Path) -> None:
+    from runtime.images.registry_credentials import RegistryCredentials
+
+    store = ImageStore(tmp_path / "ours")
+    layer = store.register_layer(_layer_tar(tmp_path / "a.tar", {"a.txt": b"a\n"}), "")
+    with start_registry(tmp_path / "registry", auth="token") as reg:
+        creds = RegistryCredentials(reg.username, reg.password)
+        config = {"architecture": "amd64", "os": "linux", "config": {}}
+        store.create_image(config, [layer.chain_id], [f"{reg.host}/team/src:1", f"{reg.host}/team/dst:1"])
+        push_image(store, f"{reg.host}/team/src", "1", creds)
+        assert store.blobs.sources(store.layer_blob(layer.chain_id)[0])[0] == (reg.host, "team/src")
+        assert reg.token_server is not None
+        reg.token_server.withheld.add("team/src")        # no pull access to the source any more
+        messages: list[dict] = []
+        push_image(store, f"{reg.host}/team/dst", "1", creds, messages.append)
+        assert [m["status"] for m in messages if m.get("id") and m["status"] != "Pushing"] == \
+            ["Preparing", "Pushed"]

@@ -57,6 +57,7 @@ class TokenServer:
     httpd: ThreadingHTTPServer | None = None
     thread: threading.Thread | None = None
     issued: list[dict] = field(default_factory=list)   # claims of every token issued
+    withheld: set[str] = field(default_factory=set)    # repositories no token grants access to
 
     @property
     def realm(self) -> str:
@@ -71,7 +72,7 @@ class TokenServer:
         access = []
         for scope in scopes:
             parts = scope.split(":")
-            if len(parts) < 3:
+            if len(parts) < 3 or ":".join(parts[1:-1]) in self.withheld:
                 continue
             access.append({"type": parts[0], "name": ":".join(parts[1:-1]),
                            "actions": [a for a in parts[-1].split(",") if a]})
