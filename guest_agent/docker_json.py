@@ -267,7 +267,7 @@ def image_summary(image: Image, containers: int = -1) -> dict[str, Any]:
     config = image.config.get("config") or {}
     return {
         "Id": image.id,
-        "ParentId": "",
+        "ParentId": image.parent,
         "RepoTags": list(image.repo_tags),
         "RepoDigests": list(image.repo_digests),
         "Created": int(parse_rfc3339(image.created or image.config.get("created", ""))),
@@ -295,8 +295,9 @@ def image_inspect(image: Image) -> dict[str, Any]:
         "Id": image.id,
         "RepoTags": list(image.repo_tags),
         "RepoDigests": list(image.repo_digests),
-        "Parent": "",
-        "Comment": cfg.get("comment", ""),
+        "Parent": image.parent,
+        # As dockerd: the config's comment, else the last history entry's (commit -m, import -m).
+        "Comment": cfg.get("comment") or ((cfg.get("history") or [{}])[-1].get("comment", "")),
         "Created": image.created or cfg.get("created", ""),
         "DockerVersion": cfg.get("docker_version", ""),
         "Author": cfg.get("author", ""),

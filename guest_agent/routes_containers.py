@@ -102,6 +102,7 @@ class ContainerRoutes:
         router.put("/containers/{id}/archive", self.archive_put)
         router.get("/containers/{id}/export", self.export)
         router.get("/containers/{id}/changes", self.changes)
+        router.post("/commit", self.commit)
 
     # -- listing and inspection -----------------------------------------------
     def list(self, request: Request) -> Response:
@@ -163,6 +164,20 @@ class ContainerRoutes:
         self.engine.containers.remove(request.params["id"], force=request.bool_arg("force"),
                                      remove_volumes=request.bool_arg("v"))
         return empty_response(204)
+
+    def commit(self, request: Request) -> Response:
+        """`docker commit`: POST /commit?container=&repo=&tag=&comment=&author=&changes=&pause=."""
+        body = request.json_object()
+        # Go decodes "{}" (docker-py) or "null" (the CLI) into no config at all: the
+        # container's own is used. Any field given starts a config of its own.
+        config = check_create(body, None)[0] or None if body else None
+        pause = request.arg("pause") in (None, "") or request.bool_arg("pause")
+        image = self.engine.containers.commit(
+            request.arg("container") or "", repo=request.arg("repo") or "",
+            tag=request.arg("tag") or "", message=request.arg("comment") or "",
+            author=request.arg("author") or "", changes=request.query.get("changes", []),
+            pause=pause, config=config)
+        return json_response({"Id": image.id}, 201)
 
     def rename(self, request: Request) -> Response:
         new_name = request.arg("name")

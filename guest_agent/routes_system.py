@@ -38,7 +38,6 @@ _PING_HEADERS = {
 
 # Endpoints answered with 501 and a sentence saying which feature is missing.
 NOT_IMPLEMENTED: tuple[tuple[str, str, str], ...] = (
-    ("POST", "/commit", "committing containers to images (docker commit)"),
     ("GET", "/containers/{id}/attach/ws", "attaching over websockets"),
     ("POST", "/session", "build sessions (BuildKit)"),
     ("GET", "/plugins", "plugins"),

@@ -62,6 +62,10 @@ class ImageService:
     def layer_dirs(self, image: Image) -> builtins.list[Path]:
         return list(self.store.layer_dirs(image))
 
+    def chain_ids(self, image: Image) -> builtins.list[str]:
+        """The image's layers by chain id, lowest first."""
+        return self.store.chain_ids(image)
+
     def layer_blob(self, chain_id: str) -> tuple[str, int, str, Path]:
         """(digest, size, media type, path) of a layer's distributable blob (push, save)."""
         return self.store.layer_blob(chain_id)
@@ -76,13 +80,13 @@ class ImageService:
         return self.store.register_layer(tar_path, parent_chain)
 
     def create_image(self, config: dict[str, Any], chain_ids: builtins.list[str],
-                     tags: builtins.list[str] | None = None) -> Image:
+                     tags: builtins.list[str] | None = None, parent: str = "") -> Image:
         """A new image from a config and registered layers, tagged (see ImageStore.create_image).
 
         Publishes a "tag" event per tag; the operation's own event (commit, import, load,
         build) is the caller's, which knows which it is.
         """
-        image = self.store.create_image(config, chain_ids, list(tags or []))
+        image = self.store.create_image(config, chain_ids, list(tags or []), parent)
         for tag in tags or []:
             self._events.publish("image", "tag", image.id, {"name": tag})
         return image

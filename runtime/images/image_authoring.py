@@ -168,7 +168,7 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def create_image(blobs: BlobStore, layers: LayerStore, index: ImageIndex,
-                 config: dict[str, Any], chains: list[str]) -> str:
+                 config: dict[str, Any], chains: list[str], parent: str = "") -> str:
     """Store the config (rootfs filled in from `chains`) and the image record; its id."""
     records = []
     for chain in chains:
@@ -183,8 +183,10 @@ def create_image(blobs: BlobStore, layers: LayerStore, index: ImageIndex,
     data = canonical_json(config)
     image_id = blobs.put(data)
     if image_id not in index.images:
+        if parent and parent not in index.images:
+            raise NotFound(f"No such image: {parent}")
         index.put(ImageRecord(id=image_id, chain_ids=list(chains), size=sum(r.size for r in records),
-                              config=json.loads(data)))
+                              config=json.loads(data), parent=parent))
     return image_id
 
 

@@ -34,6 +34,7 @@ class ImageRecord:
     config: dict[str, Any] = field(default_factory=dict, repr=False)   # loaded from the blob store
     manifest_digest: str = ""     # the platform manifest we pulled
     pulled_at: float = 0.0
+    parent: str = ""              # the local image this one was made from (commit, build)
 
 
 class ImageIndex:

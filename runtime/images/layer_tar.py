@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,7 +52,11 @@ class _Counting:
 class _LayerWriter:
     """One tar being written: the tarfile and the hard links seen so far."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, exclude: Collection[str] = ()) -> None:
+        self.exclude = frozenset(exclude)
+        # Directories holding an excluded path: written only if something else is in them.
+        self.exclude_parents = {"/".join(p.split("/")[:i]) for p in self.exclude
+                                for i in range(1, p.count("/") + 1)}
         self.out = _Counting(out)
         self.tar = tarfile.TarFile(fileobj=self.out, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[arg-type]  # TarFile only calls write and tell
                                    encoding="utf-8", errors="surrogateescape")
@@ -67,11 +72,15 @@ class _LayerWriter:
     def walk(self, dfd: int, prefix: str) -> None:
         """Write every entry of the directory open at `dfd` (its path in the tar is `prefix`)."""
         for name in sorted(os.listdir(dfd)):
-            st = os.lstat(name, dir_fd=dfd)
             path = prefix + name
+            if path in self.exclude:
+                continue
+            st = os.lstat(name, dir_fd=dfd)
             if stat.S_ISDIR(st.st_mode):
                 child = os.open(name, _DIR_FLAGS, dir_fd=dfd)
                 try:
+                    if path in self.exclude_parents and not self._has_content(child, path + "/"):
+                        continue
                     info = self._info(path + "/", st, tarfile.DIRTYPE)
                     self._add_xattrs(info, child)
                     self.tar.addfile(info)
@@ -100,6 +109,22 @@ class _LayerWriter:
                 info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
                 self.tar.addfile(info)
             # sockets: skipped, as Docker's archive skips them
+
+    def _has_content(self, dfd: int, prefix: str) -> bool:
+        """Whether the directory at `dfd` holds anything not excluded."""
+        for name in os.listdir(dfd):
+            path = prefix + name
+            if path in self.exclude:
+                continue
+            if path not in self.exclude_parents:
+                return True
+            child = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            try:
+                if self._has_content(child, path + "/"):
+                    return True
+            finally:
+                os.close(child)
+        return False
 
     def _add_file(self, dfd: int, name: str, path: str, st: os.stat_result) -> None:
         key = (st.st_dev, st.st_ino)
@@ -149,14 +174,17 @@ def _is_opaque(dfd: int) -> bool:
         return False
 
 
-def write_layer_tar(diff_dir: Path, out: BinaryIO) -> None:
+def write_layer_tar(diff_dir: Path, out: BinaryIO, exclude: Collection[str] = ()) -> None:
     """A Docker/OCI layer tar of an overlay "diff" directory (a container's upper dir or a stored layer):
     overlay whiteouts (char device 0/0) become `.wh.<name>`, opaque directories (xattr
     trusted.overlay.opaque=y) get `.wh..wh..opq`; entries sorted, PAX format, owners/modes/mtimes/
-    symlinks/hardlinks kept. Never follows a symlink."""
+    symlinks/hardlinks kept. Never follows a symlink.
+
+    `exclude`: relative paths ("etc/hosts") left out with all they hold; a directory that
+    holds nothing else is left out too (it exists only because they do)."""
     root = os.open(diff_dir, _DIR_FLAGS)
     try:
-        writer = _LayerWriter(out)
+        writer = _LayerWriter(out, exclude)
         writer.walk(root, "")
         writer.finish()
     finally:

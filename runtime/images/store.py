@@ -62,6 +62,7 @@ class Image:
     repo_digests: list[str] = field(default_factory=list)  # "repo@sha256:<manifest digest>"
     size: int = 0                             # unpacked size in bytes
     created: str = ""                         # from config["created"]
+    parent: str = ""                          # the image this one was made from (commit, build)
 
 
 class ImageStore:
@@ -159,17 +160,18 @@ class ImageStore:
         return image_authoring.register_layer(self.blobs, self.layers, Path(tar_path), parent_chain)
 
     def create_image(self, config: dict[str, Any], chain_ids: builtins.list[str],
-                     tags: builtins.list[str] = []) -> Image:   # noqa: B006  # the interface's signature; never mutated
+                     tags: builtins.list[str] = [], parent: str = "") -> Image:   # noqa: B006  # the interface's signature; never mutated
         """Store a new image: `config` is a full image config (architecture, os, config, history,
         created...); rootfs.diff_ids is filled in from chain_ids; the id is the sha256 of the canonical
-        config JSON written; tags are familiar refs ("name:tag") moved to this image."""
+        config JSON written; tags are familiar refs ("name:tag") moved to this image. `parent`:
+        the local image it was made from (commit, build), as dockerd records it."""
         targets = [parse_reference(t) for t in tags]
         if any(t.digest for t in targets):
             raise InvalidArgument(f"refusing to create a tag with a digest reference: {tags}")
         from . import image_authoring
         with self._lock:
             image_id = image_authoring.create_image(self.blobs, self.layers, self.index, config,
-                                                    chain_ids)
+                                                    chain_ids, parent)
             for target in targets:
                 self.index.refs[target.familiar()] = image_id
             if targets:
@@ -251,7 +253,8 @@ class ImageStore:
         return Image(id=image_id, config=record.config,
                      repo_tags=[r for r in refs if "@" not in r],
                      repo_digests=[r for r in refs if "@" in r],
-                     size=record.size, created=str(record.config.get("created", "")))
+                     size=record.size, created=str(record.config.get("created", "")),
+                     parent=record.parent)
 
     def get(self, ref_or_id: str) -> Image:
         """By tag ("busybox", "busybox:latest", "127.0.0.1:5000/x:y"), digest, full or short id.
@@ -366,6 +369,11 @@ class ImageStore:
                 if removed_last_ref:
                     return records   # untagged; the image stays (dangling) for its containers
                 raise self._delete_conflict(short, running, stopped)
+            if any(r.parent == image_id for r in self.index.images.values()):
+                if removed_last_ref:
+                    return records   # untagged; the image stays for the images made from it
+                raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
+                               "image has dependent child images")
             records += self._delete_image(image_id, keep_layers=bool(users))[0]
             return records
 
@@ -411,8 +419,9 @@ class ImageStore:
         records: list[dict[str, str]] = []
         reclaimed = 0
         with self._lock:
+            parents = {r.parent for r in self.index.images.values()}
             for image_id in list(self.index.images):
-                if image_id in in_use:
+                if image_id in in_use or image_id in parents:
                     continue
                 refs = self.index.refs_of(image_id)
                 if dangling_only and any("@" not in r for r in refs):
@@ -429,32 +438,11 @@ class ImageStore:
 
     # --- inspection --------------------------------------------------------------------
     def history(self, ref_or_id: str) -> builtins.list[dict[str, Any]]:
-        """Docker's image history records, newest first."""
+        """Docker's image history records, newest first; rows of parent images (commit,
+        build) carry those images' ids and tags."""
+        from .image_history import history_rows
         with self._lock:
-            image = self.get(ref_or_id)
-            record = self.index.images[image.id]
-            sizes = [self.layers.get(c).size for c in record.chain_ids]
-        entries = image.config.get("history") or []
-        out: list[dict[str, Any]] = []
-        layer = 0
-        if entries:
-            for h in entries:
-                size = 0
-                if not h.get("empty_layer"):
-                    size = sizes[layer] if layer < len(sizes) else 0
-                    layer += 1
-                out.append({"Id": "<missing>", "Created": unix_seconds(h.get("created", "")),
-                            "CreatedBy": h.get("created_by", ""), "Tags": None, "Size": size,
-                            "Comment": h.get("comment", "")})
-        else:
-            created = unix_seconds(image.created)
-            out = [{"Id": "<missing>", "Created": created, "CreatedBy": "", "Tags": None,
-                    "Size": s, "Comment": ""} for s in sizes]
-        out.reverse()
-        if out:
-            out[0]["Id"] = image.id
-            out[0]["Tags"] = image.repo_tags or None
-        return out
+            return history_rows(self.index, self.layers, self._resolve_id(ref_or_id))
 
     def layer_dirs(self, image: Image) -> builtins.list[Path]:
         """The image's unpacked, read-only layer directories, lowest first."""
@@ -463,6 +451,14 @@ class ImageStore:
             if record is None:
                 raise NotFound(f"No such image: {image.id}")
             return [self.layers.diff_dir(c) for c in record.chain_ids]
+
+    def chain_ids(self, image: Image) -> builtins.list[str]:
+        """The image's layers by chain id, lowest first."""
+        with self._lock:
+            record = self.index.images.get(image.id)
+            if record is None:
+                raise NotFound(f"No such image: {image.id}")
+            return list(record.chain_ids)
 
     def short_layer_links(self, image: Image) -> builtins.list[str]:
         """Layer paths relative to `layers_root` ("l/<26 chars>"), lowest first.

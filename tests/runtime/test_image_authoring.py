@@ -93,6 +93,27 @@ def test_layer_tar_of_a_real_overlay_upper_dir(overlay_change) -> None:
     assert _tar_of(upper) == data                                   # deterministic bytes
 
 
+def test_excluded_paths_and_the_directories_only_they_fill_are_left_out(tmp_path: Path) -> None:
+    upper = tmp_path / "upper"
+    for d in ("etc", "proc", "data"):
+        (upper / d).mkdir(parents=True)
+    (upper / "etc/hosts").write_text("127.0.0.1 x\n")
+    (upper / "data/hosts").write_text("kept\n")
+    exclude = {"etc/hosts", "proc"}
+    buf = io.BytesIO()
+    write_layer_tar(upper, buf, exclude=exclude)
+    assert [m.name for m in _members(buf.getvalue())] == ["data", "data/hosts"]
+    (upper / "etc/passwd").write_text("root:x:0:0::/:/bin/sh\n")
+    buf = io.BytesIO()
+    write_layer_tar(upper, buf, exclude=exclude)
+    assert [m.name for m in _members(buf.getvalue())] == ["data", "data/hosts", "etc", "etc/passwd"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    buf = io.BytesIO()
+    write_layer_tar(empty, buf)
+    assert buf.getvalue() == bytes(1024)   # Go's empty tar: dockerd's "no layer" digest
+
+
 def test_register_layer_round_trip_and_idempotence(overlay_change, tmp_path: Path) -> None:
     lower, upper = overlay_change
     store = ImageStore(tmp_path / "store")
