@@ -2,179 +2,54 @@
 instructions applied to an image's container config, as dockerd's BuildFromConfig does.
 
 Accepted: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR, HEALTHCHECK (the
-ones dockerd accepts) and STOPSIGNAL (which dockerd 20.10 refuses; newer engines' builders
-set it, and it is only a config field). Anything else is refused by name, as dockerd words it
-("run is not a valid change command"). ENV, LABEL, EXPOSE, USER, WORKDIR, VOLUME and
-STOPSIGNAL words are expanded against the config's environment as the builder does ($V, ${V},
-${V:-word}, ${V:+word}, quotes, backslash escapes); CMD, ENTRYPOINT, ONBUILD and HEALTHCHECK
-are kept as written.
-
-The lines are one small Dockerfile (joined with newlines, continuations and comments as in
-a Dockerfile); the full Dockerfile parser is runtime/build's, which the builder uses.
+ones dockerd accepts) and STOPSIGNAL (which dockerd 20.10 refuses; newer builders set it, and
+it is only a config field). Anything else is refused by name, as dockerd words it ("run is
+not a valid change command"). The lines are one small Dockerfile (joined with newlines), read
+by runtime/build's parser; ENV, LABEL, EXPOSE, USER, WORKDIR, VOLUME and STOPSIGNAL words are
+expanded against the config's environment as the builder does.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import re
 from typing import Any
 
+from ..build import dockerfile_lines
+from ..build.dockerfile import DockerfileError, Instruction, healthcheck_config, parse_instruction, path_words
+from ..build.shell_words import expand_word, expand_words, parse_key_values
 from ..containers.config import parse_signal
-from ..errors import InvalidArgument
+from ..errors import BuildError, InvalidArgument
 
 VALID = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "USER", "VOLUME", "WORKDIR",
          "HEALTHCHECK", "STOPSIGNAL")
 DEFAULT_SHELL = ["/bin/sh", "-c"]
-_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
-                   "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
-_HEALTH_FLAGS = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
-                 "retries": "Retries"}
 
 
-def _lines(changes: list[str]) -> list[str]:
-    """Instructions of the joined text: comments and blank lines dropped, `\\` continuations joined."""
-    out: list[str] = []
-    pending = ""
-    for raw in "\n".join(changes).split("\n"):
-        line = raw.rstrip("\r")
-        if not pending and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1]
-            continue
-        out.append((pending + line).strip())
-        pending = ""
-    if pending.strip():
-        out.append(pending.strip())
-    return out
-
-
-def _split_words(text: str) -> list[str]:
-    """Blank-separated words, quotes and escapes kept as written (expanded later)."""
-    words: list[str] = []
-    word, quote, i = "", "", 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and quote != "'" and i + 1 < len(text):
-            word += text[i:i + 2]
-            i += 2
-            continue
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch.isspace():
-            if word:
-                words.append(word)
-            word = ""
-            i += 1
-            continue
-        word += ch
-        i += 1
-    if quote:
-        raise InvalidArgument(f"unexpected end of statement while looking for matching {quote}")
-    if word:
-        words.append(word)
-    return words
-
-
-def expand(word: str, env: dict[str, str]) -> str:
-    """One word with quotes removed and variables substituted (Docker's ProcessWord)."""
-    out, quote, i = [], "", 0
-    while i < len(word):
-        ch = word[i]
-        if quote == "'":
-            if ch == "'":
-                quote = ""
-            else:
-                out.append(ch)
-            i += 1
-        elif ch == "\\" and i + 1 < len(word):
-            nxt = word[i + 1]
-            out.append(nxt if not quote or nxt in "\"$\\" else ch + nxt)
-            i += 2
-        elif ch in "'\"" and (not quote or ch == quote):
-            quote = "" if quote else ch
-            i += 1
-        elif ch == "$":
-            value, i = _variable(word, i + 1, env)
-            out.append(value)
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
-
-
-def _variable(word: str, i: int, env: dict[str, str]) -> tuple[str, int]:
-    """The value of the variable reference starting after `$` at `i`; and where it ends."""
-    if i < len(word) and word[i] == "{":
-        end = word.find("}", i)
-        if end < 0:
-            raise InvalidArgument(f"missing '}}' in {word!r}")
-        body = word[i + 1:end]
-        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])(.*))?", body, re.S)
-        if m is None:
-            raise InvalidArgument(f"bad substitution in {word!r}")
-        name, op, alt = m.group(1), m.group(2), m.group(3) or ""
-        value = env.get(name)
-        if op in (":-", "-"):
-            if value is None or (op == ":-" and value == ""):
-                value = expand(alt, env)
-        elif op in (":+", "+"):
-            value = expand(alt, env) if value is not None and (op == "+" or value) else ""
-        return value or "", end + 1
-    m = re.match(r"[A-Za-z_][A-Za-z0-9_]*", word[i:])
-    if m is None:
-        return "$", i
-    return env.get(m.group(0), ""), i + m.end()
+def _instructions(changes: list[str]) -> tuple[str, list[Instruction]]:
+    """(escape, parsed instructions); every keyword is checked before any line is parsed."""
+    try:
+        escape, _, logical = dockerfile_lines.scan("\n".join(changes))
+    except dockerfile_lines.LineError as err:
+        raise InvalidArgument(err.message) from None
+    for ll in logical:
+        keyword = dockerfile_lines.split_command(ll.text)[0]
+        if keyword.upper() not in VALID:
+            raise InvalidArgument(f"{keyword.lower()} is not a valid change command")
+    try:
+        return escape, [parse_instruction(ll.text, escape, ll.line) for ll in logical]
+    except DockerfileError as err:
+        raise InvalidArgument(err.reason) from None
 
 
 def _env_map(config: dict[str, Any]) -> dict[str, str]:
     return dict(e.split("=", 1) if "=" in e else (e, "") for e in config.get("Env") or [])
 
 
-def _json_args(rest: str) -> list[str] | None:
-    if not rest.startswith("["):
-        return None
-    try:
-        value = json.loads(rest)
-    except ValueError:
-        return None
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    return None
-
-
-def _command(rest: str, config: dict[str, Any]) -> list[str]:
-    """CMD/ENTRYPOINT/HEALTHCHECK CMD arguments: the JSON form as given, else the shell's."""
-    args = _json_args(rest)
-    if args is not None:
-        return args
-    return [*(config.get("Shell") or DEFAULT_SHELL), rest]
-
-
-def _pairs(keyword: str, rest: str, env: dict[str, str]) -> list[tuple[str, str]]:
-    """ENV/LABEL arguments, "k=v k2=v2" or the legacy "k v"."""
-    words = _split_words(rest)
-    if not words:
-        raise InvalidArgument(f"{keyword} requires at least one argument")
-    if "=" not in words[0]:
-        key, _, value = rest.partition(" ")
-        if not value.strip() and keyword == "ENV":
-            raise InvalidArgument("ENV must have two arguments")
-        return [(expand(key, env), expand(value.strip(), env))]
-    pairs = []
-    for w in words:
-        if "=" not in w:
-            raise InvalidArgument(f"Syntax error - can't find = in \"{w}\". "
-                                  "Must be of the form: name=value")
-        key, _, value = w.partition("=")
-        pairs.append((expand(key, env), expand(value, env)))
-    if keyword == "ENV" and any(not k for k, _ in pairs):
-        raise InvalidArgument("ENV names can not be blank")
-    return pairs
+def _command(inst: Instruction, config: dict[str, Any]) -> list[str]:
+    """CMD/ENTRYPOINT: the JSON form as given, else the shell form run by the config's shell."""
+    if inst.json_form:
+        return list(inst.args)
+    return [*(config.get("Shell") or DEFAULT_SHELL), inst.args[0] if inst.args else ""]
 
 
 def _ports(words: list[str]) -> list[str]:
@@ -194,127 +69,71 @@ def _ports(words: list[str]) -> list[str]:
     return out
 
 
-def parse_go_duration(text: str, flag: str) -> int:
-    """Go's time.ParseDuration, in nanoseconds ("1m30s", "500ms", "0")."""
-    if text in ("0", "+0", "-0"):
-        return 0
-    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise InvalidArgument(f'time: invalid duration "{text}" for flag --{flag}')
-    return int(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
-
-
-def _healthcheck(rest: str, config: dict[str, Any]) -> dict[str, Any]:
-    values: dict[str, int] = {}
-    while rest.startswith("--"):
-        flag, _, rest = rest.partition(" ")
-        name, eq, value = flag[2:].partition("=")
-        if name not in _HEALTH_FLAGS or not eq:
-            raise InvalidArgument(f"Unknown flag: {name}")
-        if name == "retries":
-            if not value.lstrip("-").isdigit():
-                raise InvalidArgument(f'strconv.ParseInt: parsing "{value}": invalid syntax')
-            values[_HEALTH_FLAGS[name]] = int(value)
-        else:
-            values[_HEALTH_FLAGS[name]] = parse_go_duration(value, name)
-        rest = rest.lstrip()
-    kind, _, args = rest.partition(" ")
-    args = args.strip()
-    if kind.upper() == "NONE":
-        if args or values:
-            raise InvalidArgument("HEALTHCHECK NONE takes no arguments")
-        return {"Test": ["NONE"]}
-    if kind.upper() != "CMD":
-        raise InvalidArgument(f'Unknown type "{kind.upper()}" in HEALTHCHECK (try CMD)')
-    for key in ("Interval", "Timeout", "StartPeriod"):
-        if 0 < values.get(key, 0) < 1_000_000:
-            flag = next(f for f, k in _HEALTH_FLAGS.items() if k == key)
-            raise InvalidArgument(f"{key} \"{flag}\" cannot be less than 1ms")
-    if values.get("Retries", 0) < 0:
-        raise InvalidArgument(f"--retries cannot be negative ({values['Retries']})")
-    json_args = _json_args(args)
-    test = ["CMD", *json_args] if json_args is not None else ["CMD-SHELL", args]
-    return {"Test": test, **{k: v for k, v in values.items() if v}}
-
-
 def apply_changes(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
     """A copy of the container config `config` with the instructions in `changes` applied.
 
     InvalidArgument (dockerd's message) for an instruction that is not allowed or malformed;
     all are checked before any is applied.
     """
-    lines = _lines(changes)
-    parsed = []
-    for line in lines:
-        keyword, _, rest = line.partition(" ")
-        if keyword.upper() not in VALID:
-            raise InvalidArgument(f"{keyword.lower()} is not a valid change command")
-        parsed.append((keyword.upper(), rest.strip(), line))
+    escape, instructions = _instructions(changes)
     out = copy.deepcopy(config)
     cmd_set = False
-    for keyword, rest, line in parsed:
-        env = _env_map(out)
-        if keyword == "CMD":
-            out["Cmd"] = _command(rest, out)
-            cmd_set = True
-        elif keyword == "ENTRYPOINT":
-            args = _json_args(rest)
-            # An empty JSON list is no entrypoint at all (null), as dockerd stores it.
-            out["Entrypoint"] = (args or None) if args is not None else _command(rest, out)
-            if not cmd_set:
-                out["Cmd"] = None
-        elif keyword in ("ENV", "LABEL"):
-            pairs = _pairs(keyword, rest, env)
-            if keyword == "ENV":
-                current = list(out.get("Env") or [])
-                for key, value in pairs:
-                    entry = f"{key}={value}"
-                    index = next((i for i, e in enumerate(current) if e.split("=", 1)[0] == key), None)
-                    if index is None:
-                        current.append(entry)
-                    else:
-                        current[index] = entry
-                out["Env"] = current
-            else:
-                out["Labels"] = {**(out.get("Labels") or {}), **dict(pairs)}
-        elif keyword == "EXPOSE":
-            words = [expand(w, env) for w in _split_words(rest)]
-            if not words:
-                raise InvalidArgument("EXPOSE requires at least one argument")
-            out["ExposedPorts"] = {**(out.get("ExposedPorts") or {}), **{p: {} for p in _ports(words)}}
-        elif keyword in ("USER", "WORKDIR", "STOPSIGNAL"):
-            # The rest of the line is the one argument ("WORKDIR a b" is the directory "a b").
-            if not rest:
-                raise InvalidArgument(f"{keyword} requires exactly one argument")
-            value = expand(rest, env)
-            if keyword == "USER":
-                out["User"] = value
-            elif keyword == "STOPSIGNAL":
-                parse_signal(value)
-                out["StopSignal"] = value
-            else:
-                out["WorkingDir"] = _workdir(out.get("WorkingDir") or "", value)
-        elif keyword == "VOLUME":
-            args = _json_args(rest)
-            words = args if args is not None else [expand(w, env) for w in _split_words(rest)]
-            if not words:
-                raise InvalidArgument("VOLUME requires at least one argument")
-            if any(not v.strip() for v in words):
-                raise InvalidArgument("VOLUME specified can not be an empty string")
-            out["Volumes"] = {**(out.get("Volumes") or {}), **{v: {} for v in words}}
-        elif keyword == "ONBUILD":
-            trigger = re.sub(r"(?i)^\s*ONBUILD\s*", "", line)
-            first = trigger.split(" ", 1)[0].upper()
-            if first == "ONBUILD":
-                raise InvalidArgument("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
-            if first in ("FROM", "MAINTAINER"):
-                raise InvalidArgument(f"{first} isn't allowed as an ONBUILD trigger")
-            if not first:
-                raise InvalidArgument("ONBUILD requires at least one argument")
-            out["OnBuild"] = [*(out.get("OnBuild") or []), trigger]
-        elif keyword == "HEALTHCHECK":
-            out["Healthcheck"] = _healthcheck(rest, out)
+    try:
+        for inst in instructions:
+            cmd_set = _apply(out, inst, escape, cmd_set)
+    except BuildError as err:
+        raise InvalidArgument(err.message) from None
     return out
+
+
+def _apply(out: dict[str, Any], inst: Instruction, escape: str, cmd_set: bool) -> bool:
+    """Apply one instruction to `out`; returns whether CMD has been set so far."""
+    keyword, env = inst.keyword, _env_map(out)
+    if keyword == "CMD":
+        out["Cmd"] = _command(inst, out)
+        return True
+    if keyword == "ENTRYPOINT":
+        # An empty JSON list is no entrypoint at all (null), as dockerd stores it.
+        out["Entrypoint"] = (list(inst.args) or None) if inst.json_form else _command(inst, out)
+        if not cmd_set:
+            out["Cmd"] = None   # dockerd: an ENTRYPOINT drops the CMD unless one was given
+    elif keyword in ("ENV", "LABEL"):
+        pairs = [(expand_word(k, env, escape), expand_word(v, env, escape))
+                 for k, v in parse_key_values(inst.args, keyword, escape)]
+        if keyword == "LABEL":
+            out["Labels"] = {**(out.get("Labels") or {}), **dict(pairs)}
+        else:
+            current = list(out.get("Env") or [])
+            for key, value in pairs:
+                index = next((i for i, e in enumerate(current) if e.split("=", 1)[0] == key), None)
+                if index is None:
+                    current.append(f"{key}={value}")
+                else:
+                    current[index] = f"{key}={value}"
+            out["Env"] = current
+    elif keyword == "EXPOSE":
+        ports = _ports(expand_words(inst.args[0], env, escape))
+        out["ExposedPorts"] = {**(out.get("ExposedPorts") or {}), **{p: {} for p in ports}}
+    elif keyword in ("USER", "WORKDIR", "STOPSIGNAL"):
+        value = expand_word(inst.args[0], env, escape)
+        if keyword == "USER":
+            out["User"] = value
+        elif keyword == "STOPSIGNAL":
+            parse_signal(value)
+            out["StopSignal"] = value
+        else:
+            out["WorkingDir"] = _workdir(out.get("WorkingDir") or "", value)
+    elif keyword == "VOLUME":
+        volumes = [expand_word(v, env, escape) for v in path_words(inst)]
+        if any(not v.strip() for v in volumes):
+            raise InvalidArgument("VOLUME specified can not be an empty string")
+        out["Volumes"] = {**(out.get("Volumes") or {}), **{v: {} for v in volumes}}
+    elif keyword == "ONBUILD":
+        assert inst.onbuild is not None   # the parser refuses an ONBUILD without a trigger
+        out["OnBuild"] = [*(out.get("OnBuild") or []), inst.onbuild.original]
+    elif keyword == "HEALTHCHECK":
+        out["Healthcheck"] = healthcheck_config(inst)
+    return cmd_set
 
 
 def _workdir(current: str, requested: str) -> str:
