@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from runtime.engine.facade import Engine
+from runtime.engine.image_import import check_platform
 from runtime.errors import InvalidArgument
 from runtime.images.reference import parse_reference, validate_tag
 from runtime.images.registry_credentials import RegistryCredentials
@@ -20,7 +21,7 @@ from runtime.images.store import Image
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard, error_response_for, stream_error
-from .http_request import Request, parse_json
+from .http_request import Request, parse_json, streams_body
 from .http_response import Response, StreamResponse, json_response
 from .http_server import Router
 from .request_body import BodyFields, top_level_object
@@ -104,6 +105,7 @@ class ImageRoutes:
 
     def register(self, router: Router) -> None:
         router.get("/images/json", self.list)
+        # Import sends the image's tar as the body: read as it arrives, any size.
         router.post("/images/create", self.create)
         router.post("/images/prune", self.prune)
         router.post("/images/load", self._unsupported("loading images (docker load)"))
@@ -173,10 +175,25 @@ class ImageRoutes:
         deleted, reclaimed = self.engine.images.prune(dangling_only=dangling)
         return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
+    # -- import ---------------------------------------------------------------
+    def _import(self, request: Request) -> Response:
+        """`docker import`: fromSrc=- (the body is the tar) or an http(s) URL; the answer is
+        dockerd's one status line with the new image's id (errors before it are a status)."""
+        source = request.arg("fromSrc") or ""
+        check_platform(request.arg("platform") or "")
+        stream = request.stream
+        assert stream is not None   # create is marked streams_body
+        image = self.engine.images.import_image(
+            stream if source == "-" else source, repo=request.arg("repo") or "",
+            tag=request.arg("tag") or "", message=request.arg("message") or "",
+            changes=request.query.get("changes", []))
+        return Response(body=json.dumps({"status": image.id}).encode() + b"\r\n")
+
     # -- pull -----------------------------------------------------------------
+    @streams_body
     def create(self, request: Request) -> Response | StreamResponse:
         if request.arg("fromSrc"):
-            raise NotImplementedByDockyard("Dockyard does not support importing images (docker import) yet")
+            return self._import(request)
         from_image = request.arg("fromImage")
         if not from_image:
             raise InvalidArgument("fromImage is required")

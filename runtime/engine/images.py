@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..images.layer_store import LayerRecord
 from ..images.pull import ProgressCallback
@@ -15,6 +15,9 @@ from ..images.registry_credentials import RegistryCredentials
 from ..images.store import Image, ImageStore
 from .events import EventService
 from .registry import ContainerRegistry
+
+if TYPE_CHECKING:   # image_authoring imports tarfile & co., which only authoring needs
+    from ..images.image_authoring import Readable
 
 
 class ImageService:
@@ -124,6 +127,16 @@ class ImageService:
             records, reclaimed = self.store.prune(dangling_only=dangling_only, in_use=in_use)
         self._publish_removals(records)
         return records, reclaimed
+
+    def import_image(self, source: Readable | str, repo: str = "", tag: str = "", message: str = "",
+                     changes: builtins.list[str] | None = None) -> Image:
+        """`docker import` of the tar read from `source` (a stream or an http(s) URL)."""
+        from .image_import import import_image  # tarfile & co.: only imports need them
+        return import_image(self, source, repo, tag, message, changes)
+
+    def publish(self, action: str, image_id: str, name: str = "") -> None:
+        """An image event (import, load, save, push ...) from an operation outside this service."""
+        self._events.publish("image", action, image_id, {"name": name or image_id})
 
     def _users(self, image_id: str) -> builtins.list[str]:
         """Containers using the image, including creates in flight (caller holds _use_lock)."""

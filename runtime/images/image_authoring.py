@@ -25,7 +25,7 @@ import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 from ..errors import InvalidArchive, InvalidArgument, NotFound, RegistryError
 from .blob_store import BlobStore, file_digest
@@ -45,6 +45,12 @@ _SCHEMA2_LAYER_TYPE = {
 }
 GZIP_LEVEL = 6   # Go's flate default, what dockerd compresses layers with
 _CHUNK = 1 << 20
+
+
+class Readable(Protocol):
+    """What imports and loads read a client's tar from: a file, or the HTTP request body."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class _HashingWriter:
