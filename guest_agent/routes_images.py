@@ -97,6 +97,38 @@ def matches_reference(image: Image, patterns: list[str]) -> bool:
     return False
 
 
+def _job_stream(job: Callable[[Callable[[dict[str, Any]], None]], object], what: str) -> StreamResponse:
+    """Run `job(emit)` on a thread and stream what it emits as JSON lines. An error before
+    the first message is raised here (a plain error status); a later one ends the stream
+    as an errorDetail line, as dockerd does."""
+    messages: queue.Queue[Any] = queue.Queue()
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            job(messages.put)
+        except BaseException as err:  # reported to the client, in the stream or as a status
+            outcome["error"] = err
+        finally:
+            messages.put(_DONE)
+
+    threading.Thread(target=run, name=what, daemon=True).start()
+    first = messages.get()
+    if first is _DONE and "error" in outcome:
+        raise outcome["error"]
+
+    def stream() -> Iterator[bytes]:
+        item = first
+        while item is not _DONE:
+            yield json.dumps(item).encode() + b"\r\n"
+            item = messages.get()
+        if "error" in outcome:
+            _, message = error_response_for(outcome["error"], what)
+            yield json.dumps(stream_error(message)).encode() + b"\r\n"
+
+    return StreamResponse(chunks=stream())
+
+
 class ImageRoutes:
     """Images in the engine's ImageStore."""
 
@@ -108,8 +140,8 @@ class ImageRoutes:
         # Import sends the image's tar as the body: read as it arrives, any size.
         router.post("/images/create", self.create)
         router.post("/images/prune", self.prune)
-        router.post("/images/load", self._unsupported("loading images (docker load)"))
-        router.get("/images/get", self._unsupported("saving images (docker save)"))
+        router.post("/images/load", self.load)
+        router.get("/images/get", self.save)
         router.get("/images/search", self._unsupported("searching registries (docker search)"))
         router.post("/build", self._unsupported("building images (docker build)"))
         router.post("/build/prune", self._unsupported("the build cache"))
@@ -117,7 +149,7 @@ class ImageRoutes:
         router.get("/images/{name:path}/history", self.history)
         router.post("/images/{name:path}/tag", self.tag)
         router.post("/images/{name:path}/push", self.push)
-        router.get("/images/{name:path}/get", self._unsupported("saving images (docker save)"))
+        router.get("/images/{name:path}/get", self.save)
         router.delete("/images/{name:path}", self.remove)
 
     @staticmethod
@@ -174,6 +206,22 @@ class ImageRoutes:
         dangling = filters.get("dangling", ["true"])[-1].lower() in ("1", "true")
         deleted, reclaimed = self.engine.images.prune(dangling_only=dangling)
         return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+    # -- save and load --------------------------------------------------------
+    def save(self, request: Request) -> StreamResponse:
+        """`docker save`: GET /images/get?names=a&names=b or /images/{name}/get."""
+        names = [request.params["name"]] if "name" in request.params else request.query.get("names", [])
+        return StreamResponse(chunks=self.engine.images.save(names), content_type="application/x-tar")
+
+    @streams_body
+    def load(self, request: Request) -> StreamResponse:
+        """`docker load`: the body is the archive; dockerd's JSON lines come back, progress
+        only without `quiet`. Until the first line (which comes only once the whole body
+        has been read) an error is a plain status, as dockerd answers."""
+        stream = request.stream
+        assert stream is not None   # load is marked streams_body
+        quiet = request.bool_arg("quiet")
+        return _job_stream(lambda emit: self.engine.images.load(stream, emit, quiet), "load")
 
     # -- import ---------------------------------------------------------------
     def _import(self, request: Request) -> Response:

@@ -134,6 +134,31 @@ class ImageService:
         from .image_import import import_image  # tarfile & co.: only imports need them
         return import_image(self, source, repo, tag, message, changes)
 
+    def save(self, names: builtins.list[str]) -> Iterator[bytes]:
+        """`docker save`: the archive of the images `names` stand for, generated as it is read.
+
+        Names are resolved and every layer's blob checked first, so a missing image is an
+        error before the first byte; a "save" event per image, as dockerd.
+        """
+        from ..images.archive_save import check_layers, resolve_names, save_archive
+        items = resolve_names(self.store, names)
+        check_layers(self.store, items)
+        for item in items:
+            self.publish("save", item.image.id)
+        return save_archive(self.store, items)
+
+    def load(self, source: Readable, emit: ProgressCallback, quiet: bool = False) -> builtins.list[str]:
+        """`docker load` of the archive read from `source` (all or nothing); the image ids.
+
+        `emit` gets dockerd's messages: "Loading layer" progress unless `quiet`, then the
+        "Loaded image" lines.
+        """
+        from ..images.archive_load import load_archive
+        loaded = load_archive(self.store, source, emit, quiet)
+        for image_id in loaded:
+            self.publish("load", image_id)
+        return loaded
+
     def publish(self, action: str, image_id: str, name: str = "") -> None:
         """An image event (import, load, save, push ...) from an operation outside this service."""
         self._events.publish("image", action, image_id, {"name": name or image_id})

@@ -174,8 +174,13 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def create_image(blobs: BlobStore, layers: LayerStore, index: ImageIndex,
-                 config: dict[str, Any], chains: list[str], parent: str = "") -> str:
-    """Store the config (rootfs filled in from `chains`) and the image record; its id."""
+                 config: dict[str, Any], chains: list[str], parent: str = "",
+                 config_bytes: bytes | None = None) -> str:
+    """Store the config (rootfs filled in from `chains`) and the image record; its id.
+
+    `config_bytes`: a config to keep byte for byte instead (docker load keeps image ids);
+    its rootfs.diff_ids must be the chain's.
+    """
     records = []
     for chain in chains:
         if not layers.has(chain):
@@ -184,9 +189,14 @@ def create_image(blobs: BlobStore, layers: LayerStore, index: ImageIndex,
     diff_ids = [r.diff_id for r in records]
     if chain_ids(diff_ids) != list(chains):
         raise InvalidArgument("the layers given do not stack: each must be the child of the one before")
-    config = dict(config)
-    config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
-    data = canonical_json(config)
+    if config_bytes is None:
+        config = dict(config)
+        config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+        data = canonical_json(config)
+    else:
+        data = config_bytes
+        if (json.loads(data).get("rootfs") or {}).get("diff_ids") != diff_ids:
+            raise InvalidArgument("the image config's rootfs.diff_ids are not its layers")
     image_id = blobs.put(data)
     if image_id not in index.images:
         if parent and parent not in index.images:
@@ -194,6 +204,18 @@ def create_image(blobs: BlobStore, layers: LayerStore, index: ImageIndex,
         index.put(ImageRecord(id=image_id, chain_ids=list(chains), size=sum(r.size for r in records),
                               config=json.loads(data), parent=parent))
     return image_id
+
+
+def discard_layers(blobs: BlobStore, layers: LayerStore, index: ImageIndex, chains: list[str]) -> None:
+    """Remove the layers in `chains` that no image uses (what a failed load registered)."""
+    used = {c for r in index.images.values() for c in r.chain_ids}
+    for chain in reversed(chains):
+        if chain in used or not layers.has(chain):
+            continue
+        record = layers.get(chain)
+        layers.remove(chain)
+        if record.blob_digest and not layers.blob_users(record.blob_digest):
+            blobs.delete(record.blob_digest)
 
 
 def layer_blob(blobs: BlobStore, layers: LayerStore, chain: str) -> tuple[str, int, str, Path]:

@@ -153,35 +153,39 @@ class ImageStore:
     # --- authoring (commit, build, import, load) and distribution (push, save) ---------
     # image_authoring is imported on first use (tarfile, gzip, lzma: not needed to start).
     def register_layer(self, tar_path: Path, parent_chain: str) -> LayerRecord:
-        """Unpack an uncompressed layer tar (safe unpacking, as pulls do) on top of parent_chain ("" for
-        none), compute its diff id, keep a gzip blob of it for push/save; idempotent (same content and
-        parent -> the same chain id, nothing done twice). InvalidArchive if corrupt or unsafe."""
+        """Unpack a layer tar (safely, as pulls do) on parent_chain ("" for none), keep a gzip blob for
+        push/save; idempotent (same content and parent: same chain id). InvalidArchive if bad."""
         from . import image_authoring
         return image_authoring.register_layer(self.blobs, self.layers, Path(tar_path), parent_chain)
 
     def create_image(self, config: dict[str, Any], chain_ids: builtins.list[str],
-                     tags: builtins.list[str] = [], parent: str = "") -> Image:   # noqa: B006  # the interface's signature; never mutated
-        """Store a new image: `config` is a full image config (architecture, os, config, history,
-        created...); rootfs.diff_ids is filled in from chain_ids; the id is the sha256 of the canonical
-        config JSON written; tags are familiar refs ("name:tag") moved to this image. `parent`:
-        the local image it was made from (commit, build), as dockerd records it."""
+                     tags: builtins.list[str] = [], parent: str = "",   # noqa: B006  # the interface's signature; never mutated
+                     config_bytes: bytes | None = None) -> Image:
+        """Store a new image from a full config (rootfs.diff_ids filled in from chain_ids; the id is the
+        sha256 of the canonical JSON), tags ("name:tag") moved to it. `parent`: the local image it was
+        made from (commit, build); `config_bytes`: a config kept byte for byte instead (load)."""
         targets = [parse_reference(t) for t in tags]
         if any(t.digest for t in targets):
             raise InvalidArgument(f"refusing to create a tag with a digest reference: {tags}")
         from . import image_authoring
         with self._lock:
             image_id = image_authoring.create_image(self.blobs, self.layers, self.index, config,
-                                                    chain_ids, parent)
+                                                    chain_ids, parent, config_bytes)
             for target in targets:
                 self.index.refs[target.familiar()] = image_id
             if targets:
                 self.index.save_refs()
             return self._image(image_id)
 
+    def discard_layers(self, chain_ids: builtins.list[str]) -> None:
+        """Remove those of `chain_ids` no image uses (layers a failed load registered)."""
+        from . import image_authoring
+        with self._lock:
+            image_authoring.discard_layers(self.blobs, self.layers, self.index, chain_ids)
+
     def layer_blob(self, chain_id: str) -> tuple[str, int, str, Path]:
-        """(digest, size, media_type, path) of the layer's distributable blob; a layer pulled before
-        blobs were kept gets one made from its diff dir, checked against its diff id (RegistryError
-        if the rebuilt tar does not match)."""
+        """(digest, size, media_type, path) of the layer's blob; one missing is made from the diff dir,
+        checked against the diff id (RegistryError if the rebuilt tar does not match)."""
         from . import image_authoring
         return image_authoring.layer_blob(self.blobs, self.layers, chain_id)
 
