@@ -328,6 +328,10 @@ class ImageStore:
             refs = self.index.refs_of(image_id)
             records: list[dict[str, str]] = []
             removed_last_ref = False
+            children = any(r.parent == image_id for r in self.index.images.values())
+            if children and _is_id_prefix(image_id, ref_or_id):   # before any untag, as dockerd
+                raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
+                               "image has dependent child images")
 
             if not _is_id_prefix(image_id, ref_or_id):
                 ref = parse_reference(ref_or_id)
@@ -373,11 +377,8 @@ class ImageStore:
                 if removed_last_ref:
                     return records   # untagged; the image stays (dangling) for its containers
                 raise self._delete_conflict(short, running, stopped)
-            if any(r.parent == image_id for r in self.index.images.values()):
-                if removed_last_ref:
-                    return records   # untagged; the image stays for the images made from it
-                raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
-                               "image has dependent child images")
+            if children:
+                return records   # untagged; the image stays for the images made from it
             records += self._delete_image(image_id, keep_layers=bool(users))[0]
             return records
 

@@ -164,3 +164,25 @@ def test_commit_errors_match_dockerd(engines: Engines) -> None:
         assert normalised(ours).error == normalised(theirs).error or \
             ours.stderr.strip() == theirs.stderr.strip(), (ours.stderr, theirs.stderr)
     engines.cleanup("commit-err")
+
+
+def test_an_image_with_a_committed_child_is_removed_as_dockerd_removes_it(engines: Engines) -> None:
+    """The parent of a commit: by name it is only untagged; by id it cannot be deleted while
+    the child exists; once the child is gone it can."""
+    for engine in (engines.ours, engines.reference):
+        engine.docker("rmi", "-f", "parent-img:1", "child-img:1")
+        assert engine.docker("tag", engines.image, "parent-img:1").returncode == 0
+    _container(engines, "commit-parent", "parent-img:1", "sh", "-c", "echo child > /child")
+    engines.compare("commit", "commit-parent", "child-img:1")
+    engines.cleanup("commit-parent")
+    # A second name, so that removing the parent by id must delete rather than untag.
+    for engine in (engines.ours, engines.reference):
+        engine.docker("tag", "parent-img:1", "parent-img:2")
+    parent_id = _inspect(engines.ours, "parent-img:1")["Id"]
+    by_id = engines.compare("rmi", "-f", parent_id)
+    assert by_id.code == 1 and "dependent child images" in by_id.error
+    untag = engines.compare("rmi", "parent-img:2")
+    assert untag.out == "Untagged: parent-img:2\n"
+    engines.compare("rmi", "child-img:1")
+    engines.compare("rmi", "parent-img:1")
+    assert engines.ours.docker("image", "inspect", engines.image).returncode == 0
