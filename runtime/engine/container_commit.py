@@ -119,11 +119,13 @@ class ContainerCommitter:
     def _register_diff(self, container_id: str, parent_chain: str) -> str | None:
         """The container's changes as a layer on `parent_chain`; None when there are none."""
         images = self._ctx.images
+        diff = self._ctx.store.dir(container_id) / "diff"
+        if not diff.is_dir():
+            return None   # created but never started: nothing changed yet
         tmp = images.store.blobs.new_temp()
         try:
             with open(tmp, "wb") as out:
-                write_layer_tar(self._ctx.store.dir(container_id) / "diff", out,
-                                exclude=RUNTIME_MOUNT_TARGETS)
+                write_layer_tar(diff, out, exclude=RUNTIME_MOUNT_TARGETS)
             if file_digest(tmp) == EMPTY_TAR_DIFF_ID:
                 return None
             return images.register_layer(tmp, parent_chain).chain_id

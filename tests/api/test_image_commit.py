@@ -106,6 +106,17 @@ def test_an_unchanged_container_commits_an_empty_layer(engines: Engines) -> None
     engines.cleanup("commit-same")
     for engine in (engines.ours, engines.reference):
         engine.docker("rmi", "unchanged")
+    # A container never started has changed nothing either.
+    engines.cleanup("commit-created")
+    for engine in (engines.ours, engines.reference):
+        assert engine.docker("create", "--network", "none", "--name", "commit-created", engines.image,
+                             "true").returncode == 0
+    engines.compare("commit", "commit-created", "never-started")
+    layers = [_inspect(e, "never-started")["RootFS"]["Layers"] for e in (engines.ours, engines.reference)]
+    assert layers[0] == layers[1] == base["RootFS"]["Layers"]
+    engines.cleanup("commit-created")
+    for engine in (engines.ours, engines.reference):
+        engine.docker("rmi", "never-started")
 
 
 def _actions(engine, name: str, since: float) -> list[str]:
