@@ -86,6 +86,13 @@ def test_commit_save_load_into_a_second_engine(engines: Engines, committed: str,
 
 
 def test_the_archive_has_both_layouts(engines: Engines, committed: str, tmp_path: Path) -> None:
+    both = tmp_path / "both.tar"
+    _save(engines.ours, both, committed, engines.image)
+    with tarfile.open(both) as tar:
+        entries = json.load(tar.extractfile("manifest.json"))
+        assert sorted(e["RepoTags"][0] for e in entries) == sorted([committed, engines.image])
+        base_layer = [e for e in entries if e["RepoTags"] == [engines.image]][0]["Layers"][0]
+        assert tar.getnames().count(base_layer) == 1     # a shared layer is written once
     archive = tmp_path / "app.tar"
     _save(engines.ours, archive, committed)
     with tarfile.open(archive) as tar:
@@ -177,13 +184,23 @@ def test_oci_only_and_compressed_archives_load(engines: Engines, committed: str,
     assert out == b"saved\ndata\nno-group\n"
 
 
-def test_docker_py_save_by_id_and_by_repo(engines: Engines, committed: str, tmp_path: Path) -> None:
+def test_docker_py_save_by_id_and_by_repo(engines: Engines, committed: str, second_agent,
+                                          tmp_path: Path) -> None:
     client = engines.ours.client()
     image = client.images.get(committed)
     data = b"".join(image.save(named=False))
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         (entry,) = json.load(tar.extractfile("manifest.json"))
         assert entry["RepoTags"] is None
+    # An unnamed image loads as its id, on dockerd and on a fresh engine of ours alike.
+    (tmp_path / "by-id.tar").write_bytes(data)
+    outputs = []
+    for engine in (second_agent, engines.reference):
+        engine.docker("rmi", "-f", committed)
+        result = engine.docker("load", "-i", str(tmp_path / "by-id.tar"))
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1] == f"Loaded image ID: {image.id}\n"
     engines.ours.docker("tag", committed, "saved/app:2")
     path = tmp_path / "repo.tar"
     with open(path, "wb") as out:
@@ -219,7 +236,9 @@ def test_bad_archives_are_refused_and_leave_nothing(engines: Engines, committed:
     archive = tmp_path / "app.tar"
     _save(engines.ours, archive, "saved/app:1")
     good = archive.read_bytes()
-    second_agent.docker("rmi", "-f", committed)
+    # None of the archive's layers may be there already (they would not be read again).
+    second_agent.docker("rmi", "-f", _image_id(engines.ours, committed))
+    assert second_agent.docker("image", "inspect", _image_id(engines.ours, committed)).returncode == 1
     bad = {
         "junk": b"not an archive" * 100,
         "truncated": good[: len(good) // 2],
