@@ -43,7 +43,7 @@ _SCHEMA2_LAYER_TYPE = {
     "application/vnd.oci.image.layer.v1.tar+gzip": GZIP_LAYER,
     "application/vnd.oci.image.layer.v1.tar": PLAIN_LAYER,
 }
-GZIP_LEVEL = 6   # Go's flate default, what dockerd compresses layers with
+GZIP_LEVEL = 1   # fastest: 0.6 s vs 2.5 s at level 6 for a 53 MB tar, 13 % larger (every commit and build step pays it)
 _CHUNK = 1 << 20
 
 
