@@ -301,6 +301,8 @@ def _extract_member(ex: _Extractor, tar: tarfile.TarFile, info: tarfile.TarInfo,
             ex.clear_slot(pfd, parent, name, keep_dir=False)
             os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
             os.chown(name, info.uid, info.gid, dir_fd=pfd, follow_symlinks=False)
+            # The member's mtime, so that the layer's tar can be written again identically.
+            os.utime(name, (info.mtime, info.mtime), dir_fd=pfd, follow_symlinks=False)
         return
 
     if info.ischr() or info.isblk():

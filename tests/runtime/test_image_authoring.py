@@ -50,6 +50,7 @@ def overlay_change(tmp_path: Path):
                     f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)], check=True)
     try:
         (merged / "etc/motd").unlink()                  # a whiteout in a kept directory
+        os.utime(upper / "etc/motd", (1_000_000, 1_000_000), follow_symlinks=False)   # long ago
         (merged / "gone").unlink()                      # a whiteout at the top
         subprocess.run(["rm", "-rf", str(merged / "data")], check=True)
         (merged / "data").mkdir(mode=0o750)             # re-made: an opaque directory
