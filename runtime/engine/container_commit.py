@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from ..containers.filesystem_changes import ENGINE_PATHS
 from ..errors import Conflict, DockyardError, InvalidArgument, NotFound
 from ..images.blob_store import file_digest
 from ..images.layer_tar import write_layer_tar
@@ -33,10 +34,9 @@ log = logging.getLogger(__name__)
 EMPTY_TAR_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
 
-# What the launcher itself creates in a container's upper dir as mount targets: dockerd keeps
-# these in a per-container "init" layer that commit, diff and export never see.
-RUNTIME_MOUNT_TARGETS = frozenset({"etc/hosts", "etc/hostname", "etc/resolv.conf", "proc", "sys",
-                                   "dev"})
+# dockerd keeps the paths a container gets from the engine (/etc/hosts, /proc, ...) in an
+# "init" layer below the container's: commit, like diff and export, never sees them.
+RUNTIME_MOUNT_TARGETS = frozenset(p.lstrip("/") for p in ENGINE_PATHS)
 
 
 class ContainerCommitter:
