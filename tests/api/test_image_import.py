@@ -157,3 +157,27 @@ def test_import_parameters_refused_by_name(engines: Engines, exported: Path) -> 
                          ("fromSrc=ftp://example.invalid/x.tar", "only http and https")):
         status, _, body = agent.request("POST", f"/images/create?{query}", data)
         assert status == 400 and words in json.loads(body)["message"], (query, body)
+
+
+def test_export_from_ours_imports_into_dockerd_and_ours(engines: Engines, tmp_path: Path) -> None:
+    """The round trip the other way: our `docker export` (GET /containers/{id}/export) imported
+    by dockerd and by ours give the same layer, and run the same."""
+    agent = engines.ours
+    agent.docker("rm", "-f", "export-src")
+    made = agent.docker("run", "--network", "none", "--name", "export-src", engines.image, "sh", "-c",
+                        "echo ours > /marker && rm /etc/group")
+    assert made.returncode == 0, made.stderr
+    path = tmp_path / "ours.tar"
+    with open(path, "wb") as out:
+        subprocess.run([DOCKER_CLI, "export", "export-src"], stdout=out, check=True, env=agent.docker_env())
+    agent.docker("rm", "-f", "export-src")
+    for engine in (engines.ours, engines.reference):
+        result = engine.docker("import", "-c", "CMD cat /marker", str(path), "from-ours:1")
+        assert result.returncode == 0, result.stderr
+    layers = [_inspect(e, "from-ours:1")["RootFS"]["Layers"] for e in (engines.ours, engines.reference)]
+    assert layers[0] == layers[1] == ["sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()]
+    run = engines.compare("run", "--rm", "--network", "none", "from-ours:1")
+    assert run.out == "ours\n"
+    gone = engines.compare("run", "--rm", "--network", "none", "from-ours:1", "sh", "-c",
+                           "test -e /etc/group || echo no-group")
+    assert gone.out == "no-group\n"
