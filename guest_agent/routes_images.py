@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import io
 import json
 import logging
 import queue
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from runtime.build.build_output import StepFailed
 from runtime.engine.facade import Engine
 from runtime.engine.image_import import check_platform
 from runtime.errors import InvalidArgument
@@ -21,6 +23,7 @@ from runtime.images.store import Image
 
 from . import docker_json
 from .api_errors import NotImplementedByDockyard, error_response_for, stream_error
+from .build_options import parse_build_options
 from .http_request import Request, parse_json, streams_body
 from .http_response import Response, StreamResponse, json_response
 from .http_server import Router
@@ -143,8 +146,8 @@ class ImageRoutes:
         router.post("/images/load", self.load)
         router.get("/images/get", self.save)
         router.get("/images/search", self._unsupported("searching registries (docker search)"))
-        router.post("/build", self._unsupported("building images (docker build)"))
-        router.post("/build/prune", self._unsupported("the build cache"))
+        router.post("/build", self.build)
+        router.post("/build/prune", self.build_prune)
         router.get("/images/{name:path}/json", self.inspect)
         router.get("/images/{name:path}/history", self.history)
         router.post("/images/{name:path}/tag", self.tag)
@@ -236,6 +239,48 @@ class ImageRoutes:
             tag=request.arg("tag") or "", message=request.arg("message") or "",
             changes=request.query.get("changes", []))
         return Response(body=json.dumps({"status": image.id}).encode() + b"\r\n")
+    # -- build ----------------------------------------------------------------
+    def build(self, request: Request) -> Response | StreamResponse:
+        options, dockerfile, quiet = parse_build_options(request)
+        messages: queue.Queue[Any] = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def emit(message: dict[str, Any]) -> None:
+            if not quiet or "aux" in message:
+                messages.put(message)
+
+        def build() -> None:
+            try:
+                outcome["id"] = self.engine.builds.build(io.BytesIO(request.body), dockerfile, options, emit)
+            except BaseException as err:  # reported to the client, in the stream or as a status
+                outcome["error"] = err
+            finally:
+                messages.put(_DONE)
+
+        threading.Thread(target=build, name="build", daemon=True).start()
+        first = messages.get()
+        if first is _DONE and "error" in outcome:
+            raise outcome["error"]   # nothing streamed yet: a plain error status, as dockerd answers
+
+        def stream() -> Iterator[bytes]:
+            item = first
+            while item is not _DONE:
+                yield json.dumps(item).encode() + b"\r\n"
+                item = messages.get()
+            if "error" in outcome:
+                _, message = error_response_for(outcome["error"], "build")
+                error = stream_error(message)
+                if isinstance(outcome["error"], StepFailed):   # dockerd gives a RUN's exit code too
+                    error["errorDetail"] = {"code": outcome["error"].code, "message": message}
+                yield json.dumps(error).encode() + b"\r\n"
+            elif quiet:
+                yield json.dumps({"stream": outcome["id"] + "\n"}).encode() + b"\r\n"
+
+        return StreamResponse(chunks=stream())
+
+    def build_prune(self, request: Request) -> Response:
+        keys, reclaimed = self.engine.builds.prune()
+        return json_response({"CachesDeleted": keys or None, "SpaceReclaimed": reclaimed})
 
     # -- pull -----------------------------------------------------------------
     @streams_body

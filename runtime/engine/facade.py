@@ -21,6 +21,7 @@ from ..images.store import ImageStore
 from ..models import Container
 from ..timestamps import now_rfc3339
 from ..volumes.store import VolumeStore
+from .builds import BuildService
 from .container_context import ContainerContext
 from .container_health import HealthService
 from .containers import ContainerService
@@ -66,6 +67,7 @@ class Engine:
         self._ctx = ContainerContext(self.registry, self.store, self.images, self.volumes,
                                      self.networks, self.events, self.execs, self.health)
         self.containers = ContainerService(self._ctx)
+        self.builds = BuildService(self.root, self.images, self.containers)
         self.system = SystemService(self.id, self.root, self.registry, image_store)
         self._start_threads: list[threading.Thread] = []
 

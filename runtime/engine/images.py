@@ -162,6 +162,11 @@ class ImageService:
     def publish(self, action: str, image_id: str, name: str = "") -> None:
         """An image event (import, load, save, push ...) from an operation outside this service."""
         self._events.publish("image", action, image_id, {"name": name or image_id})
+    def discard_untagged(self, image_id: str) -> None:
+        """Forget a builder's temporary image (no names, no container) keeping its layers."""
+        with self._use_lock:
+            if not self._users(image_id):
+                self.store.forget(image_id)
 
     def _users(self, image_id: str) -> builtins.list[str]:
         """Containers using the image, including creates in flight (caller holds _use_lock)."""
