@@ -8,10 +8,13 @@ directory, which becomes the step's layer; the cache key holds a hash of the sou
 
 from __future__ import annotations
 
+import contextlib
 import copy as copy_module
 import fnmatch
+import hashlib
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,15 +57,40 @@ class FileSteps:
             dest = (state.rc.get("WorkingDir") or "/").rstrip("/") + "/" + dest
         chown = self._expand_flag(state, ins, "chown")
         source_from = self._expand_flag(state, ins, "from")
+        flags = "".join(f"--{k}={ins.flags[k]} " for k in sorted(ins.flags))
+        shell = " ".join(build_steps.shell_of(state.rc))
+        if source_from:
+            # Layers are content-addressed: the source stage's chain and the patterns name the
+            # files exactly, so a cache hit needs no mount of the other stage.
+            src_chains = self._source_chains(source_from)
+            digest = hashlib.sha256(json.dumps([src_chains, patterns]).encode()).hexdigest()
+            created_by = f"{shell} #(nop) {kw} {flags}from:{digest} in {dest} "
+            key = step_key(state.id, created_by, digest)
+            if self.b.cached(state, key):
+                return
+            with self._scratch() as scratch:
+                self._copy_from(state, ins, src_chains, patterns, dest, dest_is_dir, chown, scratch, key,
+                                created_by)
+            return
+        sources = [build_files.Source(p, os.path.relpath(p, self.b.context))
+                   for p in copy_sources(self.b.context, patterns, self.b.matcher)]
+        if not sources:
+            raise InvalidArgument(f"{kw} failed: no source files were specified")
+        digest = build_files.sources_hash(sources, self.b.matcher.ignored)
+        created_by = (f"{shell} #(nop) {kw} {flags}{'multi' if len(sources) > 1 else 'file'}:{digest} "
+                      f"in {dest} ")
+        key = step_key(state.id, created_by, digest)
+        if self.b.cached(state, key):
+            return
+        with self._scratch() as scratch:
+            self._write(state, ins, sources, dest, dest_is_dir, chown, self.b.matcher.ignored, kw == "ADD",
+                        scratch, key, created_by)
+
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[Path]:
         scratch = self.b.scratch()
         try:
-            if source_from:
-                self._copy_from(state, ins, source_from, patterns, dest, dest_is_dir, chown, scratch)
-            else:
-                sources = [build_files.Source(p, os.path.relpath(p, self.b.context))
-                           for p in copy_sources(self.b.context, patterns, self.b.matcher)]
-                self._copy_sources(state, ins, sources, dest, dest_is_dir, chown, self.b.matcher.ignored,
-                                   kw == "ADD", scratch)
+            yield scratch
         finally:
             remove_scratch(scratch)
 
@@ -70,9 +98,8 @@ class FileSteps:
         value = ins.flags.get(name, "")
         return expand_word(value, self.b.env(state), self.b.df.escape) if value else ""
 
-    def _copy_from(self, state: State, ins: Instruction, source_from: str, patterns: list[str],
-                   dest: str, dest_is_dir: bool, chown: str, scratch: Path) -> None:
-        src_chains = self._source_chains(source_from)
+    def _copy_from(self, state: State, ins: Instruction, src_chains: list[str], patterns: list[str],
+                   dest: str, dest_is_dir: bool, chown: str, scratch: Path, key: str, created_by: str) -> None:
         with merged_view(self.b.backend.layer_dirs(src_chains), scratch / "from") as (src_root, _):
             root_fd = os.open(src_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fds: list[int] = []
@@ -83,7 +110,7 @@ class FileSteps:
                         fd = path_scope.open_in_root(root_fd, rel)
                         fds.append(fd)
                         sources.append(build_files.Source(Path(path_scope.fd_path(fd)), rel))
-                self._copy_sources(state, ins, sources, dest, dest_is_dir, chown, None, False, scratch)
+                self._write(state, ins, sources, dest, dest_is_dir, chown, None, False, scratch, key, created_by)
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -101,22 +128,14 @@ class FileSteps:
                 return s.chain_ids
         return self.b.backend.base_image(source_from, False, self.b.out.emit).chain_ids
 
-    def _copy_sources(self, state: State, ins: Instruction, sources: list[build_files.Source], dest: str,
-                      dest_is_dir: bool, chown: str, skip: Callable[[str], bool] | None, extract: bool,
-                      scratch: Path) -> None:
-        if not sources:
-            raise InvalidArgument(f"{ins.keyword} failed: no source files were specified")
+    def _write(self, state: State, ins: Instruction, sources: list[build_files.Source], dest: str,
+               dest_is_dir: bool, chown: str, skip: Callable[[str], bool] | None, extract: bool,
+               scratch: Path, key: str, created_by: str) -> None:
+        """Copy the sources into the state's root and commit what changed as the step's layer."""
         if len(sources) > 1 and not dest_is_dir:
             raise InvalidArgument(f"When using {ins.keyword} with more than one source file, "
-                                      "the destination must be a directory and end with a /")
+                                  "the destination must be a directory and end with a /")
         skip_fn = skip or (lambda rel: False)
-        digest = build_files.sources_hash(sources, skip_fn)
-        flags = "".join(f"--{k}={ins.flags[k]} " for k in sorted(ins.flags))
-        created_by = (f"{' '.join(build_steps.shell_of(state.rc))} #(nop) {ins.keyword} {flags}"
-                      f"{'multi' if len(sources) > 1 else 'file'}:{digest} in {dest} ")
-        key = step_key(state.id, created_by, digest)
-        if self.b.cached(state, key):
-            return
         with merged_view(self.b.backend.layer_dirs(state.chain_ids), scratch / "dest") as (root, upper):
             root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:

@@ -23,8 +23,8 @@ from typing import Any, BinaryIO
 
 from .. import path_scope
 from ..build.build_cache import BuildCache
-from ..build.builder import BaseImage, Builder, BuildOptions, Emit, RunRequest
-from ..errors import DockyardError
+from ..build.builder import BaseImage, Builder, BuildOptions, Emit, RunRequest, config_id
+from ..errors import DockyardError, NotFound
 from ..images.layer_store import chain_ids as chain_ids_of
 from ..images.layer_tar import write_layer_tar
 from ..images.reference import parse_reference
@@ -104,6 +104,7 @@ class _Backend:
         self.service = service
         self.scratch_root = scratch_root
         self.store = service.images.store
+        self._diff_ids: dict[str, str] = {}
 
     def base_image(self, ref: str, pull: bool, emit: Emit) -> BaseImage:
         if pull or not self.store.exists(ref):
@@ -116,7 +117,10 @@ class _Backend:
         return [self.store.layers.diff_dir(c) for c in chain_ids]
 
     def diff_ids(self, chain_ids: list[str]) -> list[str]:
-        return [self.store.layers.get(c).diff_id for c in chain_ids]
+        for chain in chain_ids:
+            if chain not in self._diff_ids:   # a layer's record never changes: read it once
+                self._diff_ids[chain] = self.store.layers.get(chain).diff_id
+        return [self._diff_ids[c] for c in chain_ids]
 
     def layers_exist(self, chain_ids: list[str]) -> bool:
         return all(self.store.layers.has(c) for c in chain_ids)
@@ -173,6 +177,13 @@ class _Backend:
         return 0, self.commit_dir(upper, parent)
 
     def finish(self, config: dict[str, Any], chain_ids: list[str], tags: list[str]) -> str:
+        try:
+            # A rebuild from the cache makes the image there is: nothing to write if its names hold.
+            existing = self.service.images.get(config_id(config, self.diff_ids(chain_ids)))
+            if all(tag in existing.repo_tags for tag in tags):
+                return existing.id
+        except NotFound:
+            pass
         return self.service.images.create_image(config, chain_ids, tags).id
 
     def tag(self, image_id: str, tags: list[str]) -> None:
