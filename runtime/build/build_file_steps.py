@@ -76,15 +76,24 @@ class FileSteps:
                    for p in copy_sources(self.b.context, patterns, self.b.matcher)]
         if not sources:
             raise InvalidArgument(f"{kw} failed: no source files were specified")
-        digest = build_files.sources_hash(sources, self.b.matcher.ignored)
+        digest = build_files.sources_hash(sources, self._ignored)
         created_by = (f"{shell} #(nop) {kw} {flags}{'multi' if len(sources) > 1 else 'file'}:{digest} "
                       f"in {dest} ")
         key = step_key(state.id, created_by, digest)
         if self.b.cached(state, key):
             return
         with self._scratch() as scratch:
-            self._write(state, ins, sources, dest, dest_is_dir, chown, self.b.matcher.ignored, kw == "ADD",
+            self._write(state, ins, sources, dest, dest_is_dir, chown, self._ignored, kw == "ADD",
                         scratch, key, created_by)
+
+    def _ignored(self, rel: str) -> bool:
+        """.dockerignore while walking a source directory: an ignored directory is still
+        entered when an exception may keep something inside it."""
+        matcher = self.b.matcher
+        if not matcher.ignored(rel):
+            return False
+        path = self.b.context / rel
+        return not (path.is_dir() and not path.is_symlink() and matcher.may_contain_kept(rel))
 
     @contextlib.contextmanager
     def _scratch(self) -> Iterator[Path]:

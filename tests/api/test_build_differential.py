@@ -70,6 +70,7 @@ RUN true
 WORKDIR /app
 COPY a.txt b.txt ./
 COPY dir /app/dir/
+COPY . /whole-context/
 COPY --chown=nobody:nogroup a.txt /owned/by-name
 COPY --chown=1234:5678 dir /owned/by-number
 COPY link.txt /app/
@@ -83,7 +84,8 @@ WORKDIR /app
             "a.txt": "alpha\n", "b.txt": "beta\n", "dir/one": "1\n", "dir/sub/two": "2\n",
             "dir/ignored.log": "dropped by .dockerignore\n", "plain.txt": "plain\n",
             "archive.tar.gz": _tar_gz({"a.txt": b"from the tar\n", "inner/b.txt": b"inner\n"}),
-            ".dockerignore": "**/*.log\n",
+            "dir/keep.log": "kept by an exception\n", "private/hidden": "x\n", "private/public.txt": "y\n",
+            ".dockerignore": "**/*.log\n!dir/keep.log\nprivate\n!private/public.txt\n",
         },
         "symlinks": {"link.txt": "a.txt"},
     },
