@@ -72,8 +72,12 @@ class FileSteps:
                 self._copy_from(state, ins, src_chains, patterns, dest, dest_is_dir, chown, scratch, key,
                                 created_by)
             return
-        sources = [build_files.Source(p, os.path.relpath(p, self.b.context))
-                   for p in copy_sources(self.b.context, patterns, self.b.matcher)]
+        sources = []
+        for pattern in patterns:
+            paths = copy_sources(self.b.context, [pattern], self.b.matcher, kw)
+            # A source named without wildcards keeps its name even when it is a symlink.
+            named = "" if any(c in pattern for c in "*?[") else os.path.basename(path_scope.clean(pattern))
+            sources += [build_files.Source(p, os.path.relpath(p, self.b.context), named) for p in paths]
         if not sources:
             raise InvalidArgument(f"{kw} failed: no source files were specified")
         digest = build_files.sources_hash(sources, self._ignored)

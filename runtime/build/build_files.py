@@ -43,6 +43,8 @@ class Source:
 
     path: Path
     rel: str          # relative to the context (or the other stage's root), for .dockerignore
+    name: str = ""    # the name a file is copied under (the source as named, before its
+                      # symlinks were followed); the path's own name when empty
 
 
 def _no_skip(rel: str) -> bool:
@@ -201,7 +203,7 @@ def copy_source(root_fd: int, src: Source, dest: str, dest_is_dir: bool, owner: 
             os.close(fd)
         return
     if dest_is_dir or is_dir_in_root(root_fd, dest):
-        parent, name = dest, src.path.name
+        parent, name = dest, src.name or src.path.name
     else:
         parent, _, name = path_scope.clean(dest).rpartition("/")
     fd = make_dirs(root_fd, parent or "/", owner)
