@@ -178,3 +178,18 @@ def test_docker_py_build_streams_the_image_id(agent, base, tmp_path):
     assert any("aux" in entry and entry["aux"]["ID"] == image.id for entry in logs)
     assert any(entry.get("stream", "").startswith("Successfully built") for entry in logs)
     assert "docker-py-built:1" in image.tags
+
+
+@pytest.mark.parametrize("generation", ["v2", "v1"])
+def test_compose_build_uses_the_classic_builder(generation, agent, base, tmp_path):
+    from tests.support.compose import Compose
+
+    project = write_context(tmp_path / "project", {
+        "Dockerfile": f"FROM {base}\nRUN echo composed > /composed\nCMD [\"cat\", \"/composed\"]\n",
+        "compose.yaml": f"services:\n  app:\n    build: .\n    image: composed-{generation}:1\n"})
+    # Compose v2 builds with Bake/BuildKit unless told to use the engine's classic builder.
+    compose = Compose(generation, agent.docker_host, tmp_path / "config", project, f"build{generation}",
+                      {"DOCKER_BUILDKIT": "0"})
+    compose.run("build", check=True, timeout=300)
+    r = docker(agent, "run", "--rm", "--network", "none", f"composed-{generation}:1")
+    assert r.stdout == "composed\n", r.stderr
