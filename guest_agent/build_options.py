@@ -3,11 +3,14 @@ refused by name (400) rather than dropped."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from runtime.build.builder import BuildOptions
 from runtime.errors import InvalidArgument
 from runtime.images.reference import parse_reference
+from runtime.images.registry_credentials import RegistryCredentials
 
 from .http_request import Request, parse_json
 
@@ -42,6 +45,41 @@ def _empty(value: str | None) -> bool:
     return value is None or value.strip() in ("", "0", "[]", "{}", "null", "default")
 
 
+def registry_config(header: str | None) -> dict[str, RegistryCredentials]:
+    """X-Registry-Config: base64url JSON {registry host: AuthConfig} for the base images' pulls."""
+    if not header or not header.strip():
+        return {}
+    raw = header.strip()
+    try:
+        decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError) as err:
+        raise InvalidArgument(f"invalid X-Registry-Config header: {err}") from None
+    value = parse_json(decoded or b"{}", "X-Registry-Config header")
+    if not isinstance(value, dict):
+        raise InvalidArgument("invalid X-Registry-Config header: expected a JSON object")
+    found: dict[str, RegistryCredentials] = {}
+    for host, auth in value.items():
+        if not isinstance(auth, dict):
+            raise InvalidArgument(f"invalid X-Registry-Config header: the entry for {host!r} is not an object")
+        username, password = str(auth.get("username") or ""), str(auth.get("password") or "")
+        if not username and auth.get("auth"):
+            try:
+                username, _, password = base64.b64decode(str(auth["auth"])).decode().partition(":")
+            except (binascii.Error, ValueError, UnicodeDecodeError):
+                raise InvalidArgument(f"invalid X-Registry-Config header: bad auth for {host!r}") from None
+        creds = RegistryCredentials(username, password, str(auth.get("identitytoken") or ""),
+                                    str(auth.get("registrytoken") or ""))
+        if creds.present:
+            found[_registry_host(str(host))] = creds
+    return found
+
+
+def _registry_host(key: str) -> str:
+    """The host a config key names: "https://index.docker.io/v1/" -> "docker.io"."""
+    host = key.split("://", 1)[-1].split("/", 1)[0]
+    return "docker.io" if host in ("index.docker.io", "registry-1.docker.io") else host
+
+
 def parse_build_options(request: Request) -> tuple[BuildOptions, str, bool]:
     """(options, Dockerfile name, quiet) from the query; InvalidArgument for what we refuse."""
     for name, what in _REFUSED.items():
@@ -68,5 +106,6 @@ def parse_build_options(request: Request) -> tuple[BuildOptions, str, bool]:
         tags=tags, target=request.arg("target") or "", build_args=build_args, labels=labels,
         no_cache=request.bool_arg("nocache"), pull=request.bool_arg("pull"),
         remove=request.bool_arg("rm", True) or request.bool_arg("forcerm"),
-        network=request.arg("networkmode") or "default")
+        network=request.arg("networkmode") or "default",
+        registry_auth=registry_config(request.headers.get("X-Registry-Config")))
     return options, request.arg("dockerfile") or "Dockerfile", request.bool_arg("q")

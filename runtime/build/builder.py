@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import InvalidArgument
+from ..images.registry_credentials import RegistryCredentials
 from ..timestamps import now_rfc3339
 from . import build_output, build_steps
 from .build_cache import BuildCache, CachedStep, step_key
@@ -92,6 +93,7 @@ class BuildOptions:
     pull: bool = False
     remove: bool = True
     network: str = "default"
+    registry_auth: dict[str, RegistryCredentials] = field(default_factory=dict)   # by registry host
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ..errors import DockyardError, NotFound
 from ..images.layer_store import chain_ids as chain_ids_of
 from ..images.layer_tar import write_layer_tar
 from ..images.reference import parse_reference
+from ..images.registry_credentials import RegistryCredentials
 from .containers import ContainerService
 from .images import ImageService
 
@@ -67,7 +68,7 @@ class BuildService:
             ctx_dir.mkdir()
             text, matcher = extract_context(context, ctx_dir, dockerfile_name or "Dockerfile")
             dockerfile = parse_dockerfile(text)
-            backend = _Backend(self, work / "steps")
+            backend = _Backend(self, work / "steps", options.registry_auth)
             return Builder(backend, self.cache, ctx_dir, matcher, dockerfile, options, emit).build()
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -100,15 +101,18 @@ class BuildService:
 class _Backend:
     """BuildBackend for one build."""
 
-    def __init__(self, service: BuildService, scratch_root: Path) -> None:
+    def __init__(self, service: BuildService, scratch_root: Path,
+                 registry_auth: dict[str, RegistryCredentials]) -> None:
         self.service = service
+        self.registry_auth = registry_auth
         self.scratch_root = scratch_root
         self.store = service.images.store
         self._diff_ids: dict[str, str] = {}
 
     def base_image(self, ref: str, pull: bool, emit: Emit) -> BaseImage:
         if pull or not self.store.exists(ref):
-            self.service.images.pull(ref, None, lambda message: emit(dict(message)))
+            creds = self.registry_auth.get(parse_reference(ref).domain)
+            self.service.images.pull(ref, creds, lambda message: emit(dict(message)))
         image = self.service.images.get(ref)
         diff_ids = list((image.config.get("rootfs") or {}).get("diff_ids") or [])
         return BaseImage(image.id, image.config, chain_ids_of(diff_ids))

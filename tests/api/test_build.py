@@ -193,3 +193,30 @@ def test_compose_build_uses_the_classic_builder(generation, agent, base, tmp_pat
     compose.run("build", check=True, timeout=300)
     r = docker(agent, "run", "--rm", "--network", "none", f"composed-{generation}:1")
     assert r.stdout == "composed\n", r.stderr
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory):
+    from tests.conftest import CACHE_DIR
+    from tests.support.registry import start_registry
+    from tests.support.test_images import push_test_images
+
+    reg = start_registry(tmp_path_factory.mktemp("registry-build-auth"), auth="basic")
+    refs = push_test_images(reg, CACHE_DIR, names=["busybox"])
+    yield reg, refs["busybox"]
+    reg.stop()
+
+
+def test_base_image_from_a_registry_that_needs_a_login(agent, auth_registry, tmp_path):
+    reg, ref = auth_registry
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {ref}\nRUN echo authed > /a\n"})
+    refused = build(agent, ctx)
+    assert refused.returncode == 1 and refused.stderr.strip()
+    login = agent.docker("login", "-u", reg.username, "--password-stdin", reg.host, input=reg.password + "\n")
+    assert login.returncode == 0, login.stderr
+    try:
+        # The CLI sends its logins in X-Registry-Config; the FROM pull uses the registry's.
+        image = built_id(agent, ctx)
+    finally:
+        agent.docker("logout", reg.host)
+    assert docker(agent, "run", "--rm", "--network", "none", image, "cat", "/a").stdout == "authed\n"
