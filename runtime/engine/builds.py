@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 from .. import path_scope
 from ..build.build_cache import BuildCache
 from ..build.builder import BaseImage, Builder, BuildOptions, Emit, RunRequest, config_id
-from ..errors import DockyardError, NotFound
+from ..errors import Conflict, DockyardError, NotFound
 from ..images.layer_store import chain_ids as chain_ids_of
 from ..images.layer_tar import write_layer_tar
 from ..images.reference import parse_reference
@@ -45,7 +45,9 @@ class BuildService:
 
     `_temp_lock` guards `_temp_users`: how many RUN steps in flight use each temporary
     image (the state a RUN container is created from), so concurrent builds sharing one
-    drop it only after the last of them.
+    drop it only after the last of them. `_active_lock` guards `_active` (builds running)
+    and `_pruning`: a prune and a build never overlap (a prune would take layers a
+    running build has made but not yet put in an image).
     """
 
     def __init__(self, root: Path, images: ImageService, containers: ContainerService) -> None:
@@ -55,10 +57,24 @@ class BuildService:
         self.containers = containers
         self._temp_lock = threading.Lock()
         self._temp_users: dict[str, int] = {}
+        self._active_lock = threading.Lock()
+        self._active = 0
+        self._pruning = False
         shutil.rmtree(self.scratch_root, ignore_errors=True)   # a crashed build's leftovers
 
     def build(self, context: BinaryIO, dockerfile_name: str, options: BuildOptions, emit: Emit) -> str:
         """Build from the context tar; the image id. Messages go to `emit` as they come."""
+        with self._active_lock:
+            if self._pruning:
+                raise Conflict("the build cache is being pruned: build again once it is over")
+            self._active += 1
+        try:
+            return self._build(context, dockerfile_name, options, emit)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def _build(self, context: BinaryIO, dockerfile_name: str, options: BuildOptions, emit: Emit) -> str:
         from ..build.build_context import extract_context
         from ..build.dockerfile import parse_dockerfile
         work = self.scratch_root / f"ctx-{secrets.token_hex(8)}"
@@ -74,12 +90,42 @@ class BuildService:
             shutil.rmtree(work, ignore_errors=True)
 
     def prune(self) -> tuple[list[str], int]:
-        """Drop the layer cache and the layers only it kept; (cache keys, bytes reclaimed)."""
-        keys = self.cache.keys()
-        for key in keys:
-            self.cache.remove(key)
-        reclaimed = self.images.store.prune_layers(keep=set())
-        return keys, reclaimed
+        """Drop the layer cache and the layers only it kept; (cache keys, bytes reclaimed).
+
+        Only layers some cache entry names are candidates, so a layer a pull or load is
+        registering meanwhile (in no image yet, in no cache entry) is never taken.
+        """
+        with self._active_lock:
+            if self._active:
+                raise Conflict("a build is running: prune the build cache once it is over")
+            self._pruning = True
+        try:
+            keys = self.cache.keys()
+            cached = self.cache.chain_ids_in_use()
+            for key in keys:
+                self.cache.remove(key)
+            return keys, self._remove_unused(cached)
+        finally:
+            with self._active_lock:
+                self._pruning = False
+
+    def _remove_unused(self, candidates: set[str]) -> int:
+        store = self.images.store
+        in_images = {c for image in store.list() for c in self._chains(image.config)}
+        reclaimed = 0
+        for chain in candidates - in_images:
+            if not store.layers.has(chain):
+                continue
+            layer = store.layers.get(chain)
+            store.layers.remove(chain)
+            reclaimed += layer.size
+            if layer.blob_digest and not store.layers.blob_users(layer.blob_digest):
+                store.blobs.delete(layer.blob_digest)
+        return reclaimed
+
+    @staticmethod
+    def _chains(config: dict[str, Any]) -> list[str]:
+        return chain_ids_of(list((config.get("rootfs") or {}).get("diff_ids") or []))
 
     # -- temporary images for RUN containers ----------------------------------------------
     def hold_temp(self, config: dict[str, Any], chains: list[str]) -> str:

@@ -163,10 +163,12 @@ class ImageService:
         """An image event (import, load, save, push ...) from an operation outside this service."""
         self._events.publish("image", action, image_id, {"name": name or image_id})
     def discard_untagged(self, image_id: str) -> None:
-        """Forget a builder's temporary image (no names, no container) keeping its layers."""
+        """Forget a builder's temporary image (no names, no container) but keep its layers,
+        which the build cache holds: removed as an image whose layers something still uses."""
         with self._use_lock:
-            if not self._users(image_id):
-                self.store.forget(image_id)
+            if self._users(image_id) or not self.store.exists(image_id) or self.store.get(image_id).repo_tags:
+                return
+            self.store.remove(image_id, force=True, in_use_by=lambda _: ["the build cache"])
 
     def _users(self, image_id: str) -> builtins.list[str]:
         """Containers using the image, including creates in flight (caller holds _use_lock)."""

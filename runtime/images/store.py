@@ -441,26 +441,6 @@ class ImageStore:
                 reclaimed += freed
         return records, reclaimed
 
-    def forget(self, image_id: str) -> None:
-        """Drop an untagged image's record but keep its layers (a builder's temporary image,
-        whose layers the build cache still holds); nothing if it is gone or has names."""
-        with self._lock:
-            if image_id in self.index.images and not self.index.refs_of(image_id):
-                self._delete_image(image_id, keep_layers=True)
-
-    def prune_layers(self, keep: set[str]) -> int:
-        """Remove the layers no image uses and `keep` does not name; bytes reclaimed."""
-        reclaimed = 0
-        with self._lock:
-            used = {c for r in self.index.images.values() for c in r.chain_ids} | keep
-            for chain in self.layers.all_chain_ids() - used:
-                layer = self.layers.get(chain)
-                reclaimed += layer.size
-                self.layers.remove(chain)
-                if layer.blob_digest and not self.layers.blob_users(layer.blob_digest):
-                    self.blobs.delete(layer.blob_digest)
-        return reclaimed
-
     # --- inspection --------------------------------------------------------------------
     def history(self, ref_or_id: str) -> builtins.list[dict[str, Any]]:
         """Docker's image history records, newest first; rows of parent images (commit,

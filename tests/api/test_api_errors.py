@@ -86,7 +86,9 @@ def test_bad_requests_to_the_real_agent_get_400_and_it_keeps_serving(agent):
     assert status == 400 and "filters" in json.loads(body)["message"]
     status, _, body = agent.request("GET", "/v1.45/containers/nosuch/json")
     assert status == 404 and json.loads(body)["message"] == "No such container: nosuch"
-    status, _, body = agent.request("POST", "/v1.45/build")
-    assert status == 501 and "build" in json.loads(body)["message"]
+    status, _, body = agent.request("POST", "/v1.45/build")   # no context: the client's mistake
+    assert status == 400 and "Dockerfile" in json.loads(body)["message"]
+    status, _, body = agent.request("GET", "/v1.45/images/search?term=busybox")
+    assert status == 501 and "search" in json.loads(body)["message"]
     assert agent.request("GET", "/_ping")[0] == 200
     assert agent.alive()

@@ -40,9 +40,12 @@ def _steps(output: str) -> list[str]:
 
 def test_unchanged_rebuild_uses_the_cache_for_every_step(agent, base, tmp_path):
     ctx = _app(tmp_path, base)
+    images_before = len(docker(agent, "images", "-aq").stdout.split())
     first = build(agent, ctx, "-t", "cache-test:1")
     assert first.returncode == 0, first.stderr
     assert "Using cache" not in first.stdout
+    # The image a RUN container starts from is no image of its own once the step is over.
+    assert len(docker(agent, "images", "-aq").stdout.split()) == images_before + 1
     second = build(agent, ctx, "-t", "cache-test:1")
     assert second.returncode == 0, second.stderr
     # Every step after FROM is taken from the cache, and the image is the same one.
@@ -220,3 +223,5 @@ def test_base_image_from_a_registry_that_needs_a_login(agent, auth_registry, tmp
     finally:
         agent.docker("logout", reg.host)
     assert docker(agent, "run", "--rm", "--network", "none", image, "cat", "/a").stdout == "authed\n"
+    # The same busybox under a second name would turn other tests' `rmi busybox` into an untag.
+    assert docker(agent, "rmi", image, ref).returncode == 0
