@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from runtime.build.build_output import StepFailed
 from runtime.engine.facade import Engine
@@ -240,8 +240,11 @@ class ImageRoutes:
             changes=request.query.get("changes", []))
         return Response(body=json.dumps({"status": image.id}).encode() + b"\r\n")
     # -- build ----------------------------------------------------------------
+    @streams_body   # a build context may be any size: read as it arrives
     def build(self, request: Request) -> Response | StreamResponse:
         options, dockerfile, quiet = parse_build_options(request)
+        # read() is all the context's unpacking asks of it
+        context = cast(BinaryIO, request.stream or io.BytesIO(request.body))
         messages: queue.Queue[Any] = queue.Queue()
         outcome: dict[str, Any] = {}
 
@@ -251,7 +254,7 @@ class ImageRoutes:
 
         def build() -> None:
             try:
-                outcome["id"] = self.engine.builds.build(io.BytesIO(request.body), dockerfile, options, emit)
+                outcome["id"] = self.engine.builds.build(context, dockerfile, options, emit)
             except BaseException as err:  # reported to the client, in the stream or as a status
                 outcome["error"] = err
             finally:

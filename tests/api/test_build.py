@@ -4,7 +4,9 @@ the layer cache, options, the JSON stream, and bad input. Where dockerd defines 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 
 import pytest
 
@@ -225,3 +227,11 @@ def test_base_image_from_a_registry_that_needs_a_login(agent, auth_registry, tmp
     assert docker(agent, "run", "--rm", "--network", "none", image, "cat", "/a").stdout == "authed\n"
     # The same busybox under a second name would turn other tests' `rmi busybox` into an untag.
     assert docker(agent, "rmi", image, ref).returncode == 0
+
+
+def test_a_context_larger_than_a_buffered_body_builds(agent, base, tmp_path):
+    blob = os.urandom(17 * 1024 * 1024)   # over the 16 MiB a buffered request body may hold
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {base}\nCOPY big.bin /big.bin\n", "big.bin": blob})
+    image = built_id(agent, ctx)
+    r = docker(agent, "run", "--rm", "--network", "none", image, "md5sum", "/big.bin")
+    assert r.stdout.split()[0] == hashlib.md5(blob).hexdigest()
