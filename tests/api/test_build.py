@@ -235,3 +235,10 @@ def test_a_context_larger_than_a_buffered_body_builds(agent, base, tmp_path):
     image = built_id(agent, ctx)
     r = docker(agent, "run", "--rm", "--network", "none", image, "md5sum", "/big.bin")
     assert r.stdout.split()[0] == hashlib.md5(blob).hexdigest()
+
+
+def test_a_base_for_another_platform_is_refused_by_name(agent, base, tmp_path):
+    other = "linux/arm64" if os.uname().machine == "x86_64" else "linux/amd64"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM --platform={other} {base}\nRUN true\n"})
+    r = build(agent, ctx)
+    assert r.returncode == 1 and f"--platform={other}" in r.stderr

@@ -126,6 +126,12 @@ ENV PATH_WITH_BACKSLASH=C:\\dir
         "extra_files": {"with space.txt": "spaced\n"},
         "args": ["-f", "{ctx}/build/Other.dockerfile"],
     },
+    "platform-of-the-engine": {
+        "files": {"Dockerfile": """\
+FROM --platform=linux/amd64 {base}
+RUN echo same platform > /platform
+"""},
+    },
     "proxy-args": {
         "files": {"Dockerfile": """\
 FROM {base}
