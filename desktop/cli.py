@@ -1,4 +1,4 @@
-"""The headless `dockyard` command: `dockyard machine init|start|stop|...`.
+"""The headless `dockyard` command: `dockyard machine init|start|stop|...` and `dockyard bundle save|load`.
 
 Imports are lazy so that `dockyard --help` and `status` stay fast: paramiko and
 libvirt load only for the commands that need them.
@@ -59,7 +59,30 @@ def _build_parser() -> argparse.ArgumentParser:
     image_sub = image.add_subparsers(dest="image_command", required=True)
     build = image_sub.add_parser("build", help="build (or find cached) the guest image")
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
+    _add_bundle_parser(top)
     return parser
+
+
+def _add_bundle_parser(top: argparse._SubParsersAction) -> None:
+    bundle = top.add_parser("bundle", help="a whole environment (containers, images, volumes, networks) in one file")
+    sub = bundle.add_subparsers(dest="command", required=True)
+
+    def engine_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-H", "--host", default=None,
+                       help="engine URL, e.g. unix:///path/docker.sock (default: $DOCKER_HOST, else the machine)")
+        p.add_argument("--machine", default="default", help="machine whose engine to use (default: %(default)s)")
+
+    save = sub.add_parser("save", help="write containers (or a compose project) to one file")
+    save.add_argument("-o", "--output", required=True, type=Path, help="the bundle file to write")
+    save.add_argument("--project", default=None, help="every container of this compose project")
+    save.add_argument("containers", nargs="*", metavar="CONTAINER", help="containers to save (names or ids)")
+    engine_options(save)
+    save.set_defaults(handler=cmd_bundle_save)
+    load = sub.add_parser("load", help="recreate a bundle's containers on an engine")
+    load.add_argument("file", type=Path, help="the bundle file")
+    load.add_argument("--project", default=None, help="rename the bundle's compose project to this")
+    engine_options(load)
+    load.set_defaults(handler=cmd_bundle_load)
 
 
 def _default_backend() -> str:
@@ -234,6 +257,34 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle_save(args: argparse.Namespace) -> int:
+    from desktop.bundle.bundle_save import save_bundle
+    from desktop.engine_client import client_for_host
+
+    client = client_for_host(args.host, args.machine)
+    try:
+        summary = save_bundle(client, args.output, args.containers, args.project)
+    finally:
+        client.close()
+    print(f"saved {summary.containers} containers, {summary.images} images, {summary.volumes} volumes, "
+          f"{summary.networks} networks to {args.output} ({summary.size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_bundle_load(args: argparse.Namespace) -> int:
+    from desktop.bundle.bundle_load import load_bundle
+    from desktop.engine_client import client_for_host
+
+    client = client_for_host(args.host, args.machine)
+    try:
+        made = load_bundle(client, args.file, args.project)
+    finally:
+        client.close()
+    print(f"loaded {len(made.containers)} containers ({len(made.started)} started), {len(made.volumes)} volumes, "
+          f"{len(made.networks)} networks, {len(made.images)} new images from {args.file}")
+    return 0
+
+
 COMMANDS = {
     "init": cmd_init, "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
     "ssh": cmd_ssh, "logs": cmd_logs, "rm": cmd_rm, "image": cmd_image,
@@ -250,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.errors import DockyardError
 
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return int(handler(args))
     except DockyardError as err:
         print(f"dockyard: {err.message}", file=sys.stderr)
         return 1

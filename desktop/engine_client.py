@@ -27,3 +27,15 @@ def machine_client(name: str = "default", timeout: float = 60.0) -> docker.Docke
     from desktop.machine.instance import Machine
 
     return client_for_socket(Machine(name).host_socket, timeout)
+
+
+def client_for_host(host: str | None, machine: str = "default", timeout: float = 600.0) -> docker.DockerClient:
+    """docker-py on `host` (a DOCKER_HOST URL), else $DOCKER_HOST, else machine `machine`'s socket."""
+    import os
+
+    import docker
+
+    url = host or os.environ.get("DOCKER_HOST")
+    if url:
+        return docker.DockerClient(base_url=url, timeout=int(timeout))
+    return machine_client(machine, timeout)

@@ -1,0 +1,1 @@
+"""The environment bundle: containers, their images, named volumes and networks in one file (`dockyard bundle`)."""

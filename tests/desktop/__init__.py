@@ -1,0 +1,1 @@
+"""Tests of the host side that need real engines (the environment bundle)."""
