@@ -117,7 +117,7 @@ def probe(engine: Engine, tag: str) -> dict[str, object]:
             "running": info["State"]["Running"], "env": info["Config"]["Env"], "cmd": info["Config"]["Cmd"],
             "labels": info["Config"]["Labels"], "workdir": info["Config"]["WorkingDir"],
             "restart": info["HostConfig"]["RestartPolicy"]["Name"], "mode": mode,
-            "volumes_from": info["HostConfig"]["VolumesFrom"],
+            "volumes_from": info["HostConfig"].get("VolumesFrom"),
             "aliases": {net: sorted(a for a in ep.get("Aliases") or [] if a != info["Id"][:12])
                         for net, ep in networks.items() if not mode.startswith("container:")},
         }
@@ -228,8 +228,8 @@ def test_foreign_or_damaged_files_are_refused_and_nothing_is_made(dockerd, test_
     garbage = tmp_path / "garbage.tar"
     garbage.write_bytes(b"\x89PNG not a tar at all" * 100)
     inventory = engine.inventory()
-    for path, why in ((foreign, "first member is not manifest.json"), (truncated, "corrupt"),
-                      (flipped, "damaged"), (garbage, "not a Dockyard bundle"), (tmp_path / "none.tar", "no such file")):
+    for path, why in ((foreign, "first member is not manifest.json"), (truncated, "corrupt"), (flipped, "damaged"),
+                      (garbage, "not a Dockyard bundle"), (tmp_path / "none.tar", "no such file")):
         result = dockyard("bundle", "load", "--host", engine.host, str(path))
         assert result.returncode == 1, (path, result.stdout)
         assert result.stderr.count("\n") == 1 and why in result.stderr, (path, result.stderr)
@@ -241,22 +241,54 @@ def test_foreign_or_damaged_files_are_refused_and_nothing_is_made(dockerd, test_
 
 
 def test_a_failure_midway_removes_what_the_load_made(dockerd, test_images, tmp_path):
-    """A bundle whose checksums hold but whose images the engine refuses: the network and volume made
-    before the image load are removed again, and the error says what failed."""
-    from desktop.bundle.bundle_format import FORMAT, IMAGES_MEMBER, MANIFEST, VERSION, BundleWriter
+    """Bundles whose checksums hold but which the engine refuses midway (its images; a container's
+    config after the images and the first container were made): what the load made is removed
+    again, and the one-line error says what failed."""
+    from desktop.bundle.bundle_format import (
+        CHECKSUMS,
+        FORMAT,
+        IMAGES_MEMBER,
+        MANIFEST,
+        VERSION,
+        BundleReader,
+        BundleWriter,
+    )
 
     engine = Engine("dockerd", dockerd.host, dockerd.docker)
     tag = uuid.uuid4().hex[:8]
     manifest = {"format": FORMAT, "version": VERSION, "project": "", "images": ["busybox:bundle-test"],
                 "networks": [{"name": f"net{tag}", "Driver": "bridge"}],
                 "volumes": [{"name": f"vol{tag}", "Driver": "local", "member": ""}], "containers": []}
-    path = tmp_path / "bad-images.tar"
-    writer = BundleWriter(path)
+    bad_images = tmp_path / "bad-images.tar"
+    writer = BundleWriter(bad_images)
     writer.add_bytes(MANIFEST, json.dumps(manifest).encode())
     writer.add_bytes(IMAGES_MEMBER, b"\0" * 1024 + b"these are not image layers")
     writer.commit()
+
+    names = make_scenario(engine, test_images["busybox"], tag)
+    good = tmp_path / "good.tar"
+    try:
+        assert dockyard("bundle", "save", "--host", engine.host, "-o", str(good), *names).returncode == 0
+    finally:
+        remove_scenario(engine, tag)
+    engine.ok("rmi", test_images["busybox"])   # so the load makes the image too
+    reader = BundleReader(good)
+    manifest = reader.manifest
+    assert [c["name"] for c in manifest["containers"]][-1] == f"side{tag}"
+    manifest["containers"][-1]["host_config"]["RestartPolicy"] = {"Name": "now-and-then"}
+    bad_container = tmp_path / "bad-container.tar"
+    writer = BundleWriter(bad_container)
+    writer.add_bytes(MANIFEST, json.dumps(manifest).encode())
+    for name in reader.members:
+        if name not in (MANIFEST, CHECKSUMS):
+            member = reader.open_member(name)
+            writer.add_stream(name, iter(lambda member=member: member.read(1 << 20), b""))
+    writer.commit()
+    reader.close()
+
     inventory = engine.inventory()
-    result = dockyard("bundle", "load", "--host", engine.host, str(path))
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "loading the bundle's images" in result.stderr, result.stderr
-    assert engine.inventory() == inventory
+    for path, what in ((bad_images, "loading the bundle's images"), (bad_container, f"creating container side{tag}")):
+        result = dockyard("bundle", "load", "--host", engine.host, str(path))
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and what in result.stderr, result.stderr
+        assert engine.inventory() == inventory
