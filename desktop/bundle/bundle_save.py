@@ -76,18 +76,23 @@ def _inspect_containers(api: Any, refs: list[str], project: str | None) -> list[
     return infos
 
 
-def _image_for(api: Any, info: dict[str, Any]) -> str:
-    """The reference to recreate the container from: its Config.Image if that still names its image, else the id."""
+def _image_for(api: Any, info: dict[str, Any]) -> tuple[str, bool]:
+    """The reference to recreate the container from (its Config.Image if that still names its image,
+    else the id), and whether that image has an entrypoint."""
     ref = (info.get("Config") or {}).get("Image") or info["Image"]
     import docker.errors
 
     try:
-        if api.inspect_image(ref)["Id"] == info["Image"]:
-            return str(ref)
+        image = api.inspect_image(ref)
     except docker.errors.NotFound:
-        pass
-    log.warning("container %s: image %s has moved on; its own image is saved by id", info["Name"].lstrip("/"), ref)
-    return str(info["Image"])
+        image = {}
+    if image.get("Id") != info["Image"]:
+        log.warning("container %s: image %s has moved on; its own image is saved by id",
+                    info["Name"].lstrip("/"), ref)
+        ref = info["Image"]
+        with engine_step(f"inspecting image {ref}"):
+            image = api.inspect_image(ref)
+    return str(ref), bool((image.get("Config") or {}).get("Entrypoint"))
 
 
 def _network_record(api: Any, name: str, pinned: bool) -> dict[str, Any]:
@@ -190,8 +195,10 @@ def plan(api: Any, refs: list[str], project: str | None) -> tuple[dict[str, Any]
     with engine_step("listing networks"):
         all_networks = api.networks()
     network_names = {n["Id"]: n["Name"] for n in all_networks}
-    images = {info["Id"]: _image_for(api, info) for info in infos}
-    records = [container_record(info, container_refs, images[info["Id"]], network_names) for info in infos]
+    found = {info["Id"]: _image_for(api, info) for info in infos}
+    images = {cid: ref for cid, (ref, _) in found.items()}
+    records = [container_record(info, container_refs, images[info["Id"]], network_names,
+                                image_has_entrypoint=found[info["Id"]][1]) for info in infos]
     compose_start_order(records)
     records = dependency_order(records)
     wanted_networks = {net for rec in records for net in rec["networks"]}

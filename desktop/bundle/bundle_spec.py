@@ -79,7 +79,7 @@ def _container_mode(value: str, refs: ContainerRefs, who: str, deps: set[str]) -
 
 
 def container_record(info: dict[str, Any], refs: ContainerRefs, image: str,
-                     network_names: dict[str, str]) -> dict[str, Any]:
+                     network_names: dict[str, str], image_has_entrypoint: bool = False) -> dict[str, Any]:
     """The bundle's record of one container: create body parts, networks, dependencies, state.
 
     `image` is the reference to create it from (its tag, or its id when the tag moved);
@@ -89,6 +89,9 @@ def container_record(info: dict[str, Any], refs: ContainerRefs, image: str,
     deps: set[str] = set()
     config = {k: v for k, v in (info.get("Config") or {}).items() if v not in ZERO}
     config["Image"] = image
+    if image_has_entrypoint and not [a for a in config.get("Entrypoint") or [] if a]:
+        # Created with `--entrypoint ""`: left out, the image's entrypoint would come back.
+        config["Entrypoint"] = [""]
     config.pop("MacAddress", None)
     host = {k: v for k, v in (info.get("HostConfig") or {}).items()
             if v not in ZERO and k not in ENGINE_FILLED_HOST_CONFIG}

@@ -96,7 +96,10 @@ def make_scenario(engine: Engine, image: str, tag: str) -> list[str]:
               image, "httpd", "-f", "-p", "8080", "-h", "/data")
     engine.ok("run", "-d", "--name", f"app{tag}", "--network", f"net{tag}", "--volumes-from", f"db{tag}:ro",
               "-w", "/data", image, "sh", "-c", LOOP)
-    engine.ok("create", "--name", f"side{tag}", "--network", f"container:app{tag}", image, "true")
+    # An image with an entrypoint, which side's `--entrypoint ""` clears.
+    engine.ok("commit", "--change", 'ENTRYPOINT ["false"]', f"db{tag}", f"entry{tag}:1")
+    engine.ok("create", "--name", f"side{tag}", "--network", f"container:app{tag}", "--entrypoint", "",
+              f"entry{tag}:1", "true")
     return [f"db{tag}", f"app{tag}", f"side{tag}"]
 
 
@@ -132,6 +135,7 @@ def remove_scenario(engine: Engine, tag: str) -> None:
     engine.docker("rm", "-f", f"side{tag}", f"app{tag}", f"db{tag}")
     engine.docker("volume", "rm", "-f", f"vol{tag}")
     engine.docker("network", "rm", f"net{tag}")
+    engine.docker("rmi", f"entry{tag}:1")
 
 
 @pytest.mark.parametrize(("source_kind", "target_kind"), [
@@ -147,7 +151,7 @@ def test_bundle_recreates_containers_volumes_and_networks(request, fresh_engine,
         bundle = tmp_path / "env.tar"
         saved = dockyard("bundle", "save", "--host", source.host, "-o", str(bundle), *names)
         assert saved.returncode == 0, saved.stderr
-        assert "saved 3 containers, 1 images, 1 volumes, 1 networks" in saved.stdout
+        assert "saved 3 containers, 2 images, 1 volumes, 1 networks" in saved.stdout
     finally:
         remove_scenario(source, tag)
     target = fresh_engine(target_kind)
@@ -156,6 +160,8 @@ def test_bundle_recreates_containers_volumes_and_networks(request, fresh_engine,
     assert loaded.returncode == 0, loaded.stderr
     assert "loaded 3 containers (2 started)" in loaded.stdout
     assert probe(target, tag) == before
+    # side runs `true` itself, not the image's entrypoint `false`.
+    assert target.docker("start", "-a", f"side{tag}").returncode == 0
     # Loading again is refused before anything is made: every name is taken.
     inventory = target.inventory()
     again = dockyard("bundle", "load", "--host", target.host, str(bundle))
