@@ -38,6 +38,19 @@ class Engine:
         assert result.returncode == 0, f"[{self.name}] docker {' '.join(args)}: {result.stderr}"
         return result.stdout.strip()
 
+    def clear(self) -> None:
+        """Remove every container, user network and volume: a stopped engine leaves its bridges behind,
+        and the host's address pools are shared by every engine on it."""
+        containers = self.ok("ps", "-aq")
+        if containers:
+            self.docker("rm", "-f", *containers.split())
+        networks = self.ok("network", "ls", "-q", "--filter", "type=custom")
+        if networks:
+            self.docker("network", "rm", *networks.split())
+        volumes = self.ok("volume", "ls", "-q")
+        if volumes:
+            self.docker("volume", "rm", "-f", *volumes.split())
+
     def inventory(self) -> dict[str, list[str]]:
         """What a load may create: containers, volumes, networks and images."""
         return {"containers": sorted(self.ok("ps", "-aq", "--no-trunc").split()),
@@ -55,24 +68,27 @@ def dockyard(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def fresh_engine(tmp_path_factory) -> Callable[[str], Engine]:
     """A factory of engines that have never run anything: ("dockyard") a new agent, ("dockerd") a new dockerd."""
-    stops: list[Callable[[], object]] = []
+    made: list[tuple[Engine, Callable[[], object]]] = []
 
     def make(kind: str) -> Engine:
         # Short: dockerd's containerd socket under it must fit a unix socket path.
         base = tmp_path_factory.mktemp(kind[:2])
         if kind == "dockyard":
             agent = start_agent(socket=base / "docker.sock", root=base / "root")
-            stops.append(agent.stop)
-            return Engine("fresh dockyard", agent.docker_host, agent.docker)
-        from tests.support.dockerd import Dockerd
+            made.append((Engine("fresh dockyard", agent.docker_host, agent.docker), agent.stop))
+        else:
+            from tests.support.dockerd import Dockerd
 
-        daemon = Dockerd(base, ["--bridge", "none", "--iptables=false"])
-        stops.append(daemon.stop)
-        return Engine("fresh dockerd", daemon.host, daemon.docker)
+            daemon = Dockerd(base, ["--bridge", "none", "--iptables=false"])
+            made.append((Engine("fresh dockerd", daemon.host, daemon.docker), daemon.stop))
+        return made[-1][0]
 
     yield make
-    for stop in reversed(stops):
-        stop()
+    for engine, stop in reversed(made):
+        try:
+            engine.clear()
+        finally:
+            stop()
 
 
 def session_engine(request, kind: str) -> Engine:
