@@ -101,7 +101,7 @@ def container_record(info: dict[str, Any], refs: ContainerRefs, image: str,
         if key in host:
             host[key] = _container_mode(network_names.get(host[key], host[key]), refs, name, deps)
     network_mode = host.get("NetworkMode", "")
-    if config.get("Hostname") == info["Id"][:12] or network_mode.startswith(("container:", "host")):
+    if config.get("Hostname") == info["Id"][:12] or network_mode == "host" or network_mode.startswith("container:"):
         config.pop("Hostname", None)
     if network_mode.startswith("container:"):
         config.pop("Domainname", None)
