@@ -35,7 +35,13 @@ def client_for_host(host: str | None, machine: str = "default", timeout: float =
 
     import docker
 
+    from runtime.errors import RuntimeFailure
+
     url = host or os.environ.get("DOCKER_HOST")
-    if url:
-        return docker.DockerClient(base_url=url, timeout=int(timeout))
-    return machine_client(machine, timeout)
+    try:
+        if url:
+            return docker.DockerClient(base_url=url, timeout=int(timeout))
+        return machine_client(machine, timeout)
+    except docker.errors.DockerException as err:
+        where = url or f"machine {machine!r} (is it running? `dockyard machine start`)"
+        raise RuntimeFailure(f"cannot reach the engine at {where}: {err}") from None
