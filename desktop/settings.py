@@ -53,6 +53,52 @@ def _accelerator(value: object) -> str:
     return text
 
 
+def _cpus(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a whole number of CPUs, at least 1")
+    try:
+        cpus = int(str(value).strip())
+    except ValueError:
+        raise ValueError("a whole number of CPUs, at least 1") from None
+    if cpus < 1 or cpus > 512:
+        raise ValueError("a whole number of CPUs, at least 1")
+    return cpus
+
+
+def _size(minimum_mib: int) -> Callable[[object], int]:
+    """A size such as "4G", "1536M" or a number of MiB, as MiB."""
+    def parse(value: object) -> int:
+        from desktop.machine.config import parse_size_mib
+
+        hint = f"a size such as 4G or 1536M, at least {minimum_mib} MiB"
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(hint)
+        try:
+            mib = parse_size_mib(str(value))
+        except InvalidArgument:
+            raise ValueError(hint) from None
+        if mib < minimum_mib:
+            raise ValueError(hint)
+        return mib
+    return parse
+
+
+def _folders(value: object) -> tuple[str, ...]:
+    """Absolute host folders: a TOML list of strings, or os.pathsep-separated in the environment."""
+    if isinstance(value, str):
+        items: list[object] = [part for part in value.split(os.pathsep) if part]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ValueError("a list of absolute folder paths")
+    folders = []
+    for item in items:
+        if not isinstance(item, str) or not os.path.isabs(os.path.expanduser(item)):
+            raise ValueError("a list of absolute folder paths")
+        folders.append(os.path.normpath(os.path.expanduser(item)))
+    return tuple(folders)
+
+
 def _directory(value: object) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("a directory path")
@@ -85,6 +131,14 @@ SETTINGS: tuple[Setting, ...] = (
             "where guest images are built and cached (default: `images` in the data folder)"),
     Setting("guest_image", "DOCKYARD_GUEST_IMAGE", None, _directory,
             "boot this prebuilt guest image folder (with its image.json) instead of building one"),
+    Setting("cpus", "DOCKYARD_CPUS", None, _cpus,
+            "the machine's CPUs, applied at its next start (default: what `machine init` chose)"),
+    Setting("memory", "DOCKYARD_MEMORY", None, _size(256),
+            "the machine's memory (e.g. 4G), applied at its next start"),
+    Setting("disk", "DOCKYARD_DISK", None, _size(1024),
+            "the data disk size (e.g. 40G) of a machine created from now on (`init`, reset to factory defaults)"),
+    Setting("shared_folders", "DOCKYARD_SHARED_FOLDERS", None, _folders,
+            "host folders shared at the same path in the machine, applied at its next start"),
 )
 
 
@@ -98,6 +152,10 @@ class Settings:
     boot_stall: float = 60.0
     image_cache: Path | None = None
     guest_image: Path | None = None
+    cpus: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+    shared_folders: tuple[str, ...] | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def source(self, key: str) -> str:
@@ -171,3 +229,45 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         elif setting.key in from_file:
             take(setting, from_file[setting.key], f"{path}: {setting.key}")
     return Settings(**values, sources=sources)
+
+
+def _toml_value(value: object) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # A JSON string is a valid TOML basic string (same escapes).
+    return json.dumps(str(value))
+
+
+def save(changes: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Path:
+    """Write `changes` into settings.toml (None removes a key), keeping the file's other keys.
+
+    Each value is checked as `load` would check it, so the file stays loadable. The
+    file is rewritten whole (atomically), sorted by key: comments are not kept.
+    """
+    from runtime.atomic_file import write_bytes_atomic
+
+    path = settings_file(home(environ))
+    data = dict(_read_file(path))
+    by_key = {s.key: s for s in SETTINGS if s.in_file}
+    for key, value in changes.items():
+        if key not in by_key:
+            raise SettingsError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(by_key))})")
+        if value is None:
+            data.pop(key, None)
+            continue
+        try:
+            by_key[key].parse(list(value) if isinstance(value, tuple) else value)
+        except ValueError as err:
+            raise SettingsError(f"{path}: {key} = {value!r} is not valid: expected {err}") from None
+        data[key] = list(value) if isinstance(value, tuple) else value
+    lines = ["# Dockyard settings, shared by the dockyard CLI and the desktop app.\n"]
+    lines += [f"{key} = {_toml_value(data[key])}\n" for key in sorted(data)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, "".join(lines).encode(), mode=0o644)
+    return path

@@ -108,6 +108,18 @@ class MachineConfig:
         return cls(**values)
 
 
+def default_backend() -> str:
+    """libvirt when its Python module and daemon are installed, else direct QEMU."""
+    import importlib.util
+    import shutil
+
+    try:
+        has_module = importlib.util.find_spec("libvirt") is not None
+    except (ImportError, ValueError):
+        has_module = False
+    return "libvirt" if has_module and shutil.which("libvirtd") else "qemu"
+
+
 def shares_for(paths: list[str | Path]) -> list[Share]:
     """Turn host folders into Share entries with stable 9p/virtiofs tags (max 31 chars)."""
     shares = []
@@ -117,6 +129,22 @@ def shares_for(paths: list[str | Path]) -> list[Share]:
             raise InvalidArgument(f"cannot share {str(raw)!r}: not a directory")
         shares.append(Share(host_path=str(path.resolve()), tag=f"dyshare{index}"))
     return shares
+
+
+def with_settings(config: MachineConfig, cpus: int | None, memory_mib: int | None,
+                  shared_folders: tuple[str, ...] | None) -> MachineConfig:
+    """`config` with the sizes and folders the user set in settings.toml (None: keep the machine's).
+
+    A shared folder that no longer exists is left out rather than failing the boot.
+    """
+    changed = dataclasses.replace(config)
+    if cpus is not None:
+        changed.cpus = cpus
+    if memory_mib is not None:
+        changed.memory_mib = memory_mib
+    if shared_folders is not None and config.sharefs != "none":
+        changed.shares = shares_for([p for p in shared_folders if Path(p).is_dir()])
+    return changed.validate()
 
 
 def save_config(path: Path, config: MachineConfig) -> None:

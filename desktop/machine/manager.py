@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import shutil
 import signal
 import socket
@@ -31,9 +30,10 @@ from desktop import paths, settings
 from desktop.http_over_channel import ping
 from desktop.machine import ssh_keys
 from desktop.machine.backend import HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState, minimal_firmware
-from desktop.machine.config import MachineConfig, MachineState, save_config, save_state
+from desktop.machine.boot_stages import BootStage, StageCallback, parse_stage_line
+from desktop.machine.config import MachineConfig, MachineState, save_config, save_state, with_settings
 from desktop.machine.instance import SUPERVISOR_MODULE, Machine
-from desktop.machine.processes import pid_alive, wait_until
+from desktop.machine.processes import PipeLines, pid_alive, wait_until
 from desktop.machine.ready_channel import GuestNotReady, ReadyChannel
 from runtime.errors import Conflict, InvalidArgument, NotFound, RuntimeFailure
 
@@ -181,15 +181,29 @@ class MachineManager(Machine):
             owner_home=str(self.paths.home),
         )
 
-    def start(self, timeout: float | None = None) -> StartResult:
+    def start(self, timeout: float | None = None, on_stage: StageCallback | None = None) -> StartResult:
         """Boot (or attach to) the machine; returns when the engine answers via the host socket.
 
-        `timeout` defaults to the ready_timeout setting.
+        `timeout` defaults to the ready_timeout setting. `on_stage` is called (in
+        this thread) with each BootStage as the boot reaches it.
         """
         if timeout is None:
             timeout = settings.load().ready_timeout
-        with self.lifecycle_lock():
-            return self._start(timeout)
+        self._on_stage = on_stage
+        try:
+            with self.lifecycle_lock():
+                return self._start(timeout)
+        finally:
+            self._on_stage = None
+
+    _on_stage: StageCallback | None = None
+
+    def _stage(self, stage: BootStage) -> None:
+        if self._on_stage is not None:
+            try:
+                self._on_stage(stage)
+            except Exception as err:  # noqa: BLE001 - a progress display must not break a boot
+                log.warning("boot stage callback failed: %s", err)
 
     def _start(self, timeout: float) -> StartResult:
         t0 = time.monotonic()
@@ -201,23 +215,37 @@ class MachineManager(Machine):
             raise Conflict(f"machine {self.name!r} is paused; resume it with virsh or stop it first")
         if vm_state is VmState.RUNNING:
             if self.supervisor_pid() and ping(self.host_socket, timeout=10) is None:
+                self._stage(BootStage.AGENT_READY)
                 return StartResult(True, self.docker_host, time.monotonic() - t0, self.state().guest_timings)
             # The VM outlived its supervisor (crash, host logout): attach a new one.
             log.info("machine %s runs without a supervisor: reattaching", self.name)
             self._stop_supervisor(poweroff=False)
             self._spawn_supervisor(ready_fd=None, timeout=timeout, config=config)
         else:
+            config = self._config_with_settings(config)
             self._boot(config, backend, timeout)
         reason = ping(self.host_socket, timeout=30)
         if reason is not None:
             raise RuntimeFailure(f"the engine does not answer through {self.host_socket}: {reason}")
+        self._stage(BootStage.AGENT_READY)
         return StartResult(False, self.docker_host, time.monotonic() - t0, self.state().guest_timings)
+
+    def _config_with_settings(self, config: MachineConfig) -> MachineConfig:
+        """Take the CPUs, memory and shared folders of settings.toml into a stopped machine's config."""
+        current = settings.load()
+        wanted = with_settings(config, current.cpus, current.memory, current.shared_folders)
+        if wanted != config:
+            log.info("machine %s: applying settings (%d CPUs, %d MiB, shares %s)", self.name, wanted.cpus,
+                     wanted.memory_mib, [s.host_path for s in wanted.shares])
+            save_config(self.config_path, wanted)
+        return wanted
 
     def _boot(self, config: MachineConfig, backend: Backend, timeout: float) -> None:
         from desktop.machine.accel import choose_accelerator
 
         image = ensure_guest_image()
         accel = choose_accelerator()
+        self._stage(BootStage.IMAGE_READY)
         for share in config.shares:
             if not Path(share.host_path).is_dir():
                 raise InvalidArgument(f"shared folder {share.host_path} does not exist any more")
@@ -246,6 +274,7 @@ class MachineManager(Machine):
                                                      booted_at=time.time(), host_socket=str(self.host_socket)))
             try:
                 backend.start()
+                self._stage(BootStage.VM_BOOTING)
                 break
             except RuntimeFailure as err:
                 # Another process may have taken the port between our probe and QEMU's bind.
@@ -283,7 +312,11 @@ class MachineManager(Machine):
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
                                     pass_fds=pass_fds, start_new_session=True, env=env, cwd="/")
         assert proc.stdout is not None
-        line = _read_line(proc.stdout, timeout + 60)
+        lines = PipeLines(proc.stdout.fileno(), timeout + 60)
+        line = lines.next()
+        while (stage := parse_stage_line(line)) is not None:
+            self._stage(stage)
+            line = lines.next()
         proc.stdout.close()
         if line.startswith("OK"):
             return
@@ -430,25 +463,6 @@ def load_pinned_image(directory: Path) -> PinnedImage:
         if not part.exists():
             raise NotFound(f"DOCKYARD_GUEST_IMAGE={directory}: {part} is missing")
     return image
-
-
-def _read_line(stream: Any, timeout: float) -> str:
-    """One line from a pipe, or "" at EOF or after `timeout` seconds."""
-    buf = b""
-    end = time.monotonic() + timeout
-    fd = stream.fileno()
-    while b"\n" not in buf:
-        remaining = end - time.monotonic()
-        if remaining <= 0:
-            break
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            break
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        buf += chunk
-    return buf.split(b"\n", 1)[0].decode(errors="replace")
 
 
 def status_json(info: dict[str, Any]) -> str:

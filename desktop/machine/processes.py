@@ -39,3 +39,31 @@ def wait_until(condition: Callable[[], object], deadline_s: float, interval: flo
         if time.monotonic() >= end:
             return False
         time.sleep(interval)
+
+
+class PipeLines:
+    """Lines from a pipe with one deadline for all of them; keeps what it read past a newline."""
+
+    def __init__(self, fd: int, timeout: float) -> None:
+        self.fd = fd
+        self.end = time.monotonic() + timeout
+        self._buf = b""
+
+    def next(self) -> str:
+        """The next line (no newline), or "" at EOF or once the deadline has passed."""
+        import select
+
+        while b"\n" not in self._buf:
+            remaining = self.end - time.monotonic()
+            if remaining <= 0:
+                return ""
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if not ready:
+                return ""
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                line, self._buf = self._buf, b""
+                return line.decode(errors="replace")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode(errors="replace")

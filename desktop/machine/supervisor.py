@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop.machine import ssh_keys
+from desktop.machine.boot_stages import BootStage, stage_line
 from desktop.machine.config import MachineState, save_state
 from desktop.machine.guest_power import request_poweroff
 from desktop.machine.instance import Machine
@@ -144,6 +145,7 @@ class Supervisor:
         if self.link is None:
             self.link = self._new_link(state.ssh_port, state.host_key)
             self.link.connect(timeout=min(timeout, 30))
+        _report_stage(BootStage.SSH_UP)
         status, _headers, body = self.link.request("GET", "/_ping", timeout=30)
         if status != 200:
             raise RuntimeError(f"the guest engine answered _ping with {status}: {body[:200]!r}")
@@ -263,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError):
         pass
     return 0
+
+
+def _report_stage(stage: BootStage) -> None:
+    """Tell the waiting manager how far the boot is (it reads lines until OK or ERROR)."""
+    try:
+        os.write(1, (stage_line(stage) + "\n").encode())
+    except OSError:
+        pass
 
 
 def _report(line: str) -> None:

@@ -145,3 +145,40 @@ def test_the_settings_fields_are_the_table_s_keys_with_its_defaults():
 
     fields = {f.name: f.default for f in dataclasses.fields(settings.Settings) if f.name != "sources"}
     assert fields == {s.key: s.default for s in SETTINGS}
+
+
+def test_saved_settings_are_read_back_by_the_cli(home):
+    share = home.parent / "src"
+    share.mkdir()
+    path = settings.save({"cpus": 3, "memory": "3G", "shared_folders": [str(share)]})
+    assert "cpus = 3\n" in path.read_text()
+    settings.save({"cpus": None, "disk": "30G"})       # None removes a key, the others stay
+    env = dict(os.environ, DOCKYARD_HOME=str(home))
+    proc = subprocess.run([sys.executable, "-m", "desktop.cli", "settings", "--json"], capture_output=True,
+                          text=True, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    shown = json.loads(proc.stdout)["settings"]
+    assert shown["cpus"]["source"] == "default"
+    assert (shown["memory"]["value"], shown["disk"]["value"]) == (3072, 30720)
+    assert shown["shared_folders"]["value"] == [str(share)]
+    assert shown["memory"]["source"] == f"{path}: memory"
+
+
+def test_saving_a_bad_value_is_refused_and_leaves_the_file_alone(home):
+    path = settings.save({"cpus": 2})
+    with pytest.raises(SettingsError, match="memory"):
+        settings.save({"memory": "lots"})
+    with pytest.raises(SettingsError, match="unknown key"):
+        settings.save({"colour": "blue"})
+    assert path.read_text().endswith("cpus = 2\n")
+
+
+def test_a_machine_takes_the_settings_at_its_next_start(tmp_path):
+    from desktop.machine.config import MachineConfig, shares_for, with_settings
+
+    config = MachineConfig(cpus=2, memory_mib=2048, shares=shares_for([tmp_path]))
+    assert with_settings(config, None, None, None) == config
+    changed = with_settings(config, 4, 4096, ())
+    assert (changed.cpus, changed.memory_mib, changed.shares) == (4, 4096, [])
