@@ -15,7 +15,7 @@ wrong and what to do next, in words (never a traceback).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,7 +311,7 @@ class EngineModel:
         return self._call(lambda: self.client.api.inspect_container(ident))
 
     def logs(self, ident: str, follow: bool = False, timestamps: bool = False, tail: int | str = "all",
-             ) -> Iterator[str]:
+             ) -> Generator[str, None, None]:
         """The container's log as text lines; with `follow`, blocks for new lines until it stops
         or `close()` is called on the returned generator."""
         stream = self._call(lambda: self.client.api.logs(ident, stream=True, follow=follow,
