@@ -274,10 +274,10 @@ class EngineModel:
     # -- engine -----------------------------------------------------------
     def ping(self) -> None:
         """Raises EngineError when the engine does not answer."""
-        self._call(self.client.api.ping)
+        self._call(lambda: self.client.api.ping())
 
     def version(self) -> dict[str, Any]:
-        return self._call(self.client.api.version)
+        return self._call(lambda: self.client.api.version())
 
     # -- containers -------------------------------------------------------
     def containers(self) -> list[ContainerRow]:
@@ -402,7 +402,7 @@ class EngineModel:
         listed = self._call(lambda: self.client.api.volumes()).get("Volumes") or []
         sizes: dict[str, int] = {}
         try:
-            for vol in self._call(self.client.api.df).get("Volumes") or []:
+            for vol in self._call(lambda: self.client.api.df()).get("Volumes") or []:
                 sizes[vol.get("Name", "")] = int((vol.get("UsageData") or {}).get("Size", -1))
         except EngineError as err:
             log.info("no volume sizes: %s", err.message)
@@ -428,7 +428,7 @@ class EngineModel:
     # -- clean up ---------------------------------------------------------
     def cleanup_estimate(self) -> CleanupEstimate:
         """What Clean up would remove: stopped containers, dangling images, unused volumes."""
-        df = self._call(self.client.api.df)
+        df = self._call(lambda: self.client.api.df())
         stopped = [c for c in df.get("Containers") or [] if c.get("State") not in ("running", "paused",
                                                                                    "restarting")]
         dangling = [i for i in df.get("Images") or []
@@ -442,7 +442,7 @@ class EngineModel:
 
     def clean_up(self) -> int:
         """Prune stopped containers, dangling images and unused volumes; returns bytes reclaimed."""
-        reclaimed = int(self._call(self.client.api.prune_containers).get("SpaceReclaimed") or 0)
+        reclaimed = int(self._call(lambda: self.client.api.prune_containers()).get("SpaceReclaimed") or 0)
         reclaimed += self.prune_images()
         reclaimed += self.prune_volumes()
         return reclaimed

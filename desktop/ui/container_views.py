@@ -103,7 +103,7 @@ class LogsWindow(QDialog):
             finally:
                 lines.close()
 
-        run_async(read, lambda _: self._ended(generation), self._failed, self._append)
+        run_async(read, lambda _: self._ended(generation), self._failed, self._append, owner=self)
 
     def _append(self, item: tuple[int, list[str]]) -> None:
         generation, lines = item

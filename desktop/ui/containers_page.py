@@ -242,4 +242,4 @@ class ContainersPage(QWidget):
             return
         engine = self.controller.engine
         self.controller.run(f"open a terminal in {row.name}", lambda: engine.client.containers.get(row.id),
-                            lambda container: open_terminal(container, self))
+                            lambda container: open_terminal(container, self), owner=self)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop.engine_events import Change, EventFeed
@@ -169,12 +170,14 @@ class AppController(QObject):
 
     # -- engine actions ---------------------------------------------------
     def run(self, what: str, fn: Callable[[], Any], on_done: Callable[[Any], object] | None = None,
-            done_text: str = "") -> None:
+            done_text: str = "", owner: QObject | None = None) -> None:
         """Run an engine action in a worker; failures become a titled message, success a notification."""
+        target = owner if owner is not None else getattr(on_done, "__self__", None)
+
         def done(result: Any) -> None:
             if done_text:
                 self.notify.emit("Dockyard", done_text)
-            if on_done is not None:
+            if on_done is not None and (not isinstance(target, QObject) or shiboken6.isValid(target)):
                 on_done(result)
         run_async(fn, done, lambda message: self.failed.emit(f"Could not {what}", message))
 

@@ -122,7 +122,7 @@ class Dashboard(QMainWindow):
 
     def open_inspect(self, row: ContainerRow) -> None:
         self.controller.run(f"inspect {row.name}", lambda: self.controller.engine.inspect(row.id),
-                            lambda data: self._keep(InspectWindow(data, self)))
+                            lambda data: self._keep(InspectWindow(data, self)), owner=self)
 
     def open_run(self) -> None:
         images = self.pages["images"]

@@ -118,7 +118,7 @@ class RunDialog(QDialog):
 
         from desktop.ui.workers import run_async
 
-        run_async(lambda: engine.run(image, name, ports, volumes, env), lambda _: self.accept(), failed)
+        run_async(lambda: engine.run(image, name, ports, volumes, env), lambda _: self.accept(), failed, owner=self)
 
 
 class ImagesPage(QWidget):
@@ -223,7 +223,7 @@ class ImagesPage(QWidget):
         from desktop.ui.workers import run_async
 
         # The stream's messages become (queued) progress signals: the bar moves on the UI thread.
-        run_async(lambda progress: engine.pull(reference, progress), done, failed, moved)
+        run_async(lambda progress: engine.pull(reference, progress), done, failed, moved, owner=self)
 
     def run_selected(self) -> None:
         row = self.selected()
@@ -236,14 +236,14 @@ class ImagesPage(QWidget):
         if dialogs.ask(self, "Remove image", f"Remove {row.name}?", ("Remove", "Cancel")) != "Remove":
             return
         self.controller.run(f"remove {row.name}", lambda: self.controller.engine.remove_image(
-            row.tags[0] if row.tags else row.id), lambda _: self.refresh())
+            row.tags[0] if row.tags else row.id), lambda _: self.refresh(), owner=self)
 
     def prune(self) -> None:
         def pruned(freed: int) -> None:
             self.controller.notify.emit("Dockyard", f"Pruned images: {human_size(freed)} back.")
             self.refresh()
 
-        self.controller.run("prune the images", self.controller.engine.prune_images, pruned)
+        self.controller.run("prune the images", self.controller.engine.prune_images, pruned, owner=self)
 
 
 def open_run_dialog(controller: AppController, parent: QWidget | None, image: str = "",

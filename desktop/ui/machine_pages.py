@@ -106,7 +106,7 @@ class MachinePage(QWidget):
     def load(self) -> None:
         """Fill the form from settings.toml (else the machine's own values, else the defaults)."""
         run_async(self.controller.machine.settings, self._fill,
-                  lambda message: dialogs.show_error(self, "Settings", message))
+                  lambda message: dialogs.show_error(self, "Settings", message), owner=self)
 
     def _fill(self, values: MachineSettings) -> None:
         self.cpus.setValue(values.cpus)
@@ -139,7 +139,7 @@ class MachinePage(QWidget):
                 self.controller.restart_machine()
 
         run_async(lambda: self.controller.machine.save_settings(wanted), saved,
-                  lambda message: dialogs.show_error(self, "Could not save the settings", message))
+                  lambda message: dialogs.show_error(self, "Could not save the settings", message), owner=self)
 
 
 class TroubleshootPage(QWidget):
@@ -188,7 +188,7 @@ class TroubleshootPage(QWidget):
             self.view.setPlainText(text)
             self.view.verticalScrollBar().setValue(self.view.verticalScrollBar().maximum())
 
-        run_async(read, shown, lambda message: self.view.setPlainText(f"Could not read it: {message}"))
+        run_async(read, shown, lambda message: self.view.setPlainText(f"Could not read it: {message}"), owner=self)
 
     def reset(self) -> None:
         text = ("Reset to factory defaults deletes the machine with all its containers, images and volumes, "

@@ -133,9 +133,10 @@ class Tray(QSystemTrayIcon):
             if dialogs.ask(None, "Clean up", text, ("Clean up", "Cancel")) != "Clean up":
                 return
             self.controller.run("clean up", engine.clean_up,
-                                lambda freed: self.notify("Dockyard", f"Clean up gave back {human_size(freed)}."))
+                                lambda freed: self.notify("Dockyard", f"Clean up gave back {human_size(freed)}."),
+                                owner=self)
 
-        self.controller.run("clean up", engine.cleanup_estimate, confirm)
+        self.controller.run("clean up", engine.cleanup_estimate, confirm, owner=self)
 
     def ask_quit(self) -> None:
         """Quit, after asking whether the machine should stop too (while it runs)."""

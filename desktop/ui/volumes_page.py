@@ -86,7 +86,7 @@ class VolumesPage(QWidget):
         if dialogs.ask(self, "Remove volume", f"Remove {row.name} and the data in it?",
                        ("Remove", "Cancel")) == "Remove":
             self.controller.run(f"remove {row.name}", lambda: self.controller.engine.remove_volume(row.name),
-                                lambda _: self.refresh())
+                                lambda _: self.refresh(), owner=self)
 
     def prune(self) -> None:
         if dialogs.ask(self, "Prune volumes", "Remove every volume no container uses, with its data?",
@@ -96,4 +96,4 @@ class VolumesPage(QWidget):
             self.controller.notify.emit("Dockyard", f"Pruned volumes: {human_size(freed)} back.")
             self.refresh()
 
-        self.controller.run("prune the volumes", self.controller.engine.prune_volumes, pruned)
+        self.controller.run("prune the volumes", self.controller.engine.prune_volumes, pruned, owner=self)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,25 @@ def pool() -> QThreadPool:
     return _pool
 
 
-def run_async(fn: Callable[..., Any], on_done: Callable[[Any], None] | None = None,
-              on_error: Callable[[str], None] | None = None,
-              on_progress: Callable[[Any], None] | None = None) -> TaskSignals:
-    """Run `fn` in the pool; callbacks run on the UI thread. Returns the task's signals."""
+def _guarded(callback: Callable[[Any], object], owner: QObject | None) -> Callable[[Any], None]:
+    """`callback`, skipped once its widget is gone (a result may outlive the window that asked)."""
+    owner = owner if owner is not None else getattr(callback, "__self__", None)
+
+    def call(value: Any) -> None:
+        if isinstance(owner, QObject) and not shiboken6.isValid(owner):
+            return
+        callback(value)
+    return call
+
+
+def run_async(fn: Callable[..., Any], on_done: Callable[[Any], object] | None = None,
+              on_error: Callable[[str], object] | None = None,
+              on_progress: Callable[[Any], object] | None = None, owner: QObject | None = None) -> TaskSignals:
+    """Run `fn` in the pool; callbacks run on the UI thread. Returns the task's signals.
+
+    The callbacks are dropped once `owner` (by default the object of a bound-method
+    callback) has been deleted.
+    """
     signals = TaskSignals()
     _live.add(signals)
 
@@ -80,11 +96,11 @@ def run_async(fn: Callable[..., Any], on_done: Callable[[Any], None] | None = No
         _live.discard(signals)
 
     if on_done is not None:
-        signals.done.connect(on_done)
+        signals.done.connect(_guarded(on_done, owner))
     if on_error is not None:
-        signals.failed.connect(on_error)
+        signals.failed.connect(_guarded(on_error, owner))
     if on_progress is not None:
-        signals.progress.connect(on_progress)
+        signals.progress.connect(_guarded(on_progress, owner))
     signals.done.connect(finished)
     signals.failed.connect(finished)
     wants_progress = "progress" in inspect.signature(fn).parameters
