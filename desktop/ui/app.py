@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.machine_control import MachineControl
@@ -38,6 +39,8 @@ class DesktopApp:
         self.tray.show()
         if show_dashboard:
             self.dashboard.show_page("containers")
+            # Logged once the event loop has run, i.e. the window was really shown (bench/desktop_app.py).
+            QTimer.singleShot(0, lambda: log.info("dashboard shown"))
         self.controller.begin(start_machine)
 
     def quit(self, stop_machine: bool) -> None:

@@ -41,6 +41,9 @@ class AppController(QObject):
     """Signals for the views; methods that start the blocking work in workers."""
 
     machine_status = Signal(object)        # MachineStatus
+    # What the tray shows: the machine's status, or with a fixed engine socket (the
+    # native engine, no machine) the engine's own: running while it answers.
+    tray_status = Signal(object)           # MachineStatus
     containers_changed = Signal(list)      # list[ContainerRow]
     engine_changed = Signal(object)        # Change (any resource)
     engine_state = Signal(bool, str)       # up?, message when down
@@ -103,6 +106,8 @@ class AppController(QObject):
         self.engine_up, self.engine_message = up, message
         if changed:
             self.engine_state.emit(up, message)
+            if self.fixed_socket is not None:
+                self.tray_status.emit(self.current_tray_status())
         if not up:
             self.containers = []
             self.containers_changed.emit([])
@@ -118,8 +123,18 @@ class AppController(QObject):
         if self.fixed_socket is None:
             run_async(self.machine.refresh)
 
+    def current_tray_status(self) -> MachineStatus:
+        if self.fixed_socket is None:
+            return self.machine.status
+        if self.engine_up:
+            return MachineStatus(Phase.RUNNING, message="native engine")
+        return MachineStatus(Phase.ERROR if self.engine_message else Phase.STARTING,
+                             message="the engine does not answer" if self.engine_message else "")
+
     def _on_machine(self, status: MachineStatus) -> None:
         self.machine_status.emit(status)
+        if self.fixed_socket is None:
+            self.tray_status.emit(status)
         if status.phase is Phase.RUNNING and not self.feed.running:
             self.connect_engine()
         elif status.phase in (Phase.STOPPED, Phase.NOT_CREATED) and self.fixed_socket is None:
@@ -137,6 +152,7 @@ class AppController(QObject):
         self._refreshing = True
 
         def done(rows: list[ContainerRow]) -> None:
+            log.info("listing %d containers", len(rows))
             self._refreshing = False
             self.containers = rows
             self.containers_changed.emit(rows)

@@ -45,11 +45,11 @@ class Tray(QSystemTrayIcon):
         self._build_menu()
         self.setContextMenu(self.menu)
         self.activated.connect(self._on_activated)
-        controller.machine_status.connect(self.set_status)
+        controller.tray_status.connect(self.set_status)
         controller.containers_changed.connect(self.set_containers)
         controller.notify.connect(self.notify)
         controller.failed.connect(lambda title, message: self.notify(title, message, error=True))
-        self.set_status(controller.machine.status)
+        self.set_status(controller.current_tray_status())
 
     # -- menu -------------------------------------------------------------
     def _action(self, text: str, slot: Callable[[], object], menu: QMenu | None = None) -> QAction:
@@ -101,6 +101,7 @@ class Tray(QSystemTrayIcon):
         self.phase = status.phase
         self.setIcon(icons.icon(status.phase))
         self.setToolTip(status.text)
+        self.status = status
         self.status_action.setText(status.text)
         busy = status.phase in (Phase.STARTING, Phase.STOPPING)
         running = status.phase is Phase.RUNNING
