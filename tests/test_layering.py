@@ -201,33 +201,3 @@ def test_the_checker_finds_each_kind_of_bad_import(tmp_path: Path) -> None:
         root = _tree(tmp_path / str(i), {name: text})
         bad = layering_violations(root)
         assert any(rule in line and line.startswith(name) for line in bad), (name, rule, bad)
-
-
-QT_MODULES = {"PySide6", "PyQt5", "PyQt6", "shiboken6"}
-
-
-def qt_importers(root: Path) -> list[str]:
-    """Every project module outside desktop/ui (and its tests) that imports Qt, as "path:line: module"."""
-    bad = []
-    for package in ("runtime", "guest_agent", "desktop", "vmimage", "bench"):
-        if not (root / package).is_dir():
-            continue
-        for path in sources(root, package):
-            if path.relative_to(root).parts[:2] == ("desktop", "ui"):
-                continue
-            for imp in imports_of(path, root):
-                if imp.module.split(".")[0] in QT_MODULES:
-                    bad.append(f"{imp.path.relative_to(root)}:{imp.line}: {imp.module}")
-    return bad
-
-
-def test_only_desktop_ui_imports_qt() -> None:
-    """The machine manager and the engine model stay Qt-free: the UI sits on top of them."""
-    bad = qt_importers(REPO)
-    assert not bad, "only desktop/ui may import Qt:\n" + "\n".join(bad)
-
-
-def test_the_qt_rule_finds_a_qt_import_outside_desktop_ui(tmp_path: Path) -> None:
-    root = _tree(tmp_path, {"desktop/__init__.py": "", "desktop/engine_model.py": "def f():\n    import PySide6\n",
-                            "desktop/ui/__init__.py": "", "desktop/ui/app.py": "from PySide6 import QtCore\n"})
-    assert qt_importers(root) == ["desktop/engine_model.py:2: PySide6"]
