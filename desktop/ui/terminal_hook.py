@@ -1,27 +1,29 @@
-"""TERMINAL HOOK (issue 10): where the Containers page opens a terminal into a container.
-
-The terminal widget itself (`desktop/ui/terminal_widget.py`, on top of the
-Qt-free `desktop/exec_session.py`) is written separately; the lead wires it
-in here after merging, replacing the body of `open_terminal`. Until then the
-Terminal button says so instead of failing.
-"""
+"""Where the Containers page opens a terminal into a container: a window of its own
+holding the terminal widget (`desktop/ui/terminal_widget.py`, an exec with a TTY)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QWidget
 
-from desktop.ui import dialogs
+from desktop.ui import terminal_widget
+
+# Open terminal windows have no Qt parent (so each is a window of its own); this keeps
+# their Python wrappers alive until Qt deletes them on close.
+_open_windows: set[terminal_widget.TerminalWidget] = set()
 
 
-def open_terminal(container: Any, parent: QWidget) -> QWidget | None:
-    """Open a terminal (exec with a TTY, `sh`) into `container`, a docker-py Container.
-
-    Returns the terminal's window, or None when none was opened.
-    WIRE-IN POINT: replace this body with the terminal widget from desktop/ui/terminal_widget.py.
-    """
-    dialogs.show_error(parent, "Terminal",
-                       f"The terminal for {container.name} is not in this build yet. Meanwhile, run "
-                       f"`docker exec -it {container.name} sh` in a terminal of your own.")
-    return None
+def open_terminal(container: Any, parent: QWidget) -> QWidget:
+    """Open a terminal (`sh`, as `docker exec -it`) into `container`, a docker-py Container,
+    in a new window; closing the window ends the exec session."""
+    window = terminal_widget.open_terminal(container)
+    window.setWindowTitle(f"{container.name} — terminal")
+    window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    window.resize(window.sizeHint())
+    _open_windows.add(window)
+    window.destroyed.connect(lambda *_: _open_windows.discard(window))
+    window.show()
+    window.activateWindow()
+    return window

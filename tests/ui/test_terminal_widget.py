@@ -200,3 +200,22 @@ def test_deleting_the_widget_disconnects_the_session(qtbot, container):
     widget.deleteLater()
     qtbot.waitUntil(lambda: not session.running, timeout=WAIT_MS)
     assert session.join(10), "the session's threads outlived the widget"
+
+
+def test_the_containers_page_opens_the_terminal_in_a_window_of_its_own(qtbot, container):
+    from PySide6.QtWidgets import QWidget
+
+    from desktop.ui import terminal_hook
+
+    page = QWidget()
+    qtbot.addWidget(page)
+    window = terminal_hook.open_terminal(container, page)
+    assert isinstance(window, TerminalWidget) and window.isWindow() and window.isVisible()
+    assert container.name in window.windowTitle()
+    qtbot.waitUntil(lambda: any(line.endswith(PROMPT) for line in lines(window)), timeout=WAIT_MS)
+    type_line(qtbot, window, "echo in-a-window")
+    qtbot.waitUntil(lambda: "in-a-window" in lines(window), timeout=WAIT_MS)
+    session = window.session
+    with qtbot.waitSignal(window.destroyed, timeout=WAIT_MS):
+        window.close()   # deleted on close, which ends the exec session
+    assert session.join(10), "closing the terminal window did not end its session"
