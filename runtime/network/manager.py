@@ -323,7 +323,8 @@ class NetworkManager:
             primary = None
             for i, (record, wish) in enumerate(wished):
                 endpoint = self.user.plug(container_id, str(path), record, wish,
-                                          mac=mac_address if i == 0 else "", default_route=i == 0)
+                                          mac=mac_address if i == 0 else "", default_route=i == 0,
+                                          fresh_namespace=True)
                 primary = primary or (record, endpoint)
             assert primary is not None
             record, endpoint = primary

@@ -124,6 +124,7 @@ class UserNetworks:
         self._wishes_path = self.state_dir / "endpoints.json"
         self._wishes: dict[str, dict[str, Any]] = read_json(self._wishes_path, default=None) or {}
         self._live: dict[tuple[str, str], LiveEndpoint] = {}    # (network id, container id)
+        self._plugging: dict[tuple[str, str], str] = {}         # the same, being plugged -> ifname
         self._netns: dict[str, str] = {}                        # container id -> pinned path
 
     # records ------------------------------------------------------------------------
@@ -344,43 +345,55 @@ class UserNetworks:
 
     # live endpoints ---------------------------------------------------------------------
     def plug(self, container_id: str, netns_path: str, record: NetworkRecord, wish: EndpointWish,
-             *, mac: str = "", default_route: bool = False) -> LiveEndpoint:
-        """Add a veth on the network's bridge into the container's namespace, with an address."""
+             *, mac: str = "", default_route: bool = False, fresh_namespace: bool = False) -> LiveEndpoint:
+        """Add a veth on the network's bridge into the container's namespace, with an address.
+
+        `fresh_namespace`: the namespace was just made with only lo (no default-bridge eth0
+        to step around). The lock covers the bookkeeping only, not the netlink work, so
+        containers starting together on one network do not wait for each other's veths.
+        """
+        has_default_bridge = not fresh_namespace and self._has_default_bridge(netns_path)
         with self._lock:
-            if (record.id, container_id) in self._live:
+            if (record.id, container_id) in self._live or (record.id, container_id) in self._plugging:
                 raise Conflict(f"endpoint with name {self.container_name(container_id)} already "
                                f"exists in network {record.name}")
             self._check_aliases(record, container_id, wish.aliases)
             pool = self._pool(record)
             ip = pool.allocate(container_id, wish.ipv4)
             used = {ep.ifname for (nid, cid), ep in self._live.items() if cid == container_id}
-            used |= {"eth0"} if self._has_default_bridge(netns_path) else set()
+            used |= {ifname for (nid, cid), ifname in self._plugging.items() if cid == container_id}
+            used |= {"eth0"} if has_default_bridge else set()
             ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
-            mac = mac or wish.mac or user_bridges.mac_for_ip(ip)
-            host_veth = "dy" + hashlib.sha256(f"{record.id}/{container_id}".encode()).hexdigest()[:10]
-            mtu = record.mtu or self._mtu()
-            try:
-                with NetlinkSocket() as nl:
-                    nl.delete_link(name=host_veth)   # left by a crash in the middle of a plug
-                    bridge = nl.link(record.bridge)
-                    if bridge is None:
-                        raise NotFound(f"network {record.name} has no bridge {record.bridge}")
-                    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        nl.create_veth(host_veth, ifname, peer_netns_fd=fd, master=bridge.index,
-                                       up=True, mtu=mtu)
-                    finally:
-                        os.close(fd)
-                route = record.gateway if default_route and not record.internal else ""
-                netns.run_in_netns(netns_path, lambda: _configure_inside(ifname, ip, record, mac, route))
-            except BaseException:
+            self._plugging[(record.id, container_id)] = ifname
+        mac = mac or wish.mac or user_bridges.mac_for_ip(ip)
+        host_veth = "dy" + hashlib.sha256(f"{record.id}/{container_id}".encode()).hexdigest()[:10]
+        mtu = record.mtu or self._mtu()
+        try:
+            with NetlinkSocket() as nl:
+                nl.delete_link(name=host_veth)   # left by a crash in the middle of a plug
+                bridge = nl.link(record.bridge)
+                if bridge is None:
+                    raise NotFound(f"network {record.name} has no bridge {record.bridge}")
+                fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    nl.create_veth(host_veth, ifname, peer_netns_fd=fd, master=bridge.index,
+                                   up=True, mtu=mtu)
+                finally:
+                    os.close(fd)
+            route = record.gateway if default_route and not record.internal else ""
+            netns.run_in_netns(netns_path, lambda: _configure_inside(ifname, ip, record, mac, route))
+        except BaseException:
+            with NetlinkSocket() as nl:
+                nl.delete_link(name=host_veth)
+            with self._lock:
+                del self._plugging[(record.id, container_id)]
                 pool.release(container_id)
-                with NetlinkSocket() as nl:
-                    nl.delete_link(name=host_veth)
-                raise
-            endpoint = LiveEndpoint(endpoint_id=os.urandom(32).hex(), ifname=ifname, host_veth=host_veth,
-                                    ip=ip, mac=mac, prefix_len=ipaddress.IPv4Network(record.subnet).prefixlen,
-                                    gateway=record.gateway)
+            raise
+        endpoint = LiveEndpoint(endpoint_id=os.urandom(32).hex(), ifname=ifname, host_veth=host_veth,
+                                ip=ip, mac=mac, prefix_len=ipaddress.IPv4Network(record.subnet).prefixlen,
+                                gateway=record.gateway)
+        with self._lock:
+            del self._plugging[(record.id, container_id)]
             self._live[(record.id, container_id)] = endpoint
             self._netns[container_id] = netns_path
         name = self.container_name(container_id)
