@@ -50,6 +50,7 @@ run: deps venv compose
 # The engine natively on this Linux host, without a VM (foreground).
 run-native: deps venv compose
 	@echo "Dockyard engine (native): export DOCKER_HOST=unix://$(ENGINE_SOCKET)"
+	@echo "builds: Dockyard has Docker's classic builder, not BuildKit; for \`docker compose build\` also export DOCKER_BUILDKIT=0"
 	@$(PY) -m desktop.docker_context --host unix://$(ENGINE_SOCKET)
 	$(VENV)/bin/dockyard-agent serve --socket $(ENGINE_SOCKET) --root $(ENGINE_ROOT)
 

@@ -162,6 +162,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     hint = docker_context.publish(result.docker_host, docker_context.context_name(args.name))
     if hint:
         print(hint, file=sys.stderr)
+    print(BUILDKIT_HINT, file=sys.stderr)
     return 0
 
 
@@ -331,6 +332,11 @@ def cmd_settings(args: argparse.Namespace) -> int:
     for key, row in rows.items():
         print(f"{key:<{width}}  {row['value']!s:<24}  ({row['source']})")
     return 0
+
+
+# Compose v2 assumes BuildKit unless told otherwise; the engine has the classic builder.
+BUILDKIT_HINT = ("builds: Dockyard has Docker's classic builder, not BuildKit; "
+                 "for `docker compose build` also export DOCKER_BUILDKIT=0")
 
 
 COMMANDS = {
