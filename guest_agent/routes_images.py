@@ -8,9 +8,7 @@ import fnmatch
 import io
 import json
 import logging
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
 from runtime.build.build_output import StepFailed
@@ -22,16 +20,16 @@ from runtime.images.registry_credentials import RegistryCredentials
 from runtime.images.store import Image
 
 from . import docker_json
-from .api_errors import NotImplementedByDockyard, error_response_for, stream_error
+from .api_errors import NotImplementedByDockyard
 from .build_options import parse_build_options
 from .http_request import Request, parse_json, streams_body
 from .http_response import Response, StreamResponse, json_response
 from .http_server import Router
+from .job_stream import Emit, job_stream
 from .request_body import BodyFields, top_level_object
 
 log = logging.getLogger(__name__)
 
-_DONE = object()
 
 
 def decode_registry_auth(header: str | None) -> RegistryCredentials | None:
@@ -98,38 +96,6 @@ def matches_reference(image: Image, patterns: list[str]) -> bool:
                 any(fnmatch.fnmatchcase(c, pattern + ":*") for c in candidates):
             return True
     return False
-
-
-def _job_stream(job: Callable[[Callable[[dict[str, Any]], None]], object], what: str) -> StreamResponse:
-    """Run `job(emit)` on a thread and stream what it emits as JSON lines. An error before
-    the first message is raised here (a plain error status); a later one ends the stream
-    as an errorDetail line, as dockerd does."""
-    messages: queue.Queue[Any] = queue.Queue()
-    outcome: dict[str, BaseException] = {}
-
-    def run() -> None:
-        try:
-            job(messages.put)
-        except BaseException as err:  # reported to the client, in the stream or as a status
-            outcome["error"] = err
-        finally:
-            messages.put(_DONE)
-
-    threading.Thread(target=run, name=what, daemon=True).start()
-    first = messages.get()
-    if first is _DONE and "error" in outcome:
-        raise outcome["error"]
-
-    def stream() -> Iterator[bytes]:
-        item = first
-        while item is not _DONE:
-            yield json.dumps(item).encode() + b"\r\n"
-            item = messages.get()
-        if "error" in outcome:
-            _, message = error_response_for(outcome["error"], what)
-            yield json.dumps(stream_error(message)).encode() + b"\r\n"
-
-    return StreamResponse(chunks=stream())
 
 
 class ImageRoutes:
@@ -224,7 +190,7 @@ class ImageRoutes:
         stream = request.stream
         assert stream is not None   # load is marked streams_body
         quiet = request.bool_arg("quiet")
-        return _job_stream(lambda emit: self.engine.images.load(stream, emit, quiet), "load")
+        return job_stream("load", lambda emit: self.engine.images.load(stream, emit, quiet))
 
     # -- import ---------------------------------------------------------------
     def _import(self, request: Request) -> Response:
@@ -245,41 +211,19 @@ class ImageRoutes:
         options, dockerfile, quiet = parse_build_options(request)
         # read() is all the context's unpacking asks of it
         context = cast(BinaryIO, request.stream or io.BytesIO(request.body))
-        messages: queue.Queue[Any] = queue.Queue()
-        outcome: dict[str, Any] = {}
+        def build(emit: Emit) -> str:
+            def shown(message: dict[str, Any]) -> None:
+                if not quiet or "aux" in message:
+                    emit(message)
+            return self.engine.builds.build(context, dockerfile, options, shown)
 
-        def emit(message: dict[str, Any]) -> None:
-            if not quiet or "aux" in message:
-                messages.put(message)
+        def run_error(err: BaseException, line: dict[str, Any]) -> dict[str, Any]:
+            if isinstance(err, StepFailed):   # dockerd gives a RUN's exit code too
+                line["errorDetail"] = {"code": err.code, "message": line["errorDetail"]["message"]}
+            return line
 
-        def build() -> None:
-            try:
-                outcome["id"] = self.engine.builds.build(context, dockerfile, options, emit)
-            except BaseException as err:  # reported to the client, in the stream or as a status
-                outcome["error"] = err
-            finally:
-                messages.put(_DONE)
-
-        threading.Thread(target=build, name="build", daemon=True).start()
-        first = messages.get()
-        if first is _DONE and "error" in outcome:
-            raise outcome["error"]   # nothing streamed yet: a plain error status, as dockerd answers
-
-        def stream() -> Iterator[bytes]:
-            item = first
-            while item is not _DONE:
-                yield json.dumps(item).encode() + b"\r\n"
-                item = messages.get()
-            if "error" in outcome:
-                _, message = error_response_for(outcome["error"], "build")
-                error = stream_error(message)
-                if isinstance(outcome["error"], StepFailed):   # dockerd gives a RUN's exit code too
-                    error["errorDetail"] = {"code": outcome["error"].code, "message": message}
-                yield json.dumps(error).encode() + b"\r\n"
-            elif quiet:
-                yield json.dumps({"stream": outcome["id"] + "\n"}).encode() + b"\r\n"
-
-        return StreamResponse(chunks=stream())
+        return job_stream("build", build, error_line=run_error,
+                          last_lines=lambda image_id: [{"stream": image_id + "\n"}] if quiet else [])
 
     def build_prune(self, request: Request) -> Response:
         keys, reclaimed = self.engine.builds.prune()
@@ -299,42 +243,23 @@ class ImageRoutes:
         reference = pull_reference(from_image, tag)
         parse_reference(reference)   # a malformed name is a 400 before anything streams
         credentials = decode_registry_auth(request.headers.get("X-Registry-Auth"))
-        messages: queue.Queue[Any] = queue.Queue()
-        outcome: dict[str, Any] = {}
+        saw_status = False
 
-        def pull() -> None:
-            try:
-                outcome["image"] = self.engine.images.pull(reference, credentials, messages.put)
-            except BaseException as err:  # reported to the client, in the stream or as a status
-                outcome["error"] = err
-            finally:
-                messages.put(_DONE)
-
-        threading.Thread(target=pull, name=f"pull {reference}", daemon=True).start()
-        first = messages.get()
-        if first is _DONE and "error" in outcome:
-            # Nothing streamed yet: a plain error status, as dockerd answers.
-            raise outcome["error"]
-
-        def stream() -> Iterator[bytes]:
-            item = first
-            saw_status = False
-            while item is not _DONE:
-                if isinstance(item, dict) and str(item.get("status", "")).startswith("Status:"):
+        def pull(emit: Emit) -> Image:
+            def seen(message: dict[str, Any]) -> None:
+                nonlocal saw_status
+                if str(message.get("status", "")).startswith("Status:"):
                     saw_status = True
-                yield json.dumps(item).encode() + b"\r\n"
-                item = messages.get()
-            if "error" in outcome:
-                _, message = error_response_for(outcome["error"], f"pull {reference}")
-                yield json.dumps(stream_error(message)).encode() + b"\r\n"
-                return
-            image: Image = outcome["image"]
-            if not saw_status:
-                for digest in image.repo_digests[:1]:
-                    yield json.dumps({"status": f"Digest: {digest.rpartition('@')[2]}"}).encode() + b"\r\n"
-                yield json.dumps({"status": f"Status: Downloaded newer image for {reference}"}).encode() + b"\r\n"
+                emit(message)
+            return self.engine.images.pull(reference, credentials, seen)
 
-        return StreamResponse(chunks=stream())
+        def summary(image: Image) -> list[dict[str, Any]]:
+            if saw_status:
+                return []
+            return ([{"status": f"Digest: {digest.rpartition('@')[2]}"} for digest in image.repo_digests[:1]]
+                    + [{"status": f"Status: Downloaded newer image for {reference}"}])
+
+        return job_stream(f"pull {reference}", pull, last_lines=summary)
 
     # -- push -----------------------------------------------------------------
     def push(self, request: Request) -> Response | StreamResponse:
@@ -351,7 +276,7 @@ class ImageRoutes:
         if platform:
             self._check_push_platform(repo, tag, platform)
         credentials = decode_registry_auth(request.headers.get("X-Registry-Auth"))
-        return progress_stream(f"push {repo}",
+        return job_stream(f"push {repo}",
                                lambda emit: self.engine.images.push(repo, tag, credentials, emit))
 
     def _check_push_platform(self, repo: str, tag: str | None, platform: str) -> None:
@@ -368,38 +293,3 @@ class ImageRoutes:
             if any(w and w != h for w, h in zip(want, have, strict=True)):
                 raise InvalidArgument(f"platform {'/'.join(w for w in want if w)} is not available "
                                       f"for {repo}: its image is {'/'.join(h for h in have if h)}")
-
-
-def progress_stream(what: str, job: Callable[[Callable[[dict[str, Any]], None]], object]
-                    ) -> Response | StreamResponse:
-    """Run `job(emit)` in a thread and stream what it emits as JSON lines.
-
-    An error before the first message is a plain error status (raised here); after
-    it, an `errorDetail` line ends the stream, as dockerd does.
-    """
-    messages: queue.Queue[Any] = queue.Queue()
-    outcome: dict[str, BaseException] = {}
-
-    def run() -> None:
-        try:
-            job(messages.put)
-        except BaseException as err:  # reported to the client, in the stream or as a status
-            outcome["error"] = err
-        finally:
-            messages.put(_DONE)
-
-    threading.Thread(target=run, name=what, daemon=True).start()
-    first = messages.get()
-    if first is _DONE and "error" in outcome:
-        raise outcome["error"]
-
-    def stream() -> Iterator[bytes]:
-        item = first
-        while item is not _DONE:
-            yield json.dumps(item).encode() + b"\r\n"
-            item = messages.get()
-        if "error" in outcome:
-            _, message = error_response_for(outcome["error"], what)
-            yield json.dumps(stream_error(message)).encode() + b"\r\n"
-
-    return StreamResponse(chunks=stream())

@@ -611,7 +611,10 @@ def test_image_inspect_container_config_matches_dockerd(agent, dockerd, test_ima
 def test_rmi_of_an_image_in_use_is_refused(agent, busybox):
     name = unique("user")
     ok(agent.docker("create", "--name", name, busybox, "true"))
-    result = agent.docker("rmi", busybox)
+    # By id: refused whatever other tests tagged the shared image with (by one of several
+    # names, rmi only untags, as dockerd does).
+    image_id = ok(agent.docker("image", "inspect", "-f", "{{.Id}}", busybox)).strip()
+    result = agent.docker("rmi", image_id)
     assert result.returncode == 1 and re.search(r"conflict|being used|in use", result.stderr, re.I)
     ok(agent.docker("rm", name))
 
