@@ -69,8 +69,13 @@ def check(path: str, what: str) -> str:
     return path
 
 
-def components(path: str) -> list[str]:
-    """The names of `path` after lexical cleaning inside a root ("" and "/" give [])."""
+def components(path: str, refuse_escape: bool = False) -> list[str]:
+    """The names of `path` after lexical cleaning inside a root ("" and "/" give []).
+
+    A ".." at the root stays at the root, as dockerd cleans a container path; with
+    `refuse_escape` it raises ScopeError instead (a tar member that climbs out of
+    the directory it is unpacked into refuses the whole archive).
+    """
     parts: list[str] = []
     for comp in path.split("/"):
         if comp in ("", "."):
@@ -78,6 +83,8 @@ def components(path: str) -> list[str]:
         if comp == "..":
             if parts:
                 parts.pop()
+            elif refuse_escape:
+                raise ScopeError(errno.EINVAL, f"{path!r} climbs out of its root")
             continue
         parts.append(comp)
     return parts

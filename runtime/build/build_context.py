@@ -39,6 +39,7 @@ from typing import IO, BinaryIO, cast
 
 from .. import path_scope
 from ..errors import BuildError
+from ..images import layer_unpack
 from .dockerignore import IgnoreMatcher, glob_regex
 
 log = logging.getLogger(__name__)
@@ -98,38 +99,10 @@ def _decompressed(stream: BinaryIO) -> IO[bytes]:
 
 def _member_parts(name: str) -> list[str]:
     """The cleaned components of a member name; BuildError when it climbs out of the context."""
-    parts: list[str] = []
-    for comp in name.split("/"):
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if not parts:
-                raise BuildError(f"build context member {name!r} points outside the context")
-            parts.pop()
-            continue
-        parts.append(comp)
-    return parts
-
-
-def _clear(pfd: int, name: str, keep_dir: bool) -> bool:
-    """Remove what is at `name` under `pfd` (a directory is kept if asked); True if one was kept."""
     try:
-        st = os.lstat(name, dir_fd=pfd)
-    except FileNotFoundError:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        if keep_dir:
-            return True
-        dfd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-        try:
-            for entry in os.listdir(dfd):
-                _clear(dfd, entry, keep_dir=False)
-        finally:
-            os.close(dfd)
-        os.rmdir(name, dir_fd=pfd)
-    else:
-        os.unlink(name, dir_fd=pfd)
-    return False
+        return path_scope.components(name, refuse_escape=True)
+    except path_scope.ScopeError:
+        raise BuildError(f"build context member {name!r} points outside the context") from None
 
 
 def _owner_and_times(pfd: int, name: str, info: tarfile.TarInfo, fd: int | None = None) -> None:
@@ -175,11 +148,11 @@ class _Unpacker:
         pfd = self.parent(parent)
         try:
             if info.isdir():
-                if not _clear(pfd, base, keep_dir=True):
+                if not layer_unpack.clear_slot(pfd, base, keep_dir=True):
                     os.mkdir(base, 0o700, dir_fd=pfd)
                 self.dirs.append((parts, info))
                 return
-            _clear(pfd, base, keep_dir=False)
+            layer_unpack.clear_slot(pfd, base, keep_dir=False)
             if info.isreg():
                 self.regular(tar, info, pfd, base)
             elif info.issym():

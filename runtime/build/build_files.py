@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import path_scope
 from ..errors import InvalidArgument
+from ..images import layer_unpack
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _REOPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC   # for /proc/self/fd/N of an O_PATH fd
@@ -127,15 +128,9 @@ def _apply_meta(name: str, dir_fd: int, st: os.stat_result, owner: Owner | None)
 def _clear(name: str, dir_fd: int, keep_dir: bool) -> bool:
     """Make room for `name`; True when a directory is there and is kept (merged into)."""
     try:
-        st = os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        if keep_dir:
-            return True
-        raise InvalidArgument(f"cannot overwrite directory {name!r} with a non-directory")
-    os.unlink(name, dir_fd=dir_fd)
-    return False
+        return layer_unpack.clear_slot(dir_fd, name, keep_dir, remove_dir=False)
+    except IsADirectoryError:
+        raise InvalidArgument(f"cannot overwrite directory {name!r} with a non-directory") from None
 
 
 def copy_entry(src: Path, dir_fd: int, name: str, owner: Owner | None, skip: Skip, rel: str,

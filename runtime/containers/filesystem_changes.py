@@ -23,25 +23,13 @@ import os
 import stat
 from pathlib import Path
 
-from ..volumes.store import LayerView
+from ..volumes.store import LayerView, is_opaque, is_whiteout
 
 MODIFIED, ADDED, DELETED = 0, 1, 2
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_OPAQUE_XATTR = "trusted.overlay.opaque"
 # dockerd's init layer (daemon/initlayer): paths a container gets from the engine.
 ENGINE_PATHS = frozenset({"/dev/pts", "/dev/shm", "/proc", "/sys", "/.dockerenv", "/etc/resolv.conf",
                           "/etc/hosts", "/etc/hostname", "/dev/console", "/etc/mtab"})
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(fd: int) -> bool:
-    try:
-        return os.getxattr(fd, _OPAQUE_XATTR) == b"y"
-    except OSError:
-        return False
 
 
 def _differs(old: os.stat_result, new: os.stat_result) -> bool:
@@ -72,7 +60,7 @@ def changes(upper_dir: Path, layers: list[Path]) -> list[tuple[int, str]]:
 def _walk(upper: int, image: list[int], path: str, out: list[tuple[int, str]]) -> None:
     """Compare the upper directory `upper` with the image's merged directory `image`."""
     names = set(os.listdir(upper))
-    if image and _is_opaque(upper):
+    if image and is_opaque(upper):
         # Everything of the image's directory is hidden: what the upper dir lacks is deleted.
         for name in sorted(LayerView.listdir(image) - names):
             out.append((DELETED, f"{path}/{name}"))
@@ -83,7 +71,7 @@ def _walk(upper: int, image: list[int], path: str, out: list[tuple[int, str]]) -
         except FileNotFoundError:
             continue
         found = LayerView.lookup(image, name) if image else None
-        if _is_whiteout(st):
+        if is_whiteout(st):
             if found is not None:
                 out.append((DELETED, child))
             continue
@@ -119,7 +107,7 @@ def _added(parent: int, name: str, path: str, out: list[tuple[int, str]]) -> Non
                 st = os.lstat(child, dir_fd=fd)
             except FileNotFoundError:
                 continue
-            if _is_whiteout(st):
+            if is_whiteout(st):
                 continue
             out.append((ADDED, f"{path}/{child}"))
             if stat.S_ISDIR(st.st_mode):

@@ -20,6 +20,7 @@ the caller compares it with the layer's diff id.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -122,17 +123,32 @@ def _decompressed(raw: BinaryIO) -> tuple[_Reader, Callable[[], None]]:
 
 def clean_member_name(name: str) -> list[str]:
     """Split a tar member name into safe components; raise if it climbs out of the root."""
-    parts: list[str] = []
-    for comp in name.split("/"):
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if not parts:
-                raise UnsafeLayerError(f"layer member {name!r} points outside the layer")
-            parts.pop()
-            continue
-        parts.append(comp)
-    return parts
+    try:
+        return path_scope.components(name, refuse_escape=True)
+    except path_scope.ScopeError:
+        raise UnsafeLayerError(f"layer member {name!r} points outside the layer") from None
+
+
+def clear_slot(pfd: int, name: str, keep_dir: bool, remove_dir: bool = True) -> bool:
+    """Make room for a new entry `name` under the directory `pfd`, never following a symlink.
+
+    True when a directory is there and `keep_dir` keeps it (merged into). Anything
+    else there is removed, a directory with all it holds; with `remove_dir` False a
+    directory in the way raises IsADirectoryError instead (COPY does not replace one).
+    """
+    try:
+        st = os.lstat(name, dir_fd=pfd)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        if keep_dir:
+            return True
+        if not remove_dir:
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        _remove_tree_at(pfd, name)
+    else:
+        os.unlink(name, dir_fd=pfd)
+    return False
 
 
 class _Extractor:
@@ -174,21 +190,10 @@ class _Extractor:
 
     def clear_slot(self, pfd: int, parent: list[str], name: str, keep_dir: bool) -> bool:
         """Remove whatever is at parent/name; returns True if an existing directory was kept."""
-        try:
-            st = os.lstat(name, dir_fd=pfd)
-        except FileNotFoundError:
-            return False
-        if stat.S_ISDIR(st.st_mode):
-            if keep_dir:
-                return True
-            # The cached fd may point into the directory we are about to delete.
-            below = tuple(parent) + (name,)
-            if self._cached is not None and self._cached[0][:len(below)] == below:
-                self._drop_cache()
-            _remove_tree_at(pfd, name)
-        else:
-            os.unlink(name, dir_fd=pfd)
-        return False
+        below = tuple(parent) + (name,)
+        if not keep_dir and self._cached is not None and self._cached[0][:len(below)] == below:
+            self._drop_cache()   # the cached fd may point into the directory about to be deleted
+        return clear_slot(pfd, name, keep_dir)
 
 
 def _remove_tree_at(pfd: int, name: str) -> None:

@@ -205,11 +205,13 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _COPY_CHUNK = 1 << 20
 
 
-def _is_whiteout(st: os.stat_result) -> bool:
+def is_whiteout(st: os.stat_result) -> bool:
+    """Whether `st` is an overlay whiteout (a char device 0/0): the path is deleted in this layer."""
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _is_opaque(fd: int) -> bool:
+def is_opaque(fd: int) -> bool:
+    """Whether the directory `fd` is opaque: it hides what the layers below hold there."""
     try:
         return os.getxattr(fd, _OPAQUE_XATTR) == b"y"
     except OSError:
@@ -258,7 +260,7 @@ class LayerView:
             st = _lstat_at(fd, name)
             if st is None:
                 continue
-            return None if _is_whiteout(st) else (fd, st)
+            return None if is_whiteout(st) else (fd, st)
         return None
 
     @staticmethod
@@ -274,7 +276,7 @@ class LayerView:
                     break
                 child = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 result.append(child)
-                if _is_opaque(child):
+                if is_opaque(child):
                     break
         except BaseException:
             _close_all(result)
@@ -303,7 +305,7 @@ class LayerView:
                 st = _lstat_at(fd, name)
                 if st is None:
                     continue
-                (hidden if _is_whiteout(st) else names).add(name)
+                (hidden if is_whiteout(st) else names).add(name)
         return names
 
     def _parent_dirs(self, parts: list[str]) -> list[int]:
@@ -423,7 +425,7 @@ def _copy_merged(sources: list[int], dst: int) -> None:
             for entry in entries:
                 if entry.name not in visible:
                     st = entry.stat(follow_symlinks=False)
-                    visible[entry.name] = None if _is_whiteout(st) else (fd, st)
+                    visible[entry.name] = None if is_whiteout(st) else (fd, st)
     for name in sorted(visible):
         found = visible[name]
         if found is None:

@@ -193,3 +193,12 @@ def test_copy_sources_errors(context, sources, ignore, message):
 def test_add_names_itself_in_errors(context):
     with pytest.raises(BuildError, match="^ADD failed: file not found"):
         copy_sources(context, ["missing"], IgnoreMatcher([]), keyword="ADD")
+
+
+def test_a_file_member_replaces_an_earlier_directory_with_all_it_holds(tmp_path):
+    dest = tmp_path / "ctx"
+    dest.mkdir()
+    entries = [("Dockerfile", "file", b"FROM x\n"), ("d/", "dir", None), ("d/sub/x", "file", b"x"),
+               ("d/link", "sym", "/"), ("d", "file", b"now a file")]
+    extract_context(io.BytesIO(tar_bytes(entries)), dest)
+    assert (dest / "d").read_bytes() == b"now a file"
