@@ -7,6 +7,7 @@ libvirt load only for the commands that need them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    import docker
+
     from desktop.machine.boot_stages import BootStage
 
 log = logging.getLogger("dockyard")
@@ -285,15 +288,18 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bundle_save(args: argparse.Namespace) -> int:
-    from desktop.bundle.bundle_save import save_bundle
+def _engine_client(args: argparse.Namespace) -> contextlib.closing[docker.DockerClient]:
+    """docker-py on the engine named by --host (else $DOCKER_HOST, else --machine), closed after the `with`."""
     from desktop.engine_client import client_for_host
 
-    client = client_for_host(args.host, args.machine)
-    try:
+    return contextlib.closing(client_for_host(args.host, args.machine))
+
+
+def cmd_bundle_save(args: argparse.Namespace) -> int:
+    from desktop.bundle.bundle_save import save_bundle
+
+    with _engine_client(args) as client:
         summary = save_bundle(client, args.output, args.containers, args.project)
-    finally:
-        client.close()
     print(f"saved {summary.containers} containers, {summary.images} images, {summary.volumes} volumes, "
           f"{summary.networks} networks to {args.output} ({summary.size / 1e6:.1f} MB)")
     return 0
@@ -301,13 +307,9 @@ def cmd_bundle_save(args: argparse.Namespace) -> int:
 
 def cmd_bundle_load(args: argparse.Namespace) -> int:
     from desktop.bundle.bundle_load import load_bundle
-    from desktop.engine_client import client_for_host
 
-    client = client_for_host(args.host, args.machine)
-    try:
+    with _engine_client(args) as client:
         made = load_bundle(client, args.file, args.project)
-    finally:
-        client.close()
     print(f"loaded {len(made.containers)} containers ({len(made.started)} started), {len(made.volumes)} volumes, "
           f"{len(made.networks)} networks, {len(made.images)} new images from {args.file}")
     return 0

@@ -12,7 +12,6 @@ import logging
 
 from PySide6.QtCore import Qt, QTimer, Signal, SignalInstance
 from PySide6.QtWidgets import (
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from desktop.engine_model import ContainerRow, Stats, human_size, uptime_text
 from desktop.ui import dialogs
+from desktop.ui.button_row import button_row
 from desktop.ui.controller import AppController
 from desktop.ui.terminal_hook import open_terminal
 from desktop.ui.workers import run_async
@@ -61,21 +61,19 @@ class ContainersPage(QWidget):
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setObjectName("empty")
 
-        buttons = QHBoxLayout()
-        self.buttons: dict[str, QPushButton] = {}
-        for name in ("Start", "Stop", "Restart", "Remove", "Logs", "Inspect", "Terminal"):
-            button = QPushButton(name)
+        actions = {
+            "Start": lambda: self._act("start"),
+            "Stop": lambda: self._act("stop"),
+            "Restart": lambda: self._act("restart"),
+            "Remove": self._remove,
+            "Logs": lambda: self._emit_selected(self.open_logs),
+            "Inspect": lambda: self._emit_selected(self.open_inspect),
+            "Terminal": self._terminal,
+        }
+        buttons, made = button_row(*actions.items())
+        self.buttons: dict[str, QPushButton] = dict(zip(actions, made, strict=True))
+        for button in made:
             button.setEnabled(False)
-            self.buttons[name] = button
-            buttons.addWidget(button)
-        buttons.addStretch(1)
-        self.buttons["Start"].clicked.connect(lambda: self._act("start"))
-        self.buttons["Stop"].clicked.connect(lambda: self._act("stop"))
-        self.buttons["Restart"].clicked.connect(lambda: self._act("restart"))
-        self.buttons["Remove"].clicked.connect(self._remove)
-        self.buttons["Logs"].clicked.connect(lambda: self._emit_selected(self.open_logs))
-        self.buttons["Inspect"].clicked.connect(lambda: self._emit_selected(self.open_inspect))
-        self.buttons["Terminal"].clicked.connect(self._terminal)
 
         layout = QVBoxLayout(self)
         title = QLabel("<h2>Containers</h2>")

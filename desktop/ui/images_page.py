@@ -16,21 +16,18 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
-from desktop.engine_events import Change
 from desktop.engine_model import EngineError, ImageRow, PullProgress, human_size
 from desktop.ui import dialogs
+from desktop.ui.button_row import button_row
 from desktop.ui.controller import AppController
+from desktop.ui.list_page import ListPage
 
 COLUMNS = ("Name", "ID", "Size", "In use", "Created")
 
@@ -121,20 +118,14 @@ class RunDialog(QDialog):
         run_async(lambda: engine.run(image, name, ports, volumes, env), lambda _: self.accept(), failed, owner=self)
 
 
-class ImagesPage(QWidget):
+class ImagesPage(ListPage[ImageRow]):
     """Images with size and use; pull, run, remove, prune."""
 
+    KIND = "image"
+    COLUMNS = COLUMNS
+
     def __init__(self, controller: AppController) -> None:
-        super().__init__()
-        self.controller = controller
-        self.rows: list[ImageRow] = []
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        super().__init__(controller)
         self.reference = QLineEdit()
         self.reference.setPlaceholderText("image to pull, e.g. 127.0.0.1:5000/busybox:latest")
         self.reference.returnPressed.connect(self.pull)
@@ -149,50 +140,17 @@ class ImagesPage(QWidget):
         pull_row = QHBoxLayout()
         pull_row.addWidget(self.reference, 1)
         pull_row.addWidget(self.pull_button)
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run…")
-        self.remove_button = QPushButton("Remove")
-        self.prune_button = QPushButton("Prune dangling")
-        self.run_button.clicked.connect(self.run_selected)
-        self.remove_button.clicked.connect(self.remove_selected)
-        self.prune_button.clicked.connect(self.prune)
-        for b in (self.run_button, self.remove_button, self.prune_button):
-            buttons.addWidget(b)
-        buttons.addStretch(1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("<h2>Images</h2>"))
-        layout.addLayout(pull_row)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.pull_status)
-        layout.addLayout(buttons)
-        layout.addWidget(self.table, 1)
-        controller.engine_changed.connect(self._on_change)
-        controller.engine_state.connect(lambda up, _msg: self.refresh() if up else self.set_rows([]))
+        buttons, (self.run_button, self.remove_button, self.prune_button) = button_row(
+            ("Run…", self.run_selected), ("Remove", self.remove_selected), ("Prune dangling", self.prune))
+        self.lay_out("Images", pull_row, self.progress, self.pull_status, buttons)
 
-    def _on_change(self, change: Change) -> None:
-        if change.resource == "image" or (change.resource == "container" and change.action in ("create", "destroy")):
-            self.refresh()
+    def list_rows(self) -> list[ImageRow]:
+        return self.controller.engine.images()
 
-    def refresh(self) -> None:
-        self.controller.run("list the images", self.controller.engine.images, self.set_rows)
-
-    def set_rows(self, rows: list[ImageRow]) -> None:
-        self.rows = rows
-        self.table.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            created = datetime.datetime.fromtimestamp(row.created).strftime("%Y-%m-%d %H:%M") if row.created else ""
-            texts = [row.name, row.id.split(":")[-1][:12], human_size(row.size),
-                     f"{row.in_use} container(s)" if row.in_use else "unused", created]
-            for j, text in enumerate(texts):
-                item = QTableWidgetItem(text)
-                if j == 2:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.table.setItem(i, j, item)
-        self.table.resizeColumnsToContents()
-
-    def selected(self) -> ImageRow | None:
-        rows = self.table.selectionModel().selectedRows()
-        return self.rows[rows[0].row()] if rows else None
+    def texts(self, row: ImageRow) -> list[str]:
+        created = datetime.datetime.fromtimestamp(row.created).strftime("%Y-%m-%d %H:%M") if row.created else ""
+        return [row.name, row.id.split(":")[-1][:12], human_size(row.size),
+                f"{row.in_use} container(s)" if row.in_use else "unused", created]
 
     def pull(self) -> None:
         reference = self.reference.text().strip()
@@ -233,17 +191,11 @@ class ImagesPage(QWidget):
         row = self.selected()
         if row is None:
             return
-        if dialogs.ask(self, "Remove image", f"Remove {row.name}?", ("Remove", "Cancel")) != "Remove":
-            return
-        self.controller.run(f"remove {row.name}", lambda: self.controller.engine.remove_image(
-            row.tags[0] if row.tags else row.id), lambda _: self.refresh(), owner=self)
+        self.confirm_remove(row.name, f"Remove {row.name}?", lambda: self.controller.engine.remove_image(
+            row.tags[0] if row.tags else row.id))
 
     def prune(self) -> None:
-        def pruned(freed: int) -> None:
-            self.controller.notify.emit("Dockyard", f"Pruned images: {human_size(freed)} back.")
-            self.refresh()
-
-        self.controller.run("prune the images", self.controller.engine.prune_images, pruned, owner=self)
+        self.run_prune(self.controller.engine.prune_images)
 
 
 def open_run_dialog(controller: AppController, parent: QWidget | None, image: str = "",

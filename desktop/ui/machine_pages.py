@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from desktop.machine_control import MachineSettings, MachineStatus, Phase
 from desktop.ui import dialogs
+from desktop.ui.button_row import button_row
 from desktop.ui.controller import AppController
 from desktop.ui.workers import run_async
 
@@ -37,16 +38,9 @@ class MachinePage(QWidget):
         self.state = QLabel("")
         self.socket = QLabel("")
         self.socket.setTextInteractionFlags(self.socket.textInteractionFlags().TextSelectableByMouse)
-        self.start_button = QPushButton("Start")
-        self.stop_button = QPushButton("Stop")
-        self.restart_button = QPushButton("Restart")
-        self.start_button.clicked.connect(controller.start_machine)
-        self.stop_button.clicked.connect(controller.stop_machine)
-        self.restart_button.clicked.connect(controller.restart_machine)
-        controls = QHBoxLayout()
-        for b in (self.start_button, self.stop_button, self.restart_button):
-            controls.addWidget(b)
-        controls.addStretch(1)
+        controls, (self.start_button, self.stop_button, self.restart_button) = button_row(
+            ("Start", controller.start_machine), ("Stop", controller.stop_machine),
+            ("Restart", controller.restart_machine))
 
         self.cpus = QSpinBox()
         self.cpus.setRange(1, 64)
@@ -59,15 +53,10 @@ class MachinePage(QWidget):
         self.disk.setSuffix(" GiB")
         self.folders = QListWidget()
         self.folders.setMaximumHeight(110)
-        add = QPushButton("Add folder…")
-        remove = QPushButton("Remove folder")
-        add.clicked.connect(self._add_folder)
-        remove.clicked.connect(lambda: [self.folders.takeItem(self.folders.row(i))
-                                        for i in self.folders.selectedItems()])
-        folder_buttons = QHBoxLayout()
-        folder_buttons.addWidget(add)
-        folder_buttons.addWidget(remove)
-        folder_buttons.addStretch(1)
+        folder_buttons, _ = button_row(
+            ("Add folder…", self._add_folder),
+            ("Remove folder", lambda: [self.folders.takeItem(self.folders.row(i))
+                                       for i in self.folders.selectedItems()]))
         self.apply_button = QPushButton("Apply")
         self.apply_button.clicked.connect(self.apply)
         self.note = QLabel("")
@@ -156,22 +145,10 @@ class TroubleshootPage(QWidget):
         font = self.view.font()
         font.setFamily("monospace")
         self.view.setFont(font)
-        logs = QHBoxLayout()
-        self.log_buttons = {}
-        for source in self.SOURCES:
-            button = QPushButton(source)
-            button.clicked.connect(lambda _=False, s=source: self.show_log(s))
-            logs.addWidget(button)
-            self.log_buttons[source] = button
-        logs.addStretch(1)
-        self.restart_button = QPushButton("Restart the machine")
-        self.reset_button = QPushButton("Reset to factory defaults…")
-        self.restart_button.clicked.connect(controller.restart_machine)
-        self.reset_button.clicked.connect(self.reset)
-        actions = QHBoxLayout()
-        actions.addWidget(self.restart_button)
-        actions.addWidget(self.reset_button)
-        actions.addStretch(1)
+        logs, shown = button_row(*((source, lambda _=False, s=source: self.show_log(s)) for source in self.SOURCES))
+        self.log_buttons = dict(zip(self.SOURCES, shown, strict=True))
+        actions, (self.restart_button, self.reset_button) = button_row(
+            ("Restart the machine", controller.restart_machine), ("Reset to factory defaults…", self.reset))
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<h2>Troubleshoot</h2>"))
         layout.addLayout(actions)
