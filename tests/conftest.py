@@ -39,6 +39,14 @@ def agent(tmp_path_factory):
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def busybox_container(agent, test_images):
+    """A busybox `sleep 3600` on `agent` (docker-py's Container), one per test module, removed after it."""
+    running = agent.client().containers.run(test_images["busybox"], ["sleep", "3600"], detach=True)
+    yield running
+    running.remove(force=True)
+
+
 @pytest.fixture(scope="session")
 def guest_image():
     """The current guest image (built on first use: ~40 s, then cached)."""

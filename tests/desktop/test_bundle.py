@@ -154,6 +154,17 @@ def remove_scenario(engine: Engine, tag: str) -> None:
     engine.docker("rmi", f"entry{tag}:1")
 
 
+def save_scenario(engine: Engine, image: str, tag: str, bundle: Path) -> Path:
+    """`bundle`: the scenario saved with `dockyard bundle save`, then removed from `engine` again."""
+    try:
+        names = make_scenario(engine, image, tag)
+        saved = dockyard("bundle", "save", "--host", engine.host, "-o", str(bundle), *names)
+        assert saved.returncode == 0, saved.stderr
+    finally:
+        remove_scenario(engine, tag)
+    return bundle
+
+
 @pytest.mark.parametrize(("source_kind", "target_kind"), [
     ("dockerd", "dockerd"), ("dockerd", "dockyard"), ("dockyard", "dockerd"), ("dockyard", "dockyard")])
 def test_bundle_recreates_containers_volumes_and_networks(request, fresh_engine, test_images, tmp_path,
@@ -233,12 +244,7 @@ def test_compose_project_answers_the_same_on_a_fresh_engine(agent, fresh_engine,
 def test_foreign_or_damaged_files_are_refused_and_nothing_is_made(dockerd, test_images, tmp_path):
     engine = Engine("dockerd", dockerd.host, dockerd.docker)
     tag = uuid.uuid4().hex[:8]
-    names = make_scenario(engine, test_images["busybox"], tag)
-    good = tmp_path / "good.tar"
-    try:
-        assert dockyard("bundle", "save", "--host", engine.host, "-o", str(good), *names).returncode == 0
-    finally:
-        remove_scenario(engine, tag)
+    good = save_scenario(engine, test_images["busybox"], tag, tmp_path / "good.tar")
     foreign = tmp_path / "foreign.tar"
     subprocess.run(["tar", "-cf", str(foreign), "-C", str(REPO), "README.md"], check=True)
     truncated = tmp_path / "truncated.tar"
@@ -287,12 +293,7 @@ def test_a_failure_midway_removes_what_the_load_made(dockerd, test_images, tmp_p
     writer.add_bytes(IMAGES_MEMBER, b"\0" * 1024 + b"these are not image layers")
     writer.commit()
 
-    names = make_scenario(engine, test_images["busybox"], tag)
-    good = tmp_path / "good.tar"
-    try:
-        assert dockyard("bundle", "save", "--host", engine.host, "-o", str(good), *names).returncode == 0
-    finally:
-        remove_scenario(engine, tag)
+    good = save_scenario(engine, test_images["busybox"], tag, tmp_path / "good.tar")
     engine.ok("rmi", test_images["busybox"])   # so the load makes the image too
     reader = BundleReader(good)
     manifest = reader.manifest

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from desktop.exec_session import ExecSession
 from tests.support.waiting import poll
-
-
-@pytest.fixture(scope="module")
-def container(agent, test_images):
-    client = agent.client()
-    running = client.containers.run(test_images["busybox"], ["sleep", "3600"], detach=True)
-    yield running
-    running.remove(force=True)
 
 
 class Recorder:
@@ -40,9 +30,9 @@ class Recorder:
                            on_error=self.errors.append, **kwargs)
 
 
-def test_output_input_resize_and_exit_code(container):
+def test_output_input_resize_and_exit_code(busybox_container):
     seen = Recorder()
-    session = seen.session(container, size=(7, 41))
+    session = seen.session(busybox_container, size=(7, 41))
     session.start()
     poll(lambda: "/ # " in seen.text(), what="the prompt")
     session.write(b"stty size; echo $((3+4)) $TERM\r")
@@ -56,9 +46,9 @@ def test_output_input_resize_and_exit_code(container):
     assert session.join(10)
 
 
-def test_close_disconnects_without_callbacks(container):
+def test_close_disconnects_without_callbacks(busybox_container):
     seen = Recorder()
-    session = seen.session(container)
+    session = seen.session(busybox_container)
     session.start()
     poll(lambda: "/ # " in seen.text(), what="the prompt")
     assert session.running
@@ -69,9 +59,9 @@ def test_close_disconnects_without_callbacks(container):
     session.write(b"echo ignored\r")     # a write after close is dropped, not an error
 
 
-def test_an_unknown_container_is_a_readable_error(container):
+def test_an_unknown_container_is_a_readable_error(busybox_container):
     seen = Recorder()
-    session = ExecSession(container.client, "no-such-container", on_output=seen.out,
+    session = ExecSession(busybox_container.client, "no-such-container", on_output=seen.out,
                           on_exit=seen.exits.append, on_error=seen.errors.append)
     session.start()
     poll(lambda: seen.errors, what="the error callback")

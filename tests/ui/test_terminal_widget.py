@@ -25,17 +25,9 @@ PROMPT = "/ #"      # busybox sh as root
 WAIT_MS = 30_000
 
 
-@pytest.fixture(scope="module")
-def container(agent, test_images):
-    client = agent.client()
-    running = client.containers.run(test_images["busybox"], ["sleep", "3600"], detach=True)
-    yield running
-    running.remove(force=True)
-
-
 @pytest.fixture
-def terminal(qtbot, container):
-    widget = open_terminal(container)
+def terminal(qtbot, busybox_container):
+    widget = open_terminal(busybox_container)
     qtbot.addWidget(widget)
     widget.resize(widget.sizeHint())
     widget.show()
@@ -172,14 +164,14 @@ def test_a_stopped_container_says_so(qtbot, agent, test_images):
         created.remove(force=True)
 
 
-def test_an_engine_that_is_down_gives_a_readable_message(qtbot, container, tmp_path):
+def test_an_engine_that_is_down_gives_a_readable_message(qtbot, busybox_container, tmp_path):
     # A socket file nobody listens on: what a crashed engine leaves behind.
     path = tmp_path / "docker.sock"
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(path))
     stale.close()
     down = docker.DockerClient(base_url=f"unix://{path}", version="1.44")
-    widget = open_terminal(Container(attrs=container.attrs, client=down))
+    widget = open_terminal(Container(attrs=busybox_container.attrs, client=down))
     qtbot.addWidget(widget)
     with qtbot.waitSignal(widget.failed, timeout=WAIT_MS) as failed:
         pass
@@ -191,8 +183,8 @@ def test_an_engine_that_is_down_gives_a_readable_message(qtbot, container, tmp_p
     down.close()
 
 
-def test_deleting_the_widget_disconnects_the_session(qtbot, container):
-    widget = open_terminal(container)
+def test_deleting_the_widget_disconnects_the_session(qtbot, busybox_container):
+    widget = open_terminal(busybox_container)
     widget.show()
     qtbot.waitUntil(lambda: any(line.endswith(PROMPT) for line in lines(widget)), timeout=WAIT_MS)
     session = widget.session
@@ -202,16 +194,16 @@ def test_deleting_the_widget_disconnects_the_session(qtbot, container):
     assert session.join(10), "the session's threads outlived the widget"
 
 
-def test_the_containers_page_opens_the_terminal_in_a_window_of_its_own(qtbot, container):
+def test_the_containers_page_opens_the_terminal_in_a_window_of_its_own(qtbot, busybox_container):
     from PySide6.QtWidgets import QWidget
 
     from desktop.ui import terminal_hook
 
     page = QWidget()
     qtbot.addWidget(page)
-    window = terminal_hook.open_terminal(container, page)
+    window = terminal_hook.open_terminal(busybox_container, page)
     assert isinstance(window, TerminalWidget) and window.isWindow() and window.isVisible()
-    assert container.name in window.windowTitle()
+    assert busybox_container.name in window.windowTitle()
     qtbot.waitUntil(lambda: any(line.endswith(PROMPT) for line in lines(window)), timeout=WAIT_MS)
     type_line(qtbot, window, "echo in-a-window")
     qtbot.waitUntil(lambda: "in-a-window" in lines(window), timeout=WAIT_MS)
