@@ -311,11 +311,14 @@ class EngineModel:
         return self._call(lambda: self.client.api.inspect_container(ident))
 
     def logs(self, ident: str, follow: bool = False, timestamps: bool = False, tail: int | str = "all",
-             ) -> Generator[str, None, None]:
+             opened: Callable[[Callable[[], None]], object] | None = None) -> Generator[str, None, None]:
         """The container's log as text lines; with `follow`, blocks for new lines until it stops
-        or `close()` is called on the returned generator."""
+        or `close()` is called on the returned generator. `opened` is given a function that
+        closes the stream from another thread: a follow blocked on a quiet container ends at once."""
         stream = self._call(lambda: self.client.api.logs(ident, stream=True, follow=follow,
                                                          timestamps=timestamps, tail=tail))
+        if opened is not None:
+            opened(getattr(stream, "close", lambda: None))
         pending = b""
         try:
             for chunk in stream:

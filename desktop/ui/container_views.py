@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -71,6 +72,8 @@ class LogsWindow(QDialog):
         layout.addWidget(self.view, 1)
         self._generation = 0
         self._stop = threading.Event()
+        self._close_stream: Callable[[], None] = lambda: None
+        self._lock = threading.Lock()
         self.reload()
 
     def text(self) -> str:
@@ -78,7 +81,7 @@ class LogsWindow(QDialog):
 
     def reload(self) -> None:
         """(Re)read the log with the current options; a running follow is closed first."""
-        self._stop.set()
+        self._end_stream()
         self._stop = threading.Event()
         self._generation += 1
         generation, stop = self._generation, self._stop
@@ -87,8 +90,15 @@ class LogsWindow(QDialog):
         engine, ident = self.engine, self.row.id
         self.status.setText("following…" if follow else "")
 
+        def opened(close: Callable[[], None]) -> None:
+            with self._lock:
+                if not stop.is_set():
+                    self._close_stream = close
+                    return
+            close()   # this read was ended while its stream was being opened
+
         def read(progress: Any) -> None:
-            lines = engine.logs(ident, follow=follow, timestamps=stamps)
+            lines = engine.logs(ident, follow=follow, timestamps=stamps, opened=opened)
             batch: list[str] = []
             try:
                 for line in lines:
@@ -133,13 +143,23 @@ class LogsWindow(QDialog):
         self.status.setText("" if found else f"{needle!r} not found")
         return found
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        # The follow thread sees this at its next line; the stream closes then.
+    def _end_stream(self) -> None:
+        """Stop the reading thread now: a follow blocked on a quiet container would hold its
+        thread, and the app's exit (the thread pool waits for its tasks), forever."""
         self._stop.set()
+        with self._lock:
+            close, self._close_stream = self._close_stream, lambda: None
+        try:
+            close()
+        except Exception as err:  # noqa: BLE001 - a stream the engine already ended
+            log.debug("closing the log stream: %s", err)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self._end_stream()
         super().closeEvent(event)
 
     def done(self, result: int) -> None:
-        self._stop.set()
+        self._end_stream()
         super().done(result)
 
 

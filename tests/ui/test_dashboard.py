@@ -15,7 +15,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from desktop.ui import dialogs
+from desktop.ui import dialogs, workers
 from desktop.ui.container_views import InspectWindow, LogsWindow
 from tests.support.agent import start_agent
 from tests.ui.conftest import make_app
@@ -131,6 +131,9 @@ def test_logs_follow_search_and_timestamps(desktop_app, agent, test_images, qtbo
 
         qtbot.waitUntil(stamped, timeout=WAIT)
         window.close()
+        # The followed streams close with the window (and at the reload above): their threads
+        # are free at once, not at the container's next line (it writes none), so the app can exit.
+        qtbot.waitUntil(lambda: workers.pool().activeThreadCount() == 0, timeout=WAIT)
     finally:
         agent.docker("rm", "-f", name)
 
