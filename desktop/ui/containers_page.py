@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("Name", "Image", "State", "Ports", "Uptime", "CPU", "Memory")
 PORTS_COLUMN = COLUMNS.index("Ports")
+IMAGE_COLUMN = COLUMNS.index("Image")
+MAX_IMAGE_WIDTH = 220
 STATS_INTERVAL_MS = 5000
 ROW_ROLE = Qt.ItemDataRole.UserRole
 
@@ -53,6 +55,7 @@ class ContainersPage(QWidget):
         self.tree.setRootIsDecorated(True)
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.tree.header().setStretchLastSection(False)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
@@ -108,6 +111,7 @@ class ContainersPage(QWidget):
             item = QTreeWidgetItem(self._texts(row))
             item.setData(0, ROW_ROLE, row)
             item.setToolTip(0, row.id[:12])
+            item.setToolTip(1, row.image)
             if parent is None:
                 self.tree.addTopLevelItem(item)
             else:
@@ -120,16 +124,30 @@ class ContainersPage(QWidget):
                 label.setOpenExternalLinks(True)
                 label.setTextInteractionFlags(Qt.TextInteractionFlag.LinksAccessibleByMouse)
                 label.setObjectName(f"ports:{row.name}")
+                label.setContentsMargins(3, 0, 3, 0)
+                # The label is the cell's text: the item's own would be painted under it.
+                item.setText(PORTS_COLUMN, "")
+                item.setToolTip(PORTS_COLUMN, " ".join(p.text for p in row.ports))
                 self.tree.setItemWidget(item, PORTS_COLUMN, label)
             if selected is not None and selected.id == row.id:
                 item.setSelected(True)
-        for column in range(len(COLUMNS)):
-            self.tree.resizeColumnToContents(column)
+        self._fit_columns()
         self.tree.setVisible(bool(rows))
         self.empty.setVisible(not rows)
         self._update_buttons()
         if self.isVisible():
             self.refresh_stats()
+
+    def _fit_columns(self) -> None:
+        """Columns as wide as their contents (port links included); a long image name is
+        elided in the middle (its tooltip has it whole) so that the numbers stay in view."""
+        for column in range(len(COLUMNS)):
+            self.tree.resizeColumnToContents(column)
+        links = [w.sizeHint().width() for item in self._items()
+                 if isinstance(w := self.tree.itemWidget(item, PORTS_COLUMN), QLabel)]
+        if links:
+            self.tree.setColumnWidth(PORTS_COLUMN, max(self.tree.columnWidth(PORTS_COLUMN), max(links) + 8))
+        self.tree.setColumnWidth(IMAGE_COLUMN, min(self.tree.columnWidth(IMAGE_COLUMN), MAX_IMAGE_WIDTH))
 
     def _group_state(self, project: str) -> str:
         members = [r for r in self.rows if r.project == project]
@@ -214,6 +232,8 @@ class ContainersPage(QWidget):
                 texts = self._texts(row)
                 item.setText(5, texts[5])
                 item.setText(6, texts[6])
+        for column in (5, 6):   # the figures were blank when the widths were last fitted
+            self.tree.resizeColumnToContents(column)
 
     # -- actions ----------------------------------------------------------
     def _emit_selected(self, signal: SignalInstance) -> None:

@@ -53,6 +53,9 @@ def test_a_started_container_appears_with_its_port_link_and_leaves_when_removed(
         assert item.text(1) == test_images["busybox"]
         link = page.tree.itemWidget(item, 3)
         assert f'href="http://localhost:{port}"' in link.text()
+        # The link is the cell's only text (the item's own was painted under it), and it fits.
+        assert item.text(3) == ""
+        assert page.tree.columnWidth(3) >= link.sizeHint().width()
         assert item.text(4), "a running container shows its uptime"
         # The tray's Containers submenu follows the same list.
         titles = [a.text() for a in desktop_app.tray.containers_menu.actions()]
