@@ -34,18 +34,26 @@ def _pixmap(phase: Phase, size: int) -> QPixmap:
     painter.setPen(Qt.PenStyle.NoPen)
     painter.setBrush(QBrush(colour(phase)))
     painter.drawEllipse(QRectF(0.5, 0.5, size - 1, size - 1))
-    # Three stacked boxes: the containers.
-    painter.setPen(QPen(QColor("white"), max(1.0, size / 22)))
-    painter.setBrush(Qt.BrushStyle.NoBrush)
-    box = size * 0.2
-    for dx, dy in ((0.2, 0.5), (0.42, 0.5), (0.31, 0.28)):
-        painter.drawRoundedRect(QRectF(size * dx, size * dy, box, box), 1.5, 1.5)
+    # Three stacked boxes: the containers. Filled, not outlined: at a tray's 16-24 px a
+    # one-pixel outline blurs into the disc and the glyph cannot be made out.
+    painter.setBrush(QBrush(QColor("white")))
+    box, gap = size * 0.25, size * 0.05
+    left = (size - 2 * box - gap) / 2
+    top = size * 0.5 - box + gap / 2
+    for x, y in ((left, top + box + gap / 2), (left + box + gap, top + box + gap / 2),
+                 (left + (box + gap) / 2, top - gap / 2)):
+        painter.drawRoundedRect(QRectF(x, y, box, box), size / 24, size / 24)
     if phase in (Phase.STARTING, Phase.STOPPING):
         painter.setPen(QPen(QColor("white"), max(1.5, size / 14)))
         painter.drawArc(QRectF(size * 0.12, size * 0.12, size * 0.76, size * 0.76), 90 * 16, -120 * 16)
     elif phase is Phase.ERROR:
-        painter.setPen(QPen(QColor("white"), max(1.5, size / 10)))
-        painter.drawLine(int(size * 0.5), int(size * 0.78), int(size * 0.5), int(size * 0.8))
+        # A "!" badge at the top right: the state reads without telling red from green.
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QBrush(QColor("white")))
+        painter.drawEllipse(QRectF(size * 0.64, size * 0.02, size * 0.34, size * 0.34))
+        painter.setBrush(QBrush(colour(phase)))
+        painter.drawRect(QRectF(size * 0.78, size * 0.07, size * 0.06, size * 0.15))
+        painter.drawRect(QRectF(size * 0.78, size * 0.25, size * 0.06, size * 0.05))
     painter.end()
     return pixmap
 
