@@ -42,6 +42,8 @@ class Dashboard(QMainWindow):
         self.sidebar = QListWidget()
         self.sidebar.setFixedWidth(190)
         self.sidebar.setIconSize(QSize(16, 16))
+        # Room around each entry: packed rows read as one block of text.
+        self.sidebar.setStyleSheet("QListWidget::item { padding: 6px 8px; }")
         self.stack = QStackedWidget()
         self.pages: dict[str, QWidget] = {
             "containers": ContainersPage(controller),

@@ -136,6 +136,7 @@ class ImagesPage(ListPage[ImageRow]):
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
         self.progress.setFormat("")
+        self.progress.setVisible(False)   # an empty bar reads as a broken field: shown from the first pull
         self.pull_status = QLabel("")
         pull_row = QHBoxLayout()
         pull_row.addWidget(self.reference, 1)
@@ -160,6 +161,7 @@ class ImagesPage(ListPage[ImageRow]):
         self.pull_button.setEnabled(False)
         self.progress.setValue(0)
         self.progress.setFormat(f"pulling {reference}: %p%")
+        self.progress.setVisible(True)
 
         def moved(progress: PullProgress) -> None:
             if progress.fraction is not None:

@@ -27,7 +27,7 @@ class VolumesPage(ListPage[VolumeRow]):
         return self.controller.engine.volumes()
 
     def texts(self, row: VolumeRow) -> list[str]:
-        return [row.name, row.driver, human_size(row.size) if row.size >= 0 else "",
+        return [row.name, row.driver, human_size(row.size) if row.size >= 0 else "—",   # the engine did not say
                 ", ".join(row.used_by) or "unused"]
 
     def remove_selected(self) -> None:
