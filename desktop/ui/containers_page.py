@@ -8,6 +8,7 @@ while the window is hidden). Ports are links to http://localhost:PORT.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from PySide6.QtCore import Qt, QTimer, Signal, SignalInstance
@@ -213,26 +214,35 @@ class ContainersPage(QWidget):
             return
         engine = self.controller.engine
 
-        def sample() -> dict[str, Stats]:
+        def sample() -> tuple[dict[str, Stats], dict[str, str]]:
             found = {}
             for row in running:
                 try:
                     found[row.id] = engine.stats(row.id)
                 except Exception as err:  # noqa: BLE001 - a container that just stopped has no stats
                     log.debug("no stats for %s: %s", row.name, err)
-            return found
+            # The engine's "Up 3 minutes" ages between events: read it again with the figures.
+            try:
+                statuses = {r.id: r.status for r in engine.containers()}
+            except Exception as err:  # noqa: BLE001 - the figures still show; the banner tells of a dead engine
+                log.debug("no fresh statuses: %s", err)
+                statuses = {}
+            return found, statuses
 
         run_async(sample, self._set_stats)
 
-    def _set_stats(self, stats: dict[str, Stats]) -> None:
-        self.stats = stats
+    def _set_stats(self, sampled: tuple[dict[str, Stats], dict[str, str]]) -> None:
+        self.stats, statuses = sampled
         for item in self._items():
             row = item.data(0, ROW_ROLE)
             if row is not None:
+                if row.id in statuses and statuses[row.id] != row.status:
+                    row = dataclasses.replace(row, status=statuses[row.id])
+                    item.setData(0, ROW_ROLE, row)
                 texts = self._texts(row)
-                item.setText(5, texts[5])
-                item.setText(6, texts[6])
-        for column in (5, 6):   # the figures were blank when the widths were last fitted
+                for column in (4, 5, 6):
+                    item.setText(column, texts[column])
+        for column in (4, 5, 6):   # the figures were blank when the widths were last fitted
             self.tree.resizeColumnToContents(column)
 
     # -- actions ----------------------------------------------------------

@@ -67,6 +67,26 @@ def test_a_started_container_appears_with_its_port_link_and_leaves_when_removed(
     qtbot.waitUntil(lambda: page.item_for(name) is None, timeout=WAIT)
 
 
+def test_uptime_ages_with_the_figures_not_only_on_events(desktop_app, agent, test_images, qtbot):
+    page = desktop_app.dashboard.containers_page
+    name = unique("aging")
+    proc = agent.docker("run", "-d", "--name", name, test_images["busybox"], "sleep", "300")
+    assert proc.returncode == 0, proc.stderr
+    try:
+        qtbot.waitUntil(lambda: row_state(desktop_app, name) == "running", timeout=WAIT)
+        first = page.item_for(name).text(4)   # "Less than a second", or a few seconds on a slow machine
+        # No event comes while it just runs; the figures' refresh (every 5 s on screen,
+        # asked for here) brings the engine's newer "Up N seconds".
+        def aged() -> bool:
+            page.refresh_stats()
+            return page.item_for(name).text(4) not in ("", first)
+
+        qtbot.waitUntil(aged, timeout=WAIT)
+        assert "second" in page.item_for(name).text(4)
+    finally:
+        agent.docker("rm", "-f", name)
+
+
 def test_compose_projects_are_grouped(desktop_app, agent, test_images, qtbot):
     project = unique("shop")
     names = [f"{project}-web-1", f"{project}-db-1"]
