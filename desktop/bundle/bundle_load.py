@@ -92,10 +92,11 @@ class _Loader:
         self.api, self.reader, self.manifest = api, reader, reader.manifest
         self.made = LoadSummary()
         self.helpers: list[str] = []
+        self.added_tags: list[str] = []
 
     def run(self) -> LoadSummary:
         with engine_step("listing images"):
-            before = {img["Id"] for img in self.api.images(all=True)}
+            before = _tags_by_image(self.api.images(all=True))
         for net in self.manifest["networks"]:
             body = {k: net[k] for k in NETWORK_CREATE_FIELDS if net.get(k) not in (None, {}, [])}
             with engine_step(f"creating network {net['name']}"):
@@ -113,7 +114,12 @@ class _Loader:
         if self.manifest["images"] and not self._images_present():
             self._load_images()
         with engine_step("listing images"):
-            self.made.images = [img["Id"] for img in self.api.images(all=True) if img["Id"] not in before]
+            after = _tags_by_image(self.api.images(all=True))
+        self.made.images = [image_id for image_id in after if image_id not in before]
+        # A bundle image that was here already may have got a name from the load: undo takes it back.
+        # (Only for images that had a name: untagging a formerly nameless one would delete it.)
+        self.added_tags = [tag for image_id, tags in after.items() if before.get(image_id)
+                           for tag in sorted(tags - before[image_id])]
         for ref in self.manifest["images"]:
             with engine_step(f"finding image {ref} after loading the bundle's images"):
                 self.api.inspect_image(ref)
@@ -198,6 +204,7 @@ class _Loader:
 
         steps = ([(self.api.remove_container, (c,), {"force": True}) for c in self.helpers]
                  + [(self.api.remove_container, (c,), {"force": True}) for c in reversed(self.made.containers)]
+                 + [(self.api.remove_image, (t,), {"force": False}) for t in self.added_tags]
                  + [(self.api.remove_image, (i,), {"force": False}) for i in self.made.images]
                  + [(self.api.remove_volume, (v,), {"force": True}) for v in reversed(self.made.volumes)]
                  + [(self.api.remove_network, (n,), {}) for n in reversed(self.made.networks)])
@@ -206,6 +213,11 @@ class _Loader:
                 call(*args, **kwargs)
             except (docker.errors.APIError, requests.exceptions.RequestException) as err:
                 log.warning("could not undo %s%s: %s", call.__name__, args, err)
+
+
+def _tags_by_image(images: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Image id -> its names (`<none>:<none>` left out), from the engine's image list."""
+    return {img["Id"]: {t for t in (img.get("RepoTags") or []) if t != "<none>:<none>"} for img in images}
 
 
 def load_bundle(client: docker.DockerClient, path: Path, project: str | None = None) -> LoadSummary:

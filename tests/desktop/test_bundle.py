@@ -294,7 +294,10 @@ def test_a_failure_midway_removes_what_the_load_made(dockerd, test_images, tmp_p
     writer.commit()
 
     good = save_scenario(engine, test_images["busybox"], tag, tmp_path / "good.tar")
-    engine.ok("rmi", test_images["busybox"])   # so the load makes the image too
+    # The image stays under another name (as on a shared engine where other tests tagged it):
+    # the load gives it the bundle's name back, and the undo must take that name away again.
+    engine.ok("tag", test_images["busybox"], f"kept{tag}:x")
+    engine.ok("rmi", test_images["busybox"])
     reader = BundleReader(good)
     manifest = reader.manifest
     assert [c["name"] for c in manifest["containers"]][-1] == f"side{tag}"
@@ -315,3 +318,4 @@ def test_a_failure_midway_removes_what_the_load_made(dockerd, test_images, tmp_p
         assert result.returncode == 1
         assert result.stderr.count("\n") == 1 and what in result.stderr, result.stderr
         assert engine.inventory() == inventory
+    engine.ok("rmi", f"kept{tag}:x")
