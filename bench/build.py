@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.percentiles import pct  # noqa: E402 - needs REPO on sys.path first
 from tests.support.agent import start_agent  # noqa: E402 - needs REPO on sys.path first
 from tests.support.dockerd import Dockerd  # noqa: E402 - needs REPO on sys.path first
 from tests.support.registry import start_registry  # noqa: E402 - needs REPO on sys.path first
@@ -72,10 +73,6 @@ def timed_build(host: str, context: Path, *args: str) -> float:
         raise RuntimeError(f"build via {host} failed: {r.stderr.strip()}")
     return elapsed
 
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def main() -> int:

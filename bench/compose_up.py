@@ -28,13 +28,13 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.percentiles import pct  # noqa: E402 - imported after the sys.path insert above
 from tests.compose.host_network import iptables_rules, remove_dockerd_leftovers  # noqa: E402 - imported after the sys.path insert above
 from tests.support.agent import start_agent  # noqa: E402 - imported after the sys.path insert above
 from tests.support.compose import DOCKERD_CHAIN_RULE, DOCKERD_COMPOSE_ARGS, DOCKERD_POOL_RULE, PROJECT_DIR, Compose  # noqa: E402 - imported after the sys.path insert above
@@ -79,10 +79,6 @@ class Side:
                                f"{lines[-1] if lines else result.returncode}")
         return elapsed
 
-
-def pct(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def measure_lookups(side: Side, count: int) -> None:

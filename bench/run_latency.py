@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.percentiles import pct  # noqa: E402 - needs REPO on sys.path first
 from tests.support.agent import start_agent  # noqa: E402 - needs REPO on sys.path first
 from tests.support.dockerd import Dockerd  # noqa: E402 - needs REPO on sys.path first
 from tests.support.registry import start_registry  # noqa: E402 - needs REPO on sys.path first
@@ -53,10 +54,6 @@ def time_runs(docker_host: str, image: str, runs: int, network: str,
             raise RuntimeError(f"{' '.join(cmd)} via {docker_host} failed: {r.stderr.decode().strip()}")
     return times
 
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def report(label: str, results: dict[str, list[float]]) -> None:
