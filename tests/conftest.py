@@ -31,12 +31,10 @@ def test_images(registry):
 @pytest.fixture(scope="session")
 def agent(tmp_path_factory):
     """`dockyard-agent serve` running natively on a temporary socket and root."""
-    from tests.support.agent import start_agent
+    from tests.support.agent import agent_in
 
-    base = tmp_path_factory.mktemp("agent")
-    running = start_agent(socket=base / "docker.sock", root=base / "root")
-    yield running
-    running.stop()
+    with agent_in(tmp_path_factory.mktemp("agent")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

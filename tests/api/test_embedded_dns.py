@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from runtime.network import dns_message as msg
-from tests.support.agent import start_agent
+from tests.support.agent import agent_in
 from tests.support.waiting import poll
 
 PREFIX = "dydns"
@@ -30,11 +30,8 @@ OUTSIDE_ADDRESS = "203.0.113.7"
 
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dnsagent")
-    running = start_agent(socket=base / "docker.sock", root=base / "root")
-    yield running
-    if running.alive():
-        running.stop()
+    with agent_in(tmp_path_factory.mktemp("dnsagent")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.agent import DOCKER_CLI, start_agent
+from tests.support.agent import DOCKER_CLI, agent_in
 from tests.support.side_by_side import Engines
 
 
@@ -27,10 +27,8 @@ def engines(agent, dockerd, test_images):
 @pytest.fixture(scope="module")
 def second_agent(tmp_path_factory):
     """Another engine with its own root and socket, as a teammate's machine would have."""
-    base = tmp_path_factory.mktemp("second")
-    running = start_agent(socket=base / "docker.sock", root=base / "root")
-    yield running
-    running.stop()
+    with agent_in(tmp_path_factory.mktemp("second")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

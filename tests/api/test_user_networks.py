@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.agent import start_agent
+from tests.support.agent import agent_in, start_agent
 from tests.support.side_by_side import normalised
 from tests.support.waiting import poll
 
@@ -22,11 +22,8 @@ PREFIX = "dynt"   # every network and container these tests make starts with it
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory):
     """An agent of our own: its namespaces and networks are counted before and after."""
-    base = tmp_path_factory.mktemp("netagent")
-    running = start_agent(socket=base / "docker.sock", root=base / "root")
-    yield running
-    if running.alive():
-        running.stop()
+    with agent_in(tmp_path_factory.mktemp("netagent")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ until `GET /_ping` answers (polling with a deadline) and returns a
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,14 @@ def start_agent(socket: Path, root: Path, extra_args: Sequence[str] = (),
     wait_for_ping(socket, process, log_path)
     return RunningAgent(process=process, socket=socket, root=root, log_path=log_path,
                         docker_config=docker_config)
+
+
+@contextlib.contextmanager
+def agent_in(base: Path) -> Iterator[RunningAgent]:
+    """An agent with its socket and root under `base`, stopped on exit if it still runs."""
+    running = start_agent(socket=base / "docker.sock", root=base / "root")
+    try:
+        yield running
+    finally:
+        if running.alive():
+            running.stop()
