@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 from desktop.machine_control import MachineControl
 from desktop.ui.controller import AppController
 from desktop.ui.dashboard import Dashboard
+from desktop.ui.gc_pinning import pin_to_ui_thread
 from desktop.ui.tray import Tray, quit_application
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class DesktopApp:
     """The controller, the dashboard and the tray of one machine (the QApplication must exist)."""
 
     def __init__(self, machine_name: str = "default", engine_socket: Path | None = None) -> None:
+        pin_to_ui_thread()
         self.machine = MachineControl(machine_name)
         self.controller = AppController(self.machine, engine_socket)
         self.dashboard = Dashboard(self.controller)

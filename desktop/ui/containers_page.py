@@ -58,7 +58,8 @@ class ContainersPage(QWidget):
         self.tree.setAlternatingRowColors(True)
         self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.tree.header().setStretchLastSection(False)
+        # The last column takes the spare width, so rows (and the selection) span the table.
+        self.tree.header().setStretchLastSection(True)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
         self.tree.itemDoubleClicked.connect(lambda *_: self._emit_selected(self.open_logs))
         self.empty = QLabel("No containers yet. Run one from Images (Run…) or with `docker run`.")

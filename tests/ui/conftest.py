@@ -32,6 +32,16 @@ class Answers:
         return answer
 
 
+@pytest.fixture(autouse=True)
+def gc_on_ui_thread(qapp):
+    """Every UI test runs as the app does: cycles collected on the UI thread only."""
+    from desktop.ui.gc_pinning import pin_to_ui_thread
+
+    collector = pin_to_ui_thread()
+    yield collector
+    collector.release()
+
+
 @pytest.fixture
 def answers(monkeypatch):
     from desktop.ui import dialogs
