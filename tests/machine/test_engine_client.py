@@ -65,3 +65,28 @@ def test_ping_says_why_the_engine_does_not_answer(tmp_path):
             assert reason is None
         else:
             assert reason is not None and expected in reason, reason
+
+
+def _in_fresh_python(code: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                          env=dict(os.environ, PYTHONPATH=str(repo)), check=True)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_a_socket_client_leaves_paramiko_out_and_importable(agent):
+    # paramiko and cryptography are 28 MB of the desktop app's resident memory.
+    code = ("import sys\nfrom pathlib import Path\nfrom desktop.engine_client import client_for_socket\n"
+            f"c = client_for_socket(Path({str(agent.socket)!r}))\nassert c.ping()\n"
+            "loaded = 'paramiko' in sys.modules\nimport paramiko\nprint(loaded, paramiko.Transport.__name__)")
+    assert _in_fresh_python(code) == "False Transport"
+
+
+def test_an_ssh_host_still_gets_docker_pys_ssh_transport():
+    code = ("import sys\nfrom desktop.engine_client import load_docker\nload_docker(ssh=True)\n"
+            "import docker.api.client as c\nprint(hasattr(c, 'SSHHTTPAdapter'))")
+    assert _in_fresh_python(code) == "True"
