@@ -320,8 +320,8 @@ def image_inspect(image: Image) -> dict[str, Any]:
 # --------------------------------------------------------------------------- volumes
 
 
-def volume_json(volume: Volume, users: int | None = None) -> dict[str, Any]:
-    """A volume as GET /volumes/{name} shows it."""
+def volume_json(volume: Volume, users: int | None = None, size: int = -1) -> dict[str, Any]:
+    """A volume as GET /volumes/{name} shows it; with `users`, as /system/df does (size -1: not counted)."""
     result: dict[str, Any] = {
         "CreatedAt": volume.created_at,
         "Driver": volume.driver,
@@ -332,7 +332,7 @@ def volume_json(volume: Volume, users: int | None = None) -> dict[str, Any]:
         "Scope": "local",
     }
     if users is not None:
-        result["UsageData"] = {"RefCount": users, "Size": -1}
+        result["UsageData"] = {"RefCount": users, "Size": size}
     return result
 
 

@@ -172,7 +172,8 @@ class SystemRoutes:
             "Images": [docker_json.image_summary(i, counts.get(i.id, 0)) for i in images],
             "Containers": [docker_json.container_summary(c, size=self.engine.containers.size(c.id))
                            for c in containers],
-            "Volumes": [docker_json.volume_json(v, len(self.engine.volumes.users(v.name)))
+            "Volumes": [docker_json.volume_json(v, len(self.engine.volumes.users(v.name)),
+                                                self.engine.volumes.usage(v.name))
                         for v in volumes],
             "BuildCache": [],
         })

@@ -102,6 +102,10 @@ class VolumeService:
             reclaimed += size
         return deleted, reclaimed
 
+    def usage(self, name: str) -> int:
+        """Bytes of the files in the volume (what `docker system df -v` shows); 0 once it is gone."""
+        return self.store.usage(name)
+
     def users(self, name: str) -> builtins.list[str]:
         """Ids of containers that mount the volume."""
         return [live.c.id for live in self._registry.all()
