@@ -61,6 +61,9 @@ class MachinePage(QWidget):
         self.apply_button.clicked.connect(self.apply)
         self.note = QLabel("")
         self.note.setWordWrap(True)
+        for field in (self.cpus, self.memory, self.disk):
+            field.setMaximumWidth(180)   # numbers, not a line of text: no full-width boxes
+        self.folders.setMaximumWidth(640)
         form = QFormLayout()
         form.addRow("CPUs", self.cpus)
         form.addRow("Memory", self.memory)

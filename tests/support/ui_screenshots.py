@@ -99,6 +99,9 @@ def stage_content(agent: RunningAgent, refs: dict[str, str]) -> None:
     docker("pull", refs["layered"])
     docker("volume", "create", "shop-data")
     docker("volume", "create", "scratch")
+    # A database's worth of data, so that the Volumes page has a size to show.
+    docker("run", "--rm", "-v", "shop-data:/data", busybox, "sh", "-c",
+           "head -c 3000000 /dev/urandom > /data/table.db && head -c 450000 /dev/urandom > /data/wal.log")
     project = ["--label", "com.docker.compose.project=shop"]
     docker("run", "-d", "--name", "shop-web-1", *project, "--label", "com.docker.compose.service=web",
            "-p", f"{free_port()}:80", busybox, "sh", "-c", "while true; do echo serving; sleep 5; done")
