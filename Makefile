@@ -12,10 +12,11 @@ DESKTOP_PACKAGES := libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image
 	libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libegl1 libgl1 \
 	libfontconfig1 libdbus-1-3 fonts-dejavu-core xvfb trayer x11-utils xdotool imagemagick
 
-# Debian packages the project, its tests and its VM image build need. docker.io brings
+# Debian packages the project, its tests and its VM image build need (uidmap and fakeroot:
+# the rootless build, vmimage/rootfs.py). docker.io brings
 # the docker CLI (/usr/bin/docker) and the reference dockerd of the differential tests.
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev \
-	busybox-static docker-registry skopeo umoci mmdebstrap zstd \
+	busybox-static docker-registry skopeo umoci mmdebstrap zstd uidmap fakeroot \
 	iptables iproute2 procps e2fsprogs apache2-utils \
 	qemu-system-x86 qemu-utils libvirt-daemon-system openssh-client openssh-server sshfs libxml2-utils \
 	docker.io tini libseccomp2 docker-compose \

@@ -67,6 +67,9 @@ def _build_parser() -> argparse.ArgumentParser:
     image_sub = image.add_subparsers(dest="image_command", required=True)
     build = image_sub.add_parser("build", help="build (or find cached) the guest image")
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
+    from desktop.cli_machine_image import add_parsers as add_image_parsers
+
+    add_image_parsers(image_sub)
     shown = top.add_parser("settings", help="print every setting in force and where it comes from")
     shown.add_argument("--json", action="store_true", help="machine-readable output")
     shown.set_defaults(command="settings")
@@ -113,8 +116,13 @@ def cmd_init(args: argparse.Namespace) -> int:
         shares=shares_for(mounts) if args.sharefs != "none" else [],
         libvirt_uri=args.libvirt_uri,
     )
+    from desktop.cli_machine_image import note_for_init
+
+    # Before anything is created: a machine with no image it could boot is refused here.
+    image_note = note_for_init()
     manager = MachineManager(args.name)
     manager.init(config)
+    print(image_note, file=sys.stderr)
     print(f"machine {args.name!r} created ({config.backend}, {config.cpus} CPUs, {config.memory_mib} MiB RAM, "
           f"{config.disk_mib // 1024} GiB disk, shares: {', '.join(s.host_path for s in config.shares) or 'none'})")
     if args.start:
@@ -355,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # The accelerator choice is worth one line even when quiet.
         logging.getLogger("desktop.machine.accel").setLevel(logging.INFO)
+        # So is booting an imported guest image rather than one built here.
+        logging.getLogger("desktop.machine.guest_image_source").setLevel(logging.INFO)
     from runtime.errors import DockyardError
 
     try:

@@ -28,6 +28,7 @@ from runtime.errors import InvalidArgument
 SETTINGS_FILE_NAME = "settings.toml"
 HOME_ENV = "DOCKYARD_HOME"
 ACCELERATORS = ("kvm", "hvf", "whpx", "tcg")
+IMAGE_SOURCES = ("auto", "build", "imported")
 
 
 class SettingsError(InvalidArgument):
@@ -50,6 +51,13 @@ def _accelerator(value: object) -> str:
     text = str(value).strip().lower() if isinstance(value, str) else ""
     if text not in ACCELERATORS:
         raise ValueError(f"one of {', '.join(ACCELERATORS)}")
+    return text
+
+
+def _image_source(value: object) -> str:
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    if text not in IMAGE_SOURCES:
+        raise ValueError(f"one of {', '.join(IMAGE_SOURCES)}")
     return text
 
 
@@ -131,6 +139,9 @@ SETTINGS: tuple[Setting, ...] = (
             "where guest images are built and cached (default: `images` in the data folder)"),
     Setting("guest_image", "DOCKYARD_GUEST_IMAGE", None, _directory,
             "boot this prebuilt guest image folder (with its image.json) instead of building one"),
+    Setting("image_source", "DOCKYARD_IMAGE_SOURCE", "auto", _image_source,
+            "the guest image machines boot: `build` it from this Dockyard, the last `imported` one, "
+            "or `auto` (build when this host can, else the imported one)"),
     Setting("cpus", "DOCKYARD_CPUS", None, _cpus,
             "the machine's CPUs, applied at its next start (default: what `machine init` chose)"),
     Setting("memory", "DOCKYARD_MEMORY", None, _size(256),
@@ -152,6 +163,7 @@ class Settings:
     boot_stall: float = 60.0
     image_cache: Path | None = None
     guest_image: Path | None = None
+    image_source: str = "auto"
     cpus: int | None = None
     memory: int | None = None
     disk: int | None = None

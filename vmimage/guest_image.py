@@ -27,7 +27,7 @@ from pathlib import Path
 
 from runtime.atomic_file import read_json, write_json_atomic
 
-from . import initramfs, rootfs
+from . import image_archive, initramfs, rootfs
 from .kernel import extract_vmlinux, has_pvh_entry, resolve_kernel_package_cached, unpack_kernel
 from .recipe import FORMAT_VERSION, VMIMAGE_DIR, Recipe, hash_files, hash_values
 
@@ -114,10 +114,13 @@ def _prune(cache_dir: Path, keep: str) -> None:
     """Drop the oldest image directories, then the parts no remaining image uses.
 
     A running machine keeps its files open, and image directories hold hard
-    links, so removing names here never pulls a disk from under a guest.
+    links, so removing names here never pulls a disk from under a guest. The
+    image imported last is kept too: it is what hosts that cannot build boot.
     """
+    imported = image_archive.imported_record(cache_dir) or {}
+    spared = {keep, imported.get("recipe_hash", "")}
     images = sorted((p for p in cache_dir.iterdir() if p.is_dir() and len(p.name) == 16
-                     and p.name != keep), key=lambda p: p.stat().st_mtime, reverse=True)
+                     and p.name not in spared), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in images[KEEP_IMAGES - 1:]:
         shutil.rmtree(old, ignore_errors=True)
     used: set[str] = set()

@@ -424,20 +424,18 @@ class MachineManager(Machine):
 
 
 def ensure_guest_image() -> Any:
-    """Build or find the guest image (vmimage.guest_image, by the image engineer).
+    """Build or find the guest image, or take the imported one (desktop.machine.guest_image_source).
 
     The guest_image setting (`DOCKYARD_GUEST_IMAGE`) names a prebuilt image
     directory (with its image.json) to boot as is, e.g. an image built from
     another checkout.
     """
-    pinned = settings.load().guest_image
-    if pinned:
-        return load_pinned_image(pinned)
-    try:
-        from vmimage.guest_image import ensure_image
-    except ImportError as err:
-        raise RuntimeFailure(f"the guest image builder is not available: {err}") from err
-    return ensure_image(paths.image_cache_dir())
+    current = settings.load()
+    if current.guest_image:
+        return load_pinned_image(current.guest_image)
+    from desktop.machine.guest_image_source import current_image
+
+    return current_image(paths.image_cache_dir(), current.image_source)
 
 
 @dataclass
