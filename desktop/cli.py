@@ -280,6 +280,14 @@ def cmd_image(args: argparse.Namespace) -> int:
         from runtime.errors import RuntimeFailure
 
         raise RuntimeFailure(f"the guest image builder is not available: {err}") from err
+    from desktop.machine.guest_image_source import IMPORT_HINT
+    from vmimage.build_host import local_build_blocker
+
+    blocker = local_build_blocker()
+    if blocker:
+        from runtime.errors import RuntimeFailure
+
+        raise RuntimeFailure(f"{blocker}; {IMPORT_HINT} instead")
     cache = paths.image_cache_dir()
     if args.force:
         import inspect

@@ -103,3 +103,10 @@ def test_cli_import_then_init_says_it_uses_the_imported_image_then_export_round_
     digest = hashlib.sha256(again.read_bytes()).hexdigest()
     assert export.stdout == f"{digest}  {again}\n"
     assert f"--sha256 {digest}" in export.stderr
+
+
+def test_cli_image_build_on_a_host_that_cannot_build_says_why_and_what_to_do(tmp_path, bare_path):
+    done = dockyard(tmp_path / "home", "image", "build")
+    assert done.returncode == 1
+    assert "mmdebstrap" in done.stderr and "import one with" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
