@@ -150,6 +150,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the data disk size (e.g. 40G) of a machine created from now on (`init`, reset to factory defaults)"),
     Setting("shared_folders", "DOCKYARD_SHARED_FOLDERS", None, _folders,
             "host folders shared at the same path in the machine, applied at its next start"),
+    Setting("hot_reload_off", "DOCKYARD_HOT_RELOAD_OFF", (), _folders,
+            "shared folders whose host changes are not forwarded to file watchers in the machine (hot reload)"),
 )
 
 
@@ -168,6 +170,7 @@ class Settings:
     memory: int | None = None
     disk: int | None = None
     shared_folders: tuple[str, ...] | None = None
+    hot_reload_off: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def source(self, key: str) -> str:

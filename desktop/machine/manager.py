@@ -420,6 +420,12 @@ class MachineManager(Machine):
                 boot_to_ready_s=round(state.ready_s, 2),
                 guest_timings=state.guest_timings,
             )
+            from runtime.atomic_file import read_json
+
+            # Written by the supervisor's hot-reload forwarder (desktop/hot_reload.py).
+            hot_reload = read_json(self.run_dir / "hot_reload.json") if sup else None
+            if hot_reload:
+                info["hot_reload"] = hot_reload
         return info
 
 

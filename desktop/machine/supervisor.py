@@ -165,6 +165,22 @@ class Supervisor:
                 svc = SftpShare(self.link, Path(share.host_path), share.guest_path)
                 svc.start()
                 self.services.append(svc)
+        self._start_hot_reload()
+
+    def _start_hot_reload(self) -> None:
+        """Forward host changes in the shared folders to file watchers in the guest (issue 12)."""
+        if self.config.sharefs == "none" or not self.config.shares:
+            return
+        from desktop import settings
+
+        try:
+            off = {os.path.realpath(p) for p in settings.load().hot_reload_off}
+        except settings.SettingsError as err:
+            log.warning("hot reload: %s; forwarding every share", err)
+            off = set()
+        shares = [(s.host_path, s.guest_path) for s in self.config.shares]
+        self._start_optional("desktop.hot_reload", "HotReloadForwarder", self.link, shares, off,
+                             self.machine.run_dir / "hot_reload.json")
 
     def _start_optional(self, module: str, cls: str, *args: Any, **kwargs: Any) -> None:
         import importlib
