@@ -12,6 +12,11 @@ channels are kept open ahead of use, from the first client on: a new client
 takes one at once and a background thread opens its replacement. The agent keeps an idle connection
 open, and a channel the far end has closed meanwhile (agent restart, link
 reconnect) is never handed out.
+
+With a mounts policy (the machine's shared folders), each connection's
+requests are followed (desktop.request_gate) so that a container create
+binding a host path outside the shares is answered "Mounts denied" here,
+as Docker Desktop does, instead of mounting the guest's own file.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from pathlib import Path
 
 import paramiko
 
+from desktop.mounts_policy import MountsPolicy
+from desktop.request_gate import Refusal, RequestGate, error_response
 from desktop.ssh_link import LinkError, SshLink, close_channel
 from runtime.errors import DockyardError
 
@@ -47,9 +54,11 @@ class ChannelPipe:
     """
 
     def __init__(self, client: socket.socket, chan: paramiko.Channel,
-                 on_done: Callable[[ChannelPipe], None] = lambda pipe: None) -> None:
+                 on_done: Callable[[ChannelPipe], None] = lambda pipe: None,
+                 gate: RequestGate | None = None) -> None:
         self.client = client
         self.chan = chan
+        self.gate = gate
         self._on_done = on_done
         self._lock = threading.Lock()
         self._open_directions = 2
@@ -61,6 +70,14 @@ class ChannelPipe:
     def _client_to_guest(self) -> None:
         try:
             while data := self.client.recv(CHUNK):
+                if self.gate is not None:
+                    try:
+                        data = self.gate.feed(data)
+                    except Refusal as refusal:
+                        self._refuse(refusal.message)
+                        return
+                    if not data:
+                        continue
                 self.chan.sendall(data)
             # Client half-closed: pass the EOF on, keep reading the answer.
             self.chan.shutdown_write()
@@ -80,6 +97,16 @@ class ChannelPipe:
             self.abort()
         finally:
             self._direction_done()
+
+    def _refuse(self, message: str) -> None:
+        """Answer a refused request in the engine's place and end the connection (nothing was forwarded)."""
+        log.info("refused a request: %s", message.splitlines()[0] if message else "")
+        try:
+            self.client.sendall(error_response(400, "Bad Request", message))
+            self.client.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            log.debug("could not answer a refused request: %s", exc)
+        close_channel(self.chan)
 
     def _direction_done(self) -> None:
         with self._lock:
@@ -106,8 +133,10 @@ class HostSocket:
     """Listens on a host unix socket (0600 in a 0700 directory) and pipes to the guest."""
 
     def __init__(self, socket_path: Path, link: SshLink, remote_socket: str = "/run/dockyard/docker.sock",
-                 warm_channels: int = WARM_CHANNELS) -> None:
+                 warm_channels: int = WARM_CHANNELS, mounts_policy: MountsPolicy | None = None) -> None:
         self.socket_path = Path(socket_path)
+        # With a policy, bind mounts of host paths outside the shared folders are refused.
+        self.mounts_policy = mounts_policy
         self.link = link
         self.remote_socket = remote_socket
         self._warm_target = warm_channels
@@ -243,7 +272,8 @@ class HostSocket:
             log.warning("cannot reach the guest engine: %s", exc)
             self._answer_unavailable(client, str(exc))
             return
-        pipe = ChannelPipe(client, chan, self._pipe_done)
+        gate = RequestGate(self.mounts_policy.check_create_body) if self.mounts_policy is not None else None
+        pipe = ChannelPipe(client, chan, self._pipe_done, gate)
         with self._pipes_lock:
             stopping = self._stopping.is_set()
             if not stopping:

@@ -153,7 +153,12 @@ class Supervisor:
         # every reconnect), off the start path.
         self.link.server_nodelay = True
         threading.Thread(target=self.link.request_server_nodelay, name="ssh-nodelay", daemon=True).start()
-        host_socket = HostSocket(self.machine.host_socket, self.link)
+        from desktop.mounts_policy import MountsPolicy
+
+        # Only shared folders are the host's in the guest: other bind sources are refused.
+        policy = MountsPolicy(s.guest_path for s in self.config.shares) if self.config.sharefs != "none" \
+            else MountsPolicy(())
+        host_socket = HostSocket(self.machine.host_socket, self.link, mounts_policy=policy)
         host_socket.start()
         self.services.append(host_socket)
         self._start_optional("desktop.port_forward", "PortForwarder", self.link, udp_forward=self._udp_forward)
