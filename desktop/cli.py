@@ -199,9 +199,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(status_json(info))
         return 0
-    width = max(len(k) for k in info)
-    for key in sorted(info):
-        print(f"{key:<{width}}  {info[key]}")
+    from desktop.machine.status_report import render_text
+
+    print("\n".join(render_text(info)))
     return 0
 
 

@@ -165,6 +165,11 @@ class MachinePaths:
         return self.run_dir / "docker.sock"
 
     @property
+    def boot_stage(self) -> Path:
+        """The last boot stage reached, for `machine status --json`."""
+        return self.run_dir / "boot-stage"
+
+    @property
     def supervisor_pidfile(self) -> Path:
         return self.run_dir / "supervisor.pid"
 

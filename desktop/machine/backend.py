@@ -143,6 +143,14 @@ class Backend(ABC):
         """Forget this machine's VM as an older Dockyard named it (before names carried the
         home's tag), recognised by its data disk; refuse while it runs. Nothing by default."""
 
+    def watch_exit(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Block until the VM ends, recording why where only a watcher can learn it (the
+        supervisor runs this in a thread). Returns at once when the backend has nothing to watch."""
+
+    def exit_reason(self) -> str | None:
+        """Why a VM that was running has stopped, as far as the backend can know (None: it cannot)."""
+        return None
+
     def add_hostfwd(self, proto: str, host_port: int, guest_port: int) -> None:
         """Forward host 127.0.0.1:host_port to the guest (user-net hostfwd_add)."""
         out = self.monitor_command(f"hostfwd_add {NETDEV_ID} {proto}:127.0.0.1:{host_port}-:{guest_port}")

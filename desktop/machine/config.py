@@ -176,6 +176,8 @@ class MachineState:
     image_hash: str = ""
     booted_at: float = 0.0
     ready_s: float = 0.0
+    # When `machine stop` (or a failed start) ended it; 0 while it runs, or after a crash.
+    stopped_at: float = 0.0
     guest_timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

@@ -241,6 +241,11 @@ def align_kvm_device_group(dev_kvm: Path = Path("/dev/kvm")) -> bool:
     return True
 
 
+# virDomainShutoffReason, as `virsh domstate --reason` names them.
+SHUTOFF_REASONS = {0: "unknown", 1: "shutdown", 2: "destroyed", 3: "crashed", 4: "migrated", 5: "saved",
+                   6: "failed", 7: "from snapshot", 8: "daemon"}
+
+
 class LibvirtBackend(Backend):
     """A machine as a libvirt domain (named by Machine.domain_name).
 
@@ -369,6 +374,18 @@ class LibvirtBackend(Backend):
         # VIR_DOMAIN_SHUTDOWN means "being shut down": QEMU is still running and
         # starting the domain again fails until it has exited, so it counts as running.
         return VmState.RUNNING if dom.isActive() else VmState.STOPPED
+
+    def exit_reason(self) -> str | None:
+        """libvirt's reason for a shut-off domain ("crashed" when QEMU died under it)."""
+        import libvirt
+
+        try:
+            code, reason = self._domain().state()
+        except (NotFound, libvirt.libvirtError):
+            return None
+        if code != libvirt.VIR_DOMAIN_SHUTOFF:
+            return None
+        return f"libvirt: shut off, reason {SHUTOFF_REASONS.get(reason, str(reason))}"
 
     def remove(self) -> None:
         import libvirt

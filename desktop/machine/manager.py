@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from desktop import paths, settings
 from desktop.http_over_channel import ping
-from desktop.machine import ssh_keys
+from desktop.machine import ssh_keys, status_report
 from desktop.machine.backend import HOST_LOOPBACK_IN_GUEST, Backend, LaunchSpec, ShareMount, VmState, minimal_firmware
 from desktop.machine.boot_stages import BootStage, StageCallback, parse_stage_line
 from desktop.machine.config import MachineConfig, MachineState, save_config, save_state, with_settings
@@ -199,6 +199,7 @@ class MachineManager(Machine):
     _on_stage: StageCallback | None = None
 
     def _stage(self, stage: BootStage) -> None:
+        status_report.write_stage(self.paths.boot_stage, stage)
         if self._on_stage is not None:
             try:
                 self._on_stage(stage)
@@ -290,6 +291,7 @@ class MachineManager(Machine):
                 channel.close()
         except BaseException:
             # A half-started machine is worse than a stopped one: the next start boots cleanly.
+            status_report.mark_stopped(self.state_path, self.state())
             self._stop_supervisor(poweroff=False)
             backend.force_stop()
             raise
@@ -372,6 +374,7 @@ class MachineManager(Machine):
         config = self.config()
         backend = self.backend(config)
         running = backend.state() in (VmState.RUNNING, VmState.PAUSED)
+        status_report.mark_stopped(self.state_path, self.state())
         if not running:
             self._stop_supervisor(poweroff=False)
             return False
@@ -396,7 +399,7 @@ class MachineManager(Machine):
         vm_state = backend.state()
         info: dict[str, Any] = {
             "name": self.name,
-            "state": "stopped" if vm_state is VmState.UNDEFINED else vm_state.value,
+            "state": "stopped" if vm_state in (VmState.UNDEFINED, VmState.STOPPED) else vm_state.value,
             "backend": config.backend,
             "cpus": config.cpus,
             "memory_mib": config.memory_mib,
@@ -419,6 +422,7 @@ class MachineManager(Machine):
                 supervisor_pid=sup,
                 boot_to_ready_s=round(state.ready_s, 2),
                 guest_timings=state.guest_timings,
+                **status_report.running_extras(state, self.paths.boot_stage, reason is None),
             )
             from runtime.atomic_file import read_json
 
@@ -426,6 +430,8 @@ class MachineManager(Machine):
             hot_reload = read_json(self.run_dir / "hot_reload.json") if sup else None
             if hot_reload:
                 info["hot_reload"] = hot_reload
+        elif status_report.crashed(state, vm_state):
+            info.update(status_report.crash_report(state, backend, self.console_log))
         return info
 
 

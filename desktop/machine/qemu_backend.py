@@ -25,6 +25,17 @@ from runtime.errors import Conflict, NotFound, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
+# What QMP's SHUTDOWN event says about why QEMU ended (the "reason" field), for `machine status`.
+SHUTDOWN_REASONS = {
+    "host-signal": "QEMU was terminated by a signal on the host (SIGTERM, SIGINT or SIGHUP)",
+    "host-qmp-quit": "QEMU was told to quit over QMP",
+    "host-ui": "QEMU was closed from its user interface",
+    "guest-shutdown": "the guest powered itself off",
+    "guest-reset": "the guest reset (QEMU runs with -no-reboot)",
+    "guest-panic": "the guest kernel panicked",
+}
+NO_EVENT = ("QEMU ended without a shutdown event: killed with SIGKILL (or out of memory), or it crashed; "
+            "its exit status is unknown (it runs daemonised, as no process's child)")
 ACCEL_ARG = {"kvm": "kvm", "hvf": "hvf", "whpx": "whpx", "tcg": "tcg"}
 
 
@@ -64,6 +75,7 @@ def qemu_argv(spec: LaunchSpec, qemu: str, qmp_socket: Path, pidfile: Path, daem
         "-chardev", f"file,id=console,path={_opt(spec.console_log)}",
         "-serial", "chardev:console",
         "-qmp", f"unix:{_opt(qmp_socket)},server=on,wait=off",
+        "-qmp", f"unix:{_opt(qmp_socket.with_name('qmp-events.sock'))},server=on,wait=off",
         "-pidfile", str(pidfile),
     ]
     if spec.sharefs == "virtiofs":
@@ -122,6 +134,36 @@ class QemuBackend(Backend):
     def launch_file(self) -> Path:
         return self.run_dir / "qemu-launch.json"
 
+    @property
+    def events_socket(self) -> Path:
+        """A second QMP socket, for the supervisor's watch_exit (the first serves commands)."""
+        return self.run_dir / "qmp-events.sock"
+
+    @property
+    def exit_record(self) -> Path:
+        return self.run_dir / "qemu-exit.json"
+
+    def watch_exit(self) -> None:
+        """Block until QEMU ends, recording its SHUTDOWN event's reason (or its absence) for exit_reason()."""
+        try:
+            qmp = QmpClient(self.events_socket)
+        except RuntimeFailure as err:
+            log.info("not watching QEMU's exit: %s", err)
+            return
+        event: dict = {}
+        with qmp:
+            for message in qmp.events():
+                if message.get("event") == "SHUTDOWN":
+                    event = message.get("data") or {}
+        write_json_atomic(self.exit_record, {"shutdown": event}, mode=0o600)
+
+    def exit_reason(self) -> str | None:
+        record = read_json(self.exit_record)
+        if not record or not record.get("shutdown"):
+            return NO_EVENT
+        reason = str(record["shutdown"].get("reason", "unknown"))
+        return f"{SHUTDOWN_REASONS.get(reason, 'QEMU shut down')} (QMP SHUTDOWN reason {reason})"
+
     def _pid(self) -> int:
         try:
             return int(self.pidfile.read_text().strip() or 0)
@@ -152,6 +194,8 @@ class QemuBackend(Backend):
         if self.state() is VmState.RUNNING:
             return
         for stale in (self.pidfile, self.qmp_socket):
+            stale.unlink(missing_ok=True)
+        for stale in (self.exit_record, self.events_socket):
             stale.unlink(missing_ok=True)
         with open(self.run_dir / "qemu.log", "ab") as log_file:
             for argv in launch["virtiofsd"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,14 @@ class QmpClient:
                 return reply["return"]
             if "error" in reply:
                 raise RuntimeFailure(f"QEMU refused {command}: {reply['error'].get('desc', reply['error'])}")
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """QEMU's asynchronous events as they come, until it closes the connection (it exits)."""
+        self._sock.settimeout(None)
+        while line := self._file.readline():
+            message = json.loads(line)
+            if "event" in message:
+                yield message
 
     def wait_closed(self) -> None:
         """Block until QEMU closes the connection (it exits); no polling."""

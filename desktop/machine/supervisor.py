@@ -145,7 +145,7 @@ class Supervisor:
         if self.link is None:
             self.link = self._new_link(state.ssh_port, state.host_key)
             self.link.connect(timeout=min(timeout, 30))
-        _report_stage(BootStage.SSH_UP)
+        _report_stage(BootStage.SSH_UP, self.machine.paths.boot_stage)
         status, _headers, body = self.link.request("GET", "/_ping", timeout=30)
         if status != 200:
             raise RuntimeError(f"the guest engine answered _ping with {status}: {body[:200]!r}")
@@ -163,6 +163,9 @@ class Supervisor:
         self.services.append(host_socket)
         self._start_optional("desktop.port_forward", "PortForwarder", self.link, udp_forward=self._udp_forward)
         self._start_optional("desktop.clock_sync", "ClockSync", self.link)
+        # Why the VM ends, where the backend learns it only by watching (QMP events).
+        threading.Thread(target=self.machine.backend(self.config).watch_exit, name="vm-exit-watch",
+                         daemon=True).start()
         if self.config.sharefs == "sftp":
             from desktop.sftp_share import SftpShare
 
@@ -288,8 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report_stage(stage: BootStage) -> None:
+def _report_stage(stage: BootStage, stage_file: Path | None = None) -> None:
     """Tell the waiting manager how far the boot is (it reads lines until OK or ERROR)."""
+    if stage_file is not None:
+        from desktop.machine.status_report import write_stage
+
+        write_stage(stage_file, stage)
     try:
         os.write(1, (stage_line(stage) + "\n").encode())
     except OSError:

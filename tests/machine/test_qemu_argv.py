@@ -31,7 +31,8 @@ def test_argv_9p(tmp_path):
     assert "virtio-rng-pci,rng=rng0" in _pairs(argv, "-device")
     assert f"local,id=fs0,path={tmp_path / 'share'},security_model=passthrough" in _pairs(argv, "-fsdev")
     assert "virtio-9p-pci,fsdev=fs0,mount_tag=dyshare0" in _pairs(argv, "-device")
-    assert _pairs(argv, "-qmp") == [f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off"]
+    assert _pairs(argv, "-qmp") == [f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off",
+                                    f"unix:{tmp_path / 'qmp-events.sock'},server=on,wait=off"]
     assert _pairs(argv, "-pidfile") == [str(tmp_path / "qemu.pid")]
 
 
