@@ -1,7 +1,7 @@
 """Benchmark of the Dockyard machine: boot, `docker run` through the VM, shared-folder I/O.
 
 Usage: .venv/bin/python -m bench.machine [--boots 3] [--runs 10] [--backend libvirt|qemu] [--sharefs 9p]
-                                         [--boot-only]
+                                         [--boot-only] [--only ssh]
 
 Prints, in one run:
 * cold boot: `dockyard machine start` (VM stopped, image cached) until the first
@@ -9,7 +9,9 @@ Prints, in one run:
 * `docker run --rm busybox true` through the VM vs a native Debian dockerd
   started by this script (busybox from the test registry of tests/support);
 * shared folder vs the guest's own disk: sequential write/read of 200 MiB and a
-  `find` over 10,000 files, timed inside the guest, with ratios.
+  `find` over 10,000 files, timed inside the guest, with ratios;
+* `dockyard machine ssh true` over the supervisor's live link vs a new SSH
+  connection (bench/machine_ssh.py).
 
 Everything but the guest image cache lives in a temporary DOCKYARD_HOME and is
 removed at the end.
@@ -160,6 +162,8 @@ def main() -> int:
     parser.add_argument("--sharefs", default="9p", choices=["9p", "virtiofs"])
     parser.add_argument("--boot-only", action="store_true",
                         help="measure only the cold boots (with each boot's timings), not runs or shares")
+    parser.add_argument("--only", choices=["ssh"], default=None,
+                        help="measure only this figure (ssh: `machine ssh true` latency) on one boot")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     # libvirtd, when needed, is started by the dockyard CLI itself (as for users).
@@ -167,6 +171,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.machine_ssh import measure_ssh, report_ssh
     from tests.support.dockerd import Dockerd
     from tests.support.registry import start_registry
     from tests.support.test_images import push_test_images
@@ -184,6 +189,10 @@ def run(args: argparse.Namespace) -> int:
             b.dockyard("init", "--name", NAME, "--cpus", "2", "--memory", "1536M", "--disk", "8G",
                        "--mount", str(share), "--backend", args.backend, "--sharefs", args.sharefs)
             b.dockyard("start", "--name", NAME)  # first start may build the image: not measured
+            if args.only == "ssh":
+                ssh = measure_ssh(b, NAME, args.runs, REPO)
+                report_ssh(ssh, p50)
+                return 0
             boots = measure_boot(b, args.boots, verbose=args.boot_only)
             status = b.dockyard("status", "--name", NAME, "--json").stdout
             if args.boot_only:
@@ -196,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
             dockerd = Dockerd(base / "dockerd")
             native_runs = time_runs(b, dockerd.host, busybox, args.runs)
             shares = measure_share(b, "/var/lib/dockyard/bench")
+            ssh = measure_ssh(b, NAME, args.runs, REPO)
         finally:
             if dockerd is not None:
                 dockerd.stop()
@@ -220,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  sequential read  : {s['read_mb_s']:.0f} vs {g['read_mb_s']:.0f} MB/s "
           f"(ratio {s['read_mb_s'] / g['read_mb_s']:.2f})")
     print(f"  find 10,000 files: {s['find_s']:.2f} vs {g['find_s']:.2f} s (ratio {s['find_s'] / g['find_s']:.2f})")
+    report_ssh(ssh, p50)
     return 0
 
 

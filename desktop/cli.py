@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -57,8 +57,11 @@ def _build_parser() -> argparse.ArgumentParser:
     restart.add_argument("--timeout", type=float, default=None)
     status = named("status", "show the machine state")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    ssh = named("ssh", "open a shell in the VM, or run CMD there")
+    ssh = named("ssh", "open a shell in the VM, or run CMD there (a clean login environment)")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run")
+    ssh.set_defaults(handler=_lazy("desktop.cli_machine_ssh", "cmd_ssh"))
+    named("reset-host-key", "forget the pinned guest SSH host key (the next start pins the new one)") \
+        .set_defaults(handler=_lazy("desktop.cli_machine_ssh", "cmd_reset_host_key"))
     logs = named("logs", "print the guest console log")
     logs.add_argument("--supervisor", action="store_true", help="print the host supervisor log instead")
     rm = named("rm", "delete the machine and its data disk")
@@ -75,6 +78,15 @@ def _build_parser() -> argparse.ArgumentParser:
     shown.set_defaults(command="settings")
     _add_bundle_parser(top)
     return parser
+
+
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A command handler from a module of its own, imported only when that command runs."""
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(getattr(importlib.import_module(module), name)(args))
+    return handler
 
 
 def _add_bundle_parser(top: argparse._SubParsersAction) -> None:
@@ -205,48 +217,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ssh(args: argparse.Namespace) -> int:
-    import shutil
-
-    from desktop.machine.backend import VmState
-    from desktop.machine.manager import MachineManager
-    from runtime.errors import Conflict
-
-    manager = MachineManager(args.name)
-    state = manager.state()
-    if manager.backend().state() is not VmState.RUNNING or not state.host_key:
-        raise Conflict(f"machine {args.name!r} is not running: start it with `dockyard machine start`")
-    words = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    import shlex
-
-    # One argument is a shell command line ("ls | wc -l"); several are argv words
-    # and keep their boundaries (sh -c 'echo hi'), unlike plain ssh.
-    cmd = words if len(words) <= 1 else [shlex.join(words)]
-    ssh = shutil.which("ssh")
-    if ssh:
-        argv = [ssh, "-q", "-i", str(manager.key_path), "-p", str(state.ssh_port),
-                "-o", f"UserKnownHostsFile={manager.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"]
-        argv += ["-t"] if not cmd and sys.stdin.isatty() else []
-        argv += ["root@127.0.0.1"] + (cmd if cmd else [])
-        sys.stdout.flush()
-        os.execv(ssh, argv)
-    # No OpenSSH client (e.g. minimal Windows): run the command through paramiko.
-    if not cmd:
-        raise Conflict("an interactive shell needs the OpenSSH `ssh` client on PATH")
-    from desktop.ssh_link import SshLink
-
-    link = SshLink("127.0.0.1", state.ssh_port, "root", manager.key_path, state.host_key)
-    link.connect()
-    try:
-        code, out, err = link.run(cmd[0], timeout=3600)
-    finally:
-        link.close()
-    sys.stdout.buffer.write(out)
-    sys.stderr.buffer.write(err)
-    return code
-
-
 def cmd_logs(args: argparse.Namespace) -> int:
     from desktop.machine.manager import MachineManager
     from runtime.errors import NotFound
@@ -359,7 +329,7 @@ BUILDKIT_HINT = ("builds: Dockyard has Docker's classic builder, not BuildKit; "
 
 COMMANDS = {
     "init": cmd_init, "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
-    "ssh": cmd_ssh, "logs": cmd_logs, "rm": cmd_rm, "image": cmd_image,
+    "logs": cmd_logs, "rm": cmd_rm, "image": cmd_image,
     "settings": cmd_settings,
 }
 

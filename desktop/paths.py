@@ -161,8 +161,18 @@ class MachinePaths:
         return self.data_dir / "known_hosts"
 
     @property
+    def host_key_pin(self) -> Path:
+        """The guest's SSH host key as pinned at the first boot (desktop.machine.host_key_pin)."""
+        return self.data_dir / "host_key.pin"
+
+    @property
     def host_socket(self) -> Path:
         return self.run_dir / "docker.sock"
+
+    @property
+    def control_socket(self) -> Path:
+        """The supervisor's control socket: `machine ssh` over the live link (desktop.machine.control_socket)."""
+        return self.run_dir / "control.sock"
 
     @property
     def boot_stage(self) -> Path:

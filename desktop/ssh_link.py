@@ -217,11 +217,14 @@ class SshLink:
             t.start_client(timeout=timeout)
             server_key = t.get_remote_server_key()
             if server_key.get_name() != self.host_key_type or server_key.get_base64() != self.host_key_b64:
+                from desktop.machine.host_key_pin import fingerprint
+
                 raise HostKeyMismatch(
                     f"the SSH host key of {self.host}:{self.port} is "
-                    f"'{server_key.get_name()} {server_key.get_base64()}', not the pinned "
-                    f"'{self.host_key_type} {self.host_key_b64}'; refusing to connect "
-                    "(the machine was recreated, or something else answers on that port)"
+                    f"{fingerprint(server_key.get_name() + ' ' + server_key.get_base64())} "
+                    f"({server_key.get_name()}), not the pinned "
+                    f"{fingerprint(self.host_key_type + ' ' + self.host_key_b64)} ({self.host_key_type}); "
+                    "refusing to connect (the machine was recreated, or something else answers on that port)"
                 )
             t.auth_publickey(self.username, key)
         except HostKeyMismatch:

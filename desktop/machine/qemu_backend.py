@@ -146,16 +146,16 @@ class QemuBackend(Backend):
     def watch_exit(self) -> None:
         """Block until QEMU ends, recording its SHUTDOWN event's reason (or its absence) for exit_reason()."""
         try:
-            qmp = QmpClient(self.events_socket)
+            qmp = QmpClient(self.events_socket, timeout=60)   # a loaded host may greet slowly
         except RuntimeFailure as err:
             log.info("not watching QEMU's exit: %s", err)
             return
-        event: dict = {}
         with qmp:
             for message in qmp.events():
                 if message.get("event") == "SHUTDOWN":
-                    event = message.get("data") or {}
-        write_json_atomic(self.exit_record, {"shutdown": event}, mode=0o600)
+                    # Written at once: QEMU exits right after, and so may this process.
+                    write_json_atomic(self.exit_record, {"shutdown": message.get("data") or {}}, mode=0o600)
+                    return
 
     def exit_reason(self) -> str | None:
         record = read_json(self.exit_record)

@@ -4,7 +4,9 @@ Started detached by `MachineManager.start`; it sees the machine as a
 `Machine` (instance.py). It reads the guest's ready line
 from the inherited ready-channel socket (or, when re-attaching to a running
 VM, reuses the pinned host key), connects the SSH link, serves the host Docker
-socket, follows published ports and keeps the guest clock in step. The SSH
+socket, follows published ports, keeps the guest clock in step and serves
+`machine ssh` on new channels of its link (control_socket.py). The guest's
+host key must be the one pinned at the first boot (host_key_pin.py). The SSH
 link is connected as soon as the guest announces sshd ("sshd-ready"), while
 its agent still starts, so that "ready" finds it up (a connect costs ~0.5-1 s
 under TCG); a guest without that event gets it after "ready". It reports
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from desktop.machine import ssh_keys
+from desktop.machine import host_key_pin, ssh_keys
 from desktop.machine.boot_stages import BootStage, stage_line
 from desktop.machine.config import MachineState, save_state
 from desktop.machine.guest_power import request_poweroff
@@ -69,7 +71,11 @@ class Supervisor:
             self.ready_channel = ReadyChannel.from_fd(ready_fd)
             ready = self.ready_channel.wait_ready(
                 timeout, self.machine.console_log,
-                on_sshd_ready=lambda early: self._connect_early(state.ssh_port, early, timeout))
+                on_sshd_ready=lambda early: self._connect_early(state.ssh_port, early, timeout)
+                if self._is_pinned_key(early) else None)
+            # Refused (one line naming both fingerprints) unless it is the pinned key, or the first.
+            if host_key_pin.check_or_pin(self.machine.paths.host_key_pin, self.machine.name, ready.host_key_line()):
+                log.info("pinned the guest's host key %s", host_key_pin.fingerprint(ready.host_key_line()))
             state.host_key = ready.host_key_line()
             state.guest_timings = ready.timings
             state.ready_s = time.time() - state.booted_at if state.booted_at else 0.0
@@ -79,6 +85,9 @@ class Supervisor:
             state.ssh_port = state.ssh_port or backend.ssh_port
             if not state.host_key:
                 raise RuntimeError("no pinned host key for the running machine: stop and start it again")
+            pinned = host_key_pin.read_pin(self.machine.paths.host_key_pin)
+            if pinned and not host_key_pin.same_key(pinned, state.host_key):
+                raise host_key_pin.HostKeyChanged(self.machine.name, pinned, state.host_key)
             try:
                 self.ready_channel = ReadyChannel.connect(backend.ready_channel_path)
             except Exception as err:  # noqa: BLE001 - events are optional when re-attaching
@@ -88,6 +97,16 @@ class Supervisor:
         save_state(self.machine.state_path, state)
         ssh_keys.write_known_hosts(self.machine.known_hosts, state.ssh_port, state.host_key)
         self._connect(state, timeout)
+
+    def _is_pinned_key(self, event: Any) -> bool:
+        """Whether an "sshd-ready" event announces the pinned key (or none is pinned yet);
+        if not, no early connect: "ready" then refuses the boot with both fingerprints."""
+        try:
+            announced = event.host_key_line()
+        except Exception:  # noqa: BLE001 - no usable key: "ready" reports it
+            return False
+        pinned = host_key_pin.read_pin(self.machine.paths.host_key_pin)
+        return not pinned or host_key_pin.same_key(pinned, announced)
 
     def _new_link(self, port: int, host_key: str) -> Any:
         from desktop.ssh_link import SshLink
@@ -166,6 +185,9 @@ class Supervisor:
         # Why the VM ends, where the backend learns it only by watching (QMP events).
         threading.Thread(target=self.machine.backend(self.config).watch_exit, name="vm-exit-watch",
                          daemon=True).start()
+        # `machine ssh` as a channel on this link instead of a connection of its own.
+        self._start_optional("desktop.machine.control_socket", "ControlSocket", self.machine.paths.control_socket,
+                             self.link)
         if self.config.sharefs == "sftp":
             from desktop.sftp_share import SftpShare
 
