@@ -21,6 +21,10 @@ from .layout import AGENT_ARGV, AGENT_LOG, AGENT_SOCKET, ENGINE_ROOT, RUN_DIR, S
 from .logsetup import log
 from .services import Service, cap_log, now, tcp_listening, unix_listening
 
+TYPE_CHECKING = False  # typing itself is not imported: every module costs boot time under TCG
+if TYPE_CHECKING:
+    from .clock_service import ClockService
+
 NETWORK_MODULES = ["veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat",
                    "nft_compat", "nf_nat", "nf_conntrack", "xt_MASQUERADE",
                    "xt_conntrack", "xt_addrtype", "xt_nat", "overlay"]
@@ -63,6 +67,7 @@ class Init:
         self.pending_signals: list[int] = []
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.power_button: int | None = None
+        self.clock: ClockService | None = None  # opened when ready
 
     # -- boot ---------------------------------------------------------------
     def boot(self) -> None:
@@ -145,6 +150,8 @@ class Init:
             if self.channel.fd is None:
                 self.channel = channel.Channel(channel.find_port())
             self.timings["ready_s"] = now()
+            # Before "ready": the host steps the clock through it as soon as it hears that.
+            self.clock = self._guarded("clock service", _open_clock_service, None)
             cpu = os.times()
             # CPU the Python init took from the others before ready (pid 1's
             # counters also hold the kernel's boot work, hence the difference).
@@ -219,6 +226,11 @@ class Init:
             if channel_timeout is not None:
                 timeout = min(timeout, channel_timeout)
             readers = [self.wakeup_r] + channel_readers
+            if self.clock is not None:
+                readers += self.clock.readers()
+                slew_left = self.clock.timeout()
+                if slew_left is not None:
+                    timeout = min(timeout, slew_left)
             if self.power_button is not None:
                 readers.append(self.power_button)
             try:
@@ -253,6 +265,8 @@ class Init:
                     if line == "status" and self.ready_message is not None:
                         self.channel.send(self.ready_message)
             self.channel.flush()
+            if self.clock is not None:
+                self.clock.handle(readable)
             if waiting:
                 self.check_ready()
             elif now() >= self.next_log_check:
@@ -305,6 +319,14 @@ class Init:
                         syscalls.mount("none", target, "none", syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
                     except OSError as err2:
                         log.error("%s", err2)
+
+
+def _open_clock_service() -> ClockService:
+    from .clock_service import ClockService  # socket and json are loaded by now (probes, channel)
+
+    service = ClockService()
+    service.open()
+    return service
 
 
 def _write(path: str, text: str) -> None:
