@@ -135,6 +135,8 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds `machine start` waits for the guest to be ready"),
     Setting("boot_stall", "DOCKYARD_BOOT_STALL", 60.0, _seconds,
             "seconds of guest silence after which a boot is killed and tried once more"),
+    Setting("clock_check", "DOCKYARD_CLOCK_CHECK", 30.0, _seconds,
+            "seconds between checks of the guest clock against the host's (slewed, or stepped past 0.5 s)"),
     Setting("image_cache", "DOCKYARD_IMAGE_CACHE", None, _directory,
             "where guest images are built and cached (default: `images` in the data folder)"),
     Setting("guest_image", "DOCKYARD_GUEST_IMAGE", None, _directory,
@@ -163,6 +165,7 @@ class Settings:
     accel: str | None = None
     ready_timeout: float = 180.0
     boot_stall: float = 60.0
+    clock_check: float = 30.0
     image_cache: Path | None = None
     guest_image: Path | None = None
     image_source: str = "auto"

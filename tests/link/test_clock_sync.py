@@ -1,20 +1,29 @@
-"""ClockSync: jump detection with an injected clock, commands run through a real sshd.
+"""Clock sync through a real sshd to the guest's clock service (on a simulated clock, see the support module).
 
-The test sshd runs on this machine, so really setting its clock would set
-the host's: the tests swap `date -s` for `date -d ... +%s.%N`, a real remote
-command whose output shows exactly which time would have been set.
+The measuring (NTP-style), the policy (step when far off, slew when close),
+the periodic check, suspend detection with injected host clocks, reconnects
+and `sync_now` run for real over the link; only the guest's kernel clock is
+simulated, since setting this host's clock would move it under every other
+process. tests/machine/test_vm_clock.py covers the real guest.
 """
 
 from __future__ import annotations
 
-from desktop.clock_sync import SET_CLOCK_COMMAND, ClockSync
+import pytest
+
+from desktop.clock_discipline import GuestClock, GuestClockError, correct
+from desktop.clock_sync import ClockSync, sync_now
+from desktop.ssh_link import ChannelOpenRefused
+from tests.support.simulated_guest_clock import ServedGuestClock
 from tests.support.waiting import poll
 
-PRINT_COMMAND = "date -u -d @{seconds} +%s.%N"
+# Allowance for the simulated offset moving while a test looks at it (it is exact
+# otherwise) on top of the measurement's own uncertainty (half the round trip).
+SLACK_S = 0.002
 
 
 class FakeClocks:
-    """A wall clock and a monotonic clock the test advances by hand."""
+    """The host's wall and monotonic clocks as ClockSync sees them, advanced by hand."""
 
     def __init__(self) -> None:
         self.wall = 1_700_000_000.0
@@ -25,86 +34,155 @@ class FakeClocks:
         self.wall += seconds + suspended
 
 
-def _clock_sync(link, clocks, **kw):
-    return ClockSync(link, wall_clock=lambda: clocks.wall, monotonic=lambda: clocks.mono,
-                     command_template=PRINT_COMMAND, **kw)
+@pytest.fixture
+def guest(tmp_path):
+    served = ServedGuestClock(tmp_path / "clock.sock")
+    yield served
+    served.stop()
 
 
-def test_default_command_sets_the_clock():
-    assert SET_CLOCK_COMMAND.format(seconds="12.5") == "date -u -s @12.5"
+def _clock_sync(link, guest, clocks=None, **kw):
+    if clocks is not None:
+        kw.update(wall_clock=lambda: clocks.wall, monotonic=lambda: clocks.mono)
+    return ClockSync(link, socket_path=str(guest.path), **kw)
 
 
-def test_no_jump_no_sync(link):
+def test_offset_is_measured_against_the_round_trip(link, guest):
+    guest.clock.set_offset(1.234)
+    with GuestClock(link, str(guest.path)) as clock:
+        sample = clock.measure()
+    assert sample.rtt_s > 0
+    assert abs(sample.offset_s - 1.234) <= sample.error_s + SLACK_S
+    assert sample.slewing_s == 0
+
+
+def test_far_off_clock_is_stepped(link, guest):
+    guest.clock.set_offset(-3.0)
+    with GuestClock(link, str(guest.path)) as clock:
+        done = correct(clock)
+    assert done.action == "step" and done.amount_s == pytest.approx(3.0, abs=0.01)
+    assert abs(guest.clock.offset_s) <= done.measured.error_s + SLACK_S
+    assert guest.clock.ticks_set == []  # a step leaves the tick alone
+
+
+def test_close_clock_is_slewed_until_it_is_right(link, guest):
+    guest.clock.set_offset(0.040)
+    with GuestClock(link, str(guest.path)) as clock:
+        done = correct(clock)
+        assert done.action == "slew" and done.amount_s == pytest.approx(-0.040, abs=0.003)
+        # While it runs, the guest reports what the slew has yet to take away.
+        running = clock.measure()
+        assert running.slewing_s < 0
+        assert abs(running.settled_offset_s) <= running.error_s + SLACK_S
+        assert correct(clock).action == "none"  # a running slew is not corrected again
+    assert guest.clock.ticks_set == [9500]  # 5 % slow
+    poll(lambda: guest.clock.ticks_set == [9500, 10000], what="the slew to end and the tick to be put back")
+    assert abs(guest.clock.offset_s) <= done.measured.error_s + SLACK_S
+
+
+def test_a_right_clock_is_left_alone(link, guest):
+    with GuestClock(link, str(guest.path)) as clock:
+        assert correct(clock).action == "none"
+    assert guest.clock.ticks_set == []
+
+
+def test_sync_now_steps_even_a_small_offset(link, guest):
+    guest.clock.set_offset(0.2)
+    result = sync_now(link, "restored a snapshot", socket_path=str(guest.path))
+    assert result.correction.action == "step" and result.reason == "restored a snapshot"
+    assert result.offset_s == pytest.approx(0.2, abs=result.correction.measured.error_s + SLACK_S)
+    assert abs(guest.clock.offset_s) <= result.correction.measured.error_s + SLACK_S
+
+
+def test_start_steps_the_clock_before_returning(link, guest):
+    guest.clock.set_offset(-8.5)  # what `date -s` over SSH used to leave after a boot
+    cs = _clock_sync(link, guest, check_interval_s=3600)
+    cs.start()
+    try:
+        assert cs.sync_count == 1 and cs.last_result.reason == "clock sync started"
+        assert abs(guest.clock.offset_s) <= cs.last_result.correction.measured.error_s + SLACK_S
+    finally:
+        cs.stop()
+
+
+def test_periodic_check_brings_a_drifted_clock_back(link, guest):
+    cs = _clock_sync(link, guest, check_interval_s=0.2, sync_on_start=False)
+    cs.start()
+    try:
+        guest.clock.set_offset(0.3)  # drifted (or set by hand): slewed, not stepped
+        poll(lambda: cs.last_result is not None and cs.last_result.correction.action == "slew",
+             what="a periodic check to slew")
+        poll(lambda: abs(guest.clock.offset_s) < 0.005, timeout=60, what="the slew to bring the clock back")
+        guest.clock.set_offset(-2.0)
+        poll(lambda: cs.last_result.correction.action == "step", what="a periodic check to step")
+        assert abs(guest.clock.offset_s) < 0.005 + cs.last_result.correction.measured.error_s
+        assert cs.sync_count == 0 and cs.check_count >= 2
+    finally:
+        cs.stop()
+
+
+def test_no_jump_no_sync(link, guest):
     clocks = FakeClocks()
-    cs = _clock_sync(link, clocks)
+    cs = _clock_sync(link, guest, clocks, check_interval_s=3600)
     clocks.advance(5)
     assert cs.check() is None
     clocks.advance(5, suspended=1.0)  # below the 2 s threshold: normal jitter
     assert cs.check() is None and cs.sync_count == 0
 
 
-def test_suspend_is_detected_and_guest_clock_set(link):
+def test_host_suspend_is_detected_and_the_guest_clock_stepped(link, guest):
     clocks = FakeClocks()
-    cs = _clock_sync(link, clocks)
+    cs = _clock_sync(link, guest, clocks, check_interval_s=3600)
+    guest.clock.set_offset(-3600)  # the VM was frozen while the host slept
     clocks.advance(5, suspended=3600)
     result = cs.check()
     assert result is not None and "jumped +3600.0 s" in result.reason
-    assert result.exit_status == 0
-    # The remote command received exactly the host's current wall time.
-    assert result.output.decode().strip() == f"{clocks.wall:.9f}"
+    assert result.correction.action == "step"
+    assert abs(guest.clock.offset_s) <= result.correction.measured.error_s + SLACK_S
     assert cs.check() is None  # the jump is consumed
 
 
-def test_backward_step_is_detected(link):
+def test_backward_host_step_is_detected(link, guest):
     clocks = FakeClocks()
-    cs = _clock_sync(link, clocks)
+    cs = _clock_sync(link, guest, clocks, check_interval_s=3600)
     clocks.advance(5, suspended=-30)
-    assert cs.check() is not None
+    assert cs.check() is not None and cs.sync_count == 1
 
 
-def test_failing_command_is_reported(link):
-    clocks = FakeClocks()
-    cs = ClockSync(link, wall_clock=lambda: clocks.wall, monotonic=lambda: clocks.mono,
-                   command_template="date -u -s @{seconds} --no-such-option")
-    result = cs.sync_now()
-    assert result.exit_status != 0 and b"option" in result.output
-
-
-def test_reconnect_triggers_sync_in_background(link, sshd):
-    clocks = FakeClocks()
-    cs = _clock_sync(link, clocks, check_interval_s=3600, sync_on_start=False)
+def test_reconnect_triggers_a_step_in_the_background(link, sshd, guest):
+    cs = _clock_sync(link, guest, check_interval_s=3600, sync_on_start=False)
     cs.start()
     try:
+        guest.clock.set_offset(5.0)
         old = link.transport()
         sshd.kill_sessions()
         poll(lambda: not old.is_active(), what="the transport to die")
         assert link.run("true")[0] == 0  # reconnects, which wakes the clock thread
-        poll(lambda: cs.sync_count == 1, what="a clock sync after the reconnect")
+        poll(lambda: cs.sync_count == 1, what="a clock step after the reconnect")
         assert cs.last_result.reason == "SSH link reconnected"
-        assert cs.last_result.output.decode().strip() == f"{clocks.wall:.9f}"
+        assert abs(guest.clock.offset_s) <= cs.last_result.correction.measured.error_s + SLACK_S
     finally:
         cs.stop()
 
 
-def test_background_thread_detects_a_jump(link):
-    clocks = FakeClocks()
-    cs = _clock_sync(link, clocks, check_interval_s=0.05, sync_on_start=False)
-    cs.start()
+def test_a_guest_without_the_service_is_reported_not_fatal(link, tmp_path):
+    missing = str(tmp_path / "no-clock.sock")
+    with pytest.raises(ChannelOpenRefused):
+        sync_now(link, socket_path=missing)
+    cs = ClockSync(link, socket_path=missing, check_interval_s=3600)
+    cs.start()  # logs and goes on: an older guest image has no clock service
     try:
-        clocks.advance(1, suspended=120)
-        poll(lambda: cs.sync_count >= 1, what="the periodic check to sync")
-        assert "jumped +120.0 s" in cs.last_result.reason
+        assert cs.sync_count == 0 and cs.last_result is None
     finally:
         cs.stop()
 
 
-def test_start_syncs_once(link):
-    clocks = FakeClocks()
-    cs = _clock_sync(link, clocks, check_interval_s=3600)
-    cs.start()
-    try:
-        poll(lambda: cs.sync_count == 1, what="the initial sync")
-        assert cs.last_result.reason == "clock sync started"
-        assert cs.last_result.output.decode().strip() == f"{clocks.wall:.9f}"
-    finally:
-        cs.stop()
+def test_service_refusals_are_errors_not_hangs(link, guest):
+    with GuestClock(link, str(guest.path)) as clock:
+        with pytest.raises(GuestClockError, match="unknown request"):
+            clock.request("reboot")
+        with pytest.raises(GuestClockError, match="step instead"):
+            clock.slew(60)
+        with pytest.raises(GuestClockError, match="invalid literal"):
+            clock.request("step soon")
+        assert abs(clock.measure().offset_s) < 0.1  # the session still works

@@ -3,7 +3,7 @@
 Uses the session's bare guest (the `vm` fixture, booted with the kernel
 arguments the machine manager appends), pins the host key from its ready message, and
 drives the real guest sshd and dockyard-agent through SshLink, HostSocket,
-PortForwarder and ClockSync.
+PortForwarder and the clock sync.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from desktop.clock_sync import ClockSync
+from desktop.clock_discipline import GuestClock
+from desktop.clock_sync import sync_now
 from desktop.host_socket import HostSocket
 from desktop.ssh_link import HostKeyMismatch, SshLink
 from tests.support import qemu_boot
@@ -121,12 +122,14 @@ def test_docker_cli_through_the_host_socket(link, tmp_path):
 
 
 def test_clock_sync_sets_the_guest_clock(link):
-    # Put the guest clock a day off, then let ClockSync fix it for real.
+    # Put the guest clock a day off, then let the clock sync fix it for real.
     assert link.run(f"date -u -s @{int(time.time()) - 86400}")[0] == 0
-    cs = ClockSync(link)
-    result = cs.sync_now("test")
-    assert result.exit_status == 0, result.output
-    rc, out, _ = link.run("date -u +%s.%N")
+    result = sync_now(link, "test")
+    assert result.correction.action == "step" and result.offset_s == pytest.approx(-86400, abs=5)
+    with GuestClock(link) as clock:
+        after = clock.measure()
+    assert abs(after.offset_s) <= 0.005 + after.error_s
+    rc, out, _ = link.run("date -u +%s.%N")  # and as a guest process sees it, to a command's start time
     assert rc == 0 and abs(float(out) - time.time()) < 5
 
 
