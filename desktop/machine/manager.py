@@ -134,7 +134,9 @@ class MachineManager(Machine):
             return 0
         return pid if pid_alive(pid, SUPERVISOR_MODULE) else 0
 
-    def kernel_cmdline(self, base: str, config: MachineConfig) -> str:
+    def kernel_cmdline(self, base: str, config: MachineConfig, accel: str = "") -> str:
+        from desktop.machine.guest_clock import clock_arguments
+
         sharefs = config.sharefs if config.sharefs in ("9p", "virtiofs") and config.shares else "none"
         args = [
             base.strip(),
@@ -145,7 +147,8 @@ class MachineManager(Machine):
             # %-escaped (the guest unquotes), so spaces, commas and colons survive the command line.
             args.append("dockyard.shares=" + ",".join(
                 f"{quote(s.tag, safe='')}:{quote(s.guest_path, safe='/')}" for s in config.shares))
-        args += [f"dockyard.hostloop={HOST_LOOPBACK_IN_GUEST}", f"dockyard.time={int(time.time())}"]
+        args += [f"dockyard.hostloop={HOST_LOOPBACK_IN_GUEST}", f"dockyard.time={int(time.time())}",
+                 *clock_arguments(accel)]
         line = " ".join(a for a in args if a)
         if len(line) >= KERNEL_CMDLINE_MAX:
             raise InvalidArgument(
@@ -167,7 +170,7 @@ class MachineManager(Machine):
             initrd=Path(image.initrd),
             rootfs=Path(image.rootfs),
             data_disk=self.data_disk,
-            cmdline=self.kernel_cmdline(image.cmdline, config),
+            cmdline=self.kernel_cmdline(image.cmdline, config, accel),
             ssh_port=ssh_port,
             ready_socket=backend.ready_channel_path,
             console_log=self.console_log,

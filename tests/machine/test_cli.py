@@ -57,6 +57,9 @@ def test_init_creates_key_disk_and_config(home, tmp_path):
     assert words["dockyard.hostloop"] == "10.0.2.2"
     assert int(words["dockyard.time"]) > 1_700_000_000
     assert line.startswith("console=ttyS0 quiet ")
+    # Only a TCG guest is told which clock to count time with (its TSC calibration is unreliable there).
+    assert "clocksource=" not in line and "clocksource=" not in m.kernel_cmdline("console=ttyS0", cfg, "kvm")
+    assert m.kernel_cmdline("console=ttyS0", cfg, "tcg").split()[-1] == "clocksource=acpi_pm"
 
 
 def test_status_and_rm(home, tmp_path):
