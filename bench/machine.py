@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python -m bench.machine [--boots 3] [--runs 10] [--backend libvirt|qemu] [--sharefs 9p]
                                          [--boot-only] [--only ssh]
+                                         [--boot-only] [--clock-after 300]
 
 Prints, in one run:
 * cold boot: `dockyard machine start` (VM stopped, image cached) until the first
@@ -12,6 +13,8 @@ Prints, in one run:
   `find` over 10,000 files, timed inside the guest, with ratios;
 * `dockyard machine ssh true` over the supervisor's live link vs a new SSH
   connection (bench/machine_ssh.py).
+* the guest clock's offset from the host's, read in a container `--clock-after`
+  seconds (300) after the last boot (bench/machine_clock.py).
 
 Everything but the guest image cache lives in a temporary DOCKYARD_HOME and is
 removed at the end.
@@ -164,6 +167,8 @@ def main() -> int:
                         help="measure only the cold boots (with each boot's timings), not runs or shares")
     parser.add_argument("--only", choices=["ssh"], default=None,
                         help="measure only this figure (ssh: `machine ssh true` latency) on one boot")
+    parser.add_argument("--clock-after", type=float, default=300.0, metavar="SECONDS",
+                        help="read the guest clock offset this long after the last boot (shorter for quick runs)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     # libvirtd, when needed, is started by the dockyard CLI itself (as for users).
@@ -171,6 +176,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.machine_clock import clock_offset_after_boot
     from bench.machine_ssh import measure_ssh, report_ssh
     from tests.support.dockerd import Dockerd
     from tests.support.registry import start_registry
@@ -206,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
             native_runs = time_runs(b, dockerd.host, busybox, args.runs)
             shares = measure_share(b, "/var/lib/dockyard/bench")
             ssh = measure_ssh(b, NAME, args.runs, REPO)
+            clock = clock_offset_after_boot(b.home, NAME, b.docker_host, busybox, args.clock_after)
         finally:
             if dockerd is not None:
                 dockerd.stop()
@@ -213,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
             registry.stop()
 
     import json
+
+    from bench.machine_clock import report as clock_report
 
     timings = json.loads(status).get("guest_timings", {})
     print(f"backend {args.backend}, shared folders {args.sharefs}, accelerator {json.loads(status).get('accel')}")
@@ -231,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
           f"(ratio {s['read_mb_s'] / g['read_mb_s']:.2f})")
     print(f"  find 10,000 files: {s['find_s']:.2f} vs {g['find_s']:.2f} s (ratio {s['find_s'] / g['find_s']:.2f})")
     report_ssh(ssh, p50)
+    print(clock_report(*clock))
     return 0
 
 
