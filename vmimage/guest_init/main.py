@@ -28,9 +28,13 @@ if TYPE_CHECKING:
 NETWORK_MODULES = ["veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat",
                    "nft_compat", "nf_nat", "nf_conntrack", "xt_MASQUERADE",
                    "xt_conntrack", "xt_addrtype", "xt_nat", "overlay"]
-# Clock from dockyard.time is trusted unless the RTC is already close to it (the
-# RTC then also counts the boot time the host's timestamp does not).
-CLOCK_TOLERANCE_S = 5
+# dockyard.time is when the host defined the VM, so the true time is later by
+# the firmware, kernel loading and boot, which the guest's uptime does not all
+# count (20 s on a busy host): it only moves a clock that is behind it forward.
+# (It used to set a clock more than 5 s + uptime ahead back to it, 21.5 s into
+# the past on a busy host.) An RTC over a day ahead is garbage and replaced too.
+# The host steps the clock to its own once ready (desktop/clock_sync.py).
+RTC_AHEAD_LIMIT_S = 86400
 SHUTDOWN_GRACE_S = 10.0
 # Readiness poll period: each round costs the guest CPU the agent needs to start.
 POLL_S = float(os.environ.get("DOCKYARD_POLL_S", "0.02"))
@@ -39,11 +43,11 @@ LOG_CHECK_S = 60.0
 
 
 def set_clock(opts: BootOptions) -> None:
-    """Set the wall clock from dockyard.time when the RTC disagrees."""
+    """Set the wall clock from dockyard.time when the RTC is behind it (or absurdly ahead)."""
     if opts.time is None:
         return
     current = time.time()
-    if current < opts.time or current > opts.time + CLOCK_TOLERANCE_S + now():
+    if current < opts.time or current > opts.time + RTC_AHEAD_LIMIT_S:
         time.clock_settime(time.CLOCK_REALTIME, float(opts.time))
         log.info("clock set from dockyard.time (was %d, now %d)", current, opts.time)
 
