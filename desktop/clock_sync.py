@@ -100,14 +100,16 @@ class ClockSync:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Step the guest clock now (the agent just became ready), then keep it right in a thread."""
+        """Keep the guest clock right in a thread, which first steps it (the agent just became ready)."""
         self._stop.clear()
         self._last_sample = (self._wall(), self._mono())
         self._next_check = self._mono() + self.check_interval_s
         self.link.add_reconnect_listener(self._on_reconnect)
         if self.sync_on_start:
-            # In this thread: the machine is reported up only with its clock right.
-            self._attempt("clock sync started")
+            # In the thread, not here: `machine start` does not wait for it (up to a second
+            # while the guest is busy booting), and it is done long before a first container starts.
+            self._pending_reason = "clock sync started"
+            self._wake.set()
         self._thread = threading.Thread(target=self._loop, name="clock-sync", daemon=True)
         self._thread.start()
 
