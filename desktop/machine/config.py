@@ -177,6 +177,7 @@ class MachineState:
     booted_at: float = 0.0
     ready_s: float = 0.0
     guest_timings: dict[str, float] = field(default_factory=dict)
+    start_kind: str = ""  # "cold" (booted) or "restore" (resumed from a saved state)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

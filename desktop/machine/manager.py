@@ -222,8 +222,11 @@ class MachineManager(Machine):
             self._stop_supervisor(poweroff=False)
             self._spawn_supervisor(ready_fd=None, timeout=timeout, config=config)
         else:
+            from desktop.machine import instant_start
+
             config = self._config_with_settings(config)
-            self._boot(config, backend, timeout)
+            if not instant_start.resume(self, config, backend, timeout):
+                self._boot(config, backend, timeout)
         reason = ping(self.host_socket, timeout=30)
         if reason is not None:
             raise RuntimeFailure(f"the engine does not answer through {self.host_socket}: {reason}")
@@ -271,7 +274,8 @@ class MachineManager(Machine):
             self.console_log.unlink(missing_ok=True)
             save_state(self.state_path, MachineState(ssh_port=port, accel=accel,
                                                      image_hash=getattr(image, "recipe_hash", ""),
-                                                     booted_at=time.time(), host_socket=str(self.host_socket)))
+                                                     booted_at=time.time(), host_socket=str(self.host_socket),
+                                                     start_kind="cold"))
             try:
                 backend.start()
                 self._stage(BootStage.VM_BOOTING)
@@ -294,12 +298,15 @@ class MachineManager(Machine):
             backend.force_stop()
             raise
 
-    def _spawn_supervisor(self, ready_fd: int | None, timeout: float, config: MachineConfig) -> None:
+    def _spawn_supervisor(self, ready_fd: int | None, timeout: float, config: MachineConfig,
+                          go_fd: int | None = None) -> None:
+        """Start the supervisor and wait for its report; `go_fd`: a resume's (see instant_start)."""
         argv = [sys.executable, "-m", SUPERVISOR_MODULE, "--name", self.name, "--timeout", str(timeout)]
-        pass_fds: tuple[int, ...] = ()
+        pass_fds: tuple[int, ...] = (go_fd,) if go_fd is not None else ()
+        argv += ["--restored", "--go-fd", str(go_fd)] if go_fd is not None else []
         if ready_fd is not None:
             argv += ["--ready-fd", str(ready_fd)]
-            pass_fds = (ready_fd,)
+            pass_fds += (ready_fd,)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         home = settings.home()
@@ -360,21 +367,26 @@ class MachineManager(Machine):
         except Exception as err:  # noqa: BLE001 - best effort, the forced stop follows
             log.info("graceful power-off over SSH failed (%s): forcing", err)
 
-    def stop(self, graceful_timeout: float = GRACEFUL_STOP_S) -> bool:
-        """Power the guest off over SSH, then force it after `graceful_timeout`.
+    def stop(self, graceful_timeout: float = GRACEFUL_STOP_S, cold: bool | None = None) -> bool:
+        """Save the running guest for an instant next start (desktop.machine.instant_start), or with
+        `cold` (default: the save_on_stop setting off) power it off over SSH, forced after `graceful_timeout`.
 
         Returns False when the machine was not running.
         """
         with self.lifecycle_lock():
-            return self._stop(graceful_timeout)
+            return self._stop(graceful_timeout, not settings.load().save_on_stop if cold is None else cold)
 
-    def _stop(self, graceful_timeout: float) -> bool:
+    def _stop(self, graceful_timeout: float, cold: bool = True) -> bool:
         config = self.config()
         backend = self.backend(config)
         running = backend.state() in (VmState.RUNNING, VmState.PAUSED)
         if not running:
             self._stop_supervisor(poweroff=False)
             return False
+        from desktop.machine import instant_start
+
+        if not cold and backend.state() is VmState.RUNNING and instant_start.save(self, backend, config):
+            return True
         if self.supervisor_pid():
             self._stop_supervisor(poweroff=True)
         else:
@@ -418,6 +430,7 @@ class MachineManager(Machine):
                 accel=state.accel,
                 supervisor_pid=sup,
                 boot_to_ready_s=round(state.ready_s, 2),
+                start_kind=state.start_kind or "cold",
                 guest_timings=state.guest_timings,
             )
         return info

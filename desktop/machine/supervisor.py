@@ -14,6 +14,14 @@ as one line on stdout, then runs until:
 * SIGTERM/SIGINT: stop the host-side services and exit (the VM keeps running);
 * SIGUSR1: power the guest off over SSH first, then exit;
 * the VM closes its ready channel (it stopped): exit.
+
+With --restored the VM is being resumed from a saved state (instant_start):
+the manager starts this process while QEMU loads the state and writes one
+byte on --go-fd once the guest runs (EOF: the state did not load). An SSH
+connection made earlier would wait in QEMU's user-net, whose SYN to a paused
+guest can be lost and retried seconds later. No ready line comes; the pinned
+key is used as when re-attaching, and the guest clock is stepped while the
+link's other services start.
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ log = logging.getLogger("dockyard.supervisor")
 class Supervisor:
     """Owns the host-side services of one running machine."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, restored: bool = False) -> None:
         self.machine = machine
+        self.restored = restored
         self.config = machine.config()
         self.link: Any = None
         self.services: list[Any] = []
@@ -58,12 +67,17 @@ class Supervisor:
         else:
             backend.remove_hostfwd(proto, host_port)
 
-    def boot(self, ready_fd: int | None, timeout: float) -> None:
-        state = self.machine.state()
+    def boot(self, ready_fd: int | None, timeout: float, go_fd: int | None = None) -> None:
         # paramiko & co. take ~0.1 s to import: do it while the guest boots, not
         # once it is ready.
         import desktop.host_socket  # noqa: F401 - imported for the time it takes, see above
         import desktop.ssh_link  # noqa: F401 - imported for the time it takes, see above
+
+        if go_fd is not None:
+            with os.fdopen(go_fd, "rb") as go:
+                if not go.read(1):
+                    raise RuntimeError("the saved state did not load")
+        state = self.machine.state()
 
         if ready_fd is not None:
             self.ready_channel = ReadyChannel.from_fd(ready_fd)
@@ -146,6 +160,13 @@ class Supervisor:
             self.link = self._new_link(state.ssh_port, state.host_key)
             self.link.connect(timeout=min(timeout, 30))
         _report_stage(BootStage.SSH_UP)
+        clock_step = None
+        if self.restored:
+            from desktop.clock_sync import step_after_restore
+
+            # A guest process (~0.2 s under TCG): run it alongside the ping and the services.
+            clock_step = threading.Thread(target=step_after_restore, args=(self.link,), name="clock-step", daemon=True)
+            clock_step.start()
         status, _headers, body = self.link.request("GET", "/_ping", timeout=30)
         if status != 200:
             raise RuntimeError(f"the guest engine answered _ping with {status}: {body[:200]!r}")
@@ -157,7 +178,7 @@ class Supervisor:
         host_socket.start()
         self.services.append(host_socket)
         self._start_optional("desktop.port_forward", "PortForwarder", self.link, udp_forward=self._udp_forward)
-        self._start_optional("desktop.clock_sync", "ClockSync", self.link)
+        self._start_optional("desktop.clock_sync", "ClockSync", self.link, sync_on_start=not self.restored)
         if self.config.sharefs == "sftp":
             from desktop.sftp_share import SftpShare
 
@@ -165,6 +186,8 @@ class Supervisor:
                 svc = SftpShare(self.link, Path(share.host_path), share.guest_path)
                 svc.start()
                 self.services.append(svc)
+        if clock_step is not None:
+            clock_step.join(30)
 
     def _start_optional(self, module: str, cls: str, *args: Any, **kwargs: Any) -> None:
         import importlib
@@ -229,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--restored", action="store_true", help="the VM was resumed from a saved state")
+    parser.add_argument("--go-fd", type=int, help="wait for one byte on this fd before dialling the guest")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s supervisor[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
@@ -238,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = Machine(args.name)
     machine.supervisor_pidfile.write_text(f"{os.getpid()}\n")
-    supervisor = Supervisor(machine)
+    supervisor = Supervisor(machine, restored=args.restored)
     try:
-        supervisor.boot(args.ready_fd, args.timeout)
+        supervisor.boot(args.ready_fd, args.timeout, args.go_fd)
     except Exception as err:  # noqa: BLE001 - reported to the CLI as one line
         log.exception("start failed")
         supervisor.shutdown()
