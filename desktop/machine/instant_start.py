@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -57,11 +58,12 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 def save(manager: MachineManager, backend: Backend, config: MachineConfig) -> bool:
     """Save the running machine; False (reason logged, VM still running) when it cannot be saved.
 
-    The supervisor goes first, so the guest sees the SSH link closed cleanly
-    rather than frozen mid-request.
+    The supervisor goes first, after a `sync` in the guest (see its SIGUSR2), so the
+    guest sees the SSH link closed cleanly rather than frozen mid-request.
     """
     state = manager.state()
-    manager._stop_supervisor(poweroff=False)
+    # SIGUSR2: POSIX only, as is saving (QEMU's exec: migration).
+    manager._stop_supervisor(poweroff=False, deadline_s=70, sig=getattr(signal, "SIGUSR2", signal.SIGTERM))
     t0 = time.monotonic()
     try:
         facts = backend.save_state()

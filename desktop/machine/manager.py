@@ -339,10 +339,10 @@ class MachineManager(Machine):
         )
 
     # -- stop -------------------------------------------------------------
-    def _stop_supervisor(self, poweroff: bool, deadline_s: float = 15.0) -> None:
+    def _stop_supervisor(self, poweroff: bool, deadline_s: float = 15.0, sig: int | None = None) -> None:
         pid = self.supervisor_pid()
         if pid:
-            os.kill(pid, signal.SIGUSR1 if poweroff else signal.SIGTERM)
+            os.kill(pid, sig or (signal.SIGUSR1 if poweroff else signal.SIGTERM))
             if not wait_until(lambda: not pid_alive(pid, SUPERVISOR_MODULE), deadline_s):
                 log.warning("supervisor %d did not exit in %.0f s: killing it", pid, deadline_s)
                 os.kill(pid, signal.SIGKILL)

@@ -13,6 +13,10 @@ as one line on stdout, then runs until:
 
 * SIGTERM/SIGINT: stop the host-side services and exit (the VM keeps running);
 * SIGUSR1: power the guest off over SSH first, then exit;
+* SIGUSR2: flush the guest's page cache to its disks (`sync`), then exit: the
+  machine is about to be saved, and should the saved state be thrown away
+  later (settings changed, it does not load), the disk alone must hold
+  everything written until then;
 * the VM closes its ready channel (it stopped): exit.
 
 With --restored the VM is being resumed from a saved state (instant_start):
@@ -232,6 +236,16 @@ class Supervisor:
         except Exception as err:  # noqa: BLE001 - the manager forces the VM off next
             log.warning("guest power-off over SSH failed: %s", err)
 
+    def sync_guest(self) -> None:
+        if self.link is None:
+            return
+        try:
+            code, _out, err = self.link.run("sync", timeout=60)
+            if code != 0:
+                log.warning("sync in the guest exited %d: %s", code, err[:200])
+        except Exception as err:  # noqa: BLE001 - the save goes on; only a later cold boot could lose data
+            log.warning("sync in the guest failed: %s", err)
+
     def shutdown(self) -> None:
         for svc in reversed(self.services):
             try:
@@ -258,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s supervisor[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
     # Block the control signals in every thread; the main thread takes them with sigwait.
-    control = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP}
+    control = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, control)
 
     machine = Machine(args.name)
@@ -283,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("signal %s: shutting down", signal.Signals(sig).name)
     if sig == signal.SIGUSR1:
         supervisor.poweroff()
+    elif sig == signal.SIGUSR2:
+        supervisor.sync_guest()
     supervisor.shutdown()
     try:
         if int(machine.supervisor_pidfile.read_text().strip() or 0) == os.getpid():
