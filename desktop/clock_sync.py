@@ -128,13 +128,3 @@ class ClockSync:
             if self._stop.is_set():
                 return
             self.check()
-
-
-def step_after_restore(link: SshLink) -> ClockSyncResult | None:
-    """Step the guest clock to the host's now at once: a resumed guest's clock stood still
-    for as long as the machine was saved. None (logged) when the link fails."""
-    try:
-        return ClockSync(link, sync_on_start=False).sync_now("resumed from a saved state")
-    except LinkError as exc:
-        log.warning("could not set the guest clock after a resume: %s", exc)
-        return None

@@ -24,8 +24,10 @@ the manager starts this process while QEMU loads the state and writes one
 byte on --go-fd once the guest runs (EOF: the state did not load). An SSH
 connection made earlier would wait in QEMU's user-net, whose SYN to a paused
 guest can be lost and retried seconds later. No ready line comes; the pinned
-key is used as when re-attaching, and the guest clock is stepped while the
-link's other services start.
+key is used as when re-attaching. The guest clock, which stood still while
+the machine was saved, is stepped first, by the guest init on a "set-time"
+line on the ready channel (no guest process to start), while the SSH link
+connects.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class Supervisor:
         # The link being connected in the background after "sshd-ready", and its thread.
         self._early_link: Any = None
         self._early_thread: threading.Thread | None = None
+        # A resume's clock step on the ready channel: its thread and its outcome.
+        self._clock_step: tuple[threading.Thread, list[bool]] | None = None
 
     def _udp_forward(self, proto: str, host_port: int, guest_port: int, add: bool) -> None:
         backend = self.machine.backend(self.config)
@@ -101,6 +105,9 @@ class Supervisor:
                 self.ready_channel = ReadyChannel.connect(backend.ready_channel_path)
             except Exception as err:  # noqa: BLE001 - events are optional when re-attaching
                 log.info("ready channel not available for events: %s", err)
+            else:
+                if self.restored:
+                    self._step_clock(min(timeout, 30))
         state.supervisor_pid = os.getpid()
         state.host_socket = str(self.machine.host_socket)
         save_state(self.machine.state_path, state)
@@ -164,16 +171,10 @@ class Supervisor:
             self.link = self._new_link(state.ssh_port, state.host_key)
             self.link.connect(timeout=min(timeout, 30))
         _report_stage(BootStage.SSH_UP)
-        clock_step = None
-        if self.restored:
-            from desktop.clock_sync import step_after_restore
-
-            # A guest process (~0.2 s under TCG): run it alongside the ping and the services.
-            clock_step = threading.Thread(target=step_after_restore, args=(self.link,), name="clock-step", daemon=True)
-            clock_step.start()
         status, _headers, body = self.link.request("GET", "/_ping", timeout=30)
         if status != 200:
             raise RuntimeError(f"the guest engine answered _ping with {status}: {body[:200]!r}")
+        clock_stepped = self._clock_stepped()
         # Now the agent runs: make sshd drop Nagle on this connection (and on
         # every reconnect), off the start path.
         self.link.server_nodelay = True
@@ -182,7 +183,8 @@ class Supervisor:
         host_socket.start()
         self.services.append(host_socket)
         self._start_optional("desktop.port_forward", "PortForwarder", self.link, udp_forward=self._udp_forward)
-        self._start_optional("desktop.clock_sync", "ClockSync", self.link, sync_on_start=not self.restored)
+        # After a resume the guest init stepped the clock already (else: over SSH, as on a re-attach).
+        self._start_optional("desktop.clock_sync", "ClockSync", self.link, sync_on_start=not clock_stepped)
         if self.config.sharefs == "sftp":
             from desktop.sftp_share import SftpShare
 
@@ -190,8 +192,23 @@ class Supervisor:
                 svc = SftpShare(self.link, Path(share.host_path), share.guest_path)
                 svc.start()
                 self.services.append(svc)
-        if clock_step is not None:
-            clock_step.join(30)
+
+    def _step_clock(self, timeout: float) -> None:
+        """In a thread: step the resumed guest's clock through the ready channel (see the docstring)."""
+        outcome: list[bool] = []
+        channel = self.ready_channel
+        thread = threading.Thread(target=lambda: outcome.append(channel.step_guest_clock(timeout)),
+                                  name="clock-step", daemon=True)
+        thread.start()
+        self._clock_step = (thread, outcome)
+
+    def _clock_stepped(self) -> bool:
+        """Wait for the resume's clock step; False when there was none or it failed."""
+        if self._clock_step is None:
+            return False
+        thread, outcome = self._clock_step
+        thread.join(30)
+        return bool(outcome and outcome[0])
 
     def _start_optional(self, module: str, cls: str, *args: Any, **kwargs: Any) -> None:
         import importlib
