@@ -1,11 +1,14 @@
 """Benchmark of the Dockyard machine: boot, `docker run` through the VM, shared-folder I/O.
 
-Usage: .venv/bin/python -m bench.machine [--boots 3] [--runs 10] [--backend libvirt|qemu] [--sharefs 9p]
-                                         [--boot-only]
+Usage: .venv/bin/python -m bench.machine [--boots 3] [--runs 10] [--restores 3] [--backend libvirt|qemu]
+                                         [--sharefs 9p] [--boot-only | --only snapshot]
 
 Prints, in one run:
-* cold boot: `dockyard machine start` (VM stopped, image cached) until the first
-  successful `docker version` through the host socket;
+* cold boot: `dockyard machine start` (VM stopped with --cold, image cached)
+  until the first successful `docker version` through the host socket;
+* restore-start and the saved state's size against the guest's used memory
+  (bench/machine_snapshot.py; the shares are none here: QEMU does not save a
+  machine with a mounted 9p or virtiofs share);
 * `docker run --rm busybox true` through the VM vs a native Debian dockerd
   started by this script (busybox from the test registry of tests/support);
 * shared folder vs the guest's own disk: sequential write/read of 200 MiB and a
@@ -43,6 +46,7 @@ class Bench:
         self.env = dict(os.environ, DOCKYARD_HOME=str(home), DOCKYARD_IMAGE_CACHE=str(image_cache_dir()))
         self.env.pop("DOCKER_HOST", None)
         self.docker_host = f"unix://{home / 'run' / NAME / 'docker.sock'}"
+        self.backend = "libvirt"
 
     def dockyard(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "desktop.cli", "machine", *args]
@@ -77,7 +81,7 @@ def measure_boot(b: Bench, boots: int, verbose: bool = False) -> list[float]:
 
     times = []
     for i in range(boots):
-        b.dockyard("stop", "--name", NAME)
+        b.dockyard("stop", "--cold", "--name", NAME)
         t0 = time.perf_counter()
         b.dockyard("start", "--name", NAME)
         t_start = time.perf_counter() - t0
@@ -158,8 +162,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--backend", default="libvirt", choices=["libvirt", "qemu"])
     parser.add_argument("--sharefs", default="9p", choices=["9p", "virtiofs"])
+    parser.add_argument("--restores", type=int, default=3)
     parser.add_argument("--boot-only", action="store_true",
                         help="measure only the cold boots (with each boot's timings), not runs or shares")
+    parser.add_argument("--only", choices=["snapshot"], default=None,
+                        help="snapshot: only the restore-start time and the saved state's size")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     # libvirtd, when needed, is started by the dockyard CLI itself (as for users).
@@ -176,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         share = base / "share"
         share.mkdir()
         b = Bench(base / "home", share)
+        b.backend = args.backend
         registry = start_registry(base / "registry")
         dockerd = None
         try:
@@ -184,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
             b.dockyard("init", "--name", NAME, "--cpus", "2", "--memory", "1536M", "--disk", "8G",
                        "--mount", str(share), "--backend", args.backend, "--sharefs", args.sharefs)
             b.dockyard("start", "--name", NAME)  # first start may build the image: not measured
+            if args.only == "snapshot":
+                return run_snapshot(b, busybox, args.restores, base)
             boots = measure_boot(b, args.boots, verbose=args.boot_only)
             status = b.dockyard("status", "--name", NAME, "--json").stdout
             if args.boot_only:
@@ -196,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
             dockerd = Dockerd(base / "dockerd")
             native_runs = time_runs(b, dockerd.host, busybox, args.runs)
             shares = measure_share(b, "/var/lib/dockyard/bench")
+            b.dockyard("rm", "-f", "--name", NAME)
+            restores = snapshot_figures(b, busybox, args.restores, base)
         finally:
             if dockerd is not None:
                 dockerd.stop()
@@ -220,6 +232,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"  sequential read  : {s['read_mb_s']:.0f} vs {g['read_mb_s']:.0f} MB/s "
           f"(ratio {s['read_mb_s'] / g['read_mb_s']:.2f})")
     print(f"  find 10,000 files: {s['find_s']:.2f} vs {g['find_s']:.2f} s (ratio {s['find_s'] / g['find_s']:.2f})")
+    from bench.machine_snapshot import report
+
+    report(restores)
+    return 0
+
+
+def snapshot_figures(b: Bench, image: str, restores: int, base: Path) -> dict:
+    """A machine without shared folders (a mounted 9p/virtiofs share blocks QEMU's save), stopped and resumed."""
+    from bench.machine_snapshot import measure_restore
+
+    b.dockyard("init", "--name", NAME, "--cpus", "2", "--memory", "1536M", "--disk", "8G", "--no-mount",
+               "--sharefs", "none", "--backend", b.backend)
+    b.dockyard("start", "--name", NAME)
+    ensure_guest_can_pull(b, image)
+    return measure_restore(b, NAME, restores, image)
+
+
+def run_snapshot(b: Bench, image: str, restores: int, base: Path) -> int:
+    from bench.machine_snapshot import report
+
+    b.dockyard("rm", "-f", "--name", NAME)
+    report(snapshot_figures(b, image, restores, base))
     return 0
 
 
