@@ -1,18 +1,20 @@
 """Benchmark of the Dockyard machine: boot, `docker run` through the VM, shared-folder I/O.
 
-Usage: .venv/bin/python -m bench.machine [--boots 3] [--runs 10] [--backend libvirt|qemu] [--sharefs 9p]
-                                         [--boot-only] [--only ssh]
-                                         [--boot-only] [--clock-after 300]
+Usage: .venv/bin/python -m bench.machine [--boots 3] [--runs 10] [--restores 3] [--backend libvirt|qemu]
+                                         [--sharefs 9p] [--clock-after 300] [--boot-only | --only ssh|snapshot]
 
 Prints, in one run:
-* cold boot: `dockyard machine start` (VM stopped, image cached) until the first
-  successful `docker version` through the host socket;
+* cold boot: `dockyard machine start` (VM stopped with --cold, image cached)
+  until the first successful `docker version` through the host socket;
+* restore-start and the saved state's size against the guest's used memory
+  (bench/machine_snapshot.py; the shares are none here: QEMU does not save a
+  machine with a mounted 9p or virtiofs share);
 * `docker run --rm busybox true` through the VM vs a native Debian dockerd
   started by this script (busybox from the test registry of tests/support);
 * shared folder vs the guest's own disk: sequential write/read of 200 MiB and a
   `find` over 10,000 files, timed inside the guest, with ratios;
 * `dockyard machine ssh true` over the supervisor's live link vs a new SSH
-  connection (bench/machine_ssh.py).
+  connection (bench/machine_ssh.py);
 * the guest clock's offset from the host's, read in a container `--clock-after`
   seconds (300) after the last boot (bench/machine_clock.py).
 
@@ -48,6 +50,7 @@ class Bench:
         self.env = dict(os.environ, DOCKYARD_HOME=str(home), DOCKYARD_IMAGE_CACHE=str(image_cache_dir()))
         self.env.pop("DOCKER_HOST", None)
         self.docker_host = f"unix://{home / 'run' / NAME / 'docker.sock'}"
+        self.backend = "libvirt"
 
     def dockyard(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "desktop.cli", "machine", *args]
@@ -82,7 +85,7 @@ def measure_boot(b: Bench, boots: int, verbose: bool = False) -> list[float]:
 
     times = []
     for i in range(boots):
-        b.dockyard("stop", "--name", NAME)
+        b.dockyard("stop", "--cold", "--name", NAME)
         t0 = time.perf_counter()
         b.dockyard("start", "--name", NAME)
         t_start = time.perf_counter() - t0
@@ -163,10 +166,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--backend", default="libvirt", choices=["libvirt", "qemu"])
     parser.add_argument("--sharefs", default="9p", choices=["9p", "virtiofs"])
+    parser.add_argument("--restores", type=int, default=3)
     parser.add_argument("--boot-only", action="store_true",
                         help="measure only the cold boots (with each boot's timings), not runs or shares")
-    parser.add_argument("--only", choices=["ssh"], default=None,
-                        help="measure only this figure (ssh: `machine ssh true` latency) on one boot")
+    parser.add_argument("--only", choices=["ssh", "snapshot"], default=None,
+                        help="measure only this figure (ssh: `machine ssh true` latency; snapshot: the "
+                             "restore-start time and the saved state's size)")
     parser.add_argument("--clock-after", type=float, default=300.0, metavar="SECONDS",
                         help="read the guest clock offset this long after the last boot (shorter for quick runs)")
     args = parser.parse_args()
@@ -187,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         share = base / "share"
         share.mkdir()
         b = Bench(base / "home", share)
+        b.backend = args.backend
         registry = start_registry(base / "registry")
         dockerd = None
         try:
@@ -199,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
                 ssh = measure_ssh(b, NAME, args.runs, REPO)
                 report_ssh(ssh, p50)
                 return 0
+            if args.only == "snapshot":
+                return run_snapshot(b, busybox, args.restores, base)
             boots = measure_boot(b, args.boots, verbose=args.boot_only)
             status = b.dockyard("status", "--name", NAME, "--json").stdout
             if args.boot_only:
@@ -213,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
             shares = measure_share(b, "/var/lib/dockyard/bench")
             ssh = measure_ssh(b, NAME, args.runs, REPO)
             clock = clock_offset_after_boot(b.home, NAME, b.docker_host, busybox, args.clock_after)
+            b.dockyard("rm", "-f", "--name", NAME)
+            restores = snapshot_figures(b, busybox, args.restores, base)
         finally:
             if dockerd is not None:
                 dockerd.stop()
@@ -241,6 +251,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"  find 10,000 files: {s['find_s']:.2f} vs {g['find_s']:.2f} s (ratio {s['find_s'] / g['find_s']:.2f})")
     report_ssh(ssh, p50)
     print(clock_report(*clock))
+    from bench.machine_snapshot import report
+
+    report(restores)
+    return 0
+
+
+def snapshot_figures(b: Bench, image: str, restores: int, base: Path) -> dict:
+    """A machine without shared folders (a mounted 9p/virtiofs share blocks QEMU's save), stopped and resumed."""
+    from bench.machine_snapshot import measure_restore
+
+    b.dockyard("init", "--name", NAME, "--cpus", "2", "--memory", "1536M", "--disk", "8G", "--no-mount",
+               "--sharefs", "none", "--backend", b.backend)
+    b.dockyard("start", "--name", NAME)
+    ensure_guest_can_pull(b, image)
+    return measure_restore(b, NAME, restores, image)
+
+
+def run_snapshot(b: Bench, image: str, restores: int, base: Path) -> int:
+    from bench.machine_snapshot import report
+
+    b.dockyard("rm", "-f", "--name", NAME)
+    report(snapshot_figures(b, image, restores, base))
     return 0
 
 

@@ -52,7 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
     start = named("start", "boot the machine; prints the DOCKER_HOST to use")
     start.add_argument("--timeout", type=float, default=None,
                        help="seconds to wait for the guest (default: the ready_timeout setting)")
-    named("stop", "power the machine off (gracefully, then forced)")
+    stop = named("stop", "save the running machine for an instant next start (or power it off, see --cold)")
+    stop.add_argument("--cold", action="store_true", default=None,
+                      help="power the guest off instead of saving it (default: the save_on_stop setting)")
     restart = named("restart", "stop then start")
     restart.add_argument("--timeout", type=float, default=None)
     status = named("status", "show the machine state")
@@ -192,14 +194,17 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     from desktop.machine.manager import MachineManager
 
-    if MachineManager(args.name).stop():
-        print(f"machine {args.name!r} stopped", file=sys.stderr)
+    manager = MachineManager(args.name)
+    if manager.stop(cold=getattr(args, "cold", None)):
+        saved = manager.backend().has_saved_state()
+        print(f"machine {args.name!r} {'saved' if saved else 'stopped'}", file=sys.stderr)
     else:
         print(f"machine {args.name!r} is not running", file=sys.stderr)
     return 0
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
+    args.cold = True  # a restart is asked for a fresh guest, not the saved one
     cmd_stop(args)
     return cmd_start(args)
 

@@ -157,6 +157,16 @@ class MachinePaths:
         return self.data_dir / "state.json"
 
     @property
+    def saved_state(self) -> Path:
+        """The direct-QEMU backend's saved machine (a QEMU migration stream, compressed)."""
+        return self.data_dir / "saved-state.bin"
+
+    @property
+    def saved_state_info(self) -> Path:
+        """What the saved machine was saved with (image, settings) and its sizes."""
+        return self.data_dir / "saved-state.json"
+
+    @property
     def known_hosts(self) -> Path:
         return self.data_dir / "known_hosts"
 

@@ -73,6 +73,18 @@ def _cpus(value: object) -> int:
     return cpus
 
 
+def _boolean(value: object) -> bool:
+    """true/false in the file; 1/0, true/false, yes/no, on/off in the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else ""
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
 def _size(minimum_mib: int) -> Callable[[object], int]:
     """A size such as "4G", "1536M" or a number of MiB, as MiB."""
     def parse(value: object) -> int:
@@ -154,6 +166,8 @@ SETTINGS: tuple[Setting, ...] = (
             "host folders shared at the same path in the machine, applied at its next start"),
     Setting("hot_reload_off", "DOCKYARD_HOT_RELOAD_OFF", (), _folders,
             "shared folders whose host changes are not forwarded to file watchers in the machine (hot reload)"),
+    Setting("save_on_stop", "DOCKYARD_SAVE_ON_STOP", True, _boolean,
+            "`machine stop` saves the running machine and the next start resumes it (false: shut it down)"),
 )
 
 
@@ -174,6 +188,7 @@ class Settings:
     disk: int | None = None
     shared_folders: tuple[str, ...] | None = None
     hot_reload_off: tuple[str, ...] = ()
+    save_on_stop: bool = True
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def source(self, key: str) -> str:

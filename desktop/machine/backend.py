@@ -11,6 +11,9 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from runtime.errors import RuntimeFailure
 
 READY_CHANNEL_NAME = "org.dockyard.guest.0"
 # QEMU user-mode networking: the guest reaches the host's loopback here.
@@ -27,6 +30,10 @@ QBOOT_PATHS = (Path("/usr/share/qemu/qboot.rom"), Path("/usr/share/qemu-kvm/qboo
 def minimal_firmware() -> Path | None:
     """QEMU's qboot ROM when installed (Debian's qemu-system-data has it), else None: SeaBIOS."""
     return next((p for p in QBOOT_PATHS if p.is_file()), None)
+
+
+class SaveRefused(RuntimeFailure):
+    """This VM cannot be saved (e.g. QEMU blocks migration while a 9p share is mounted); it keeps running."""
 
 
 class VmState(enum.StrEnum):
@@ -150,6 +157,26 @@ class Backend(ABC):
     def exit_reason(self) -> str | None:
         """Why a VM that was running has stopped, as far as the backend can know (None: it cannot)."""
         return None
+    # -- saved state (instant start; see desktop.machine.instant_start) ------
+    def save_state(self) -> dict[str, Any]:
+        """Save the running guest to disk and end the VM; returns facts for the record (sizes).
+
+        Raises SaveRefused, with the VM still running, when it cannot be saved.
+        """
+        raise SaveRefused(f"the {self.name} backend cannot save a running machine")
+
+    def has_saved_state(self) -> bool:
+        return False
+
+    def discard_saved_state(self) -> None:  # noqa: B027 - optional hook, nothing saved by default
+        """Delete the saved guest, if any."""
+
+    def begin_restore(self, spec: LaunchSpec) -> None:
+        """Start the VM from its saved state (as `spec` says, e.g. a new SSH port); it may still be loading."""
+        raise SaveRefused(f"the {self.name} backend cannot restore a saved machine")
+
+    def finish_restore(self, timeout: float) -> None:  # noqa: B027 - optional hook: begin_restore may do it all
+        """Block until the restored guest runs; RuntimeFailure (VM stopped) when the state would not load."""
 
     def add_hostfwd(self, proto: str, host_port: int, guest_port: int) -> None:
         """Forward host 127.0.0.1:host_port to the guest (user-net hostfwd_add)."""
@@ -162,8 +189,6 @@ class Backend(ABC):
 
 
 def _check_hmp(output: str, what: str) -> None:
-    from runtime.errors import RuntimeFailure
-
     text = output.strip()
     if text and any(word in text.lower() for word in ("invalid", "could not", "error", "not found")):
         raise RuntimeFailure(f"{what} failed: {text}")

@@ -179,6 +179,7 @@ class MachineState:
     # When `machine stop` (or a failed start) ended it; 0 while it runs, or after a crash.
     stopped_at: float = 0.0
     guest_timings: dict[str, float] = field(default_factory=dict)
+    start_kind: str = ""  # "cold" (booted) or "restore" (resumed from a saved state)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -96,4 +96,4 @@ class Machine:
                                   owner_home=str(self.paths.home))
         from desktop.machine.qemu_backend import QemuBackend
 
-        return QemuBackend(self.domain_name, self.run_dir, self.console_log)
+        return QemuBackend(self.domain_name, self.run_dir, self.console_log, saved_state=self.paths.saved_state)

@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from desktop.machine.backend import NETDEV_ID, READY_CHANNEL_NAME, Backend, LaunchSpec, VmState
+from desktop.machine.backend import NETDEV_ID, READY_CHANNEL_NAME, Backend, LaunchSpec, SaveRefused, VmState
 from desktop.machine.processes import wait_until
 from runtime.errors import Conflict, NotFound, RuntimeFailure
 
@@ -397,9 +397,52 @@ class LibvirtBackend(Backend):
         if self.state() in (VmState.RUNNING, VmState.PAUSED):
             raise Conflict(f"domain {self.domain_name} is running")
         try:
-            dom.undefine()
+            # A managed save (see save_state) would make a plain undefine fail.
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         except libvirt.libvirtError as err:
             raise RuntimeFailure(f"cannot undefine {self.domain_name}: {err.get_error_message()}") from err
+
+    # -- saved state: libvirt's managed save (restored by the next create()) --
+    def save_state(self) -> dict[str, Any]:
+        import libvirt
+
+        try:
+            self._domain().managedSave(0)
+        except libvirt.libvirtError as err:
+            raise SaveRefused(err.get_error_message()) from err
+        return {"compression": "libvirt save_image_format"}
+
+    def has_saved_state(self) -> bool:
+        import libvirt
+
+        try:
+            return bool(self._domain().hasManagedSaveImage(0))
+        except (NotFound, libvirt.libvirtError):
+            return False
+
+    def discard_saved_state(self) -> None:
+        import libvirt
+
+        try:
+            self._domain().managedSaveRemove(0)
+        except (NotFound, libvirt.libvirtError) as err:
+            log.info("no managed save to remove: %s", err)
+
+    def begin_restore(self, spec: LaunchSpec) -> None:
+        """create() restores the managed save, with the domain XML saved in it; only the SSH port,
+        which may be taken by now, is changed in that XML."""
+        import libvirt
+
+        dom = self._domain()
+        try:
+            saved = dom.managedSaveGetXMLDesc(0)
+            if ssh_port_from_xml(saved) != spec.ssh_port:
+                dom.managedSaveDefineXML(re.sub(r"(hostfwd=tcp:127\.0\.0\.1:)\d+(-:22)",
+                                                rf"\g<1>{spec.ssh_port}\g<2>", saved), 0)
+            dom.create()
+        except libvirt.libvirtError as err:
+            raise RuntimeFailure(f"cannot restore {self.domain_name}: {err.get_error_message()}") from err
+        self._ssh_port = spec.ssh_port
 
     def retire_legacy(self, legacy_name: str, data_disk: Path) -> None:
         import libvirt

@@ -226,8 +226,11 @@ class MachineManager(Machine):
             self._stop_supervisor(poweroff=False)
             self._spawn_supervisor(ready_fd=None, timeout=timeout, config=config)
         else:
+            from desktop.machine import instant_start
+
             config = self._config_with_settings(config)
-            self._boot(config, backend, timeout)
+            if not instant_start.resume(self, config, backend, timeout):
+                self._boot(config, backend, timeout)
         reason = ping(self.host_socket, timeout=30)
         if reason is not None:
             raise RuntimeFailure(f"the engine does not answer through {self.host_socket}: {reason}")
@@ -275,7 +278,8 @@ class MachineManager(Machine):
             self.console_log.unlink(missing_ok=True)
             save_state(self.state_path, MachineState(ssh_port=port, accel=accel,
                                                      image_hash=getattr(image, "recipe_hash", ""),
-                                                     booted_at=time.time(), host_socket=str(self.host_socket)))
+                                                     booted_at=time.time(), host_socket=str(self.host_socket),
+                                                     start_kind="cold"))
             try:
                 backend.start()
                 self._stage(BootStage.VM_BOOTING)
@@ -299,12 +303,15 @@ class MachineManager(Machine):
             backend.force_stop()
             raise
 
-    def _spawn_supervisor(self, ready_fd: int | None, timeout: float, config: MachineConfig) -> None:
+    def _spawn_supervisor(self, ready_fd: int | None, timeout: float, config: MachineConfig,
+                          go_fd: int | None = None) -> None:
+        """Start the supervisor and wait for its report; `go_fd`: a resume's (see instant_start)."""
         argv = [sys.executable, "-m", SUPERVISOR_MODULE, "--name", self.name, "--timeout", str(timeout)]
-        pass_fds: tuple[int, ...] = ()
+        pass_fds: tuple[int, ...] = (go_fd,) if go_fd is not None else ()
+        argv += ["--restored", "--go-fd", str(go_fd)] if go_fd is not None else []
         if ready_fd is not None:
             argv += ["--ready-fd", str(ready_fd)]
-            pass_fds = (ready_fd,)
+            pass_fds += (ready_fd,)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         home = settings.home()
@@ -337,10 +344,10 @@ class MachineManager(Machine):
         )
 
     # -- stop -------------------------------------------------------------
-    def _stop_supervisor(self, poweroff: bool, deadline_s: float = 15.0) -> None:
+    def _stop_supervisor(self, poweroff: bool, deadline_s: float = 15.0, sig: int | None = None) -> None:
         pid = self.supervisor_pid()
         if pid:
-            os.kill(pid, signal.SIGUSR1 if poweroff else signal.SIGTERM)
+            os.kill(pid, sig or (signal.SIGUSR1 if poweroff else signal.SIGTERM))
             if not wait_until(lambda: not pid_alive(pid, SUPERVISOR_MODULE), deadline_s):
                 log.warning("supervisor %d did not exit in %.0f s: killing it", pid, deadline_s)
                 os.kill(pid, signal.SIGKILL)
@@ -365,15 +372,16 @@ class MachineManager(Machine):
         except Exception as err:  # noqa: BLE001 - best effort, the forced stop follows
             log.info("graceful power-off over SSH failed (%s): forcing", err)
 
-    def stop(self, graceful_timeout: float = GRACEFUL_STOP_S) -> bool:
-        """Power the guest off over SSH, then force it after `graceful_timeout`.
+    def stop(self, graceful_timeout: float = GRACEFUL_STOP_S, cold: bool | None = None) -> bool:
+        """Save the running guest for an instant next start (desktop.machine.instant_start), or with
+        `cold` (default: the save_on_stop setting off) power it off over SSH, forced after `graceful_timeout`.
 
         Returns False when the machine was not running.
         """
         with self.lifecycle_lock():
-            return self._stop(graceful_timeout)
+            return self._stop(graceful_timeout, not settings.load().save_on_stop if cold is None else cold)
 
-    def _stop(self, graceful_timeout: float) -> bool:
+    def _stop(self, graceful_timeout: float, cold: bool = True) -> bool:
         config = self.config()
         backend = self.backend(config)
         running = backend.state() in (VmState.RUNNING, VmState.PAUSED)
@@ -381,6 +389,10 @@ class MachineManager(Machine):
         if not running:
             self._stop_supervisor(poweroff=False)
             return False
+        from desktop.machine import instant_start
+
+        if not cold and backend.state() is VmState.RUNNING and instant_start.save(self, backend, config):
+            return True
         if self.supervisor_pid():
             self._stop_supervisor(poweroff=True)
         else:
@@ -424,6 +436,7 @@ class MachineManager(Machine):
                 accel=state.accel,
                 supervisor_pid=sup,
                 boot_to_ready_s=round(state.ready_s, 2),
+                start_kind=state.start_kind or "cold",
                 guest_timings=state.guest_timings,
                 **status_report.running_extras(state, self.paths.boot_stage, reason is None),
             )

@@ -30,7 +30,10 @@ class QmpClient:
         self.execute("qmp_capabilities")
 
     def _read(self) -> dict[str, Any]:
-        line = self._file.readline()
+        try:
+            line = self._file.readline()
+        except OSError as err:  # e.g. reset: QEMU exited (a saved state that would not load)
+            raise RuntimeFailure(f"QEMU dropped the monitor connection {self.path}: {err}") from err
         if not line:
             raise RuntimeFailure(f"QEMU closed the monitor connection {self.path}")
         return json.loads(line)
@@ -40,7 +43,10 @@ class QmpClient:
         msg: dict[str, Any] = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
-        self._sock.sendall(json.dumps(msg).encode() + b"\n")
+        try:
+            self._sock.sendall(json.dumps(msg).encode() + b"\n")
+        except OSError as err:
+            raise RuntimeFailure(f"QEMU dropped the monitor connection {self.path}: {err}") from err
         while True:
             reply = self._read()
             if "return" in reply:

@@ -15,7 +15,21 @@ as one line on stdout, then runs until:
 
 * SIGTERM/SIGINT: stop the host-side services and exit (the VM keeps running);
 * SIGUSR1: power the guest off over SSH first, then exit;
+* SIGUSR2: flush the guest's page cache to its disks (`sync`), then exit: the
+  machine is about to be saved, and should the saved state be thrown away
+  later (settings changed, it does not load), the disk alone must hold
+  everything written until then;
 * the VM closes its ready channel (it stopped): exit.
+
+With --restored the VM is being resumed from a saved state (instant_start):
+the manager starts this process while QEMU loads the state and writes one
+byte on --go-fd once the guest runs (EOF: the state did not load). An SSH
+connection made earlier would wait in QEMU's user-net, whose SYN to a paused
+guest can be lost and retried seconds later. No ready line comes; the pinned
+key is used as when re-attaching. The guest clock, which stood still while
+the machine was saved, is stepped first, by the guest init on a "set-time"
+line on the ready channel (no guest process to start), while the SSH link
+connects.
 """
 
 from __future__ import annotations
@@ -43,8 +57,9 @@ log = logging.getLogger("dockyard.supervisor")
 class Supervisor:
     """Owns the host-side services of one running machine."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, restored: bool = False) -> None:
         self.machine = machine
+        self.restored = restored
         self.config = machine.config()
         self.link: Any = None
         self.services: list[Any] = []
@@ -52,6 +67,8 @@ class Supervisor:
         # The link being connected in the background after "sshd-ready", and its thread.
         self._early_link: Any = None
         self._early_thread: threading.Thread | None = None
+        # A resume's clock step on the ready channel: its thread and its outcome.
+        self._clock_step: tuple[threading.Thread, list[bool]] | None = None
 
     def _udp_forward(self, proto: str, host_port: int, guest_port: int, add: bool) -> None:
         backend = self.machine.backend(self.config)
@@ -60,12 +77,17 @@ class Supervisor:
         else:
             backend.remove_hostfwd(proto, host_port)
 
-    def boot(self, ready_fd: int | None, timeout: float) -> None:
-        state = self.machine.state()
+    def boot(self, ready_fd: int | None, timeout: float, go_fd: int | None = None) -> None:
         # paramiko & co. take ~0.1 s to import: do it while the guest boots, not
         # once it is ready.
         import desktop.host_socket  # noqa: F401 - imported for the time it takes, see above
         import desktop.ssh_link  # noqa: F401 - imported for the time it takes, see above
+
+        if go_fd is not None:
+            with os.fdopen(go_fd, "rb") as go:
+                if not go.read(1):
+                    raise RuntimeError("the saved state did not load")
+        state = self.machine.state()
 
         if ready_fd is not None:
             self.ready_channel = ReadyChannel.from_fd(ready_fd)
@@ -92,6 +114,9 @@ class Supervisor:
                 self.ready_channel = ReadyChannel.connect(backend.ready_channel_path)
             except Exception as err:  # noqa: BLE001 - events are optional when re-attaching
                 log.info("ready channel not available for events: %s", err)
+            else:
+                if self.restored:
+                    self._step_clock(min(timeout, 30))
         state.supervisor_pid = os.getpid()
         state.host_socket = str(self.machine.host_socket)
         save_state(self.machine.state_path, state)
@@ -168,6 +193,7 @@ class Supervisor:
         status, _headers, body = self.link.request("GET", "/_ping", timeout=30)
         if status != 200:
             raise RuntimeError(f"the guest engine answered _ping with {status}: {body[:200]!r}")
+        clock_stepped = self._clock_stepped()
         # Now the agent runs: make sshd drop Nagle on this connection (and on
         # every reconnect), off the start path.
         self.link.server_nodelay = True
@@ -181,7 +207,8 @@ class Supervisor:
         host_socket.start()
         self.services.append(host_socket)
         self._start_optional("desktop.port_forward", "PortForwarder", self.link, udp_forward=self._udp_forward)
-        self._start_optional("desktop.clock_sync", "ClockSync", self.link)
+        # After a resume the guest init stepped the clock already (else: over SSH, as on a re-attach).
+        self._start_optional("desktop.clock_sync", "ClockSync", self.link, sync_on_start=not clock_stepped)
         # Why the VM ends, where the backend learns it only by watching (QMP events).
         threading.Thread(target=self.machine.backend(self.config).watch_exit, name="vm-exit-watch",
                          daemon=True).start()
@@ -211,6 +238,23 @@ class Supervisor:
         shares = [(s.host_path, s.guest_path) for s in self.config.shares]
         self._start_optional("desktop.hot_reload", "HotReloadForwarder", self.link, shares, off,
                              self.machine.run_dir / "hot_reload.json")
+
+    def _step_clock(self, timeout: float) -> None:
+        """In a thread: step the resumed guest's clock through the ready channel (see the docstring)."""
+        outcome: list[bool] = []
+        channel = self.ready_channel
+        thread = threading.Thread(target=lambda: outcome.append(channel.step_guest_clock(timeout)),
+                                  name="clock-step", daemon=True)
+        thread.start()
+        self._clock_step = (thread, outcome)
+
+    def _clock_stepped(self) -> bool:
+        """Wait for the resume's clock step; False when there was none or it failed."""
+        if self._clock_step is None:
+            return False
+        thread, outcome = self._clock_step
+        thread.join(30)
+        return bool(outcome and outcome[0])
 
     def _start_optional(self, module: str, cls: str, *args: Any, **kwargs: Any) -> None:
         import importlib
@@ -255,6 +299,16 @@ class Supervisor:
         except Exception as err:  # noqa: BLE001 - the manager forces the VM off next
             log.warning("guest power-off over SSH failed: %s", err)
 
+    def sync_guest(self) -> None:
+        if self.link is None:
+            return
+        try:
+            code, _out, err = self.link.run("sync", timeout=60)
+            if code != 0:
+                log.warning("sync in the guest exited %d: %s", code, err[:200])
+        except Exception as err:  # noqa: BLE001 - the save goes on; only a later cold boot could lose data
+            log.warning("sync in the guest failed: %s", err)
+
     def shutdown(self) -> None:
         for svc in reversed(self.services):
             try:
@@ -275,18 +329,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--restored", action="store_true", help="the VM was resumed from a saved state")
+    parser.add_argument("--go-fd", type=int, help="wait for one byte on this fd before dialling the guest")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s supervisor[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
     # Block the control signals in every thread; the main thread takes them with sigwait.
-    control = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP}
+    control = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, control)
 
     machine = Machine(args.name)
     machine.supervisor_pidfile.write_text(f"{os.getpid()}\n")
-    supervisor = Supervisor(machine)
+    supervisor = Supervisor(machine, restored=args.restored)
     try:
-        supervisor.boot(args.ready_fd, args.timeout)
+        supervisor.boot(args.ready_fd, args.timeout, args.go_fd)
     except Exception as err:  # noqa: BLE001 - reported to the CLI as one line
         log.exception("start failed")
         supervisor.shutdown()
@@ -304,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("signal %s: shutting down", signal.Signals(sig).name)
     if sig == signal.SIGUSR1:
         supervisor.poweroff()
+    elif sig == signal.SIGUSR2:
+        supervisor.sync_guest()
     supervisor.shutdown()
     try:
         if int(machine.supervisor_pidfile.read_text().strip() or 0) == os.getpid():

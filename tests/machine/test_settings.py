@@ -60,6 +60,7 @@ def test_file_over_default_and_environment_over_file(home, monkeypatch, tmp_path
     ("DOCKYARD_READY_TIMEOUT", "soon", "expected a number of seconds greater than 0"),
     ("DOCKYARD_BOOT_STALL", "-1", "expected a number of seconds greater than 0"),
     ("DOCKYARD_ACCEL", "warp", "expected one of kvm, hvf, whpx, tcg"),
+    ("DOCKYARD_SAVE_ON_STOP", "maybe", "expected true or false"),
 ])
 def test_a_bad_environment_value_names_the_variable(home, monkeypatch, variable, value, expected):
     monkeypatch.setenv(variable, value)
@@ -182,3 +183,10 @@ def test_a_machine_takes_the_settings_at_its_next_start(tmp_path):
     assert with_settings(config, None, None, None) == config
     changed = with_settings(config, 4, 4096, ())
     assert (changed.cpus, changed.memory_mib, changed.shares) == (4, 4096, [])
+
+
+@pytest.mark.parametrize("raw,expected", [("false", False), ("0", False), ("off", False), ("yes", True), ("1", True)])
+def test_save_on_stop_reads_the_usual_booleans_from_the_environment(home, monkeypatch, raw, expected):
+    assert settings.load().save_on_stop is True
+    monkeypatch.setenv("DOCKYARD_SAVE_ON_STOP", raw)
+    assert settings.load().save_on_stop is expected

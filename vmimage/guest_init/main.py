@@ -193,6 +193,17 @@ class Init:
         self.channel.send({"event": "sshd-ready", "host_keys": self.host_keys,
                            "timings": {"sshd_s": round(self.timings["sshd_s"], 3)}})
 
+    def set_time(self, seconds: str) -> None:
+        """Step the clock to the host's, as sent by the host after resuming a saved machine (whose
+        clock stood still while saved): no process to start, so it lands before the SSH link is up."""
+        try:
+            time.clock_settime(time.CLOCK_REALTIME, float(seconds))
+        except (ValueError, OSError) as err:
+            log.warning("set-time %r: %s", seconds, err)
+            self.channel.send({"event": "time-set", "error": str(err)})
+            return
+        self.channel.send({"event": "time-set", "seconds": seconds})
+
     def _spawn_helper(self, argv: list[str], log_path: str) -> None:
         try:
             self.helpers.add(spawn.spawn(argv, log_path))
@@ -268,6 +279,8 @@ class Init:
                 for line in self.channel.read_lines():
                     if line == "status" and self.ready_message is not None:
                         self.channel.send(self.ready_message)
+                    elif line.startswith("set-time "):
+                        self.set_time(line[len("set-time "):])
             self.channel.flush()
             if self.clock is not None:
                 self.clock.handle(readable)
