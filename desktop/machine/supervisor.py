@@ -194,6 +194,8 @@ class Supervisor:
         if status != 200:
             raise RuntimeError(f"the guest engine answered _ping with {status}: {body[:200]!r}")
         clock_stepped = self._clock_stepped()
+        if self.restored:
+            self._remount_shares()
         # Now the agent runs: make sshd drop Nagle on this connection (and on
         # every reconnect), off the start path.
         self.link.server_nodelay = True
@@ -300,22 +302,42 @@ class Supervisor:
             log.warning("guest power-off over SSH failed: %s", err)
 
     def sync_guest(self) -> None:
+        """Before a save: stop the services (hot reload watches the shares), flush the guest's
+        caches and unmount its 9p shares, which QEMU will not save (desktop.machine.share_remount)."""
         if self.link is None:
             return
+        from desktop.machine.share_remount import unmount_script
+
+        self._stop_services()
+        paths = [s.guest_path for s in self.config.shares] if self.config.sharefs == "9p" else []
         try:
-            code, _out, err = self.link.run("sync", timeout=60)
+            code, _out, err = self.link.run(unmount_script(paths), timeout=60)
             if code != 0:
-                log.warning("sync in the guest exited %d: %s", code, err[:200])
+                log.warning("sync and unmount in the guest exited %d: %s", code, err[:200])
         except Exception as err:  # noqa: BLE001 - the save goes on; only a later cold boot could lose data
             log.warning("sync in the guest failed: %s", err)
 
-    def shutdown(self) -> None:
+    def _remount_shares(self) -> None:
+        """After a resume: the 9p shares unmounted for the save, mounted again."""
+        if self.config.sharefs != "9p" or not self.config.shares or self.link is None:
+            return
+        from desktop.machine.share_remount import mount_script
+
+        code, _out, err = self.link.run(mount_script([(s.tag, s.guest_path) for s in self.config.shares]),
+                                        timeout=60)
+        if code != 0:
+            raise RuntimeError(f"mounting the shared folders again after the resume failed: {err[:300]!r}")
+
+    def _stop_services(self) -> None:
         for svc in reversed(self.services):
             try:
                 svc.stop()
             except Exception as err:  # noqa: BLE001 - keep stopping the others
                 log.warning("stopping %s failed: %s", type(svc).__name__, err)
         self.services.clear()
+
+    def shutdown(self) -> None:
+        self._stop_services()
         if self._early_link is not None and not (self._early_thread and self._early_thread.is_alive()):
             self._early_link.close()  # one still connecting dies with this process
         if self.link is not None:

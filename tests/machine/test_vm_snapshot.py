@@ -20,6 +20,7 @@ from tests.support.waiting import poll
 pytestmark = pytest.mark.vm
 
 HOUR = 3600
+SHARES: dict[str, Path] = {}  # machine name -> its shared folder
 
 
 @pytest.fixture(scope="module", params=["qemu", "libvirt"])
@@ -27,10 +28,12 @@ def machine(request, guest_image_env, tmp_path_factory):
     if request.param == "libvirt":
         request.getfixturevalue("libvirt_daemons")
     m = make_machine(f"snap{request.param}", tmp_path_factory, guest_image_env)
-    # No 9p share: QEMU refuses to migrate while one is mounted.
-    m.dockyard("init", "--cpus", "2", "--memory", "1G", "--disk", "4G", "--no-mount", "--sharefs", "none",
+    # A 9p share, as the default machine has (the home): QEMU saves only with it unmounted.
+    share = tmp_path_factory.mktemp(f"share-{request.param}")
+    m.dockyard("init", "--cpus", "2", "--memory", "1G", "--disk", "4G", "--mount", str(share), "--sharefs", "9p",
                "--backend", request.param)
     m.dockyard("start")
+    SHARES[m.name] = share
     yield m
     m.dockyard("rm", "-f", check=False)
 
@@ -82,6 +85,11 @@ def test_stop_saves_and_start_resumes_with_containers_ports_and_clock(machine, t
     assert b"root:x:0:0" in poll(lambda: _http(port), 60, "the published port after the resume")
     assert abs(_guest_clock_offset(machine)) < 60
     assert machine.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    # The shared folder, unmounted for the save, is mounted again: a host file written now is seen.
+    (SHARES[machine.name] / "after-resume.txt").write_text("written on the host after the resume\n")
+    seen = machine.docker("run", "--rm", "-v", f"{SHARES[machine.name]}:/s", test_images["busybox"],
+                          "cat", "/s/after-resume.txt")
+    assert seen.stdout == "written on the host after the resume\n", seen.stderr
     # A resumed state is consumed: the next start could not resume it again.
     assert _saved_files(machine) == []
 
@@ -125,3 +133,16 @@ def test_stop_cold_and_the_setting_shut_down(machine):
     no_save = CliMachine(machine.name, dict(changed.env, DOCKYARD_SAVE_ON_STOP="false"), machine.home)
     assert "stopped" in no_save.dockyard("stop").stderr
     assert _saved_files(machine) == []
+
+
+def test_a_container_using_a_shared_folder_makes_stop_shut_down(machine, test_images):
+    """Its bind mount keeps the 9p share alive in the guest, so QEMU cannot save: stop says so."""
+    machine.dockyard("start")
+    share = SHARES[machine.name]
+    machine.docker("run", "-d", "--name", "uses-share", "-v", f"{share}:/s", test_images["busybox"],
+                   "sleep", "3600")
+    stop = machine.dockyard("stop")
+    assert "cannot be saved" in stop.stderr and "shutting it down" in stop.stderr, stop.stderr
+    assert _saved_files(machine) == []
+    machine.dockyard("start")
+    assert machine.status()["start_kind"] == "cold"
