@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -44,4 +45,18 @@ def read_json(path: Path, default: Any = None) -> Any:
         with open(path, "rb") as f:
             return json.load(f)
     except FileNotFoundError:
+        return default
+
+
+def read_json_not_durable(path: Path, default: Any = None) -> Any:
+    """Read a file written with `durable=False`: `default` if it is absent or was torn.
+
+    Without the fsync, a machine that loses power (a killed VM) can come back with
+    the renamed file empty or cut short; such state is rebuilt, never a reason for
+    the engine not to start.
+    """
+    try:
+        return read_json(path, default)
+    except ValueError:
+        logging.getLogger(__name__).warning("%s was cut short by a crash: starting it afresh", path)
         return default

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..atomic_file import read_json, write_json_atomic
+from ..atomic_file import read_json_not_durable, write_json_atomic
 from ..errors import Conflict, InvalidArgument, RuntimeFailure
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class _Leases:
             return False
         if self.alive is not None and not self.alive(pool, owner):
             return True
-        other = read_json(Path(pool), default=None) if os.path.exists(pool) else None
+        other = read_json_not_durable(Path(pool), default=None) if os.path.exists(pool) else None
         try:
             return other is None or other.get("allocations", {}).get(owner) != ip
         except AttributeError:
@@ -146,7 +146,7 @@ class IPPool:
         return self.network.prefixlen
 
     def _load(self) -> None:
-        data = read_json(self.path, default={}) or {}
+        data = read_json_not_durable(self.path, default={}) or {}
         saved_subnet = data.get("subnet")
         if saved_subnet and saved_subnet != str(self.network):
             log.warning("address pool %s was for subnet %s, now %s: dropping old allocations",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic_file import read_json, write_json_atomic
+from ..atomic_file import read_json_not_durable, write_json_atomic
 from ..errors import Conflict, DockyardError, InvalidArgument, NotFound
 from ..linux import netns
 from ..linux.netlink import NetlinkError, NetlinkSocket
@@ -122,7 +122,7 @@ class UserNetworks:
         self._lock = threading.RLock()
         self._pools: dict[str, IPPool] = {}
         self._wishes_path = self.state_dir / "endpoints.json"
-        self._wishes: dict[str, dict[str, Any]] = read_json(self._wishes_path, default=None) or {}
+        self._wishes: dict[str, dict[str, Any]] = read_json_not_durable(self._wishes_path, default=None) or {}
         self._live: dict[tuple[str, str], LiveEndpoint] = {}    # (network id, container id)
         self._plugging: dict[tuple[str, str], str] = {}         # the same, being plugged -> ifname
         self._netns: dict[str, str] = {}                        # container id -> pinned path

@@ -63,3 +63,13 @@ def test_lease_of_a_dead_owner_is_reclaimed_even_if_its_pool_still_lists_it(tmp_
     reclaiming = IPPool(tmp_path / "b.json", "10.9.0.0/24", lease_dir=leases,
                         lease_alive=lambda pool, owner: owner != "dead")
     assert reclaiming.allocate("y") == "10.9.0.2"
+
+
+def test_a_pool_file_torn_by_a_power_cut_starts_afresh(tmp_path):
+    # Written without fsync (a container start would pay for it): a killed VM can leave it
+    # empty or cut short, which must not stop the engine from starting.
+    for torn in (b"", b'{"subnet": "10.9.0.0/29", "next": 1, "allocations": {"a": "10.9'):
+        (tmp_path / "ipam.json").write_bytes(torn)
+        pool = IPPool(tmp_path / "ipam.json", "10.9.0.0/29")
+        assert pool.get("a") is None
+        assert pool.allocate("a") == "10.9.0.2"
