@@ -96,6 +96,10 @@ def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR, uuid: str | N
     _sub(os_el, "cmdline", spec.cmdline)
     features = _sub(dom, "features")
     _sub(features, "acpi")
+    tb_cache = spec.tcg_tb_cache_mib
+    if tb_cache is not None:
+        # libvirt >= 8.0 turns this into -accel tcg,tb-size=N (domain type qemu only).
+        _sub(_sub(features, "tcg"), "tb-cache", str(tb_cache), unit="MiB")
     if spec.accel == "kvm":
         _sub(dom, "cpu", mode="host-passthrough")
     else:
@@ -141,7 +145,9 @@ def domain_xml(spec: LaunchSpec, emulator: str = DEFAULT_EMULATOR, uuid: str | N
     rng = _sub(dev, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
     _sub(dev, "controller", type="usb", model="none")
-    _sub(dev, "memballoon", model="none")
+    # Free page reporting gives pages the guest freed back to the host (see
+    # qemu_backend). No <stats period>: libvirt then sets no polling timer.
+    _sub(dev, "memballoon", model="virtio", freePageReporting="on")
     video = _sub(dev, "video")
     _sub(video, "model", type="none")
 

@@ -74,13 +74,29 @@ def test_xml_content(tmp_path):
 
 
 def test_no_firmware_work_for_devices_we_do_not_boot_from(tmp_path):
-    """Boot-time settings: no NIC option ROM, no USB controller, no balloon, no video."""
+    """Boot-time settings: no NIC option ROM, no USB controller, no video."""
     root = ET.fromstring(domain_xml(make_spec(tmp_path)))
     args = [a.get("value") for a in root.find(f"{{{QEMU_NS}}}commandline")]
     assert args[args.index("-device") + 1].endswith(",romfile=")
     assert root.find("devices/controller[@type='usb']").get("model") == "none"
-    assert root.find("devices/memballoon").get("model") == "none"
     assert root.find("devices/video/model").get("type") == "none"
+
+
+def test_tcg_translation_cache_is_bounded_and_freed_pages_go_back_to_the_host(tmp_path):
+    from desktop.machine.backend import TCG_TB_CACHE_MIB
+
+    xml = domain_xml(make_spec(tmp_path))
+    validate(xml, tmp_path)
+    root = ET.fromstring(xml)
+    cache = root.find("features/tcg/tb-cache")
+    assert (cache.text, cache.get("unit")) == (str(TCG_TB_CACHE_MIB), "MiB")
+    balloon = root.find("devices/memballoon")
+    assert (balloon.get("model"), balloon.get("freePageReporting")) == ("virtio", "on")
+    assert balloon.find("stats") is None   # no polling timer
+    data = next(d for d in root.findall("devices/disk") if d.find("target").get("dev") == "vdb")
+    assert data.find("driver").get("discard") == "unmap"
+    kvm = ET.fromstring(domain_xml(make_spec(tmp_path, accel="kvm")))
+    assert kvm.find("features/tcg") is None
 
 
 def test_minimal_firmware_is_the_domain_loader_when_given(tmp_path):

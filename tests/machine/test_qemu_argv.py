@@ -16,7 +16,7 @@ def test_argv_9p(tmp_path):
     spec = make_spec(tmp_path, "9p")
     argv = qemu_argv(spec, "qemu-system-x86_64", tmp_path / "qmp.sock", tmp_path / "qemu.pid")
     assert argv[-1] == "-daemonize"
-    assert "q35,accel=tcg" in _pairs(argv, "-machine")
+    assert _pairs(argv, "-machine") == ["q35"]
     assert _pairs(argv, "-append") == [spec.cmdline]
     drives = _pairs(argv, "-drive")
     assert drives[0].startswith(f"file={spec.rootfs},") and "readonly=on" in drives[0] and "format=raw" in drives[0]
@@ -49,7 +49,7 @@ def test_argv_virtiofs(tmp_path):
     argv = qemu_argv(spec, "qemu-system-x86_64", Path("q"), Path("p"), daemonize=False)
     assert "-daemonize" not in argv
     assert "memory-backend-memfd,id=mem,size=1536M,share=on" in _pairs(argv, "-object")
-    assert "q35,accel=tcg,memory-backend=mem" in _pairs(argv, "-machine")
+    assert _pairs(argv, "-machine") == ["q35,memory-backend=mem"]
     assert f"socket,id=vfs0,path={tmp_path / 'virtiofs-dyshare0.sock'}" in _pairs(argv, "-chardev")
     assert "vhost-user-fs-pci,chardev=vfs0,tag=dyshare0" in _pairs(argv, "-device")
     assert "-fsdev" not in argv
@@ -67,3 +67,17 @@ def test_commas_in_paths_are_escaped(tmp_path):
     assert f"local,id=fs0,path={tmp_path}/a,,b,security_model=passthrough" in _pairs(argv, "-fsdev")
     assert _pairs(argv, "-drive")[1].startswith(f"file={tmp_path}/d,,isk.qcow2,if=none")
     assert _fuse_opt("/x,y\\z") == "/x\\,y\\\\z"
+
+
+def test_tcg_translation_cache_is_bounded_and_freed_pages_go_back_to_the_host(tmp_path):
+    from desktop.machine.backend import TCG_TB_CACHE_MIB
+
+    spec = make_spec(tmp_path, "9p")
+    argv = qemu_argv(spec, "qemu-system-x86_64", tmp_path / "qmp.sock", tmp_path / "qemu.pid")
+    assert _pairs(argv, "-accel") == [f"tcg,tb-size={TCG_TB_CACHE_MIB}"]
+    assert "virtio-balloon-pci,free-page-reporting=on" in _pairs(argv, "-device")
+    assert "discard=unmap" in _pairs(argv, "-drive")[1].split(",")
+    # Hardware accelerators have no translation cache to bound.
+    for accel in ("kvm", "hvf", "whpx"):
+        spec.accel = accel
+        assert _pairs(qemu_argv(spec, "q", tmp_path / "s", tmp_path / "p"), "-accel") == [accel]

@@ -97,3 +97,26 @@ def test_service_logs_on_run_are_capped_and_keep_their_tail(tmp_path):
     assert log.read_bytes() == b"after\n"
     assert (tmp_path / "agent.log.1").read_bytes().endswith(b"xEND\n")
     assert len((tmp_path / "agent.log.1").read_bytes()) == 100
+
+
+def test_trim_is_due_only_after_enough_was_freed():
+    from vmimage.guest_init.trim import TrimSchedule
+
+    mib = 1 << 20
+    schedule = TrimSchedule("/nowhere", min_freed=64 * mib)
+    # (bytes written since mount, bytes used)
+    assert not schedule.observe(10 * mib, 500 * mib)       # first check at boot: only the measure
+    assert not schedule.observe(10 * mib, 500 * mib)       # idle: nothing written, nothing freed
+    assert not schedule.observe(310 * mib, 800 * mib)      # 300 MiB written and still used
+    assert schedule.observe(310 * mib, 500 * mib)          # ...then deleted
+    schedule = TrimSchedule("/nowhere", min_freed=64 * mib)
+    schedule.observe(0, 500 * mib)
+    assert schedule.observe(300 * mib, 500 * mib)          # written and deleted between two checks
+    assert not schedule.observe(300 * mib, 460 * mib)      # 40 MiB of old data deleted: not yet
+    assert schedule.observe(300 * mib, 420 * mib)          # 80 MiB since the last trim
+
+
+def test_trim_schedule_without_its_filesystem_is_never_due():
+    from vmimage.guest_init.trim import TrimSchedule
+
+    assert not TrimSchedule("/nonexistent/data", "/nonexistent/written").due()

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from . import channel, datadisk, powerbutton, shares, spawn, sshkeys, syscalls
+from . import channel, datadisk, powerbutton, shares, spawn, sshkeys, syscalls, trim
 from .bootopts import BootOptions, parse_cmdline
 from .layout import AGENT_ARGV, AGENT_LOG, AGENT_SOCKET, ENGINE_ROOT, RUN_DIR, SSHD_ARGV, SSHD_LOG, agent_env
 from .logsetup import log
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 NETWORK_MODULES = ["veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat",
                    "nft_compat", "nf_nat", "nf_conntrack", "xt_MASQUERADE",
                    "xt_conntrack", "xt_addrtype", "xt_nat", "overlay"]
+# virtio_balloon reports freed guest pages to QEMU (free page reporting), which
+# then gives them back to the host. Nothing at boot needs it: it is loaded
+# after `ready`, with the network modules, off the boot's critical path.
+AFTER_READY_MODULES = [*NETWORK_MODULES, "virtio_balloon"]
 # dockyard.time is when the host defined the VM, so the true time is later by
 # the firmware, kernel loading and boot, which the guest's uptime does not all
 # count (20 s on a busy host): it only moves a clock that is behind it forward.
@@ -38,8 +42,10 @@ RTC_AHEAD_LIMIT_S = 86400
 SHUTDOWN_GRACE_S = 10.0
 # Readiness poll period: each round costs the guest CPU the agent needs to start.
 POLL_S = float(os.environ.get("DOCKYARD_POLL_S", "0.02"))
-# How often the service logs on /run (RAM) are checked against their size cap.
+# How often the service logs on /run (RAM) are checked against their size cap,
+# and the data disk's free space for a trim (trim.py).
 LOG_CHECK_S = 60.0
+TRIM_LOG = f"{RUN_DIR}/fstrim.log"
 
 
 def set_clock(opts: BootOptions) -> None:
@@ -72,6 +78,8 @@ class Init:
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.power_button: int | None = None
         self.clock: ClockService | None = None  # opened when ready
+        self.trim_schedule: trim.TrimSchedule | None = None
+        self.trim_pid = 0
 
     # -- boot ---------------------------------------------------------------
     def boot(self) -> None:
@@ -98,6 +106,8 @@ class Init:
         self._guarded("clock", lambda: set_clock(self.opts), None)
         self._guarded("hostname", lambda: _write("/proc/sys/kernel/hostname", "dockyard"), None)
         self.status["data_disk"] = self._guarded("data disk", datadisk.prepare, "failed")
+        if self.status["data_disk"] in ("mounted", "formatted"):   # ext4, not the tmpfs fallback
+            self.trim_schedule = trim.TrimSchedule()
         if self.opts.authorized_key:
             self._guarded("authorized key", lambda: sshkeys.write_authorized_key(self.opts.authorized_key), None)
         else:
@@ -171,7 +181,7 @@ class Init:
             except OSError:
                 pass
             log.info("ready: %s", self.ready_message["timings"])
-            self._spawn_helper(["modprobe", "-a", *NETWORK_MODULES], f"{RUN_DIR}/modprobe.log")
+            self._spawn_helper(["modprobe", "-a", *AFTER_READY_MODULES], f"{RUN_DIR}/modprobe.log")
 
     def check_sshd(self) -> None:
         """Announce sshd the first time it is found listening."""
@@ -204,11 +214,15 @@ class Init:
             return
         self.channel.send({"event": "time-set", "seconds": seconds})
 
-    def _spawn_helper(self, argv: list[str], log_path: str) -> None:
+    def _spawn_helper(self, argv: list[str], log_path: str) -> int:
+        """Start a short-lived helper; its pid, 0 when it could not start."""
         try:
-            self.helpers.add(spawn.spawn(argv, log_path))
+            pid = spawn.spawn(argv, log_path)
         except OSError as err:
             log.warning("%s: %s", argv[0], err)
+            return 0
+        self.helpers.add(pid)
+        return pid
 
     # -- supervision ----------------------------------------------------------
     def reap(self) -> None:
@@ -288,8 +302,16 @@ class Init:
                 self.check_ready()
             elif now() >= self.next_log_check:
                 self.next_log_check = now() + LOG_CHECK_S
-                for service in (self.agent, self.sshd):
-                    cap_log(service.log_path)
+                for path in (self.agent.log_path, self.sshd.log_path, TRIM_LOG):
+                    cap_log(path)
+                self.maybe_trim()
+
+    def maybe_trim(self) -> None:
+        """Start an fstrim of the data disk when enough space was freed (trim.py); one at a time."""
+        if self.trim_schedule is None or self.trim_pid in self.helpers:
+            return
+        if self.trim_schedule.due():
+            self.trim_pid = self._spawn_helper(self.trim_schedule.argv(), TRIM_LOG)
 
     # -- shutdown -------------------------------------------------------------
     def shutdown(self, command: int) -> None:
