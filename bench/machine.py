@@ -1,7 +1,8 @@
 """Benchmark of the Dockyard machine: boot, `docker run` through the VM, shared-folder I/O.
 
 Usage: .venv/bin/python -m bench.machine [--boots 3] [--runs 10] [--restores 3] [--backend libvirt|qemu]
-                                         [--sharefs 9p] [--clock-after 300] [--boot-only | --only ssh|snapshot]
+                                         [--sharefs 9p] [--clock-after 300]
+                                         [--boot-only | --only ssh|snapshot|footprint]
 
 Prints, in one run:
 * cold boot: `dockyard machine start` (VM stopped with --cold, image cached)
@@ -15,7 +16,9 @@ Prints, in one run:
 * `dockyard machine ssh true` over the supervisor's live link vs a new SSH
   connection (bench/machine_ssh.py);
 * the guest clock's offset from the host's, read in a container `--clock-after`
-  seconds (300) after the last boot (bench/machine_clock.py).
+  seconds (300) after the last boot (bench/machine_clock.py);
+* QEMU's resident memory after boot, idle, and after a 500 MB container, and its
+  idle CPU (bench/machine_footprint.py).
 
 Everything but the guest image cache lives in a temporary DOCKYARD_HOME and is
 removed at the end.
@@ -168,9 +171,9 @@ def main() -> int:
     parser.add_argument("--restores", type=int, default=3)
     parser.add_argument("--boot-only", action="store_true",
                         help="measure only the cold boots (with each boot's timings), not runs or shares")
-    parser.add_argument("--only", choices=["ssh", "snapshot"], default=None,
+    parser.add_argument("--only", choices=["ssh", "snapshot", "footprint"], default=None,
                         help="measure only this figure (ssh: `machine ssh true` latency; snapshot: the "
-                             "restore-start time and the saved state's size)")
+                             "restore-start time and the saved state's size; footprint: QEMU's memory and idle CPU)")
     parser.add_argument("--clock-after", type=float, default=300.0, metavar="SECONDS",
                         help="read the guest clock offset this long after the last boot (shorter for quick runs)")
     args = parser.parse_args()
@@ -181,7 +184,10 @@ def main() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from bench.machine_clock import clock_offset_after_boot
+    from bench.machine_footprint import measure_footprint
+    from bench.machine_footprint import report as footprint_report
     from bench.machine_ssh import measure_ssh, report_ssh
+    from desktop.paths import home_id
     from tests.support.dockerd import Dockerd
     from tests.support.registry import start_registry
     from tests.support.test_images import push_test_images
@@ -197,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             cache = Path(os.environ.get("DOCKYARD_TEST_CACHE", Path.home() / ".cache" / "dockyard-tests"))
             busybox = push_test_images(registry, cache)["busybox"]
-            b.dockyard("init", "--name", NAME, "--cpus", "2", "--memory", "1536M", "--disk", "8G",
+            b.dockyard("init", "--name", NAME, "--cpus", "2", "--memory", "2G", "--disk", "8G",
                        "--mount", str(share), "--backend", args.backend, "--sharefs", args.sharefs)
             b.dockyard("start", "--name", NAME)  # first start may build the image: not measured
             if args.only == "ssh":
@@ -211,6 +217,12 @@ def run(args: argparse.Namespace) -> int:
             if args.boot_only:
                 print(f"cold boot to first `docker version`: p50 {p50(boots):.2f} s  (runs: "
                       f"{', '.join(f'{t:.2f}' for t in boots)}; target <= 5 s)")
+                return 0
+            # Right after the last cold boot, before anything else runs in the guest.
+            footprint = measure_footprint(b, f"dockyard-{NAME}-{home_id(b.home.resolve())}", busybox)
+            if args.only == "footprint":
+                print(f"cold boot to first `docker version`: p50 {p50(boots):.2f} s (noisy while others run)")
+                print("\n".join(footprint_report(footprint)))
                 return 0
             pull_note = ensure_guest_can_pull(b, busybox)
             vm_runs = time_runs(b, b.docker_host, busybox, args.runs)
@@ -250,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  find 10,000 files: {s['find_s']:.2f} vs {g['find_s']:.2f} s (ratio {s['find_s'] / g['find_s']:.2f})")
     report_ssh(ssh, p50)
     print(clock_report(*clock))
+    print("\n".join(footprint_report(footprint)))
     from bench.machine_snapshot import report
 
     report(restores)
