@@ -35,6 +35,7 @@ import paramiko
 from desktop.mounts_policy import MountsPolicy
 from desktop.request_gate import Refusal, RequestGate, error_response
 from desktop.ssh_link import LinkError, SshLink, close_channel
+from desktop.unix_listener import close_listener, owner_only_listener
 from runtime.errors import DockyardError
 
 log = logging.getLogger(__name__)
@@ -167,18 +168,10 @@ class HostSocket:
         # The socket grants full control of the engine: keep it owner-only.
         os.chmod(directory, 0o700)
         self._remove_stale_socket()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
         try:
-            listener.bind(str(self.socket_path))
+            self._listener = owner_only_listener(self.socket_path, 128)
         except OSError as exc:
-            listener.close()
             raise HostSocketError(f"cannot create the Docker socket {self.socket_path}: {exc}") from None
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.socket_path, 0o600)
-        listener.listen(128)
-        self._listener = listener
         self._stopping.clear()
         self._thread = threading.Thread(target=self._accept_loop, name="hostsock-accept", daemon=True)
         self._thread.start()
@@ -315,12 +308,7 @@ class HostSocket:
         """Stop accepting, cut every open connection, remove the socket file."""
         self._stopping.set()
         if self._listener is not None:
-            # shutdown() wakes the accept() blocked in the other thread.
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
+            close_listener(self._listener)
             self._listener = None
         if self._thread is not None:
             self._thread.join(5)

@@ -28,6 +28,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from desktop.unix_listener import close_listener, owner_only_listener
+
 log = logging.getLogger(__name__)
 
 CHUNK = 65536
@@ -48,25 +50,14 @@ class ControlSocket:
             log.info("no descriptor passing on this host: `machine ssh` opens its own connection")
             return
         self.path.unlink(missing_ok=True)   # left by a supervisor that died: the lifecycle lock serialises us
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
-        listener.listen(16)
-        self._listener = listener
+        self._listener = owner_only_listener(self.path, 16)
         threading.Thread(target=self._accept_loop, name="control-accept", daemon=True).start()
         log.info("control socket %s", self.path)
 
     def stop(self) -> None:
         self._stopping.set()
         if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
+            close_listener(self._listener)
             self._listener = None
         self.path.unlink(missing_ok=True)
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 
 import pytest
 
 from desktop.host_socket import HostSocket
 from desktop.mounts_policy import MountsPolicy
-from tests.support.agent import DOCKER_CLI
 
 DENIED = "The path /etc is not shared from the host and is not known to Docker."
 
@@ -38,11 +36,9 @@ def gated_socket(link, agent, tmp_path, shared):
     hs.stop()
 
 
-def _docker(agent, hs: HostSocket, *args: str, input: str | None = None, timeout: float = 120):
-    env = agent.docker_env()
-    env["DOCKER_HOST"] = f"unix://{hs.socket_path}"
-    return subprocess.run([DOCKER_CLI, *args], input=input, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+
+def _docker(agent, hs: HostSocket, *args: str, **kwargs):
+    return agent.docker_through(hs.socket_path, *args, **kwargs)
 
 
 def test_dash_v_outside_the_shares_is_denied(agent, gated_socket, test_images):

@@ -6,12 +6,9 @@ guest); the VM tests cover the same path with the agent inside the guest.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from desktop.host_socket import HostSocket
-from tests.support.agent import DOCKER_CLI
 
 
 @pytest.fixture
@@ -22,11 +19,9 @@ def agent_socket(link, agent, tmp_path):
     hs.stop()
 
 
-def _docker(agent, hs: HostSocket, *args: str, input: str | None = None, timeout: float = 120):
-    env = agent.docker_env()
-    env["DOCKER_HOST"] = f"unix://{hs.socket_path}"
-    return subprocess.run([DOCKER_CLI, *args], input=input, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+
+def _docker(agent, hs: HostSocket, *args: str, **kwargs):
+    return agent.docker_through(hs.socket_path, *args, **kwargs)
 
 
 def test_docker_version_through_the_link(agent, agent_socket):

@@ -92,6 +92,13 @@ class RunningAgent:
         return subprocess.run([DOCKER_CLI, *args], input=input, capture_output=True, text=True,
                               timeout=timeout, env=self.docker_env())
 
+    def docker_through(self, socket_path: Path, *args: str, input: str | None = None,
+                       timeout: float = 120) -> subprocess.CompletedProcess:
+        """The docker CLI reaching this agent through another socket (a host socket over a link)."""
+        env = dict(self.docker_env(), DOCKER_HOST=f"unix://{socket_path}")
+        return subprocess.run([DOCKER_CLI, *args], input=input, capture_output=True, text=True,
+                              timeout=timeout, env=env)
+
     def client(self):
         """A docker-py client bound to this agent."""
         import docker
