@@ -102,7 +102,8 @@ def _handler(changes: ChangeSet, share: int) -> Any:
         def on_any_event(self, event: Any) -> None:
             src = os.fsdecode(event.src_path)
             kind = event.event_type
-            if kind in ("created", "modified"):
+            # "attrib" (a change of times or mode, as `touch` makes) is its own kind since watchdog 7.
+            if kind in ("created", "modified", "attrib"):
                 changes.add(share, src)
             elif kind == "deleted":
                 changes.add(share, os.path.dirname(src))
@@ -115,18 +116,13 @@ def _handler(changes: ChangeSet, share: int) -> Any:
 
 def event_filter() -> list[Any]:
     """The watchdog events that matter; it then asks inotify for only those (no open/close noise)."""
-    from watchdog.events import (
-        DirCreatedEvent,
-        DirDeletedEvent,
-        DirMovedEvent,
-        FileCreatedEvent,
-        FileDeletedEvent,
-        FileModifiedEvent,
-        FileMovedEvent,
-    )
+    from watchdog import events
 
-    return [FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent,
-            DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
+    wanted = ["FileCreatedEvent", "FileModifiedEvent", "FileDeletedEvent", "FileMovedEvent",
+              "DirCreatedEvent", "DirDeletedEvent", "DirMovedEvent",
+              # watchdog 7 reports a change of times or mode apart from a modification.
+              "FileAttribEvent", "DirAttribEvent"]
+    return [getattr(events, name) for name in wanted if hasattr(events, name)]
 
 
 def watch_limit() -> int | None:
