@@ -211,13 +211,14 @@ def _pinned_host_key(machine) -> str:
 
 
 def test_named_volume_survives_stop_and_start(machine, test_images):
-    """The data disk (volumes, the guest's SSH host keys) outlives a stop and start."""
+    """The data disk (volumes, the guest's SSH host keys) outlives a shutdown and a cold boot
+    (`--cold`: a plain stop saves the guest, tests/machine/test_vm_snapshot.py covers that)."""
     host_key = _pinned_host_key(machine)
     assert host_key.startswith("ssh-ed25519 ")
     machine.docker("volume", "create", "keep")
     machine.docker("run", "--rm", "-v", "keep:/data", test_images["busybox"],
                    "sh", "-c", "echo persisted > /data/f")
-    stop = machine.dockyard("stop")
+    stop = machine.dockyard("stop", "--cold")
     assert "stopped" in stop.stderr
     assert machine.status()["state"] == "stopped"
     assert machine.dockyard("stop").stderr.strip().endswith("is not running")
