@@ -47,6 +47,8 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 QEMU_STREAM_MAGIC = b"QEVM"
 # Migration to a local file needs no throttle (QEMU's default caps it at 128 MiB/s).
 UNTHROTTLED = 1 << 40
+# The second QMP socket, next to the first: the supervisor's watch_exit reads its events.
+EVENTS_SOCKET_NAME = "qmp-events.sock"
 
 
 def qemu_binary() -> str:
@@ -97,7 +99,7 @@ def qemu_argv(spec: LaunchSpec, qemu: str, qmp_socket: Path, pidfile: Path, daem
         "-chardev", f"file,id=console,path={_opt(spec.console_log)}",
         "-serial", "chardev:console",
         "-qmp", f"unix:{_opt(qmp_socket)},server=on,wait=off",
-        "-qmp", f"unix:{_opt(qmp_socket.with_name('qmp-events.sock'))},server=on,wait=off",
+        "-qmp", f"unix:{_opt(qmp_socket.with_name(EVENTS_SOCKET_NAME))},server=on,wait=off",
         "-pidfile", str(pidfile),
     ]
     if spec.sharefs == "virtiofs":
@@ -179,7 +181,7 @@ class QemuBackend(Backend):
     @property
     def events_socket(self) -> Path:
         """A second QMP socket, for the supervisor's watch_exit (the first serves commands)."""
-        return self.run_dir / "qmp-events.sock"
+        return self.run_dir / EVENTS_SOCKET_NAME
 
     @property
     def exit_record(self) -> Path:
@@ -235,9 +237,7 @@ class QemuBackend(Backend):
         launch = self._launch()
         if self.state() is VmState.RUNNING:
             return
-        for stale in (self.pidfile, self.qmp_socket):
-            stale.unlink(missing_ok=True)
-        for stale in (self.exit_record, self.events_socket):
+        for stale in (self.pidfile, self.qmp_socket, self.exit_record, self.events_socket):
             stale.unlink(missing_ok=True)
         with open(self.run_dir / "qemu.log", "ab") as log_file:
             for argv in launch["virtiofsd"]:
