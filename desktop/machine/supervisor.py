@@ -172,7 +172,7 @@ class Supervisor:
             return None
         thread.join(min(timeout, 30))
         if not thread.is_alive() and link.is_connected and \
-                f"{link.host_key_type} {link.host_key_b64}" == " ".join(host_key.split()[:2]):
+                host_key_pin.same_key(f"{link.host_key_type} {link.host_key_b64}", host_key):
             return link
         if thread.is_alive():
             # close() would wait for the hanging connect to give up: not on the start path.
