@@ -448,6 +448,11 @@ class LibvirtBackend(Backend):
             dom.create()
         except libvirt.libvirtError as err:
             raise RuntimeFailure(f"cannot restore {self.domain_name}: {err.get_error_message()}") from err
+        except SystemError as err:
+            # QEMU's error can quote bytes of a damaged state file (a section name), which
+            # libvirt-python then fails to decode: the restore failed all the same.
+            raise RuntimeFailure(f"cannot restore {self.domain_name}: the saved state does not load "
+                                 f"(libvirt's error message was unreadable: {err})") from err
         self._ssh_port = spec.ssh_port
 
     def retire_legacy(self, legacy_name: str, data_disk: Path) -> None:
