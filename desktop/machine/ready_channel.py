@@ -64,6 +64,14 @@ def parse_ready(event: dict[str, Any]) -> ReadyEvent:
     )
 
 
+@dataclass
+class ResumeReport:
+    """The guest init's answer to "resumed": whether it stepped its clock, and what failed."""
+
+    clock_stepped: bool
+    errors: list[str] = field(default_factory=list)
+
+
 class ReadyChannel:
     """A connection to the ready channel; `wait_ready` then, optionally, `follow` for later events."""
 
@@ -143,27 +151,34 @@ class ReadyChannel:
                     continue
                 on_sshd_ready(early)
 
-    def step_guest_clock(self, timeout: float) -> bool:
-        """Have the guest init step its clock to the host's now ("set-time"); True once it says so.
+    def announce_resume(self, timeout: float) -> ResumeReport:
+        """Tell the guest init it was resumed ("resumed <host time>"); what it did about it.
 
-        The guest has no process to start for it (an SSH `date -s` costs ~0.2-1 s
-        in a TCG guest just resumed), so a resume uses this.
+        It steps its clock to the host's and mounts the shares unmounted for the save
+        (share_remount.py), with no process to start (an SSH exec costs ~0.2 s in a
+        TCG guest just resumed, its translation cache empty), while the SSH link connects.
         """
-        self.sock.sendall(f"set-time {time.time():.6f}\n".encode())
         deadline = time.monotonic() + timeout
+        try:
+            self.sock.sendall(f"resumed {time.time():.6f}\n".encode())
+        except OSError as err:
+            return ResumeReport(clock_stepped=False, errors=[f"the guest init did not answer the resume ({err})"])
         while True:
             try:
                 event = self.next_event(deadline)
             except (TimeoutError, EOFError, OSError) as err:
-                log.warning("the guest did not confirm its clock step: %s", type(err).__name__)
-                return False
-            if event.get("event") == "time-set":
-                if event.get("error"):
-                    log.warning("the guest could not step its clock: %s", event["error"])
-                    return False
+                return ResumeReport(clock_stepped=False,
+                                    errors=[f"the guest init did not answer the resume ({type(err).__name__})"])
+            if event.get("event") != "resumed":
+                log.info("guest event: %s", event)
+                continue
+            if event.get("clock_error"):
+                log.warning("the guest could not step its clock: %s", event["clock_error"])
+            else:
                 log.info("guest clock stepped to the host's %s", event.get("seconds"))
-                return True
-            log.info("guest event: %s", event)
+            errors = event.get("errors")
+            return ResumeReport(clock_stepped=not event.get("clock_error"),
+                                errors=[str(e) for e in errors] if isinstance(errors, list) else [])
 
     def follow(self, on_event: Callable[[dict[str, Any]], None]) -> None:
         """Deliver later events (e.g. agent-exited) until the VM closes the channel."""

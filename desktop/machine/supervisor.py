@@ -26,10 +26,10 @@ the manager starts this process while QEMU loads the state and writes one
 byte on --go-fd once the guest runs (EOF: the state did not load). An SSH
 connection made earlier would wait in QEMU's user-net, whose SYN to a paused
 guest can be lost and retried seconds later. No ready line comes; the pinned
-key is used as when re-attaching. The guest clock, which stood still while
-the machine was saved, is stepped first, by the guest init on a "set-time"
-line on the ready channel (no guest process to start), while the SSH link
-connects.
+key is used as when re-attaching. A "resumed" line on the ready channel has
+the guest init step the clock, which stood still while the machine was saved,
+and mount the 9p shares unmounted for the save, with no guest process to
+start, while the SSH link connects; the host socket waits for both.
 """
 
 from __future__ import annotations
@@ -49,9 +49,12 @@ from desktop.machine.boot_stages import BootStage, stage_line
 from desktop.machine.config import MachineState, save_state
 from desktop.machine.guest_power import request_poweroff
 from desktop.machine.instance import Machine
-from desktop.machine.ready_channel import GuestNotReady, ReadyChannel
+from desktop.machine.ready_channel import GuestNotReady, ReadyChannel, ResumeReport
 
 log = logging.getLogger("dockyard.supervisor")
+# The guest init answers a resume within milliseconds (seconds on a loaded TCG host); one that
+# never does (an image older than "resumed") costs this long before the cold boot.
+RESUME_ANSWER_S = 10.0
 
 
 class Supervisor:
@@ -67,8 +70,8 @@ class Supervisor:
         # The link being connected in the background after "sshd-ready", and its thread.
         self._early_link: Any = None
         self._early_thread: threading.Thread | None = None
-        # A resume's clock step on the ready channel: its thread and its outcome.
-        self._clock_step: tuple[threading.Thread, list[bool]] | None = None
+        # A resume announced on the ready channel: its thread and the guest init's answer.
+        self._resume: tuple[threading.Thread, list[ResumeReport]] | None = None
 
     def _udp_forward(self, proto: str, host_port: int, guest_port: int, add: bool) -> None:
         backend = self.machine.backend(self.config)
@@ -87,6 +90,7 @@ class Supervisor:
             with os.fdopen(go_fd, "rb") as go:
                 if not go.read(1):
                     raise RuntimeError("the saved state did not load")
+            log.info("the saved guest runs again: announcing the resume, connecting")
         state = self.machine.state()
 
         if ready_fd is not None:
@@ -113,10 +117,12 @@ class Supervisor:
             try:
                 self.ready_channel = ReadyChannel.connect(backend.ready_channel_path)
             except Exception as err:  # noqa: BLE001 - events are optional when re-attaching
+                if self.restored:  # but a resume is announced on it (the manager then boots cold)
+                    raise
                 log.info("ready channel not available for events: %s", err)
             else:
                 if self.restored:
-                    self._step_clock(min(timeout, 30))
+                    self._announce_resume(min(timeout, RESUME_ANSWER_S))
         state.supervisor_pid = os.getpid()
         state.host_socket = str(self.machine.host_socket)
         save_state(self.machine.state_path, state)
@@ -190,12 +196,8 @@ class Supervisor:
             self.link = self._new_link(state.ssh_port, state.host_key)
             self.link.connect(timeout=min(timeout, 30))
         _report_stage(BootStage.SSH_UP, self.machine.paths.boot_stage)
-        status, _headers, body = self.link.request("GET", "/_ping", timeout=30)
-        if status != 200:
-            raise RuntimeError(f"the guest engine answered _ping with {status}: {body[:200]!r}")
-        clock_stepped = self._clock_stepped()
-        if self.restored:
-            self._remount_shares()
+        # After a resume, the guest init stepped the clock and mounted the shares meanwhile.
+        clock_stepped = self._resumed()
         # Now the agent runs: make sshd drop Nagle on this connection (and on
         # every reconnect), off the start path.
         self.link.server_nodelay = True
@@ -208,6 +210,13 @@ class Supervisor:
         host_socket = HostSocket(self.machine.host_socket, self.link, mounts_policy=policy)
         host_socket.start()
         self.services.append(host_socket)
+        # "OK" means a client of the host socket reaches the engine: asked once, the way
+        # clients ask, through the socket, the link and the agent (the manager trusts it).
+        from desktop.http_over_channel import ping
+
+        reason = ping(self.machine.host_socket, timeout=30)
+        if reason is not None:
+            raise RuntimeError(f"the guest engine does not answer through {self.machine.host_socket}: {reason}")
         self._start_optional("desktop.port_forward", "PortForwarder", self.link, udp_forward=self._udp_forward)
         # After a resume the guest init stepped the clock already (else: over SSH, as on a re-attach).
         self._start_optional("desktop.clock_sync", "ClockSync", self.link, sync_on_start=not clock_stepped)
@@ -241,22 +250,27 @@ class Supervisor:
         self._start_optional("desktop.hot_reload", "HotReloadForwarder", self.link, shares, off,
                              self.machine.run_dir / "hot_reload.json")
 
-    def _step_clock(self, timeout: float) -> None:
-        """In a thread: step the resumed guest's clock through the ready channel (see the docstring)."""
-        outcome: list[bool] = []
+    def _announce_resume(self, timeout: float) -> None:
+        """In a thread: the "resumed" line on the ready channel, and its answer (see the docstring)."""
+        outcome: list[ResumeReport] = []
         channel = self.ready_channel
-        thread = threading.Thread(target=lambda: outcome.append(channel.step_guest_clock(timeout)),
-                                  name="clock-step", daemon=True)
+        thread = threading.Thread(target=lambda: outcome.append(channel.announce_resume(timeout)),
+                                  name="announce-resume", daemon=True)
         thread.start()
-        self._clock_step = (thread, outcome)
+        self._resume = (thread, outcome)
 
-    def _clock_stepped(self) -> bool:
-        """Wait for the resume's clock step; False when there was none or it failed."""
-        if self._clock_step is None:
+    def _resumed(self) -> bool:
+        """Wait for the guest init's answer to a resume; whether it stepped the clock (False
+        when there was no resume). Shares it could not mount fail the start: the manager
+        then boots cold rather than run a machine whose shared folders are empty."""
+        if self._resume is None:
             return False
-        thread, outcome = self._clock_step
-        thread.join(30)
-        return bool(outcome and outcome[0])
+        thread, outcome = self._resume
+        thread.join(RESUME_ANSWER_S + 5)
+        report = outcome[0] if outcome else ResumeReport(False, ["the guest init did not answer the resume"])
+        if report.errors:
+            raise RuntimeError(f"after the resume: {'; '.join(report.errors)[:300]}")
+        return report.clock_stepped
 
     def _start_optional(self, module: str, cls: str, *args: Any, **kwargs: Any) -> None:
         import importlib
@@ -316,17 +330,6 @@ class Supervisor:
                 log.warning("sync and unmount in the guest exited %d: %s", code, err[:200])
         except Exception as err:  # noqa: BLE001 - the save goes on; only a later cold boot could lose data
             log.warning("sync in the guest failed: %s", err)
-
-    def _remount_shares(self) -> None:
-        """After a resume: the 9p shares unmounted for the save, mounted again."""
-        if self.config.sharefs != "9p" or not self.config.shares or self.link is None:
-            return
-        from desktop.machine.share_remount import mount_script
-
-        code, _out, err = self.link.run(mount_script([(s.tag, s.guest_path) for s in self.config.shares]),
-                                        timeout=60)
-        if code != 0:
-            raise RuntimeError(f"mounting the shared folders again after the resume failed: {err[:300]!r}")
 
     def _stop_services(self) -> None:
         for svc in reversed(self.services):

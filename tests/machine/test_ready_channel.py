@@ -81,3 +81,52 @@ def test_console_problem_prefers_error_lines(tmp_path):
     assert console_problem(log) == "mount: cannot find device"
     log.write_text("a\nlast line\n")
     assert console_problem(log) == "last line"
+
+
+def _answer_resume(guest: socket.socket, answer: dict) -> str:
+    """Read the host's "resumed" line as the guest init does, then answer it after another event."""
+    line = guest.recv(4096).decode()
+    guest.sendall(json.dumps({"event": "agent-exited", "code": 0}).encode() + b"\n"
+                  + json.dumps(answer).encode() + b"\n")
+    return line
+
+
+def test_a_resume_is_announced_with_the_host_time_and_the_answer_read():
+    chan, guest = _pair()
+    import threading
+    import time
+
+    before = time.time()
+    seen: list[str] = []
+    answer = {"event": "resumed", "seconds": "1", "shares": ["/Users/me"], "errors": []}
+    peer = threading.Thread(target=lambda: seen.append(_answer_resume(guest, answer)))
+    peer.start()
+    report = chan.announce_resume(timeout=5)
+    peer.join()
+    verb, seconds = seen[0].split()
+    assert verb == "resumed" and before <= float(seconds) <= time.time()
+    assert report.clock_stepped and report.errors == []
+
+
+@pytest.mark.parametrize(("answer", "stepped", "errors"), [
+    ({"event": "resumed", "clock_error": "EPERM", "shares": [], "errors": []}, False, []),
+    ({"event": "resumed", "shares": [], "errors": ["share dyshare0 at /x: [Errno 2]"]}, True,
+     ["share dyshare0 at /x: [Errno 2]"]),
+])
+def test_a_resume_answer_reports_the_clock_and_the_shares_apart(answer, stepped, errors):
+    chan, guest = _pair()
+    import threading
+
+    peer = threading.Thread(target=_answer_resume, args=(guest, answer))
+    peer.start()
+    report = chan.announce_resume(timeout=5)
+    peer.join()
+    assert (report.clock_stepped, report.errors) == (stepped, errors)
+
+
+def test_a_resume_nobody_answers_is_an_error():
+    chan, guest = _pair()
+    guest.close()
+    report = chan.announce_resume(timeout=5)
+    assert not report.clock_stepped
+    assert report.errors and "did not answer" in report.errors[0]

@@ -120,3 +120,15 @@ def test_trim_schedule_without_its_filesystem_is_never_due():
     from vmimage.guest_init.trim import TrimSchedule
 
     assert not TrimSchedule("/nonexistent/data", "/nonexistent/written").due()
+
+
+def test_after_a_resume_only_unmounted_shares_are_mounted_and_failures_named(tmp_path):
+    from vmimage.guest_init.bootopts import Share
+    from vmimage.guest_init.shares import remount_shares
+
+    # /proc is a mount point: left alone, no mount(2) attempted.
+    assert remount_shares("9p", [Share(tag="dyshare0", path="/proc")]) == ([], [])
+    assert remount_shares("none", [Share(tag="dyshare0", path=str(tmp_path))]) == ([], [])
+    # Not mounted: a mount is tried; here there is no such 9p device, so it fails by name.
+    mounted, errors = remount_shares("9p", [Share(tag="nosuchtag", path=str(tmp_path / "s"))])
+    assert mounted == [] and len(errors) == 1 and errors[0].startswith(f"share nosuchtag at {tmp_path / 's'}: ")

@@ -41,13 +41,29 @@ class Channel:
         self.pending = b""
         self.inbox = b""
         # While no host is connected the port polls as hung up (readable, read
-        # returns 0): it is left out of select() until this time, then retried.
+        # returns 0): it is left out of select() until this time, then retried,
+        # or until the port's SIGIO says the host connected (host_changed).
         self.away_until = 0.0
         if device:
             try:
                 self.fd = os.open(device, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as err:
                 log.error("cannot open %s: %s", device, err)
+                return
+            # The port signals a host (dis)connection and incoming data with SIGIO, which
+            # the init turns into a select() wakeup. Without it a host connecting in the
+            # retry pause waits out the rest of it: after a resume that pause is the one
+            # begun when the host left for the save, up to HOST_RETRY_S on the start path.
+            try:
+                import fcntl
+                fcntl.fcntl(self.fd, fcntl.F_SETOWN, os.getpid())
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) | os.O_ASYNC)
+            except OSError as err:
+                log.warning("no SIGIO from %s (a connecting host waits for the retry): %s", device, err)
+
+    def host_changed(self) -> None:
+        """SIGIO: the host connected or sent something; look at the port again now."""
+        self.away_until = 0.0
 
     def send(self, message: dict) -> None:
         """Queue one JSON line and write as much as the port takes now."""

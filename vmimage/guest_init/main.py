@@ -147,7 +147,7 @@ class Init:
         def record(signum, _frame) -> None:
             self.pending_signals.append(signum)
 
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR2, signal.SIGINT, signal.SIGIO):
             signal.signal(signum, record)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
@@ -203,16 +203,27 @@ class Init:
         self.channel.send({"event": "sshd-ready", "host_keys": self.host_keys,
                            "timings": {"sshd_s": round(self.timings["sshd_s"], 3)}})
 
-    def set_time(self, seconds: str) -> None:
-        """Step the clock to the host's, as sent by the host after resuming a saved machine (whose
-        clock stood still while saved): no process to start, so it lands before the SSH link is up."""
+    def resumed(self, seconds: str) -> None:
+        """The host resumed this saved machine: step the clock, which stood still while it was
+        saved, to the host's, and mount the shares the host unmounted for the save. No process
+        to start, so both land while the host's SSH handshake runs, before any request."""
+        report: dict = {"event": "resumed", "seconds": seconds}
         try:
             time.clock_settime(time.CLOCK_REALTIME, float(seconds))
         except (ValueError, OSError) as err:
-            log.warning("set-time %r: %s", seconds, err)
-            self.channel.send({"event": "time-set", "error": str(err)})
-            return
-        self.channel.send({"event": "time-set", "seconds": seconds})
+            log.warning("resumed %r: clock: %s", seconds, err)
+            report["clock_error"] = str(err)
+        try:
+            report["shares"], report["errors"] = shares.remount_shares(self.opts.sharefs, self.opts.shares)
+        except Exception as err:  # the host refuses the resume with it, and boots cold
+            log.exception("remounting the shares failed")
+            report["shares"], report["errors"] = [], [f"shares: {err}"]
+        self.channel.send(report)
+        # The host's first request after a resume goes to the agent, whose code a TCG guest
+        # must translate again (the translation cache is not saved): ask the agent now, on
+        # the other vCPU while sshd does the host's SSH handshake, not after it.
+        from . import probes
+        probes.agent_answers(AGENT_SOCKET)
 
     def _spawn_helper(self, argv: list[str], log_path: str) -> int:
         """Start a short-lived helper; its pid, 0 when it could not start."""
@@ -286,6 +297,8 @@ class Init:
                     self.shutdown(syscalls.RB_POWER_OFF)
                 elif signum == signal.SIGINT:
                     self.shutdown(syscalls.RB_AUTOBOOT)
+                elif signum == signal.SIGIO:
+                    self.channel.host_changed()
             for service in (self.agent, self.sshd):
                 if service.pid is None and service.restart_at is not None and now() >= service.restart_at:
                     service.start()
@@ -293,8 +306,8 @@ class Init:
                 for line in self.channel.read_lines():
                     if line == "status" and self.ready_message is not None:
                         self.channel.send(self.ready_message)
-                    elif line.startswith("set-time "):
-                        self.set_time(line[len("set-time "):])
+                    elif line.startswith("resumed "):
+                        self.resumed(line[len("resumed "):])
             self.channel.flush()
             if self.clock is not None:
                 self.clock.handle(readable)

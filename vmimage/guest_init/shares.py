@@ -19,7 +19,21 @@ def mount_shares(sharefs: str, shares: list[Share]) -> tuple[list[str], list[str
     status = spawn.run(["modprobe", "-a", *MODULES[sharefs]], "/run/dockyard/modprobe.log")
     if status != 0:
         errors.append(f"modprobe {' '.join(MODULES[sharefs])} failed ({status})")
+    mounted, mount_errors = _mount_each(sharefs, shares)
+    return mounted, errors + mount_errors
+
+
+def remount_shares(sharefs: str, shares: list[Share]) -> tuple[list[str], list[str]]:
+    """After a resume: mount again each share the host unmounted for the save
+    (desktop/machine/share_remount.py); its modules are loaded already."""
+    if sharefs == "none" or not shares:
+        return [], []
+    return _mount_each(sharefs, [share for share in shares if not os.path.ismount(share.path)])
+
+
+def _mount_each(sharefs: str, shares: list[Share]) -> tuple[list[str], list[str]]:
     mounted: list[str] = []
+    errors: list[str] = []
     for share in shares:
         try:
             os.makedirs(share.path, exist_ok=True)
