@@ -8,11 +8,12 @@ next to it. Anything else, or a state that does not load, is removed and the
 machine boots cold, saying why on stderr (a warning in the CLI).
 
 A resume pipelines its steps: QEMU loads the state while the supervisor
-process starts and dials the guest's sshd (the connection waits in QEMU's
-user-net until the guest runs). The supervisor then steps the guest clock,
-which stood still while the machine was saved, and brings the SSH link, the
-host socket and the published ports back as after a boot. Containers never
-noticed: their processes were saved with the guest.
+process starts (Python, paramiko), which dials the guest's sshd as soon as
+the guest runs. Meanwhile the guest init, told of the resume on the ready
+channel, steps the clock, which stood still while the machine was saved, and
+mounts the shares again. The supervisor then brings the host socket and the
+published ports back as after a boot. Containers never noticed: their
+processes were saved with the guest.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import os
 
 from . import spawn, syscalls
 from .bootopts import Share
-from .share_options import NINEP_OPTIONS
 
+NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
 MODULES = {"9p": ["9pnet_virtio", "9p"], "virtiofs": ["virtiofs"]}
 
 
