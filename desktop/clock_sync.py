@@ -1,8 +1,8 @@
 """Keeps the guest clock within a few milliseconds of the host's.
 
 * When the machine is up (the supervisor starts us once the agent answers),
-  and whenever asked (`sync_now(link)`, e.g. after restoring a saved VM), the
-  guest clock is stepped to the host's.
+  unless the guest init already stepped it for a resume, and whenever asked
+  (`ClockSync.sync_now`), the guest clock is stepped to the host's.
 * Every `check_interval_s` (the `clock_check` setting, 30 s) one check measures
   the offset and slews it away, or steps it when it is over 0.5 s
   (clock_discipline.py has the measuring and the policy). A check is a channel
@@ -44,18 +44,6 @@ class ClockSyncResult:
     def offset_s(self) -> float:
         """The offset found before correcting (guest minus host, seconds)."""
         return self.correction.measured.offset_s
-
-
-def sync_now(link: Any, reason: str = "requested", socket_path: str = CLOCK_SOCKET) -> ClockSyncResult:
-    """Step the guest clock to the host's now; raises LinkError (GuestClockError) if it cannot.
-
-    For callers that know the guest clock is off by an unknown amount: a
-    fresh boot, a restored snapshot, a resumed host.
-    """
-    with GuestClock(link, socket_path) as clock:
-        result = ClockSyncResult(reason, correct(clock, force_step=True))
-    _log(result)
-    return result
 
 
 def _log(result: ClockSyncResult) -> None:

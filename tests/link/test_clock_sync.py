@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from desktop.clock_discipline import GuestClock, GuestClockError, correct
-from desktop.clock_sync import ClockSync, sync_now
+from desktop.clock_sync import ClockSync
 from desktop.ssh_link import ChannelOpenRefused
 from tests.support.simulated_guest_clock import ServedGuestClock
 from tests.support.waiting import poll
@@ -88,7 +88,7 @@ def test_a_right_clock_is_left_alone(link, guest):
 
 def test_sync_now_steps_even_a_small_offset(link, guest):
     guest.clock.set_offset(0.2)
-    result = sync_now(link, "restored a snapshot", socket_path=str(guest.path))
+    result = ClockSync(link, socket_path=str(guest.path), check_interval_s=3600).sync_now("restored a snapshot")
     assert result.correction.action == "step" and result.reason == "restored a snapshot"
     assert result.offset_s == pytest.approx(0.2, abs=result.correction.measured.error_s + SLACK_S)
     assert abs(guest.clock.offset_s) <= result.correction.measured.error_s + SLACK_S
@@ -169,7 +169,7 @@ def test_reconnect_triggers_a_step_in_the_background(link, sshd, guest):
 def test_a_guest_without_the_service_is_reported_not_fatal(link, tmp_path, caplog):
     missing = str(tmp_path / "no-clock.sock")
     with pytest.raises(ChannelOpenRefused):
-        sync_now(link, socket_path=missing)
+        ClockSync(link, socket_path=missing, check_interval_s=3600).sync_now()
     cs = ClockSync(link, socket_path=missing, check_interval_s=3600)
     cs.start()  # logs once and goes on: an older guest image has no clock service
     try:

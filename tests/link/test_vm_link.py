@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from desktop.clock_discipline import GuestClock
-from desktop.clock_sync import sync_now
+from desktop.clock_sync import ClockSync
 from desktop.host_socket import HostSocket
 from desktop.ssh_link import HostKeyMismatch, SshLink
 from tests.support import qemu_boot
@@ -124,7 +124,7 @@ def test_docker_cli_through_the_host_socket(link, tmp_path):
 def test_clock_sync_sets_the_guest_clock(link):
     # Put the guest clock a day off, then let the clock sync fix it for real.
     assert link.run(f"date -u -s @{int(time.time()) - 86400}")[0] == 0
-    result = sync_now(link, "test")
+    result = ClockSync(link, check_interval_s=3600).sync_now("test")
     assert result.correction.action == "step" and result.offset_s == pytest.approx(-86400, abs=5)
     with GuestClock(link) as clock:
         after = clock.measure()
