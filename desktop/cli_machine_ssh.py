@@ -79,16 +79,15 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 def check_pin(machine: MachinePaths, name: str) -> None:
     """Refuse (naming both fingerprints) when the running guest's key is not the pinned one."""
-    from desktop.machine.host_key_pin import HostKeyChanged, read_pin, same_key
+    from desktop.machine.host_key_pin import check
 
-    pinned = read_pin(machine.host_key_pin)
     try:
         with open(machine.state) as f:
             running_key = str(json.load(f).get("host_key") or "")
     except (FileNotFoundError, ValueError):
         running_key = ""
-    if pinned and running_key and not same_key(pinned, running_key):
-        raise HostKeyChanged(name, pinned, running_key)
+    if running_key:
+        check(machine.host_key_pin, name, running_key)
 
 
 def exec_over_supervisor(control: Path, command: str, tty: bool) -> int | None:

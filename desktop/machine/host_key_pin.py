@@ -67,13 +67,18 @@ def write_pin(path: Path, key_line: str) -> None:
     write_bytes_atomic(path, (" ".join(key_line.split()[:2]) + "\n").encode(), mode=0o600)
 
 
+def check(path: Path, machine: str, key_line: str) -> str:
+    """The pinned key line ("" when none is pinned yet); HostKeyChanged when another key is pinned."""
+    pinned = read_pin(path)
+    if pinned and not same_key(pinned, key_line):
+        raise HostKeyChanged(machine, pinned, key_line)
+    return pinned
+
+
 def check_or_pin(path: Path, machine: str, announced: str) -> bool:
     """Pin `announced` if nothing is pinned (returns True), accept it if it is the pin (False),
     else raise HostKeyChanged."""
-    pinned = read_pin(path)
-    if not pinned:
-        write_pin(path, announced)
-        return True
-    if not same_key(pinned, announced):
-        raise HostKeyChanged(machine, pinned, announced)
-    return False
+    if check(path, machine, announced):
+        return False
+    write_pin(path, announced)
+    return True

@@ -111,9 +111,7 @@ class Supervisor:
             state.ssh_port = state.ssh_port or backend.ssh_port
             if not state.host_key:
                 raise RuntimeError("no pinned host key for the running machine: stop and start it again")
-            pinned = host_key_pin.read_pin(self.machine.paths.host_key_pin)
-            if pinned and not host_key_pin.same_key(pinned, state.host_key):
-                raise host_key_pin.HostKeyChanged(self.machine.name, pinned, state.host_key)
+            host_key_pin.check(self.machine.paths.host_key_pin, self.machine.name, state.host_key)
             try:
                 self.ready_channel = ReadyChannel.connect(backend.ready_channel_path)
             except Exception as err:  # noqa: BLE001 - events are optional when re-attaching
