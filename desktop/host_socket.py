@@ -21,7 +21,6 @@ as Docker Desktop does, instead of mounting the guest's own file.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -285,11 +284,9 @@ class HostSocket:
     @staticmethod
     def _answer_unavailable(client: socket.socket, reason: str) -> None:
         """Tell the Docker client why, instead of a bare connection reset."""
-        body = json.dumps({"message": f"Dockyard engine unavailable: {reason}"}, separators=(",", ":")).encode()
         try:
             client.settimeout(2)
-            client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                           b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            client.sendall(error_response(503, "Service Unavailable", f"Dockyard engine unavailable: {reason}"))
             client.shutdown(socket.SHUT_WR)
             # Drain the unread request: closing with unread data sends a
             # reset, which can destroy the answer before the client reads it.
