@@ -231,7 +231,3 @@ class Snapshots:
         while len(self._sent) > self.limit:
             self._sent.popitem(last=False)
         return st.st_mtime_ns
-
-    def forget(self, path: str) -> None:
-        """Send `path` again next time even if unchanged (its batch never arrived)."""
-        self._sent.pop(path, None)

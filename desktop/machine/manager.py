@@ -382,14 +382,14 @@ class MachineManager(Machine):
     def _stop(self, graceful_timeout: float, cold: bool = True) -> bool:
         config = self.config()
         backend = self.backend(config)
-        running = backend.state() in (VmState.RUNNING, VmState.PAUSED)
+        vm_state = backend.state()
         status_report.mark_stopped(self.state_path, self.state())
-        if not running:
+        if vm_state not in (VmState.RUNNING, VmState.PAUSED):
             self._stop_supervisor(poweroff=False)
             return False
         from desktop.machine import instant_start
 
-        if not cold and backend.state() is VmState.RUNNING and instant_start.save(self, backend, config):
+        if not cold and vm_state is VmState.RUNNING and instant_start.save(self, backend, config):
             return True
         if self.supervisor_pid():
             self._stop_supervisor(poweroff=True)
